@@ -1,0 +1,28 @@
+"""Condition kinds: one module each, all behind :class:`runwatch.checks.base.RuleBase`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter
+
+from runwatch.checks.absent import AbsentRule
+from runwatch.checks.base import Context, Hold, Match, RuleBase, Verdict
+from runwatch.checks.heartbeat import HeartbeatRule
+from runwatch.checks.nonfinite import NonfiniteRule
+from runwatch.checks.plateau import PlateauRule
+from runwatch.checks.progress import ProgressRule
+from runwatch.checks.spike import SpikeRule
+from runwatch.checks.state import StateRule
+from runwatch.checks.threshold import ThresholdRule
+
+Rule = Annotated[
+    ThresholdRule | NonfiniteRule | HeartbeatRule | StateRule | SpikeRule | PlateauRule
+    | AbsentRule | ProgressRule,
+    Field(discriminator="kind"),
+]
+RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(Rule)
+KINDS = ("threshold", "nonfinite", "heartbeat", "state", "spike", "plateau", "absent",
+         "progress")
+
+__all__ = ["KINDS", "RULE_ADAPTER", "Context", "Hold", "Match", "Rule", "RuleBase", "Verdict"]

@@ -1,0 +1,202 @@
+"""What every rule has, and the one interface every condition kind implements.
+
+A rule is a frozen pydantic model (the config edge); its ``evaluate`` is a pure function of
+a :class:`Context` — the run snapshot, the check's memory from the last tick and ``now`` —
+returning a :class:`Verdict`. No clock, disk or network inside.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from runwatch import keys
+from runwatch.duration import format_duration, parse_duration
+from runwatch.model import EMPTY_SERIES, RunSnapshot, Series, Severity
+from runwatch.template import template_errors
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+_STEPS = re.compile(r"^\s*(\d+)\s*steps?\s*$")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Hold:
+    """How long a condition must hold: a duration, or a number of steps."""
+
+    seconds: float | None = None
+    steps: int | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> Hold:
+        if isinstance(value, Hold):
+            return value
+        if isinstance(value, str) and (m := _STEPS.match(value)):
+            return cls(steps=int(m.group(1)))
+        if isinstance(value, int) and not isinstance(value, bool):
+            raise ValueError(
+                f"ambiguous hold {value!r}: write a duration like '10m' or a count like"
+                f" '{value} steps'"
+            )
+        return cls(seconds=parse_duration(value))
+
+    def __str__(self) -> str:
+        if self.steps is not None:
+            return f"{self.steps} steps"
+        return format_duration(self.seconds or 0)
+
+
+class Match(BaseModel):
+    """Which runs a rule applies to. Every given field must match; globs use fnmatch."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    project: tuple[str, ...] = ()
+    entity: tuple[str, ...] = ()
+    run: tuple[str, ...] = ()  # run name or id globs
+    group: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # every tag listed must be on the run
+    config: Mapping[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+    @field_validator("project", "entity", "run", "group", "tags", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    def matches(self, snapshot: RunSnapshot) -> bool:
+        ref = snapshot.ref
+        if self.project and not _any_glob(ref.project, self.project):
+            return False
+        if self.entity and not _any_glob(ref.entity, self.entity):
+            return False
+        if self.run and not (
+            _any_glob(ref.name, self.run) or _any_glob(ref.id, self.run)
+        ):
+            return False
+        if self.group and not _any_glob(snapshot.group, self.group):
+            return False
+        if self.tags and not set(self.tags) <= set(snapshot.tags):
+            return False
+        return all(
+            _config_value(snapshot.config, key) == want for key, want in self.config.items()
+        )
+
+
+def _any_glob(text: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(text or "", p) for p in patterns)
+
+
+_MISSING = object()
+
+
+def _config_value(config: Mapping[str, Any], key: str) -> Any:
+    """A config value by exact key, else by walking dotted parts through nested mappings."""
+    if key in config:
+        return config[key]
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Context:
+    """Everything a check may look at: values only."""
+
+    snapshot: RunSnapshot
+    now: float
+    aliases: Mapping[str, tuple[str, ...]]
+    memory: Any = None  # the check's memory after the previous tick
+    holding: bool = False  # the condition held at the previous tick (pending or firing)
+
+    def series(self, metric: str) -> tuple[str | None, Series]:
+        key = keys.resolve(metric, self.snapshot.keys, self.aliases)
+        if key is None:
+            return None, EMPTY_SERIES
+        return key, self.snapshot.history.get(key, EMPTY_SERIES)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Verdict:
+    """A check's answer for one run at one tick.
+
+    ``active`` is None when the tick brought nothing to decide on (no new points): the
+    engine keeps the alert's status. ``since``/``since_step`` say when the condition
+    started holding, when the check can tell (a point's time beats the tick's ``now``).
+    """
+
+    active: bool | None
+    memory: Any = None
+    metric: str | None = None
+    value: float | None = None
+    step: int | None = None
+    since: float | None = None
+    since_step: int | None = None
+    threshold: Any = None
+    age: float | None = None
+
+
+class RuleBase(BaseModel):
+    """Fields every rule has; one subclass per condition kind adds its own."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    default_summary: ClassVar[str] = "{rule} on {run}"
+
+    name: str
+    severity: Severity
+    description: str = ""
+    match: Match = Field(default_factory=Match)
+    hold: Hold | None = Field(default=None, alias="for")
+    labels: Mapping[str, str] = Field(default_factory=dict)
+    summary: str | None = None
+    resolve_on_end: bool = True  # a firing alert resolves when its run ends
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                f"invalid rule name {value!r}: letters, digits and - _ . : only"
+            )
+        return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_as_text(cls, value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+                    for k, v in value.items()}
+        return value
+
+    @field_validator("hold", mode="before")
+    @classmethod
+    def _hold(cls, value: Any) -> Any:
+        return None if value is None else Hold.parse(value)
+
+    @field_validator("summary")
+    @classmethod
+    def _summary(cls, value: str | None) -> str | None:
+        if value is not None and (errors := template_errors(value)):
+            raise ValueError("; ".join(errors))
+        return value
+
+    def metrics(self) -> tuple[str, ...]:
+        """Logical metric names (aliases or exact keys) this rule reads from history."""
+        return ()
+
+    def summary_template(self) -> str:
+        return self.summary or self.default_summary
+
+    def evaluate(self, ctx: Context) -> Verdict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""A duration field: ``30s``, ``10m``, ``2h`` in YAML, seconds in Python."""

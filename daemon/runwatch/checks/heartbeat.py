@@ -1,0 +1,30 @@
+"""``heartbeat``: a running run's writer has not been heard from for a while.
+
+A dead process shows as a stale heartbeat. A hung one does not — wandb-core keeps
+beating — which is what ``progress`` is for.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from runwatch.checks.base import Context, Duration, RuleBase, Verdict
+from runwatch.model import RunState
+
+
+class HeartbeatRule(RuleBase):
+    kind: Literal["heartbeat"]
+    older_than: Duration
+
+    default_summary: ClassVar[str] = "no heartbeat for {age} (run {state})"
+
+    def evaluate(self, ctx: Context) -> Verdict:
+        snap = ctx.snapshot
+        if snap.state is not RunState.RUNNING:
+            return Verdict(active=False)
+        if snap.heartbeat is None:
+            return Verdict(active=None)
+        age = ctx.now - snap.heartbeat
+        active = age > self.older_than
+        return Verdict(active=active, age=age, threshold=self.older_than,
+                       since=snap.heartbeat + self.older_than if active else None)

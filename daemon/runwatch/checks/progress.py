@@ -1,0 +1,51 @@
+"""``progress``: a running run's newest history row is too old.
+
+The heartbeat cannot see a hung training loop (wandb-core keeps beating); the newest row
+can. "Too old" is both older than ``older_than`` and ``factor`` times the run's own
+recent median interval between rows, so a run that logs every 40 minutes is not stalled
+at 31.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from runwatch.checks.base import Context, Duration, RuleBase, Verdict
+from runwatch.model import RunState
+
+ROW_TIME_KEY = "_timestamp"  # every wandb history row carries it
+
+
+class ProgressRule(RuleBase):
+    kind: Literal["progress"]
+    older_than: Duration
+    factor: float = Field(default=10.0, ge=0)
+    window: int = Field(default=50, ge=2, le=5_000)  # rows for the median interval
+
+    default_summary: ClassVar[str] = "no new history row for {age} (last step {step})"
+
+    def metrics(self) -> tuple[str, ...]:
+        return (ROW_TIME_KEY,)
+
+    def evaluate(self, ctx: Context) -> Verdict:
+        snap = ctx.snapshot
+        _, rows = ctx.series(ROW_TIME_KEY)
+        recent = [*(ctx.memory or ()), *rows.times][-self.window:]
+        if snap.state is not RunState.RUNNING:
+            return Verdict(active=False, memory=recent, step=snap.last_step)
+        newest = snap.progress if snap.progress is not None else (
+            recent[-1] if recent else snap.started)
+        if newest is None:
+            return Verdict(active=None, memory=recent)
+        limit = self.older_than
+        if len(recent) >= 3:
+            gaps = [b - a for a, b in itertools.pairwise(recent)]
+            limit = max(limit, self.factor * statistics.median(gaps))
+        age = ctx.now - newest
+        active = age > limit
+        return Verdict(active=active, memory=recent, age=age, threshold=limit,
+                       step=snap.last_step, since=newest + limit if active else None)

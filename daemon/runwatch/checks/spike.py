@@ -1,0 +1,73 @@
+"""``spike``: a point more than ``k`` robust deviations (median/MAD) from its rolling window."""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from runwatch.checks.base import Context, RuleBase, Verdict
+
+_MAD_TO_SIGMA = 1.4826  # makes the MAD a consistent estimator of a normal's sigma
+
+
+class SpikeRule(RuleBase):
+    kind: Literal["spike"]
+    metric: str
+    k: float = Field(default=6.0, gt=0)
+    window: int = Field(default=50, ge=3, le=5_000)
+    min_points: int = Field(default=10, ge=3)
+    direction: Literal["up", "down", "both"] = "up"
+
+    default_summary: ClassVar[str] = (
+        "{metric} spiked to {value:.4g} at step {step} ({threshold:.1f} robust deviations)"
+    )
+
+    def metrics(self) -> tuple[str, ...]:
+        return (self.metric,)
+
+    def _score(self, value: float, ordered: list[float]) -> float:
+        """Signed robust z-score of ``value`` against the sorted window."""
+        n = len(ordered)
+        median = _median(ordered)
+        mad = _median(sorted(abs(x - median) for x in ordered)) if n else 0.0
+        scale = max(_MAD_TO_SIGMA * mad, 1e-12, 1e-9 * abs(median))
+        z = (value - median) / scale
+        if self.direction == "down":
+            return -z
+        return abs(z) if self.direction == "both" else z
+
+    def evaluate(self, ctx: Context) -> Verdict:
+        key, series = ctx.series(self.metric)
+        if not series.values:
+            return Verdict(active=None, memory=ctx.memory, metric=key)
+        recent = list(ctx.memory or ())
+        ordered = sorted(recent)
+        worst: tuple[float, int, float, float] | None = None  # (score, step, time, value)
+        for step, time, value in zip(series.steps, series.times, series.values, strict=True):
+            if not math.isfinite(value):
+                continue  # the nonfinite rule's business; it would poison the window
+            if len(ordered) >= self.min_points:
+                score = self._score(value, ordered)
+                if score > self.k and (worst is None or score > worst[0]):
+                    worst = (score, step, time, value)
+            recent.append(value)
+            bisect.insort(ordered, value)
+            if len(recent) > self.window:
+                ordered.pop(bisect.bisect_left(ordered, recent.pop(0)))
+        if worst is None:
+            return Verdict(active=False, memory=recent, metric=key,
+                           value=series.values[-1], step=series.steps[-1])
+        score, step, time, value = worst
+        return Verdict(active=True, memory=recent, metric=key, value=value, step=step,
+                       since=time, since_step=step, threshold=score)
+
+
+def _median(ordered: list[float]) -> float:
+    n = len(ordered)
+    if n == 0:
+        return 0.0
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2

@@ -1,0 +1,26 @@
+"""``state``: the run ended badly — crashed, failed, killed (optionally also finished)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import field_validator
+
+from runwatch.checks.base import Context, RuleBase, Verdict
+from runwatch.model import RunState
+
+
+class StateRule(RuleBase):
+    kind: Literal["state"]
+    states: tuple[RunState, ...] = (RunState.CRASHED, RunState.FAILED, RunState.KILLED)
+    resolve_on_end: bool = False  # the run's end is what this rule reports
+
+    default_summary: ClassVar[str] = "run {state}"
+
+    @field_validator("states", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    def evaluate(self, ctx: Context) -> Verdict:
+        return Verdict(active=ctx.snapshot.state in self.states, step=ctx.snapshot.last_step)

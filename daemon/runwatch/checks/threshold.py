@@ -1,0 +1,103 @@
+"""``threshold``: a metric crosses a bound — on any new point, the last, or a window."""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from runwatch.checks.base import Context, RuleBase, Verdict
+from runwatch.checks.points import scan
+
+Op = Literal[">", ">=", "<", "<=", "==", "!="]
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+    "==": operator.eq, "!=": operator.ne,
+}
+_WINDOW_AGGREGATES = {"mean": lambda v: math.fsum(v) / len(v), "max": max, "min": min}
+
+
+class ThresholdRule(RuleBase):
+    kind: Literal["threshold"]
+    metric: str
+    op: Op
+    value: float
+    mode: Literal["any", "last", "mean", "max", "min"] = "any"
+    window: int = Field(default=20, ge=1, le=10_000)  # points, for mean/max/min
+    resolve_value: float | None = None  # hysteresis: holds until the value passes this
+
+    default_summary: ClassVar[str] = "{metric} {value:.4g} {op} {threshold:.4g} at step {step}"
+
+    @model_validator(mode="after")
+    def _hysteresis_on_the_quiet_side(self) -> ThresholdRule:
+        r = self.resolve_value
+        if r is None:
+            return self
+        if self.op in ("==", "!="):
+            raise ValueError(f"resolve_value needs an ordering op, not {self.op!r}")
+        if self.op in (">", ">=") and r > self.value:
+            raise ValueError(f"resolve_value {r} must be <= value {self.value} for {self.op!r}")
+        if self.op in ("<", "<=") and r < self.value:
+            raise ValueError(f"resolve_value {r} must be >= value {self.value} for {self.op!r}")
+        return self
+
+    def metrics(self) -> tuple[str, ...]:
+        return (self.metric,)
+
+    def summary_template(self) -> str:
+        return self.summary or self.default_summary.replace("{op}", self.op)
+
+    def evaluate(self, ctx: Context) -> Verdict:
+        key, series = ctx.series(self.metric)
+        if not series.values:
+            return Verdict(active=None, memory=ctx.memory, metric=key, threshold=self.value)
+        if self.mode in _WINDOW_AGGREGATES:
+            return self._window(ctx, key, series)
+        return self._points(ctx, key, series)
+
+    def _crosses(self, value: float, in_run: bool) -> bool:
+        bound = self.resolve_value if in_run and self.resolve_value is not None else self.value
+        return value == value and _OPS[self.op](value, bound)
+
+    def _points(self, ctx: Context, key: str | None, series: Any) -> Verdict:
+        trailing = tuple(ctx.memory) if ctx.memory else None
+        values = series.values
+        if trailing is None and self.op in (">", ">=", "<", "<="):
+            # Fast path: one C-level pass decides that nothing crossed.
+            extreme = max(values) if self.op[0] == ">" else min(values)
+            if extreme == extreme and not _OPS[self.op](extreme, self.value):
+                return Verdict(active=False, memory=None, metric=key, threshold=self.value,
+                               value=values[-1], step=series.steps[-1])
+        sign = 1.0 if self.op[0] in ">!=" else -1.0
+        result = scan(series.steps, series.times, values, matches=self._crosses,
+                      severity=lambda v: sign * v, trailing=trailing)
+        memory = list(result.trailing) if result.trailing else None
+        held = result.trailing is not None
+        if self.mode == "last" or self.hold is not None:
+            since = result.trailing
+            return Verdict(active=held, memory=memory, metric=key, threshold=self.value,
+                           value=values[-1], step=series.steps[-1],
+                           since=since[1] if since else None,
+                           since_step=since[0] if since else None)
+        if result.worst is None:
+            return Verdict(active=False, memory=memory, metric=key, threshold=self.value,
+                           value=values[-1], step=series.steps[-1])
+        step, _, value = result.worst
+        since_step, since = result.worst_since or (step, None)
+        return Verdict(active=True, memory=memory, metric=key, threshold=self.value,
+                       value=value, step=step, since=since, since_step=since_step)
+
+    def _window(self, ctx: Context, key: str | None, series: Any) -> Verdict:
+        window = [*(ctx.memory or ()), *series.values][-self.window:]
+        finite = [v for v in window if math.isfinite(v)]
+        if not finite:
+            return Verdict(active=None, memory=window, metric=key, threshold=self.value)
+        aggregate = _WINDOW_AGGREGATES[self.mode](finite)
+        active = self._crosses(aggregate, ctx.holding)
+        return Verdict(active=active, memory=window, metric=key, threshold=self.value,
+                       value=aggregate, step=series.steps[-1],
+                       since=series.times[-1] if active else None,
+                       since_step=series.steps[-1] if active else None)

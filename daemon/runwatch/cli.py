@@ -1,0 +1,201 @@
+"""The ``runwatch`` command. Thin: parse arguments, call the library, print.
+
+Exit codes: 0 done (alerts or not), 1 a runtime failure (store unreachable), 2 invalid
+config or rules. Errors are one line each on stderr — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from runwatch import __version__
+from runwatch.config import ConfigError, RuleSet, default_config, load_all
+from runwatch.model import Transition
+from runwatch.store.base import StoreError, open_store, redact_url
+from runwatch.tick import TickReport, run_tick
+from runwatch.wiring import build_sources
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"runwatch: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="runwatch",
+        description="Alerting for machine-learning training runs tracked in Weights & Biases.",
+    )
+    parser.add_argument("--version", action="version", version=f"runwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", help="run one tick: read runs, evaluate rules, report")
+    _config_args(check)
+    check.add_argument("--dry-run", action="store_true",
+                       help="evaluate without writing alert state or cursors")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(func=cmd_check)
+
+    validate = sub.add_parser("validate", help="check config and rules without reading runs")
+    _config_args(validate)
+    validate.set_defaults(func=cmd_validate)
+
+    rules = sub.add_parser("rules", help="list the loaded rules")
+    _config_args(rules)
+    rules.add_argument("--json", action="store_true", help="print JSON")
+    rules.set_defaults(func=cmd_rules)
+    return parser
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, metavar="FILE",
+                        help="daemon config (YAML); without it, --rundir and the default rules")
+    parser.add_argument("--rundir", action="append", default=[], metavar="DIR",
+                        help="a directory searched for wandb run directories (repeatable)")
+    parser.add_argument("--state-dir", type=Path, metavar="DIR",
+                        help="where the SQLite state lives without --config")
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, RuleSet]:
+    if args.config is not None:
+        if args.rundir:
+            raise ConfigError([f"{args.config}: --rundir cannot be combined with --config"])
+        return load_all(args.config)
+    paths = args.rundir or ["."]
+    return load_all_default(paths, args.state_dir)
+
+
+def load_all_default(paths: Sequence[str], state_dir: Path | None) -> tuple[Any, RuleSet]:
+    config = default_config([str(Path(p).expanduser()) for p in paths], state_dir=state_dir)
+    return config, config.rule_set()
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config, rule_set = _load(args)
+    store = open_store(config.store)
+    try:
+        report = run_tick(
+            sources=build_sources(config), rules=rule_set.rules, aliases=rule_set.aliases,
+            store=store, now=time.time(), dry_run=args.dry_run,
+        )
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(report_json(report), indent=2, allow_nan=False))
+    else:
+        print_report(report)
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config, rule_set = _load(args)
+    sources = ", ".join(s.name for s in config.sources) or "none"
+    print(f"ok: {len(rule_set.rules)} rules, sources: {sources}, "
+          f"store: {redact_url(config.store)}")
+    return EXIT_OK
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    _, rule_set = _load(args)
+    if args.json:
+        print(json.dumps([
+            {"name": r.name, "kind": r.kind, "severity": str(r.severity),
+             "origin": rule_set.origins.get(r.name, "")} for r in rule_set.rules
+        ], indent=2))
+        return EXIT_OK
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("rule", "kind", "severity", "condition", "origin", box=None)
+    for r in rule_set.rules:
+        table.add_row(r.name, r.kind, str(r.severity), describe(r),
+                      rule_set.origins.get(r.name, ""))
+    Console().print(table)
+    return EXIT_OK
+
+
+def describe(rule: Any) -> str:
+    """One line saying what a rule checks, for ``runwatch rules``."""
+    parts = {
+        "threshold": lambda r: f"{r.metric} {r.op} {r.value:g} ({r.mode})",
+        "nonfinite": lambda r: f"{r.metric} is NaN/inf",
+        "heartbeat": lambda r: f"heartbeat older than {r.older_than:g}s",
+        "state": lambda r: "state in " + ", ".join(map(str, r.states)),
+        "spike": lambda r: f"{r.metric} > {r.k:g} robust deviations ({r.window} points)",
+        "plateau": lambda r: f"{r.metric} no gain of {r.min_delta:g} in {r.patience}",
+        "absent": lambda r: f"{r.metric} absent for {r.older_than:g}s",
+        "progress": lambda r: f"no row for {r.older_than:g}s and {r.factor:g}x median gap",
+    }[rule.kind](rule)
+    return parts + (f" for {rule.hold}" if rule.hold else "")
+
+
+def _number(value: float | None) -> float | str | None:
+    """JSON has no NaN/inf: say them as the strings W&B itself uses."""
+    if value is None or math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def transition_json(t: Transition) -> dict[str, Any]:
+    a = t.alert
+    return {
+        "rule": a.rule, "severity": str(a.severity), "status": str(a.status),
+        "run": {"id": a.run.id, "name": a.run.name, "project": a.run.project,
+                "entity": a.run.entity, "path": a.run.path},
+        "metric": a.metric, "value": _number(a.value), "step": a.step, "summary": a.summary,
+    }
+
+
+def report_json(report: TickReport) -> dict[str, Any]:
+    return {
+        "transitions": [transition_json(t) for t in report.transitions],
+        "runs_checked": report.runs_checked,
+        "errors": list(report.errors),
+    }
+
+
+_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def print_report(report: TickReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    console = Console()
+    err = Console(stderr=True)
+    for line in report.errors:
+        err.print(Text(f"warning: {line}", style="yellow"))
+    if report.transitions:
+        table = Table("status", "severity", "rule", "run", "summary", box=None)
+        for t in report.transitions:
+            a = t.alert
+            # Run names and summaries are untrusted: Text() keeps rich markup out of them.
+            table.add_row(Text(str(a.status)), Text(str(a.severity), _STYLE[a.severity]),
+                          Text(a.rule), Text(a.run.path), Text(a.summary))
+        console.print(table)
+    console.print(Text(f"{report.runs_checked} runs checked, "
+                       f"{len(report.transitions)} transitions, {len(report.errors)} errors"))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

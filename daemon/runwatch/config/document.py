@@ -1,0 +1,229 @@
+"""YAML documents that remember the line of every value, with ``${VAR}`` expansion.
+
+A config error is only useful with its file and line, so a document is composed into
+PyYAML's node tree and built by hand: every mapping key and sequence item records its line
+under its path (``("routes", 0, "receivers")``), and a validation error's ``loc`` is mapped
+back to the nearest recorded line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+PathKey = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Problem:
+    """One error, printed as ``file:line: message``."""
+
+    file: str | None
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        if self.file is None:
+            return self.message
+        if self.line is None:
+            return f"{self.file}: {self.message}"
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+def format_path(path: PathKey) -> str:
+    """``("routes", 0, "receivers")`` → ``routes[0].receivers``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text
+
+
+def at(path: PathKey, message: str) -> str:
+    """``message`` prefixed with the dotted path it is about, when there is one."""
+    return f"{format_path(path)}: {message}" if path else message
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Document:
+    """A parsed YAML file: plain data plus the line of every key and item."""
+
+    file: str | None
+    data: Any
+    lines: Mapping[PathKey, int] = field(default_factory=dict)
+    # Values that failed ${VAR} expansion: their validation errors would only repeat it.
+    unexpanded: frozenset[PathKey] = frozenset()
+
+    def line_of(self, path: PathKey) -> int | None:
+        """The line of ``path``, else of its nearest recorded ancestor."""
+        for end in range(len(path), -1, -1):
+            if (line := self.lines.get(path[:end])) is not None:
+                return line
+        return None
+
+    def problem(self, path: PathKey, message: str) -> Problem:
+        return Problem(file=self.file, line=self.line_of(path), message=message)
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans: ``no``, ``on``, ``off`` stay strings (a project
+    named NO is a project, not False); pydantic still reads them as booleans where a field
+    wants one."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def parse(text: str, file: str | None, *, env: Mapping[str, str] | None = None,
+          ) -> tuple[Document | None, list[Problem]]:
+    """The document in ``text``; None when it is empty or not YAML (with the problem).
+
+    With ``env``, ``${VAR}`` and ``${VAR:-default}`` in string values are expanded and
+    ``$$`` is a literal dollar.
+    """
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, []
+        builder = _Builder(loader, file, env)
+        data = builder.build(root, ())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        problem = exc.problem or exc.context or "unreadable"
+        if exc.problem and exc.context and exc.context_mark:
+            problem += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        return None, [Problem(file=file, line=line, message=f"invalid YAML: {problem}")]
+    except yaml.YAMLError as exc:
+        return None, [Problem(file=file, line=None, message=f"invalid YAML: {exc}")]
+    finally:
+        loader.dispose()
+    document = Document(file=file, data=data, lines=builder.lines,
+                        unexpanded=frozenset(builder.unexpanded))
+    return document, builder.problems
+
+
+class _Builder:
+    def __init__(self, loader: _Loader, file: str | None, env: Mapping[str, str] | None):
+        self.loader = loader
+        self.file = file
+        self.env = env
+        self.lines: dict[PathKey, int] = {}
+        self.problems: list[Problem] = []
+        self.unexpanded: set[PathKey] = set()
+        self._open: set[int] = set()  # nodes being built: a recursive alias would loop
+
+    def _problem(self, node: yaml.Node, message: str) -> None:
+        self.problems.append(
+            Problem(file=self.file, line=node.start_mark.line + 1, message=message)
+        )
+
+    def build(self, node: yaml.Node, path: PathKey) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if id(node) in self._open:
+            self._problem(node, at(path, "recursive YAML alias"))
+            return None
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self._mapping(node, path)
+            if isinstance(node, yaml.SequenceNode):
+                return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+            return self._scalar(node, path)
+        finally:
+            self._open.discard(id(node))
+
+    def _mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[str, Any]:
+        own = sum(1 for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge")
+        self.loader.flatten_mapping(node)  # `<<: *anchor` pairs first, then the node's own
+        merged = len(node.value) - own
+        result: dict[str, Any] = {}
+        written: set[str] = set()  # keys the node itself gives; they override merged ones
+        for index, (key_node, value_node) in enumerate(node.value):
+            if not isinstance(key_node, yaml.ScalarNode):
+                self._problem(key_node, at(path, "a mapping key must be a plain string"))
+                continue
+            # Keys are names: take them verbatim (`on:` is "on", not True).
+            key = str(key_node.value)
+            if key in written:
+                self._problem(key_node, at(path, f"duplicate key '{key}'"))
+                continue
+            if index >= merged:
+                written.add(key)
+            if key in result:  # overriding a merged value: forget where that one came from
+                self.lines = {p: n for p, n in self.lines.items()
+                              if p[: len(path) + 1] != (*path, key)}
+            self.lines[(*path, key)] = key_node.start_mark.line + 1
+            result[key] = self.build(value_node, (*path, key))
+        return result
+
+    def _scalar(self, node: yaml.Node, path: PathKey) -> Any:
+        try:
+            value = self.loader.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            self._problem(node, at(path, f"invalid YAML: {exc.problem}"))
+            return None
+        except ValueError as exc:  # a timestamp-shaped scalar that is no date, e.g.
+            self._problem(node, at(path, f"invalid YAML value: {exc}"))
+            return None
+        if self.env is None or not isinstance(value, str):
+            return value
+        try:
+            return expand(value, self.env)
+        except ExpansionError as exc:
+            self._problem(node, at(path, str(exc)))
+            self.unexpanded.add(path)
+            return value
+
+
+class ExpansionError(ValueError):
+    """A ``${...}`` reference that cannot be expanded; names the variable, never a value."""
+
+
+_REFERENCE = re.compile(r"\$(?:(\$)|\{([^}]*)\}|(\{))")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """``text`` with ``${VAR}``, ``${VAR:-default}`` (default when unset or empty) and
+    ``$$`` replaced; any other ``$`` is literal."""
+
+    def replace(m: re.Match[str]) -> str:
+        if m.group(1):
+            return "$"
+        if m.group(3):
+            raise ExpansionError("unterminated '${' (write '$$' for a literal dollar)")
+        name, sep, default = m.group(2).partition(":-")
+        if not _NAME.match(name):
+            raise ExpansionError(
+                f"invalid variable reference '${{{m.group(2)}}}':"
+                " expected ${NAME} or ${NAME:-default}"
+            )
+        value = env.get(name)
+        if sep:
+            return value if value else default
+        if value is None:
+            raise ExpansionError(f"environment variable {name} is not set")
+        return value
+
+    return _REFERENCE.sub(replace, text)
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as an error message shows it: relative to the working directory when it is
+    inside it (``rules/gpu.yaml``), absolute otherwise; symlinks are not resolved."""
+    absolute = os.path.abspath(path)
+    relative = os.path.relpath(absolute)
+    return absolute if relative.startswith(os.pardir) else relative

@@ -1,0 +1,253 @@
+"""The daemon config: what ``runwatch run`` watches, where it keeps state, whom it tells.
+
+Frozen pydantic models, strict (``extra="forbid"``); see ``fields.py`` for the shared value
+types and ``sources.py``/``receivers.py`` for those parts.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+import platformdirs
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+)
+
+from runwatch import keys
+from runwatch.config.fields import (
+    Address,
+    Interval,
+    Labels,
+    Names,
+    StrictModel,
+    base_dir,
+    host_port,
+    one_or_many,
+    resolve,
+)
+from runwatch.config.receivers import Receiver
+from runwatch.config.rules import RuleSet, load_rules, rule_files
+from runwatch.config.sources import Source
+
+
+class Route(StrictModel):
+    """Alerts whose labels match every ``match`` entry go to ``receivers``; the first
+    matching route wins unless it says ``continue: true``."""
+
+    match: Labels = Field(default_factory=dict)
+    receivers: Annotated[Names, Field(min_length=1)]
+    continue_: bool = Field(default=False, alias="continue")
+    group_by: Names = ()
+    group_wait: Interval = 30.0
+    repeat_interval: Interval | None = None  # the config's repeat_interval when unset
+
+
+class Inhibit(StrictModel):
+    """A firing ``source`` alert mutes ``target`` alerts that agree on every ``equal`` label."""
+
+    source: Annotated[Labels, Field(min_length=1)]
+    target: Annotated[Labels, Field(min_length=1)]
+    equal: Names = ()
+
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_CRON_FIELDS = (  # label, lowest, highest, names from the lowest up
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day-of-month", 1, 31, ()),
+    ("month", 1, 12, _MONTHS),
+    ("day-of-week", 0, 7, _WEEKDAYS),
+)
+
+
+def _cron(text: str) -> str:
+    """A five-field crontab schedule: each field ``*``, values, ranges and ``/steps``."""
+    fields = text.split()
+    if len(fields) != 5:
+        raise ValueError(
+            f"invalid cron schedule {text!r}: expected 5 fields"
+            f" (minute hour day-of-month month day-of-week), got {len(fields)}"
+        )
+    for field, (label, low, high, names) in zip(fields, _CRON_FIELDS, strict=True):
+        for item in field.split(","):
+            if not _cron_item(item, low, high, names):
+                raise ValueError(
+                    f"invalid cron schedule {text!r}: {label} {item!r} is not a value,"
+                    f" range or step within {low}-{high}"
+                )
+    return text
+
+
+def _cron_item(item: str, low: int, high: int, names: tuple[str, ...]) -> bool:
+    span, slash, step = item.partition("/")
+    if slash and not (step.isdigit() and int(step) > 0):
+        return False
+    if span == "*":
+        return True
+    bounds = span.split("-")
+    if len(bounds) > 2:
+        return False
+    for bound in bounds:
+        if bound.lower() in names:
+            continue
+        if not bound.isdigit() or not low <= int(bound) <= high:
+            return False
+    return True
+
+
+def _zone(name: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        message = f"unknown time zone {name!r} (expected e.g. Europe/Berlin, UTC)"
+        raise ValueError(message) from None
+    return name
+
+
+class Digest(StrictModel):
+    """The daily digest: what ran, finished, failed and fired."""
+
+    schedule: Annotated[str, AfterValidator(_cron)] = "0 8 * * *"
+    timezone: Annotated[str, AfterValidator(_zone)] | None = None  # the host's when unset
+    receivers: Annotated[Names, Field(min_length=1)]
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo | None:
+        return zoneinfo.ZoneInfo(self.timezone) if self.timezone else None
+
+
+class Http(StrictModel):
+    """Health, readiness and Prometheus metrics."""
+
+    listen: Address = "127.0.0.1:9465"
+
+    @property
+    def host(self) -> str:
+        return host_port(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return host_port(self.listen)[1]
+
+
+# --- the whole file -----------------------------------------------------------------
+
+
+def default_rules_path() -> str:
+    """The rule pack shipped inside the package."""
+    return str(importlib.resources.files("runwatch").joinpath("rules", "default.yaml"))
+
+
+def _rule_pattern(value: str, info: ValidationInfo) -> str:
+    if not rule_files(value, base_dir(info)):
+        raise ValueError(f"no rule file matches '{value}'")
+    return str(resolve(value, info))
+
+
+def _alias_keys(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("an alias needs at least one metric key")
+    return value
+
+
+_STORE_SCHEMES = ("sqlite", "postgresql", "postgres", "memory")
+
+
+class Config(StrictModel):
+    """What ``runwatch run`` watches, where it keeps state, and whom it tells."""
+
+    sources: Annotated[tuple[Source, ...], Field(min_length=1)]
+    state_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_state_dir("runwatch")))
+    # A URL, possibly with a password: kept out of repr. SQLite paths are made absolute
+    # (sqlite:///relative/to/the/config/dir.db → sqlite:////abs/path.db).
+    store: str = Field(default="", validate_default=True, repr=False)
+    rules: Annotated[
+        tuple[Annotated[str, AfterValidator(_rule_pattern)], ...],
+        BeforeValidator(one_or_many),
+    ] = Field(default_factory=lambda: (default_rules_path(),), validate_default=True)
+    aliases: Mapping[
+        str, Annotated[tuple[str, ...], BeforeValidator(one_or_many), AfterValidator(_alias_keys)]
+    ] = Field(default_factory=dict, validate_default=True)
+    receivers: tuple[Receiver, ...] = ()
+    routes: tuple[Route, ...] = ()
+    repeat_interval: Interval = 4 * 3600.0
+    send_resolved: bool = True
+    inhibit: tuple[Inhibit, ...] = ()
+    digest: Digest | None = None
+    http: Http = Field(default_factory=Http)
+
+    _path: Path | None = PrivateAttr(default=None)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    sqlite_prefix: ClassVar[str] = "sqlite:///"
+
+    def model_post_init(self, context: Any) -> None:
+        context = context or {}
+        self._path = context.get("path")
+        self._base_dir = Path(context.get("base_dir") or Path.cwd())
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _state_dir(cls, value: Any, info: ValidationInfo) -> Any:
+        return resolve(value, info) if isinstance(value, str | Path) else value
+
+    @field_validator("store")
+    @classmethod
+    def _store(cls, value: str, info: ValidationInfo) -> str:
+        if not value:
+            state_dir = info.data.get("state_dir", Path("."))
+            return cls.sqlite_prefix + str(state_dir / "state.db")
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme.lower() not in _STORE_SCHEMES:
+            raise ValueError(
+                "unsupported store URL: expected sqlite:///path/to/state.db,"
+                " postgresql://user@host/db or memory://"
+            )
+        if scheme.lower() == "sqlite":
+            path, question, query = rest.partition("?")
+            if not path.startswith("/") or path == "/":
+                raise ValueError(
+                    "invalid sqlite store URL: expected sqlite:///relative/path.db or"
+                    " sqlite:////absolute/path.db"
+                )
+            return cls.sqlite_prefix + str(resolve(path[1:], info)) + question + query
+        return value
+
+    @field_validator("aliases")
+    @classmethod
+    def _merged(cls, value: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
+        return keys.merge_aliases(value)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this config was read from; None for :func:`default_config`."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory relative paths in the config are resolved against."""
+        return self._base_dir
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, when the store is SQLite."""
+        if not self.store.startswith(self.sqlite_prefix):
+            return None
+        return Path(self.store.removeprefix(self.sqlite_prefix).partition("?")[0])
+
+    def receiver(self, name: str) -> Receiver:
+        return next(r for r in self.receivers if r.name == name)
+
+    def rule_set(self) -> RuleSet:
+        """The rules the config's ``rules`` globs name, read now (again on every reload)."""
+        return load_rules(self.rules, self.base_dir, self.aliases)

@@ -1,0 +1,136 @@
+"""The alert engine: rules × one run snapshot × the previous alert states → new states.
+
+Pure: no clock, no disk, no network. ``now`` comes in, values go out — so a backtest can
+replay a run tick by tick through exactly the function the daemon runs.
+
+Lifecycle of one (rule, run) alert::
+
+    inactive ──holds──► pending ──held for `for:`──► firing ──clears──► resolved
+        ▲                  │ clears                    │ run ends (resolve_on_end)
+        └──────────────────┘                           ▼
+                                                    resolved
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+
+from runwatch.checks import Context, Rule, Verdict
+from runwatch.duration import format_duration
+from runwatch.model import AlertState, AlertStatus, RunSnapshot, Transition, fingerprint
+from runwatch.template import render
+
+_HOLDING = (AlertStatus.PENDING, AlertStatus.FIRING)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Evaluation:
+    alerts: tuple[AlertState, ...]  # every (rule, run) state after this tick, to store
+    transitions: tuple[Transition, ...]  # what changed, in rule order
+
+
+def evaluate(
+    rules: Iterable[Rule],
+    snapshot: RunSnapshot,
+    previous: Mapping[str, AlertState],
+    now: float,
+    aliases: Mapping[str, tuple[str, ...]],
+) -> Evaluation:
+    """Evaluate every rule that matches ``snapshot``'s run.
+
+    ``previous`` maps fingerprints to the states the last tick left (missing = new).
+    Rules that do not match the run leave no state and no transition.
+    """
+    alerts: list[AlertState] = []
+    transitions: list[Transition] = []
+    for rule in rules:
+        if not rule.match.matches(snapshot):
+            continue
+        fp = fingerprint(rule.name, snapshot.ref)
+        before = previous.get(fp) or AlertState(
+            fingerprint=fp, rule=rule.name, run=snapshot.ref, severity=rule.severity,
+            first_seen=now,
+        )
+        verdict = rule.evaluate(Context(
+            snapshot=snapshot, now=now, aliases=aliases, memory=before.memory,
+            holding=before.status in _HOLDING,
+        ))
+        after = step_alert(rule, snapshot, before, verdict, now)
+        alerts.append(after)
+        if after.status != before.status and after.status != AlertStatus.INACTIVE:
+            transitions.append(Transition(alert=after, previous=before.status))
+    return Evaluation(alerts=tuple(alerts), transitions=tuple(transitions))
+
+
+def step_alert(
+    rule: Rule, snapshot: RunSnapshot, before: AlertState, verdict: Verdict, now: float
+) -> AlertState:
+    """The state machine for one alert; see the module docstring."""
+    holding = before.status in _HOLDING
+    common = {
+        "run": snapshot.ref, "severity": rule.severity, "labels": dict(rule.labels),
+        "memory": verdict.memory, "last_seen": now,
+    }
+    if verdict.active is not None:
+        step = verdict.step if verdict.step is not None else snapshot.last_step
+        common |= {"metric": verdict.metric, "value": verdict.value, "step": step}
+    active = verdict.active
+    if active is None:  # nothing new to decide on: keep the status
+        active = holding
+        if not holding:
+            return replace(before, **common)
+    if snapshot.state.ended and rule.resolve_on_end and before.status == AlertStatus.FIRING:
+        active = False  # news on a run's final tick (a NaN in its last rows) still fires
+    if not active:
+        if before.status == AlertStatus.FIRING:
+            return replace(before, **common, status=AlertStatus.RESOLVED, resolved_at=now,
+                           active_since=None, since_step=None)
+        status = AlertStatus.RESOLVED if before.status == AlertStatus.RESOLVED else (
+            AlertStatus.INACTIVE)
+        return replace(before, **common, status=status, active_since=None, since_step=None)
+
+    if verdict.active is None:  # still holding, no new facts: only the `for:` clock moves
+        since, since_step = before.active_since, before.since_step
+    else:
+        since = before.active_since if holding and before.active_since is not None else (
+            verdict.since if verdict.since is not None else now)
+        since_step = before.since_step if holding and before.since_step is not None else (
+            verdict.since_step if verdict.since_step is not None else snapshot.last_step)
+    status = AlertStatus.FIRING if before.status == AlertStatus.FIRING or _held_long_enough(
+        rule, snapshot, since, since_step, now) else AlertStatus.PENDING
+    if snapshot.state.ended and status == AlertStatus.PENDING:
+        status = AlertStatus.INACTIVE  # a hold that can never complete
+    after = replace(before, **common, status=status, active_since=since,
+                    since_step=since_step, resolved_at=None)
+    if status == AlertStatus.FIRING and before.status != AlertStatus.FIRING:
+        after = replace(after, fired_at=now)
+    if verdict.active is not None:
+        after = replace(after, summary=render(rule.summary_template(),
+                                              summary_fields(rule, snapshot, after, verdict)))
+    return after
+
+
+def _held_long_enough(rule: Rule, snapshot: RunSnapshot, since: float | None,
+                      since_step: int | None, now: float) -> bool:
+    hold = rule.hold
+    if hold is None:
+        return True
+    if hold.steps is not None:
+        return (snapshot.last_step is not None and since_step is not None
+                and snapshot.last_step - since_step >= hold.steps)
+    return since is not None and now - since >= (hold.seconds or 0)
+
+
+def summary_fields(rule: Rule, snapshot: RunSnapshot, alert: AlertState,
+                   verdict: Verdict) -> dict[str, object]:
+    """The documented template fields (see ``runwatch.template.FIELDS``)."""
+    ref = snapshot.ref
+    return {
+        "rule": rule.name, "severity": str(rule.severity), "run": ref.display_name,
+        "run_id": ref.id, "path": ref.path, "project": ref.project, "entity": ref.entity,
+        "group": snapshot.group, "state": str(snapshot.state), "metric": alert.metric,
+        "value": alert.value, "step": alert.step, "threshold": verdict.threshold,
+        "age": format_duration(verdict.age) if verdict.age is not None else None,
+        "for": str(rule.hold) if rule.hold else None,
+    }

@@ -1,0 +1,154 @@
+"""Frozen value types shared by every part of runwatch.
+
+Times are Unix seconds as floats (the unit wandb itself records), so the pure parts —
+checks, the engine, dedup — compare plain numbers and take ``now`` as an argument.
+This module imports nothing of runwatch's own.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+class RunState(enum.StrEnum):
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CRASHED = "crashed"
+    KILLED = "killed"
+    PREEMPTED = "preempted"
+    UNKNOWN = "unknown"
+
+    @property
+    def ended(self) -> bool:
+        return self not in (RunState.RUNNING, RunState.UNKNOWN)
+
+
+class AlertStatus(enum.StrEnum):
+    INACTIVE = "inactive"  # evaluated, condition not holding; keeps check memory
+    PENDING = "pending"  # condition holds, `for:` not yet satisfied
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunRef:
+    """Who a run is. ``location`` is the run directory or the run's page."""
+
+    source: str
+    id: str
+    name: str = ""
+    project: str = ""
+    entity: str = ""
+    location: str = ""
+
+    @property
+    def path(self) -> str:
+        """``entity/project/run_id`` when known, the run's location otherwise."""
+        if self.entity and self.project:
+            return f"{self.entity}/{self.project}/{self.id}"
+        return self.location or self.id
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.id
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Series:
+    """New points of one metric, columnar: a tick evaluates whole columns at C speed."""
+
+    steps: tuple[int, ...] = ()
+    times: tuple[float, ...] = ()
+    values: tuple[float, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+EMPTY_SERIES = Series()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunSnapshot:
+    """What a source knows of one run at one tick.
+
+    ``history`` holds only the points read since the run's cursor, keyed by the
+    exact metric key; ``keys`` is every history key the run has ever logged, so
+    aliases resolve the same way on every tick.
+    """
+
+    ref: RunRef
+    state: RunState
+    heartbeat: float | None = None  # newest sign of life of the writer process
+    progress: float | None = None  # time of the newest history row
+    started: float | None = None
+    last_step: int | None = None
+    tags: tuple[str, ...] = ()
+    group: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    keys: frozenset[str] = frozenset()
+    history: Mapping[str, Series] = field(default_factory=dict)
+
+
+def fingerprint(rule: str, run: RunRef) -> str:
+    """Stable identity of one (rule, run) alert across ticks, restarts and replicas."""
+    text = f"{rule}\x00{run.source}\x00{run.path}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AlertState:
+    """One (rule, run) pair as the engine left it; the store persists it verbatim.
+
+    ``memory`` is the check's bounded window (JSON-serialisable), kept so an
+    incremental tick never re-reads history and a restart loses nothing.
+    """
+
+    fingerprint: str
+    rule: str
+    run: RunRef
+    severity: Severity
+    status: AlertStatus = AlertStatus.INACTIVE
+    active_since: float | None = None  # when the condition started holding
+    since_step: int | None = None  # the step it started holding at, when known
+    fired_at: float | None = None
+    resolved_at: float | None = None
+    first_seen: float | None = None
+    last_seen: float | None = None  # last evaluation
+    metric: str | None = None
+    value: float | None = None
+    step: int | None = None
+    summary: str = ""
+    labels: Mapping[str, str] = field(default_factory=dict)
+    memory: Any = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Transition:
+    """A change of an alert's status that someone should hear about."""
+
+    alert: AlertState
+    previous: AlertStatus
+
+    @property
+    def status(self) -> AlertStatus:
+        return self.alert.status

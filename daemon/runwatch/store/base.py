@@ -1,0 +1,415 @@
+"""The store seam: what the daemon keeps between ticks, restarts and replicas.
+
+Every method is one transaction against the backend and reads no clock: times are
+Unix seconds passed in by the caller. Nothing is cached in the process, so several
+processes may share one backend (SQLite file, later PostgreSQL) and stay correct.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import os
+import re
+import secrets
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from runwatch.model import AlertState, AlertStatus
+
+
+class StoreError(Exception):
+    """The store could not do what was asked. One line, naming the store; no traceback.
+
+    ``temporary`` says whether retrying the same call later may succeed (a locked
+    database, a full disk) or not (a corrupt file, a schema newer than this code,
+    a value the store cannot represent).
+    """
+
+    def __init__(self, detail: str, *, store: str, temporary: bool) -> None:
+        self.detail = " ".join(str(detail).split())  # one line, whatever the cause said
+        self.store = store
+        self.temporary = temporary
+        super().__init__(f"store {store}: {self.detail}")
+
+
+# --- silences -----------------------------------------------------------------------------
+
+
+class MatchOp(enum.StrEnum):
+    EQUAL = "="
+    NOT_EQUAL = "!="
+    REGEX = "=~"
+    NOT_REGEX = "!~"
+
+
+_MATCHER_SYNTAX = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_.:/-]*)\s*(=~|!~|!=|=)\s*(.*?)\s*\Z", re.S)
+
+
+@functools.lru_cache(maxsize=256)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Matcher:
+    """One label condition of a silence, with Alertmanager's meaning.
+
+    Regular expressions are anchored (the whole value must match); a label the alert
+    does not carry counts as the empty string.
+    """
+
+    name: str
+    op: MatchOp
+    value: str
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("a matcher needs a label name")
+        try:
+            object.__setattr__(self, "op", MatchOp(self.op))
+        except ValueError:
+            ops = ", ".join(op.value for op in MatchOp)
+            raise ValueError(f"matcher {self.name}: unknown operator {self.op!r} ({ops})") from None
+        if self.op in (MatchOp.REGEX, MatchOp.NOT_REGEX):
+            try:
+                _regex(self.value)
+            except re.error as exc:
+                raise ValueError(f"matcher {self}: invalid regular expression: {exc}") from None
+
+    @classmethod
+    def parse(cls, text: str) -> Matcher:
+        """``name=value``, ``name!=value``, ``name=~regex`` or ``name!~regex``."""
+        found = _MATCHER_SYNTAX.match(text)
+        if not found:
+            raise ValueError(f"not a matcher: {text!r} (expected name=value, !=, =~ or !~)")
+        name, op, value = found.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        return cls(name=name, op=MatchOp(op), value=value)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        actual = labels.get(self.name, "")
+        if self.op is MatchOp.EQUAL:
+            return actual == self.value
+        if self.op is MatchOp.NOT_EQUAL:
+            return actual != self.value
+        hit = _regex(self.value).fullmatch(actual) is not None
+        return hit if self.op is MatchOp.REGEX else not hit
+
+    def __str__(self) -> str:
+        return f"{self.name}{self.op}{self.value}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Silence:
+    """Mutes every alert whose labels match all ``matchers`` while ``starts_at <= now < ends_at``.
+
+    Expiring a silence moves ``ends_at`` (and a future ``starts_at``) to the moment it
+    was expired; whether it is pending, active or expired is always derived from the
+    times.
+    """
+
+    id: str
+    matchers: tuple[Matcher, ...]
+    starts_at: float
+    ends_at: float
+    created_at: float
+    created_by: str = ""
+    comment: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "matchers", tuple(self.matchers))
+        if not self.matchers:
+            raise ValueError("a silence needs at least one matcher")
+        if all(m.matches({}) for m in self.matchers):
+            raise ValueError(
+                "a silence needs at least one matcher that does not match an empty label "
+                f"(it would mute everything): {', '.join(map(str, self.matchers))}"
+            )
+        if self.ends_at < self.starts_at:
+            raise ValueError("a silence cannot end before it starts")
+
+    def pending(self, now: float) -> bool:
+        return now < self.starts_at
+
+    def active(self, now: float) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def expired(self, now: float) -> bool:
+        return self.ends_at <= now
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(m.matches(labels) for m in self.matchers)
+
+
+def new_silence(
+    *,
+    matchers: Iterable[Matcher],
+    ends_at: float,
+    now: float,
+    starts_at: float | None = None,
+    created_by: str = "",
+    comment: str = "",
+) -> Silence:
+    """A silence about to be added, with a fresh id; ValueError if it would never be active."""
+    starts_at = now if starts_at is None else starts_at
+    if not ends_at > starts_at:
+        raise ValueError("a silence must end after it starts")
+    if not ends_at > now:
+        raise ValueError("a silence must end in the future")
+    return Silence(
+        id=secrets.token_hex(8),
+        matchers=tuple(matchers),
+        starts_at=float(starts_at),
+        ends_at=float(ends_at),
+        created_at=float(now),
+        created_by=created_by,
+        comment=comment,
+    )
+
+
+# --- notification log ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NotificationRecord:
+    """What was last sent to one receiver about one alert group (Alertmanager's nflog entry).
+
+    ``firing`` and ``resolved`` are alert fingerprints as they were in that
+    notification. The record is kept until ``expires_at``; garbage collection then
+    deletes it, and a missing record means "never told".
+    """
+
+    group_key: str
+    receiver: str
+    firing: frozenset[str] = frozenset()
+    resolved: frozenset[str] = frozenset()
+    sent_at: float
+    expires_at: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "firing", frozenset(self.firing))
+        object.__setattr__(self, "resolved", frozenset(self.resolved))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.group_key, self.receiver)
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at <= now
+
+
+# --- garbage collection -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Collected:
+    """How many entries one ``collect_garbage`` deleted, by kind."""
+
+    notifications: int = 0
+    alerts: int = 0
+    cursors: int = 0
+    silences: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.notifications + self.alerts + self.cursors + self.silences
+
+
+# Statuses whose alerts may be collected once nothing has touched them for a retention.
+COLLECTIBLE_STATUSES = frozenset({AlertStatus.RESOLVED, AlertStatus.INACTIVE})
+
+
+def alert_touched(alert: AlertState, updated_at: float) -> float:
+    """When an alert last mattered, for garbage collection.
+
+    The later of ``resolved_at`` and ``last_seen`` (the last evaluation); the time it
+    was last written when it has neither. Every backend uses this same rule.
+    """
+    times = [t for t in (alert.resolved_at, alert.last_seen) if t is not None]
+    return max(times) if times else updated_at
+
+
+# --- the seam -----------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """Persistence for alert states, source cursors, the notification log and silences.
+
+    Each call is one transaction; a ``StoreError`` says whether retrying helps. No
+    call reads the clock. Closing twice is harmless; any other call after ``close``
+    raises a non-temporary ``StoreError``.
+    """
+
+    def load_alerts(self, fingerprints: Iterable[str] | None = None) -> dict[str, AlertState]:
+        """The stored states of ``fingerprints`` (unknown ones are absent); None means all."""
+        ...
+
+    def alerts(
+        self,
+        *,
+        status: AlertStatus | Collection[AlertStatus] | None = None,
+        run_path: str | None = None,
+        project: str | None = None,
+        rule: str | None = None,
+    ) -> list[AlertState]:
+        """Alerts matching every given filter, ordered by run path, rule, fingerprint."""
+        ...
+
+    def load_cursors(self, source: str) -> dict[str, str]:
+        """Run key → the opaque cursor text ``source`` stored for it."""
+        ...
+
+    def commit_tick(
+        self,
+        *,
+        source: str,
+        alerts: Iterable[AlertState],
+        cursors: Mapping[str, str],
+        now: float,
+    ) -> None:
+        """Upsert alert states and ``source``'s cursors together, all or nothing.
+
+        A crash never leaves a cursor past alerts that were not stored. Cursors and
+        alerts written here count as touched at ``now`` for garbage collection.
+        """
+        ...
+
+    def last_notification(self, group_key: str, receiver: str) -> NotificationRecord | None:
+        """The newest record for (group, receiver), expired or not, until collected."""
+        ...
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        """Store ``record`` unless one with a later ``sent_at`` is already there."""
+        ...
+
+    def add_silence(
+        self,
+        *,
+        matchers: Iterable[Matcher],
+        ends_at: float,
+        now: float,
+        starts_at: float | None = None,
+        created_by: str = "",
+        comment: str = "",
+    ) -> Silence:
+        """Create a silence (``starts_at`` defaults to ``now``); ValueError if it is invalid."""
+        ...
+
+    def silences(self, now: float, *, include_expired: bool = False) -> list[Silence]:
+        """Active and pending silences (and expired ones too if asked), oldest start first."""
+        ...
+
+    def expire_silence(self, silence_id: str, now: float) -> bool:
+        """End a silence at ``now`` (no-op if already over); False if there is no such id."""
+        ...
+
+    def collect_garbage(
+        self,
+        now: float,
+        *,
+        resolved_retention: float,
+        cursor_retention: float,
+        silence_retention: float | None = None,
+    ) -> Collected:
+        """Delete what nothing needs any more, in one transaction.
+
+        Notification records past ``expires_at``; resolved or inactive alerts not
+        touched (see ``alert_touched``) within ``resolved_retention``; cursors not
+        written within ``cursor_retention``; silences that ended more than
+        ``silence_retention`` ago (default: ``resolved_retention``).
+        """
+        ...
+
+    def ping(self) -> None:
+        """Raise ``StoreError`` unless the store answers."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --- opening by URL -----------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced, fit for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return "<unparseable store URL>"
+
+
+def open_store(url: str) -> Store:
+    """Open the store ``url`` names.
+
+    * ``sqlite:///relative/path.db`` — relative to the working directory;
+    * ``sqlite:////absolute/path.db`` — four slashes: the path itself starts with ``/``
+      (SQLAlchemy's convention); ``~`` is expanded; ``?busy_timeout=SECONDS`` optional;
+    * ``memory://`` — in this process only, gone on exit (tests, dry runs).
+    """
+    shown = redact_url(url)
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep:
+        raise StoreError(
+            "not a store URL (expected sqlite:///path.db or memory://)",
+            store=shown,
+            temporary=False,
+        )
+    if scheme == "memory":
+        if rest:
+            raise StoreError("memory:// takes no path", store=shown, temporary=False)
+        from runwatch.store.memory import MemoryStore
+
+        return MemoryStore()
+    if scheme == "sqlite":
+        return _open_sqlite(rest, shown)
+    if scheme in ("postgres", "postgresql"):
+        raise StoreError(
+            "PostgreSQL stores are not supported yet; use sqlite:///path.db",
+            store=shown,
+            temporary=False,
+        )
+    raise StoreError(
+        f"unknown store scheme {scheme!r} (expected sqlite:///path.db or memory://)",
+        store=shown,
+        temporary=False,
+    )
+
+
+def _open_sqlite(rest: str, shown: str) -> Store:
+    from runwatch.store.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteStore
+
+    location, _, query = rest.partition("?")
+    if not location.startswith("/") or location == "/":
+        raise StoreError(
+            "expected sqlite:///relative/path.db or sqlite:////absolute/path.db",
+            store=shown,
+            temporary=False,
+        )
+    path = location[1:]
+    options = parse_qs(query, keep_blank_values=True)
+    busy_timeout = DEFAULT_BUSY_TIMEOUT
+    unknown = sorted(set(options) - {"busy_timeout"})
+    if unknown:
+        raise StoreError(f"unknown option {unknown[0]!r}", store=shown, temporary=False)
+    if "busy_timeout" in options:
+        try:
+            busy_timeout = float(options["busy_timeout"][-1])
+        except ValueError:
+            busy_timeout = -1.0
+        if not 0 <= busy_timeout < 86400:
+            raise StoreError(
+                "busy_timeout must be a number of seconds, 0 to 86400", store=shown, temporary=False
+            )
+    return SqliteStore(os.path.expanduser(path), busy_timeout=busy_timeout)

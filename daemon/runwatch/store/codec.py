@@ -1,0 +1,292 @@
+"""How store values become flat rows of plain columns and back.
+
+Every backend goes through these functions — the in-memory one too — so all of them
+accept and return exactly the same values: JSON turns tuples into lists, and
+non-finite floats survive (strict JSON has no NaN or Infinity, so they are written
+as ``{"$float": "nan"}``, which PostgreSQL's ``jsonb`` accepts as well).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from runwatch.model import AlertState, AlertStatus, RunRef, Severity
+from runwatch.store.base import Matcher, MatchOp, NotificationRecord, Silence
+
+
+class CodecError(ValueError):
+    """A value the store cannot represent, or a stored row it cannot read back."""
+
+
+# --- JSON with non-finite floats ----------------------------------------------------------
+
+_FLOAT_TAG = "$float"
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+_COMPACT = (",", ":")
+
+
+def encode_json(value: Any) -> str:
+    """Strict JSON text for ``value``; CodecError if it is not JSON data."""
+    try:
+        return json.dumps(value, allow_nan=False, separators=_COMPACT)
+    except TypeError as exc:
+        raise CodecError(f"not JSON-serialisable: {exc}") from None
+    except ValueError:
+        pass  # a NaN or infinity somewhere (or a reference cycle): tag them and retry
+    try:
+        return json.dumps(_tag_nonfinite(value), allow_nan=False, separators=_COMPACT)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise CodecError(f"not JSON-serialisable: {exc}") from None
+
+
+def decode_json(text: str) -> Any:
+    try:
+        return json.loads(text, object_hook=_untag_nonfinite)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"stored JSON unreadable: {exc}") from None
+
+
+def _tag_nonfinite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else {_FLOAT_TAG: repr(value)}
+    if isinstance(value, dict):
+        return {key: _tag_nonfinite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_tag_nonfinite(item) for item in value]
+    return value
+
+
+def _untag_nonfinite(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and _FLOAT_TAG in obj:
+        tagged = obj[_FLOAT_TAG]
+        if isinstance(tagged, str) and tagged in _NONFINITE:
+            return _NONFINITE[tagged]
+    return obj
+
+
+# --- alerts -------------------------------------------------------------------------------
+
+ALERT_COLUMNS = (
+    "fingerprint",
+    "rule",
+    "run_source",
+    "run_id",
+    "run_name",
+    "run_project",
+    "run_entity",
+    "run_location",
+    "run_path",
+    "severity",
+    "status",
+    "active_since",
+    "since_step",
+    "fired_at",
+    "resolved_at",
+    "first_seen",
+    "last_seen",
+    "metric",
+    "value",
+    "step",
+    "summary",
+    "labels",
+    "memory",
+    "updated_at",
+)
+
+_TIME_FIELDS = ("active_since", "fired_at", "resolved_at", "first_seen", "last_seen")
+
+
+def _time(alert: AlertState, name: str) -> float | None:
+    value = getattr(alert, name)
+    if value is None:
+        return None
+    value = float(value)
+    if math.isnan(value):
+        raise CodecError(f"{name} is NaN")
+    return value
+
+
+def _int(value: int | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def alert_to_row(alert: AlertState, updated_at: float) -> tuple[Any, ...]:
+    """``alert`` as values in ``ALERT_COLUMNS`` order.
+
+    ``value`` is text (``repr`` of the float) because SQL REAL columns turn NaN into
+    NULL; times must be numbers, not NaN.
+    """
+    try:
+        run = alert.run
+        labels = {str(k): str(v) for k, v in sorted(dict(alert.labels).items())}
+        times = {name: _time(alert, name) for name in _TIME_FIELDS}
+        return (
+            str(alert.fingerprint),
+            str(alert.rule),
+            run.source,
+            run.id,
+            run.name,
+            run.project,
+            run.entity,
+            run.location,
+            run.path,
+            Severity(alert.severity).value,
+            AlertStatus(alert.status).value,
+            times["active_since"],
+            _int(alert.since_step),
+            times["fired_at"],
+            times["resolved_at"],
+            times["first_seen"],
+            times["last_seen"],
+            alert.metric,
+            None if alert.value is None else repr(float(alert.value)),
+            _int(alert.step),
+            str(alert.summary),
+            encode_json(labels),
+            encode_json(alert.memory),
+            float(updated_at),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CodecError(
+            f"cannot store alert {alert.fingerprint} (rule {alert.rule}, "
+            f"run {alert.run.path}): {exc}"
+        ) from None
+
+
+def alert_from_row(row: Sequence[Any]) -> AlertState:
+    """The inverse of ``alert_to_row`` (``updated_at`` is not part of the state)."""
+    (
+        fingerprint,
+        rule,
+        run_source,
+        run_id,
+        run_name,
+        run_project,
+        run_entity,
+        run_location,
+        _run_path,
+        severity,
+        status,
+        active_since,
+        since_step,
+        fired_at,
+        resolved_at,
+        first_seen,
+        last_seen,
+        metric,
+        value,
+        step,
+        summary,
+        labels,
+        memory,
+        _updated_at,
+    ) = row
+    try:
+        return AlertState(
+            fingerprint=fingerprint,
+            rule=rule,
+            run=RunRef(
+                source=run_source,
+                id=run_id,
+                name=run_name,
+                project=run_project,
+                entity=run_entity,
+                location=run_location,
+            ),
+            severity=Severity(severity),
+            status=AlertStatus(status),
+            active_since=active_since,
+            since_step=since_step,
+            fired_at=fired_at,
+            resolved_at=resolved_at,
+            first_seen=first_seen,
+            last_seen=last_seen,
+            metric=metric,
+            value=None if value is None else float(value),
+            step=step,
+            summary=summary,
+            labels=decode_json(labels),
+            memory=decode_json(memory),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"stored alert {fingerprint} unreadable: {exc}") from None
+
+
+# --- notification log ---------------------------------------------------------------------
+
+NOTIFICATION_COLUMNS = ("group_key", "receiver", "firing", "resolved", "sent_at", "expires_at")
+
+
+def notification_to_row(record: NotificationRecord) -> tuple[Any, ...]:
+    try:
+        return (
+            str(record.group_key),
+            str(record.receiver),
+            encode_json(sorted(map(str, record.firing))),
+            encode_json(sorted(map(str, record.resolved))),
+            float(record.sent_at),
+            float(record.expires_at),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CodecError(
+            f"cannot store notification record {record.group_key!r} → {record.receiver!r}: {exc}"
+        ) from None
+
+
+def notification_from_row(row: Sequence[Any]) -> NotificationRecord:
+    group_key, receiver, firing, resolved, sent_at, expires_at = row
+    try:
+        return NotificationRecord(
+            group_key=group_key,
+            receiver=receiver,
+            firing=frozenset(decode_json(firing)),
+            resolved=frozenset(decode_json(resolved)),
+            sent_at=sent_at,
+            expires_at=expires_at,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CodecError(
+            f"stored notification record {group_key!r} → {receiver!r} unreadable: {exc}"
+        ) from None
+
+
+# --- silences -----------------------------------------------------------------------------
+
+SILENCE_COLUMNS = ("id", "matchers", "starts_at", "ends_at", "created_at", "created_by", "comment")
+
+
+def silence_to_row(silence: Silence) -> tuple[Any, ...]:
+    try:
+        return (
+            silence.id,
+            encode_json([[m.name, m.op.value, m.value] for m in silence.matchers]),
+            float(silence.starts_at),
+            float(silence.ends_at),
+            float(silence.created_at),
+            str(silence.created_by),
+            str(silence.comment),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"cannot store silence {silence.id}: {exc}") from None
+
+
+def silence_from_row(row: Sequence[Any]) -> Silence:
+    silence_id, matchers, starts_at, ends_at, created_at, created_by, comment = row
+    try:
+        return Silence(
+            id=silence_id,
+            matchers=tuple(
+                Matcher(name=name, op=MatchOp(op), value=value)
+                for name, op, value in decode_json(matchers)
+            ),
+            starts_at=starts_at,
+            ends_at=ends_at,
+            created_at=created_at,
+            created_by=created_by,
+            comment=comment,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"stored silence {silence_id} unreadable: {exc}") from None

@@ -1,0 +1,265 @@
+"""The in-memory store: a real backend for one process (``memory://``) and the test double.
+
+Alert states are kept as the very rows the database backends write (``codec``) and
+decoded afresh on every read, so what comes back is what SQLite gives back: tuples
+become lists, NaN survives, unstorable values are refused the same way, and a caller
+mutating a loaded ``memory`` changes nothing stored. One lock makes every call one
+atomic step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Collection, Iterable, Mapping
+from typing import Any
+
+from runwatch.model import AlertState, AlertStatus
+from runwatch.store import codec
+from runwatch.store.base import (
+    COLLECTIBLE_STATUSES,
+    Collected,
+    Matcher,
+    NotificationRecord,
+    Silence,
+    StoreError,
+    alert_touched,
+    new_silence,
+)
+
+NAME = "memory://"
+
+_COLUMN = {name: i for i, name in enumerate(codec.ALERT_COLUMNS)}
+_FINGERPRINT, _STATUS, _UPDATED = _COLUMN["fingerprint"], _COLUMN["status"], _COLUMN["updated_at"]
+_FILTERS = (
+    ("run_path", _COLUMN["run_path"]),
+    ("project", _COLUMN["run_project"]),
+    ("rule", _COLUMN["rule"]),
+)
+
+
+def _statuses(status: AlertStatus | Collection[AlertStatus] | None) -> frozenset[str] | None:
+    if status is None:
+        return None
+    if isinstance(status, str):
+        return frozenset({AlertStatus(status).value})
+    return frozenset(AlertStatus(s).value for s in status)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._closed = False
+        self._alerts: dict[str, tuple[Any, ...]] = {}  # fingerprint → codec.alert_to_row
+        self._cursors: dict[str, dict[str, tuple[str, float]]] = {}  # source → key → (v, updated)
+        self._notifications: dict[tuple[str, str], NotificationRecord] = {}
+        self._silences: dict[str, Silence] = {}
+
+    def __repr__(self) -> str:
+        return f"MemoryStore({NAME})"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("store is closed", store=NAME, temporary=False)
+
+    @staticmethod
+    def _refuse(exc: codec.CodecError) -> StoreError:
+        return StoreError(str(exc), store=NAME, temporary=False)
+
+    def _decode(self, rows: Iterable[tuple[Any, ...]]) -> list[AlertState]:
+        try:
+            return [codec.alert_from_row(row) for row in rows]
+        except codec.CodecError as exc:
+            raise self._refuse(exc) from None
+
+    # --- alerts and cursors ---------------------------------------------------------------
+
+    def load_alerts(self, fingerprints: Iterable[str] | None = None) -> dict[str, AlertState]:
+        wanted = None if fingerprints is None else set(fingerprints)
+        with self._lock:
+            self._check_open()
+            if wanted is None:
+                rows = list(self._alerts.values())
+            else:
+                rows = [self._alerts[fp] for fp in wanted if fp in self._alerts]
+        return {state.fingerprint: state for state in self._decode(rows)}
+
+    def alerts(
+        self,
+        *,
+        status: AlertStatus | Collection[AlertStatus] | None = None,
+        run_path: str | None = None,
+        project: str | None = None,
+        rule: str | None = None,
+    ) -> list[AlertState]:
+        statuses = _statuses(status)
+        wanted = {"run_path": run_path, "project": project, "rule": rule}
+        with self._lock:
+            self._check_open()
+            rows = [
+                row
+                for row in self._alerts.values()
+                if (statuses is None or row[_STATUS] in statuses)
+                and all(wanted[f] is None or row[i] == wanted[f] for f, i in _FILTERS)
+            ]
+        found = self._decode(rows)
+        return sorted(found, key=lambda a: (a.run.path, a.rule, a.fingerprint))
+
+    def load_cursors(self, source: str) -> dict[str, str]:
+        with self._lock:
+            self._check_open()
+            return {key: value for key, (value, _) in self._cursors.get(source, {}).items()}
+
+    def commit_tick(
+        self,
+        *,
+        source: str,
+        alerts: Iterable[AlertState],
+        cursors: Mapping[str, str],
+        now: float,
+    ) -> None:
+        # Everything is encoded before anything changes: all or nothing.
+        try:
+            rows = [codec.alert_to_row(alert, now) for alert in alerts]
+        except codec.CodecError as exc:
+            raise self._refuse(exc) from None
+        written = {}
+        for key, value in cursors.items():
+            if not isinstance(value, str):
+                raise StoreError(
+                    f"cursor {source}/{key}: expected text, got {type(value).__name__}",
+                    store=NAME,
+                    temporary=False,
+                )
+            written[str(key)] = (value, float(now))
+        with self._lock:
+            self._check_open()
+            for row in rows:
+                self._alerts[row[_FINGERPRINT]] = row
+            if written:
+                self._cursors.setdefault(source, {}).update(written)
+
+    # --- notification log -----------------------------------------------------------------
+
+    def last_notification(self, group_key: str, receiver: str) -> NotificationRecord | None:
+        with self._lock:
+            self._check_open()
+            return self._notifications.get((group_key, receiver))
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        try:
+            record = codec.notification_from_row(codec.notification_to_row(record))
+        except codec.CodecError as exc:
+            raise self._refuse(exc) from None
+        with self._lock:
+            self._check_open()
+            stored = self._notifications.get(record.key)
+            if stored is None or record.sent_at >= stored.sent_at:
+                self._notifications[record.key] = record
+
+    # --- silences -------------------------------------------------------------------------
+
+    def add_silence(
+        self,
+        *,
+        matchers: Iterable[Matcher],
+        ends_at: float,
+        now: float,
+        starts_at: float | None = None,
+        created_by: str = "",
+        comment: str = "",
+    ) -> Silence:
+        silence = new_silence(
+            matchers=matchers,
+            ends_at=ends_at,
+            now=now,
+            starts_at=starts_at,
+            created_by=created_by,
+            comment=comment,
+        )
+        try:
+            silence = codec.silence_from_row(codec.silence_to_row(silence))
+        except codec.CodecError as exc:
+            raise self._refuse(exc) from None
+        with self._lock:
+            self._check_open()
+            self._silences[silence.id] = silence
+        return silence
+
+    def silences(self, now: float, *, include_expired: bool = False) -> list[Silence]:
+        with self._lock:
+            self._check_open()
+            found = [s for s in self._silences.values() if include_expired or not s.expired(now)]
+        return sorted(found, key=lambda s: (s.starts_at, s.id))
+
+    def expire_silence(self, silence_id: str, now: float) -> bool:
+        with self._lock:
+            self._check_open()
+            silence = self._silences.get(silence_id)
+            if silence is None:
+                return False
+            if not silence.expired(now):  # as in SQL: both times become min(time, now)
+                self._silences[silence_id] = dataclasses.replace(
+                    silence, starts_at=min(silence.starts_at, now), ends_at=now
+                )
+            return True
+
+    # --- upkeep ---------------------------------------------------------------------------
+
+    def collect_garbage(
+        self,
+        now: float,
+        *,
+        resolved_retention: float,
+        cursor_retention: float,
+        silence_retention: float | None = None,
+    ) -> Collected:
+        if silence_retention is None:
+            silence_retention = resolved_retention
+        with self._lock:
+            self._check_open()
+            notifications = [k for k, r in self._notifications.items() if r.expires_at <= now]
+            for key in notifications:
+                del self._notifications[key]
+
+            alert_cutoff = now - resolved_retention
+            alerts = [
+                state.fingerprint
+                for state, row in zip(
+                    self._decode(self._alerts.values()), self._alerts.values(), strict=True
+                )
+                if state.status in COLLECTIBLE_STATUSES
+                and alert_touched(state, row[_UPDATED]) < alert_cutoff
+            ]
+            for fp in alerts:
+                del self._alerts[fp]
+
+            cursor_cutoff = now - cursor_retention
+            cursors = 0
+            for source, entries in list(self._cursors.items()):
+                stale = [key for key, (_, updated) in entries.items() if updated < cursor_cutoff]
+                for key in stale:
+                    del entries[key]
+                cursors += len(stale)
+                if not entries:
+                    del self._cursors[source]
+
+            silence_cutoff = now - silence_retention
+            silences = [sid for sid, s in self._silences.items() if s.ends_at < silence_cutoff]
+            for sid in silences:
+                del self._silences[sid]
+
+        return Collected(
+            notifications=len(notifications),
+            alerts=len(alerts),
+            cursors=cursors,
+            silences=len(silences),
+        )
+
+    def ping(self) -> None:
+        with self._lock:
+            self._check_open()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True

@@ -1,0 +1,483 @@
+"""The SQLite store: one file in WAL mode, safe for several threads and processes.
+
+Each thread gets its own connection (readers never wait for a writer in WAL mode);
+each call is one transaction, and writes take the write lock up front
+(``BEGIN IMMEDIATE``) so a busy database waits ``busy_timeout`` and then fails with a
+temporary ``StoreError`` instead of deadlocking. Nothing is cached between calls, so
+several processes sharing the file see each other's writes.
+
+The schema is versioned in ``PRAGMA user_version``: ``MIGRATIONS[i]`` takes a
+database from version ``i`` to ``i + 1``, and opening runs whatever is missing in one
+transaction. A database newer than this code is refused, never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from runwatch.model import AlertState, AlertStatus
+from runwatch.store import codec
+from runwatch.store.base import (
+    COLLECTIBLE_STATUSES,
+    Collected,
+    Matcher,
+    NotificationRecord,
+    Silence,
+    StoreError,
+    new_silence,
+)
+
+DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a call waits for another writer before giving up
+
+APPLICATION_ID = 0x52574348  # "RWCH" in the file header: this file is a runwatch store
+
+_V1 = (
+    """CREATE TABLE alerts (
+        fingerprint  TEXT PRIMARY KEY,
+        rule         TEXT NOT NULL,
+        run_source   TEXT NOT NULL,
+        run_id       TEXT NOT NULL,
+        run_name     TEXT NOT NULL,
+        run_project  TEXT NOT NULL,
+        run_entity   TEXT NOT NULL,
+        run_location TEXT NOT NULL,
+        run_path     TEXT NOT NULL,
+        severity     TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        active_since REAL,
+        since_step   INTEGER,
+        fired_at     REAL,
+        resolved_at  REAL,
+        first_seen   REAL,
+        last_seen    REAL,
+        metric       TEXT,
+        value        TEXT,
+        step         INTEGER,
+        summary      TEXT NOT NULL,
+        labels       TEXT NOT NULL,
+        memory       TEXT NOT NULL,
+        updated_at   REAL NOT NULL
+    )""",
+    "CREATE INDEX alerts_by_status ON alerts (status)",
+    "CREATE INDEX alerts_by_run ON alerts (run_path)",
+    "CREATE INDEX alerts_by_project ON alerts (run_project)",
+    """CREATE TABLE cursors (
+        source     TEXT NOT NULL,
+        run_key    TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (source, run_key)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX cursors_by_age ON cursors (updated_at)",
+    """CREATE TABLE notifications (
+        group_key  TEXT NOT NULL,
+        receiver   TEXT NOT NULL,
+        firing     TEXT NOT NULL,
+        resolved   TEXT NOT NULL,
+        sent_at    REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (group_key, receiver)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX notifications_by_expiry ON notifications (expires_at)",
+    """CREATE TABLE silences (
+        id         TEXT PRIMARY KEY,
+        matchers   TEXT NOT NULL,
+        starts_at  REAL NOT NULL,
+        ends_at    REAL NOT NULL,
+        created_at REAL NOT NULL,
+        created_by TEXT NOT NULL,
+        comment    TEXT NOT NULL
+    )""",
+    "CREATE INDEX silences_by_end ON silences (ends_at)",
+)
+
+# One entry per schema version, in order; append, never edit a released step.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+
+# Primary result codes after which the same call may well succeed later.
+_TEMPORARY_CODES = frozenset(
+    {
+        5,  # SQLITE_BUSY: another connection holds the lock
+        6,  # SQLITE_LOCKED
+        10,  # SQLITE_IOERR
+        13,  # SQLITE_FULL: disk full
+        15,  # SQLITE_PROTOCOL: WAL lock race
+    }
+)
+
+_IN_CHUNK = 500  # host parameters per IN (...) list, well below every SQLite's limit
+
+
+def _columns(names: Iterable[str]) -> str:
+    return ", ".join(names)
+
+
+def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...], where: str = "") -> str:
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (
+        f"INSERT INTO {table} ({_columns(columns)}) VALUES ({', '.join('?' * len(columns))}) "
+        f"ON CONFLICT ({_columns(key)}) DO UPDATE SET {updates}{where}"
+    )
+
+
+_SELECT_ALERTS = f"SELECT {_columns(codec.ALERT_COLUMNS)} FROM alerts"
+_UPSERT_ALERT = _upsert("alerts", codec.ALERT_COLUMNS, ("fingerprint",))
+_UPSERT_CURSOR = _upsert(
+    "cursors", ("source", "run_key", "value", "updated_at"), ("source", "run_key")
+)
+_UPSERT_NOTIFICATION = _upsert(
+    "notifications",
+    codec.NOTIFICATION_COLUMNS,
+    ("group_key", "receiver"),
+    " WHERE excluded.sent_at >= notifications.sent_at",
+)
+_SELECT_NOTIFICATION = (
+    f"SELECT {_columns(codec.NOTIFICATION_COLUMNS)} FROM notifications "
+    "WHERE group_key = ? AND receiver = ?"
+)
+_INSERT_SILENCE = (
+    f"INSERT INTO silences ({_columns(codec.SILENCE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(codec.SILENCE_COLUMNS))})"
+)
+_SELECT_SILENCES = f"SELECT {_columns(codec.SILENCE_COLUMNS)} FROM silences"
+
+# The later of resolved_at and last_seen, else updated_at: base.alert_touched in SQL.
+_ALERT_TOUCHED = (
+    "COALESCE(MAX(COALESCE(resolved_at, last_seen), COALESCE(last_seen, resolved_at)), updated_at)"
+)
+
+
+class SqliteStore:
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
+        self.path = os.path.abspath(os.fspath(path))
+        self._busy_timeout = busy_timeout
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
+        self._closed = False
+        parent = os.path.dirname(self.path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"cannot create directory {parent}: {exc.strerror or exc}",
+                store=self.path,
+                temporary=False,
+            ) from None
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    # --- connections, transactions, errors ------------------------------------------------
+
+    def _error(self, action: str, exc: Exception) -> StoreError:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if isinstance(code, int):
+            temporary = (code & 0xFF) in _TEMPORARY_CODES
+        else:
+            text = str(exc).lower()
+            temporary = "locked" in text or "busy" in text
+        return StoreError(f"{action}: {exc}", store=self.path, temporary=temporary)
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise self._error(action, exc) from exc
+        except codec.CodecError as exc:
+            raise StoreError(str(exc), store=self.path, temporary=False) from None
+
+    def _closed_error(self) -> StoreError:
+        return StoreError("store is closed", store=self.path, temporary=False)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self._busy_timeout,
+            isolation_level=None,  # we issue BEGIN / COMMIT ourselves
+            check_same_thread=False,  # close() closes every thread's connection
+        )
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}").fetchall()
+            conn.execute("PRAGMA synchronous = NORMAL").fetchall()
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if self._closed:
+            raise self._closed_error()
+        if conn is None:
+            with self._errors("cannot open"):
+                conn = self._connect()
+            with self._lock:
+                if self._closed:
+                    conn.close()
+                    raise self._closed_error()
+                for thread in [t for t in self._connections if not t.is_alive()]:
+                    self._connections.pop(thread).close()
+                self._connections[threading.current_thread()] = conn
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(
+        self, action: str, begin: str = "BEGIN IMMEDIATE"
+    ) -> Iterator[sqlite3.Connection]:
+        """One transaction on this thread's connection; rolled back on any exception."""
+        conn = self._conn()
+        with self._errors(action):
+            conn.execute(begin)
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, action: str, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        conn = self._conn()
+        with self._errors(action):
+            return conn.execute(sql, tuple(params)).fetchall()
+
+    # --- schema ---------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        conn = self._conn()
+        with self._errors("cannot open"):
+            self._check_schema(conn)  # read-only: a foreign or newer file is never changed
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            if conn.execute("PRAGMA user_version").fetchone()[0] < len(MIGRATIONS):
+                with self._transaction("cannot migrate schema") as tx:
+                    version = self._check_schema(tx)  # again, now holding the write lock
+                    for step in MIGRATIONS[version:]:
+                        for statement in step:
+                            tx.execute(statement)
+                    tx.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+                    tx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+    def _check_schema(self, conn: sqlite3.Connection) -> int:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        if app_id not in (0, APPLICATION_ID) or (version > 0 and app_id != APPLICATION_ID):
+            raise StoreError(
+                "cannot open: a SQLite database of some other application, not a runwatch store",
+                store=self.path,
+                temporary=False,
+            )
+        if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            raise StoreError(
+                "cannot open: a SQLite database with tables but no runwatch schema version",
+                store=self.path,
+                temporary=False,
+            )
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"cannot open: schema version {version} is newer than this runwatch "
+                f"understands ({len(MIGRATIONS)}); upgrade runwatch",
+                store=self.path,
+                temporary=False,
+            )
+        return version
+
+    # --- alerts and cursors ---------------------------------------------------------------
+
+    def load_alerts(self, fingerprints: Iterable[str] | None = None) -> dict[str, AlertState]:
+        if fingerprints is None:
+            rows = self._query("cannot load alerts", _SELECT_ALERTS)
+        else:
+            wanted = sorted(set(fingerprints))
+            rows = []
+            with self._transaction("cannot load alerts", "BEGIN") as conn:  # one snapshot
+                for i in range(0, len(wanted), _IN_CHUNK):
+                    chunk = wanted[i : i + _IN_CHUNK]
+                    sql = f"{_SELECT_ALERTS} WHERE fingerprint IN ({', '.join('?' * len(chunk))})"
+                    rows.extend(conn.execute(sql, chunk).fetchall())
+        with self._errors("cannot load alerts"):
+            return {row[0]: codec.alert_from_row(row) for row in rows}
+
+    def alerts(
+        self,
+        *,
+        status: AlertStatus | Collection[AlertStatus] | None = None,
+        run_path: str | None = None,
+        project: str | None = None,
+        rule: str | None = None,
+    ) -> list[AlertState]:
+        where: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            statuses = (
+                [AlertStatus(status).value]
+                if isinstance(status, str)
+                else sorted({AlertStatus(s).value for s in status})
+            )
+            if not statuses:
+                return []
+            where.append(f"status IN ({', '.join('?' * len(statuses))})")
+            params.extend(statuses)
+        for column, value in (("run_path", run_path), ("run_project", project), ("rule", rule)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = _SELECT_ALERTS
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY run_path, rule, fingerprint"
+        rows = self._query("cannot list alerts", sql, params)
+        with self._errors("cannot list alerts"):
+            return [codec.alert_from_row(row) for row in rows]
+
+    def load_cursors(self, source: str) -> dict[str, str]:
+        rows = self._query(
+            "cannot load cursors", "SELECT run_key, value FROM cursors WHERE source = ?", (source,)
+        )
+        return dict(rows)
+
+    def commit_tick(
+        self,
+        *,
+        source: str,
+        alerts: Iterable[AlertState],
+        cursors: Mapping[str, str],
+        now: float,
+    ) -> None:
+        now = float(now)
+
+        def cursor_rows() -> Iterator[tuple[str, str, str, float]]:
+            for key, value in cursors.items():
+                if not isinstance(value, str):
+                    raise codec.CodecError(
+                        f"cursor {source}/{key}: expected text, got {type(value).__name__}"
+                    )
+                yield (source, str(key), value, now)
+
+        # Rows are encoded while the transaction is open; a value that cannot be stored
+        # rolls back everything written before it.
+        with self._transaction("cannot commit tick") as conn:
+            conn.executemany(_UPSERT_CURSOR, cursor_rows())
+            conn.executemany(_UPSERT_ALERT, (codec.alert_to_row(a, now) for a in alerts))
+
+    # --- notification log -----------------------------------------------------------------
+
+    def last_notification(self, group_key: str, receiver: str) -> NotificationRecord | None:
+        rows = self._query(
+            "cannot read notification log", _SELECT_NOTIFICATION, (group_key, receiver)
+        )
+        if not rows:
+            return None
+        with self._errors("cannot read notification log"):
+            return codec.notification_from_row(rows[0])
+
+    def record_notification(self, record: NotificationRecord) -> None:
+        with self._transaction("cannot record notification") as conn:
+            conn.execute(_UPSERT_NOTIFICATION, codec.notification_to_row(record))
+
+    # --- silences -------------------------------------------------------------------------
+
+    def add_silence(
+        self,
+        *,
+        matchers: Iterable[Matcher],
+        ends_at: float,
+        now: float,
+        starts_at: float | None = None,
+        created_by: str = "",
+        comment: str = "",
+    ) -> Silence:
+        silence = new_silence(
+            matchers=matchers,
+            ends_at=ends_at,
+            now=now,
+            starts_at=starts_at,
+            created_by=created_by,
+            comment=comment,
+        )
+        with self._transaction("cannot add silence") as conn:
+            row = codec.silence_to_row(silence)
+            conn.execute(_INSERT_SILENCE, row)
+        with self._errors("cannot add silence"):
+            return codec.silence_from_row(row)
+
+    def silences(self, now: float, *, include_expired: bool = False) -> list[Silence]:
+        if include_expired:
+            rows = self._query("cannot list silences", f"{_SELECT_SILENCES} ORDER BY starts_at, id")
+        else:
+            rows = self._query(
+                "cannot list silences",
+                f"{_SELECT_SILENCES} WHERE ends_at > ? ORDER BY starts_at, id",
+                (now,),
+            )
+        with self._errors("cannot list silences"):
+            return [codec.silence_from_row(row) for row in rows]
+
+    def expire_silence(self, silence_id: str, now: float) -> bool:
+        with self._transaction("cannot expire silence") as conn:
+            exists = conn.execute("SELECT 1 FROM silences WHERE id = ?", (silence_id,)).fetchone()
+            conn.execute(
+                "UPDATE silences SET starts_at = MIN(starts_at, ?1), ends_at = ?1 "
+                "WHERE id = ?2 AND ends_at > ?1",
+                (float(now), silence_id),
+            )
+        return exists is not None
+
+    # --- upkeep ---------------------------------------------------------------------------
+
+    def collect_garbage(
+        self,
+        now: float,
+        *,
+        resolved_retention: float,
+        cursor_retention: float,
+        silence_retention: float | None = None,
+    ) -> Collected:
+        if silence_retention is None:
+            silence_retention = resolved_retention
+        collectible = ", ".join(sorted(f"'{s.value}'" for s in COLLECTIBLE_STATUSES))
+        deleted: dict[str, int] = {}
+        statements: dict[str, tuple[str, float]] = {
+            "notifications": ("DELETE FROM notifications WHERE expires_at <= ?", now),
+            "alerts": (
+                f"DELETE FROM alerts WHERE status IN ({collectible}) AND {_ALERT_TOUCHED} < ?",
+                now - resolved_retention,
+            ),
+            "cursors": ("DELETE FROM cursors WHERE updated_at < ?", now - cursor_retention),
+            "silences": ("DELETE FROM silences WHERE ends_at < ?", now - silence_retention),
+        }
+        with self._transaction("cannot collect garbage") as conn:
+            for kind, (sql, cutoff) in statements.items():
+                deleted[kind] = conn.execute(sql, (float(cutoff),)).rowcount
+        return Collected(**deleted)
+
+    def ping(self) -> None:
+        rows = self._query("not answering", "PRAGMA user_version")
+        if rows[0][0] != len(MIGRATIONS):
+            raise StoreError(
+                f"schema version is now {rows[0][0]}, this runwatch speaks {len(MIGRATIONS)}",
+                store=self.path,
+                temporary=False,
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for conn in connections:
+            with suppress(sqlite3.Error):
+                conn.close()

@@ -1,0 +1,44 @@
+"""Plain-value builders for unit tests of the pure parts (checks, engine)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from runwatch.checks import RULE_ADAPTER, Rule
+from runwatch.model import RunRef, RunSnapshot, RunState, Series
+
+T0 = 1_760_000_000.0  # a fixed "now" for tests: 2025-10-09T08:53:20Z
+
+
+def rule(**fields: Any) -> Rule:
+    fields.setdefault("name", "r")
+    fields.setdefault("severity", "warning")
+    return RULE_ADAPTER.validate_python(fields)
+
+
+def series(values: Sequence[float], *, start_step: int = 0, start_time: float = T0,
+           interval: float = 10.0) -> Series:
+    n = len(values)
+    return Series(steps=tuple(range(start_step, start_step + n)),
+                  times=tuple(start_time + i * interval for i in range(n)),
+                  values=tuple(float(v) for v in values))
+
+
+def snapshot(history: Mapping[str, Series] | None = None, *, state: RunState = RunState.RUNNING,
+             heartbeat: float | None = T0, progress: float | None = None,
+             started: float | None = None, keys: Sequence[str] | None = None,
+             run_id: str = "abc123", name: str = "llama-7b", project: str = "pretrain",
+             entity: str = "team", tags: Sequence[str] = (), group: str = "",
+             config: Mapping[str, Any] | None = None) -> RunSnapshot:
+    history = dict(history or {})
+    last_step = max((s.steps[-1] for s in history.values() if s.steps), default=None)
+    if progress is None:
+        progress = max((s.times[-1] for s in history.values() if s.times), default=None)
+    return RunSnapshot(
+        ref=RunRef(source="test", id=run_id, name=name, project=project, entity=entity,
+                   location=f"/runs/run-{run_id}"),
+        state=state, heartbeat=heartbeat, progress=progress, started=started,
+        last_step=last_step, tags=tuple(tags), group=group, config=dict(config or {}),
+        keys=frozenset(keys if keys is not None else history), history=history,
+    )

@@ -1,0 +1,156 @@
+"""The engine's lifecycle: pending → firing after `for:`, resolve, run end, summaries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from builders import T0, rule, series, snapshot
+from runwatch.engine import evaluate
+from runwatch.keys import DEFAULT_ALIASES
+from runwatch.model import AlertStatus, RunState, fingerprint
+
+N, P, F, R = AlertStatus.INACTIVE, AlertStatus.PENDING, AlertStatus.FIRING, AlertStatus.RESOLVED
+
+
+def run_ticks(r, ticks):
+    """Feed (now, snapshot) pairs through the engine; return the status after each tick and
+    every transition as (tick index, previous, new)."""
+    previous, statuses, transitions = {}, [], []
+    for i, (now, snap) in enumerate(ticks):
+        result = evaluate([r], snap, previous, now, DEFAULT_ALIASES)
+        previous = {a.fingerprint: a for a in result.alerts}
+        statuses.append(result.alerts[0].status if result.alerts else None)
+        transitions += [(i, t.previous, t.status) for t in result.transitions]
+    return statuses, transitions, previous
+
+
+def grad(values, start_step=0, state=RunState.RUNNING):
+    return snapshot({"grad_norm": series(values, start_step=start_step)}, state=state)
+
+
+def test_fires_at_once_without_for_and_resolves_when_it_clears():
+    r = rule(kind="threshold", metric="grad_norm", op=">", value=10, severity="critical")
+    statuses, transitions, _ = run_ticks(r, [
+        (T0, grad([1, 2])),
+        (T0 + 60, grad([11], 2)),
+        (T0 + 120, grad([], 3)),  # nothing new: keeps firing
+        (T0 + 180, grad([3], 3)),
+        (T0 + 240, grad([4], 4)),
+    ])
+    assert statuses == [N, F, F, R, R]
+    assert transitions == [(1, N, F), (3, F, R)]
+
+
+def test_for_duration_goes_through_pending():
+    r = rule(kind="heartbeat", older_than="10m", **{"for": "5m"})
+    stale = snapshot(heartbeat=T0 - 11 * 60)
+    statuses, transitions, _ = run_ticks(r, [
+        (T0, stale),  # stale since T0 - 60
+        (T0 + 120, stale),  # held 3 min
+        (T0 + 300, stale),  # held 6 min
+    ])
+    assert statuses == [P, P, F]
+    assert transitions == [(0, N, P), (2, P, F)]
+
+
+def test_pending_that_clears_goes_back_to_inactive_without_a_transition():
+    r = rule(kind="heartbeat", older_than="10m", **{"for": "30m"})
+    statuses, transitions, _ = run_ticks(r, [
+        (T0, snapshot(heartbeat=T0 - 11 * 60)),
+        (T0 + 60, snapshot(heartbeat=T0 + 30)),
+    ])
+    assert statuses == [P, N]
+    assert transitions == [(0, N, P)]
+
+
+def test_for_steps_counts_the_run_s_own_steps():
+    r = rule(kind="threshold", metric="grad_norm", op=">", value=10, **{"for": "50 steps"})
+    statuses, _, previous = run_ticks(r, [
+        (T0, grad([11] * 30)),  # steps 0..29 above
+        (T0 + 60, grad([11] * 30, 30)),  # 30..59: held 59 steps
+    ])
+    assert statuses == [P, F]
+    (alert,) = previous.values()
+    assert alert.since_step == 0 and alert.fired_at == T0 + 60
+
+
+def test_a_firing_alert_resolves_when_its_run_ends():
+    r = rule(kind="threshold", metric="grad_norm", op=">", value=10)
+    statuses, _, _ = run_ticks(r, [
+        (T0, grad([11])),
+        (T0 + 60, grad([12], 1, state=RunState.FINISHED)),
+    ])
+    assert statuses == [F, R]
+
+
+def test_news_on_a_run_s_final_tick_still_fires():
+    r = rule(kind="nonfinite", metric="loss")
+    snap = snapshot({"loss": series([1.0, math.nan])}, state=RunState.FAILED)
+    statuses, transitions, _ = run_ticks(r, [(T0, snap)])
+    assert statuses == [F] and transitions == [(0, N, F)]
+
+
+def test_state_rule_keeps_firing_after_the_end():
+    r = rule(kind="state", severity="critical")
+    crashed = snapshot(state=RunState.CRASHED)
+    statuses, transitions, _ = run_ticks(r, [(T0, crashed), (T0 + 60, crashed)])
+    assert statuses == [F, F] and transitions == [(0, N, F)]
+
+
+def test_a_resolved_alert_can_fire_again():
+    r = rule(kind="threshold", metric="grad_norm", op=">", value=10)
+    statuses, transitions, _ = run_ticks(r, [
+        (T0, grad([11])), (T0 + 60, grad([1], 1)), (T0 + 120, grad([12], 2)),
+    ])
+    assert statuses == [F, R, F]
+    assert transitions == [(0, N, F), (1, F, R), (2, R, F)]
+
+
+def test_rules_that_do_not_match_leave_no_state():
+    r = rule(kind="state", match={"project": "other"})
+    result = evaluate([r], snapshot(state=RunState.CRASHED), {}, T0, DEFAULT_ALIASES)
+    assert result.alerts == () and result.transitions == ()
+
+
+def test_alert_carries_identity_value_and_rendered_summary():
+    r = rule(name="grad-norm-exploding", kind="threshold", metric="grad_norm", op=">",
+             value=10, severity="critical", labels={"team": "llm"},
+             summary="{run}: grad norm {value:.3g} > {threshold:g} at step {step}")
+    snap = grad([3, 42.123, 5])
+    result = evaluate([r], snap, {}, T0, DEFAULT_ALIASES)
+    (t,) = result.transitions
+    a = t.alert
+    assert a.fingerprint == fingerprint("grad-norm-exploding", snap.ref)
+    assert (a.rule, a.severity, a.metric, a.value, a.step) == (
+        "grad-norm-exploding", "critical", "grad_norm", 42.123, 1)
+    assert a.summary == "llama-7b: grad norm 42.1 > 10 at step 1"
+    assert a.labels == {"team": "llm"} and a.fired_at == T0 and a.first_seen == T0
+
+
+def test_default_summary_formats_ages_as_durations():
+    r = rule(kind="heartbeat", older_than="30m")
+    result = evaluate([r], snapshot(heartbeat=T0 - 5400), {}, T0, DEFAULT_ALIASES)
+    assert result.alerts[0].summary == "no heartbeat for 1h30m (run running)"
+
+
+def test_summary_with_a_spec_that_does_not_fit_falls_back():
+    r = rule(kind="state", summary="value {value:.3g} at {step}")
+    result = evaluate([r], snapshot(state=RunState.CRASHED), {}, T0, DEFAULT_ALIASES)
+    assert result.alerts[0].summary == "value n/a at n/a"
+
+
+@pytest.mark.parametrize("template", ["{run.__class__}", "{config[secret]}", "{0}", "{nope}"])
+def test_summary_template_cannot_reach_beyond_documented_fields(template):
+    with pytest.raises(ValueError, match="template"):
+        rule(kind="state", summary=template)
+
+
+def test_memory_survives_between_ticks_through_the_previous_states():
+    r = rule(kind="threshold", metric="loss", op=">", value=5, mode="mean", window=4)
+    _, _, previous = run_ticks(r, [(T0, snapshot({"loss": series([9, 9])}))])
+    result = evaluate([r], snapshot({"loss": series([1, 1], start_step=2)}), previous,
+                      T0 + 60, DEFAULT_ALIASES)
+    assert result.alerts[0].value == pytest.approx(5.0)
+    assert result.alerts[0].status is R
