@@ -54,6 +54,9 @@ def run_tick(
         except OSError as exc:
             errors.append(f"source {source.name}: {exc}")
             continue
+        except Exception as exc:  # a bug in one source must not stop the others
+            errors.append(f"source {source.name}: unexpected {type(exc).__name__}: {exc}")
+            continue
         errors.extend(poll.errors)
         alerts = []
         previous = store.load_alerts(_fingerprints(rules, poll.snapshots))

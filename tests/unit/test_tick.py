@@ -1,0 +1,119 @@
+"""One tick end to end over plain sources and the memory/SQLite stores."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pytest
+from builders import T0, rule, series, snapshot
+
+from runwatch.keys import DEFAULT_ALIASES
+from runwatch.model import AlertStatus, RunState
+from runwatch.sources.base import Poll
+from runwatch.store.base import open_store
+from runwatch.tick import run_tick, wanted_keys
+
+
+class ListSource:
+    """A source that hands out prepared polls, one per tick, and records what it was given."""
+
+    def __init__(self, name: str, polls: list[Poll | Exception]):
+        self.name = name
+        self.polls = polls
+        self.seen_cursors: list[Mapping[str, str]] = []
+        self.seen_keys: list[frozenset[str]] = []
+
+    def poll(self, cursors, wanted, now):
+        self.seen_cursors.append(dict(cursors))
+        self.seen_keys.append(wanted)
+        item = self.polls.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+
+RULES = [
+    rule(name="grad-high", kind="threshold", metric="grad_norm", op=">", value=10,
+         severity="critical"),
+    rule(name="crashed", kind="state"),
+]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path):
+    s = open_store("memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/s.db")
+    yield s
+    s.close()
+
+
+def poll(*snaps, cursors=None, errors=()):
+    return Poll(snapshots=tuple(snaps), cursors=cursors or {}, errors=tuple(errors))
+
+
+def tick(sources, store, now, **kw):
+    return run_tick(sources=sources, rules=RULES, aliases=DEFAULT_ALIASES, store=store,
+                    now=now, **kw)
+
+
+def test_wanted_keys_expand_aliases_of_every_rule():
+    keys = wanted_keys(RULES, DEFAULT_ALIASES)
+    assert keys == {"train/grad_norm", "grad_norm", "gradient_norm"}
+
+
+def test_transitions_are_reported_once_and_state_survives_a_new_store_handle(tmp_path):
+    url = f"sqlite:///{tmp_path}/state.db"
+    exploding = snapshot({"grad_norm": series([1, 50])})
+    src = ListSource("a", [poll(exploding, cursors={"run": "c1"}),
+                           poll(snapshot({"grad_norm": series([], start_step=2)}))])
+    first = open_store(url)
+    report = tick([src], first, T0)
+    first.close()
+    assert [(t.alert.rule, t.status) for t in report.transitions] == [
+        ("grad-high", AlertStatus.FIRING)]
+    again = open_store(url)  # a restart: same file, new process state
+    report = tick([src], again, T0 + 60)
+    assert report.transitions == ()  # still firing, not announced twice
+    assert src.seen_cursors == [{}, {"run": "c1"}]
+    (alert,) = again.alerts(status=AlertStatus.FIRING)
+    assert alert.value == 50.0 and alert.step == 1
+    again.close()
+
+
+def test_dry_run_writes_nothing(store):
+    src = ListSource("a", [poll(snapshot(state=RunState.CRASHED), cursors={"run": "c1"})] * 2)
+    report = tick([src], store, T0, dry_run=True)
+    assert len(report.transitions) == 1
+    assert store.load_cursors("a") == {} and store.alerts() == []
+
+
+def test_a_failing_source_is_reported_and_the_others_still_run(store):
+    broken = ListSource("broken", [PermissionError(13, "Permission denied", "/runs")])
+    fine = ListSource("fine", [poll(snapshot(state=RunState.FAILED),
+                                    errors=["/runs/x.wandb: bad CRC at offset 40"])])
+    report = tick([broken, fine], store, T0)
+    assert report.errors == (
+        "source broken: [Errno 13] Permission denied: '/runs'",
+        "/runs/x.wandb: bad CRC at offset 40",
+    )
+    assert report.runs_checked == 1
+    assert [t.alert.rule for t in report.transitions] == ["crashed"]
+
+
+def test_nan_values_reach_the_store_intact(store):
+    nan_rule = rule(name="nan", kind="nonfinite", metric="loss")
+    src = ListSource("a", [poll(snapshot({"loss": series([math.nan])}))])
+    run_tick(sources=[src], rules=[nan_rule], aliases=DEFAULT_ALIASES, store=store, now=T0)
+    (alert,) = store.alerts()
+    assert math.isnan(alert.value)
+
+
+def test_an_ended_run_resolves_what_fired_while_it_ran(store):
+    src = ListSource("a", [
+        poll(snapshot({"grad_norm": series([50])})),
+        poll(snapshot({"grad_norm": series([], start_step=1)}, state=RunState.FINISHED)),
+    ])
+    tick([src], store, T0)
+    report = tick([src], store, T0 + 60)
+    assert [(t.alert.rule, t.previous, t.status) for t in report.transitions] == [
+        ("grad-high", AlertStatus.FIRING, AlertStatus.RESOLVED)]
