@@ -6,8 +6,8 @@ import math
 from collections.abc import Mapping
 
 import pytest
-from builders import T0, rule, series, snapshot
 
+from builders import T0, rule, series, snapshot
 from runwatch.keys import DEFAULT_ALIASES
 from runwatch.model import AlertStatus, RunState
 from runwatch.sources.base import Poll
