@@ -17,6 +17,7 @@ from typing import Any
 
 from runwatch import __version__
 from runwatch.config import ConfigError, RuleSet, default_config, load_all
+from runwatch.duration import format_duration
 from runwatch.model import Transition
 from runwatch.store.base import StoreError, open_store, redact_url
 from runwatch.tick import TickReport, run_tick
@@ -122,14 +123,13 @@ def cmd_rules(args: argparse.Namespace) -> int:
              "origin": rule_set.origins.get(r.name, "")} for r in rule_set.rules
         ], indent=2))
         return EXIT_OK
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("rule", "kind", "severity", "condition", "origin", box=None)
     for r in rule_set.rules:
         table.add_row(r.name, r.kind, str(r.severity), describe(r),
                       rule_set.origins.get(r.name, ""))
-    Console().print(table)
+    _console().print(table)
     return EXIT_OK
 
 
@@ -138,12 +138,12 @@ def describe(rule: Any) -> str:
     parts = {
         "threshold": lambda r: f"{r.metric} {r.op} {r.value:g} ({r.mode})",
         "nonfinite": lambda r: f"{r.metric} is NaN/inf",
-        "heartbeat": lambda r: f"heartbeat older than {r.older_than:g}s",
+        "heartbeat": lambda r: f"heartbeat older than {format_duration(r.older_than)}",
         "state": lambda r: "state in " + ", ".join(map(str, r.states)),
         "spike": lambda r: f"{r.metric} > {r.k:g} robust deviations ({r.window} points)",
         "plateau": lambda r: f"{r.metric} no gain of {r.min_delta:g} in {r.patience}",
-        "absent": lambda r: f"{r.metric} absent for {r.older_than:g}s",
-        "progress": lambda r: f"no row for {r.older_than:g}s and {r.factor:g}x median gap",
+        "absent": lambda r: f"{r.metric} absent for {format_duration(r.older_than)}",
+        "progress": lambda r: f"no row for {format_duration(r.older_than)} and {r.factor:g}x median gap",
     }[rule.kind](rule)
     return parts + (f" for {rule.hold}" if rule.hold else "")
 
@@ -173,16 +173,23 @@ def report_json(report: TickReport) -> dict[str, Any]:
     }
 
 
+def _console(*, stderr: bool = False) -> Any:
+    """A rich console; piped output gets wide lines instead of an 80-column wrap."""
+    from rich.console import Console
+
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=200)
+
+
 _STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
 
 def print_report(report: TickReport) -> None:
-    from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
-    console = Console()
-    err = Console(stderr=True)
+    console = _console()
+    err = _console(stderr=True)
     for line in report.errors:
         err.print(Text(f"warning: {line}", style="yellow"))
     if report.transitions:
