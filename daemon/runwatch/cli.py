@@ -143,7 +143,8 @@ def describe(rule: Any) -> str:
         "spike": lambda r: f"{r.metric} > {r.k:g} robust deviations ({r.window} points)",
         "plateau": lambda r: f"{r.metric} no gain of {r.min_delta:g} in {r.patience}",
         "absent": lambda r: f"{r.metric} absent for {format_duration(r.older_than)}",
-        "progress": lambda r: f"no row for {format_duration(r.older_than)} and {r.factor:g}x median gap",
+        "progress": lambda r: (
+            f"no row for {format_duration(r.older_than)} and {r.factor:g}x median gap"),
     }[rule.kind](rule)
     return parts + (f" for {rule.hold}" if rule.hold else "")
 
