@@ -31,6 +31,8 @@ THRESHOLD_CASES = [
     ({"op": "<", "value": 1e-4}, [0.5, 0.3], False, 0.3, 1),
     ({"op": ">", "value": 10}, [NAN, 11], True, 11.0, 1),  # NaN first must not hide 11
     ({"op": ">", "value": 10}, [NAN, NAN], False, NAN, 1),  # NaN crosses nothing
+    ({"op": "<", "value": 1e-4}, [1.0, -INF], False, -INF, 1),  # nonfinite's business
+    ({"op": ">", "value": 10}, [INF, 12], True, 12.0, 1),
     ({"op": ">", "value": 10, "mode": "last"}, [50, 3], False, 3.0, 1),
     ({"op": ">", "value": 10, "mode": "last"}, [3, 50], True, 50.0, 1),
     ({"op": "==", "value": 0}, [1, 0, 1], True, 0.0, 1),

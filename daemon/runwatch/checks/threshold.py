@@ -59,8 +59,10 @@ class ThresholdRule(RuleBase):
         return self._points(ctx, key, series)
 
     def _crosses(self, value: float, in_run: bool) -> bool:
+        # NaN and ±inf are the nonfinite kind's to report: an overflowing grad norm is
+        # not also "vanishing", and a NaN crosses nothing.
         bound = self.resolve_value if in_run and self.resolve_value is not None else self.value
-        return value == value and _OPS[self.op](value, bound)
+        return math.isfinite(value) and _OPS[self.op](value, bound)
 
     def _points(self, ctx: Context, key: str | None, series: Any) -> Verdict:
         trailing = tuple(ctx.memory) if ctx.memory else None
@@ -68,7 +70,7 @@ class ThresholdRule(RuleBase):
         if trailing is None and self.op in (">", ">=", "<", "<="):
             # Fast path: one C-level pass decides that nothing crossed.
             extreme = max(values) if self.op[0] == ">" else min(values)
-            if extreme == extreme and not _OPS[self.op](extreme, self.value):
+            if math.isfinite(extreme) and not _OPS[self.op](extreme, self.value):
                 return Verdict(active=False, memory=None, metric=key, threshold=self.value,
                                value=values[-1], step=series.steps[-1])
         sign = 1.0 if self.op[0] in ">!=" else -1.0
