@@ -18,7 +18,7 @@ from typing import Any
 from runwatch import __version__
 from runwatch.config import ConfigError, RuleSet, default_config, load_all
 from runwatch.duration import format_duration
-from runwatch.model import Transition
+from runwatch.model import AlertStatus, Transition
 from runwatch.store.base import StoreError, open_store, redact_url
 from runwatch.tick import TickReport, run_tick
 from runwatch.wiring import build_sources
@@ -98,12 +98,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             sources=build_sources(config), rules=rule_set.rules, aliases=rule_set.aliases,
             store=store, now=time.time(), dry_run=args.dry_run,
         )
+        firing = None if args.dry_run else len(store.alerts(status=AlertStatus.FIRING))
     finally:
         store.close()
     if args.json:
         print(json.dumps(report_json(report), indent=2, allow_nan=False))
     else:
-        print_report(report)
+        print_report(report, firing=firing)
     return EXIT_OK
 
 
@@ -185,7 +186,7 @@ def _console(*, stderr: bool = False) -> Any:
 _STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 
 
-def print_report(report: TickReport) -> None:
+def print_report(report: TickReport, *, firing: int | None = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -201,8 +202,9 @@ def print_report(report: TickReport) -> None:
             table.add_row(Text(str(a.status)), Text(str(a.severity), _STYLE[a.severity]),
                           Text(a.rule), Text(a.run.path), Text(a.summary))
         console.print(table)
-    console.print(Text(f"{report.runs_checked} runs checked, "
-                       f"{len(report.transitions)} transitions, {len(report.errors)} errors"))
+    total = "" if firing is None else f", {firing} alerts firing in all"
+    console.print(Text(f"{report.runs_checked} runs checked, {len(report.transitions)} "
+                       f"transitions, {len(report.errors)} errors{total}"))
 
 
 if __name__ == "__main__":  # pragma: no cover
