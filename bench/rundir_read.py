@@ -1,0 +1,143 @@
+"""How fast the rundir source reads a run's log: figures, not a test.
+
+1. rows/s reading a 100,000-step run written by the real SDK, wanted keys = the metrics of
+   the default rules, next to a plain reader that parses every record in full;
+2. the cost of a poll after 100 new steps are appended to a 1,000,000-step run (that log is
+   synthesized from the SDK run's record bytes: see benchdata.py).
+
+Run: .venv/bin/python bench/rundir_read.py
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import statistics
+import struct
+import time
+import zlib
+
+import benchdata
+from benchdata import DEFAULT_WANTED, log_of
+from wandb.proto import wandb_internal_pb2 as pb
+
+from fixtures import logwriter
+from runwatch.sources.rundir import RundirSource
+
+GOAL_ROWS_PER_S = 200_000
+GOAL_APPEND_MS = 5.0
+
+
+def plain_reader(path: str) -> int:
+    """The obvious reader: frame, parse every Record, json.loads every value."""
+    rows = 0
+    summary: dict = {}
+    columns: dict = {}
+    with open(path, "rb") as file:
+        raw = file.read()
+    pos, parts = 7, []
+    while pos + 7 <= len(raw):
+        left = 32768 - pos % 32768
+        if left < 7:
+            pos += left
+            continue
+        crc, length, kind = struct.unpack_from("<IHB", raw, pos)
+        data = raw[pos + 7 : pos + 7 + length]
+        if len(data) < length or zlib.crc32(raw[pos + 6 : pos + 7 + length]) != crc:
+            break
+        pos += 7 + length
+        if kind == 2:
+            parts = [data]
+            continue
+        if kind == 3:
+            parts.append(data)
+            continue
+        if kind == 4:
+            data = b"".join([*parts, data])
+        record = pb.Record()
+        record.ParseFromString(data)
+        which = record.WhichOneof("record_type")
+        if which == "history":
+            rows += 1
+            for item in record.history.item:
+                key = ".".join(item.nested_key) or item.key
+                columns.setdefault(key, []).append(json.loads(item.value_json))
+        elif which == "summary":
+            for item in record.summary.update:
+                summary[".".join(item.nested_key) or item.key] = json.loads(item.value_json)
+    return rows
+
+
+def best_of(runs: int, fn):
+    times = []
+    result = None
+    for _ in range(runs):
+        started = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - started)
+    return min(times), result
+
+
+def read_figures() -> None:
+    run = benchdata.sdk_run(100_000)
+    log = log_of(run)
+    print(f"run: {run}  ({log.stat().st_size / 1e6:.1f} MB, written by wandb SDK)")
+
+    def first_poll():
+        return RundirSource("bench", [run]).poll({}, DEFAULT_WANTED, time.time())
+
+    seconds, poll = best_of(5, first_poll)
+    (snap,) = poll.snapshots
+    rows = len(snap.history["_timestamp"])
+    keys_per_row = sorted(snap.keys)
+    rate = rows / seconds
+    verdict = "met" if rate >= GOAL_ROWS_PER_S else "MISSED"
+    print(f"rundir source: {rows:,} rows in {seconds * 1000:.0f} ms = {rate:,.0f} rows/s "
+          f"(goal {GOAL_ROWS_PER_S:,}: {verdict}); wanted = loss and grad_norm aliases")
+    print(f"  keys logged: {', '.join(keys_per_row)}")
+    plain_s, plain_rows = best_of(2, lambda: plain_reader(str(log)))
+    print(f"plain reader (parse every record, json.loads every value): {plain_rows:,} rows in "
+          f"{plain_s * 1000:.0f} ms = {plain_rows / plain_s:,.0f} rows/s; "
+          f"speed-up {plain_s / seconds:.1f}x")
+
+
+def append_figures(rows: int = 1_000_000, new_rows: int = 100, repeats: int = 20) -> None:
+    run = benchdata.big_log(rows)
+    log = log_of(run)
+    print(f"big run: {log.stat().st_size / 1e6:.0f} MB, {rows:,} steps synthesized from the SDK "
+          f"run's record bytes (renumbered, framed like wandb-core)")
+    # Work on a copy: appends must not grow the cached file.
+    work = run.parent.parent.parent / "work" / "wandb" / run.name
+    work.mkdir(parents=True, exist_ok=True)
+    work_log = work / log.name
+    shutil.copyfile(log, work_log)
+    source = RundirSource("bench", [work])
+    started = time.perf_counter()
+    poll = source.poll({}, DEFAULT_WANTED, time.time())
+    first = time.perf_counter() - started
+    cursors = dict(poll.cursors)
+    print(f"  first poll (reads all {rows:,} steps): {first:.2f} s")
+    _, templates = benchdata.step_templates(benchdata.sdk_run())
+    head_num, head_step = 1000 + 3 * rows, rows
+    timings = []
+    for i in range(repeats):
+        records = list(benchdata.renumbered(
+            templates, head_num + 3 * new_rows * i, head_step + new_rows * i, new_rows, 1.8e9))
+        logwriter.append(work_log, records)
+        started = time.perf_counter()
+        poll = source.poll(cursors, DEFAULT_WANTED, time.time())
+        timings.append(time.perf_counter() - started)
+        cursors.update(poll.cursors)
+        (snap,) = poll.snapshots
+        assert len(snap.history["_timestamp"]) == new_rows
+    median = statistics.median(timings) * 1000
+    verdict = "met" if median < GOAL_APPEND_MS else "MISSED"
+    print(f"  poll after {new_rows} new steps appended: median {median:.2f} ms, "
+          f"min {min(timings) * 1000:.2f} ms over {repeats} polls "
+          f"(goal < {GOAL_APPEND_MS} ms: {verdict}; independent of the log's size)")
+    work_log.unlink()
+
+
+if __name__ == "__main__":
+    read_figures()
+    append_figures()

@@ -1,0 +1,108 @@
+"""How long a tick of the rundir source takes over 1,000 run directories: figures, not a test.
+
+500 ended runs (copies of a finished run the SDK wrote) and 500 live ones (the same log
+cut before its exit record), in 10 project directories of 100 runs each. Measured: a poll
+with no new data, and a poll after 100 new steps were appended to every live run (steps
+made from the SDK run's record bytes, framed like wandb-core: see benchdata.py).
+
+Run: .venv/bin/python bench/rundir_tick.py
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import time
+
+import benchdata
+from benchdata import DEFAULT_WANTED, log_of
+
+from fixtures import logwriter, runmaker
+from runwatch.sources.rundir import RundirSource
+from runwatch.sources.wandbfile import EXIT, LogReader
+
+GOAL_IDLE_MS = 100.0
+GOAL_APPEND_MS = 1000.0
+PROJECTS, PER_PROJECT = 10, 100
+
+
+def build_tree() -> tuple:
+    """The 1,000 run directories (rebuilt each run: the live ones are appended to)."""
+    runs = runmaker.build()
+    finished = runs.runs["healthy"]
+    raw = log_of(finished).read_bytes()
+    exit_at = next(at for kind, *_, at in LogReader(str(log_of(finished))) if kind == EXIT)
+    live_raw = raw[:exit_at]  # a run still going: everything before its exit record
+    root = benchdata.CACHE / "tick"
+    shutil.rmtree(root, ignore_errors=True)
+    live_logs = []
+    for project in range(PROJECTS):
+        wandb_dir = root / f"project-{project:02d}" / "wandb"
+        wandb_dir.mkdir(parents=True)
+        for i in range(PER_PROJECT):
+            run_id = f"r{project:02d}{i:05d}"
+            run = wandb_dir / f"offline-run-20260101_000000-{run_id}"
+            (run / "files").mkdir(parents=True)
+            log = run / f"run-{run_id}.wandb"
+            if i % 2:
+                log.write_bytes(raw)
+            else:
+                log.write_bytes(live_raw)
+                live_logs.append(log)
+        (wandb_dir / "latest-run").symlink_to(run.name)
+    return root, live_logs, len(live_raw)
+
+
+def main() -> None:
+    root, live_logs, live_size = build_tree()
+    print(f"{PROJECTS * PER_PROJECT} run directories under {root}: "
+          f"{len(live_logs)} live, {PROJECTS * PER_PROJECT - len(live_logs)} ended")
+    source = RundirSource("bench", [root])
+    started = time.perf_counter()
+    poll = source.poll({}, DEFAULT_WANTED, 0.0)
+    print(f"first poll (finds and reads everything): {(time.perf_counter() - started) * 1000:.0f}"
+          f" ms, {len(poll.snapshots)} snapshots")
+    cursors = dict(poll.cursors)
+
+    idle = []
+    for tick in range(1, 11):
+        started = time.perf_counter()
+        poll = source.poll(cursors, DEFAULT_WANTED, float(tick))
+        idle.append(time.perf_counter() - started)
+        cursors.update(poll.cursors)
+    assert len(poll.snapshots) == len(live_logs) and not poll.cursors
+    median = statistics.median(idle) * 1000
+    print(f"poll with no new data: median {median:.1f} ms, max {max(idle) * 1000:.1f} ms "
+          f"(goal < {GOAL_IDLE_MS:.0f} ms: {'met' if median < GOAL_IDLE_MS else 'MISSED'}); "
+          f"{len(poll.snapshots)} snapshots of live runs")
+    started = time.perf_counter()
+    source.poll(cursors, DEFAULT_WANTED, 1000.0)  # past the rescan interval
+    rescan = (time.perf_counter() - started) * 1000
+    print(f"  the same with a full directory rescan: {rescan:.1f} ms")
+
+    _, templates = benchdata.step_templates(benchdata.sdk_run())
+    appended = []
+    for round_ in range(3):
+        records = list(benchdata.renumbered(templates, 10_000 + 300 * round_, 1000 + 100 * round_,
+                                            100, 1.8e9))
+        size = live_logs[0].stat().st_size
+        framed = logwriter.frame(records, at=size)
+        for log in live_logs:  # every live log has the same size, so the same bytes
+            with open(log, "ab") as file:
+                file.write(framed)
+        started = time.perf_counter()
+        poll = source.poll(cursors, DEFAULT_WANTED, 1001.0 + round_)
+        appended.append(time.perf_counter() - started)
+        cursors.update(poll.cursors)
+        rows = sum(len(s.history.get("_timestamp", ())) for s in poll.snapshots)
+        assert rows == 100 * len(live_logs), rows
+    median = statistics.median(appended) * 1000
+    print(f"poll after 100 new steps in each of {len(live_logs)} live runs "
+          f"({100 * len(live_logs):,} rows): median {median:.0f} ms of {len(appended)} "
+          f"(goal < {GOAL_APPEND_MS:.0f} ms: {'met' if median < GOAL_APPEND_MS else 'MISSED'})")
+    assert live_size < live_logs[0].stat().st_size
+    shutil.rmtree(root)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,749 @@
+"""The ``rundir`` source: runs read from the run directories the wandb SDK writes locally.
+
+Every run the SDK starts gets ``<dir>/wandb/run-<time>-<id>/`` (``offline-run-…`` when
+offline) holding ``run-<id>.wandb``, the run's transaction log. This source finds those
+directories under the configured paths and reads each log incrementally: a run's cursor
+keeps the byte offset of the last complete record plus everything learned from the
+records before it, so a tick reads only the bytes written since.
+
+Nothing else in a run directory is used: offline runs have no ``wandb-summary.json`` or
+``config.yaml``, and wandb-core writes the log (and everything else) in 32 KiB blocks, so
+what a live run did shows up with that delay (see ``wandbfile``).
+
+Run state comes from the records: RUNNING until an exit record, then FINISHED for exit
+code 0, PREEMPTED if the run had marked itself preempting, KILLED for 255 (what the SDK
+records for KeyboardInterrupt) and FAILED for any other code (an uncaught exception
+records 1). A run that was SIGKILLed or lost its machine has no exit record and stays
+RUNNING; its heartbeat goes stale, which the heartbeat rule catches.
+
+``heartbeat`` is the newest time any record carries (history ``_timestamp``, system stats,
+console output, the run start), and the log's mtime only while no record carries a time.
+Record times belong to the run: they survive copying and syncing, and mtime adds nothing
+for a live run because the writer only touches the file when it appends those records.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import operator
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from wandb.proto import wandb_internal_pb2 as pb
+
+from runwatch.model import RunRef, RunSnapshot, RunState, Series
+from runwatch.sources import wandbitems
+from runwatch.sources.base import Poll
+from runwatch.sources.wandbfile import (
+    CONFIG,
+    EXIT,
+    HISTORY,
+    METRIC,
+    OUTPUT,
+    OUTPUT_RAW,
+    PREEMPTING,
+    RUN,
+    STATS,
+    STEP_SUMMARY,
+    SUMMARY,
+    Corruption,
+    LogReader,
+)
+
+DEFAULT_DEPTH = 6
+DEFAULT_RESCAN = 30.0
+
+_KINDS = frozenset({
+    HISTORY, SUMMARY, STEP_SUMMARY, METRIC, STATS, OUTPUT, OUTPUT_RAW, RUN, CONFIG, EXIT,
+    PREEMPTING,
+})
+_CURSOR_VERSION = 1
+_WANDB_DIRS = ("wandb", ".wandb")
+_RUN_PREFIXES = ("run-", "offline-run-")
+# Directories that hold no runs and can be huge (hidden ones, .venv and .git included,
+# are skipped as well).
+_SKIP_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "dist-packages", "venv"})
+_STEP = b"_step"
+_TIMESTAMP = b"_timestamp"
+
+
+# --- per-run state, which the cursor serialises ------------------------------------------
+
+
+@dataclass(kw_only=True, slots=True)
+class _Run:
+    """Everything known about one run after reading its log up to ``offset``.
+
+    Mutable while a read fills it in; once published with a cursor it is only copied.
+    """
+
+    key: str
+    log: str
+    offset: int = 0
+    size: int = -1
+    mtime_ns: int = -1
+    run_id: str = ""
+    name: str = ""
+    project: str = ""
+    entity: str = ""
+    group: str = ""
+    tags: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[bytes, bytes] = field(default_factory=dict)  # raw key -> raw JSON
+    keys: dict[bytes, str] = field(default_factory=dict)  # raw key -> text
+    exit_code: int | None = None
+    preempting: bool = False
+    last_step: int | None = None
+    progress: float | None = None
+    heartbeat: float | None = None  # from records only
+    started: float | None = None
+    corrupt_at: int | None = None
+    # Derived views, rebuilt lazily; shared with the snapshots already handed out.
+    _summary_view: dict[str, Any] | None = None
+    _keys_view: frozenset[str] | None = None
+    _ref: RunRef | None = None
+
+    @property
+    def state(self) -> RunState:
+        if self.exit_code is None:
+            return RunState.PREEMPTED if self.preempting else RunState.RUNNING
+        if self.exit_code == 0:
+            return RunState.FINISHED
+        if self.preempting:
+            return RunState.PREEMPTED
+        if self.exit_code == 255:
+            return RunState.KILLED
+        return RunState.FAILED
+
+    def copy(self) -> _Run:
+        new = _Run(key=self.key, log=self.log)
+        for name in _Run.__slots__:
+            setattr(new, name, getattr(self, name))
+        new.summary = dict(self.summary)
+        new.keys = dict(self.keys)
+        return new
+
+    def ref(self, source: str) -> RunRef:
+        if self._ref is None:
+            self._ref = RunRef(
+                source=source,
+                id=self.run_id or _id_from_dir(self.key),
+                name=self.name,
+                project=self.project,
+                entity=self.entity,
+                location=self.key,
+            )
+        return self._ref
+
+    def summary_view(self) -> dict[str, Any]:
+        if self._summary_view is None:
+            view = {}
+            for raw, value in self.summary.items():
+                text = wandbitems.key_text(raw)
+                if not text.startswith("_wandb"):
+                    view[text] = wandbitems.json_value(value)
+            self._summary_view = view
+        return self._summary_view
+
+    def keys_view(self) -> frozenset[str]:
+        if self._keys_view is None:
+            self._keys_view = frozenset(self.keys.values())
+        return self._keys_view
+
+    def to_cursor(self) -> str:
+        return json.dumps({
+            "v": _CURSOR_VERSION,
+            "log": self.log,
+            "offset": self.offset,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "id": self.run_id,
+            "name": self.name,
+            "project": self.project,
+            "entity": self.entity,
+            "group": self.group,
+            "tags": list(self.tags),
+            "config": self.config,
+            # Raw bytes as latin-1 text: a lossless round trip through JSON.
+            "summary": {k.decode("latin-1"): v.decode("latin-1") for k, v in self.summary.items()},
+            "keys": [k.decode("latin-1") for k in self.keys],
+            "exit_code": self.exit_code,
+            "preempting": self.preempting,
+            "last_step": self.last_step,
+            "progress": self.progress,
+            "heartbeat": self.heartbeat,
+            "started": self.started,
+            "corrupt_at": self.corrupt_at,
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_cursor(cls, key: str, log: str, text: str) -> _Run | None:
+        """The state a cursor describes, or None if it is not one of ours for this log."""
+        try:
+            data = json.loads(text)
+            if data.get("v") != _CURSOR_VERSION or data.get("log") != log:
+                return None
+            keys = [k.encode("latin-1") for k in data["keys"]]
+            return cls(
+                key=key,
+                log=log,
+                offset=int(data["offset"]),
+                size=int(data["size"]),
+                mtime_ns=int(data["mtime_ns"]),
+                run_id=data["id"],
+                name=data["name"],
+                project=data["project"],
+                entity=data["entity"],
+                group=data["group"],
+                tags=tuple(data["tags"]),
+                config=data["config"],
+                summary={
+                    k.encode("latin-1"): v.encode("latin-1") for k, v in data["summary"].items()
+                },
+                keys={k: wandbitems.key_text(k) for k in keys},
+                exit_code=data["exit_code"],
+                preempting=bool(data["preempting"]),
+                last_step=data["last_step"],
+                progress=data["progress"],
+                heartbeat=data["heartbeat"],
+                started=data["started"],
+                corrupt_at=data["corrupt_at"],
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
+            return None
+
+
+def _id_from_dir(path: str) -> str:
+    return os.path.basename(path).rsplit("-", 1)[-1]
+
+
+# --- the source --------------------------------------------------------------------------
+
+
+class RundirSource:
+    """Runs found in ``wandb/`` directories under ``paths``, read from their ``.wandb`` logs.
+
+    ``depth`` is how many directory levels the search descends below a configured path
+    to find ``wandb`` directories: 0 finds only ``path/wandb``, 1 also ``path/*/wandb``,
+    and so on. A path may also name a ``wandb`` directory or a run directory itself.
+    Hidden directories and dependency trees are skipped, and run directories are never
+    entered beyond their log. The full search runs every ``rescan`` seconds; in between,
+    only known ``wandb`` directories that changed are listed again, which is where new
+    runs appear.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        depth: int = DEFAULT_DEPTH,
+        rescan: float = DEFAULT_RESCAN,
+    ):
+        self.name = name
+        self.paths = tuple(os.path.abspath(os.fspath(p)) for p in paths)
+        self.depth = depth
+        self.rescan = rescan
+        self._runs: dict[str, str] = {}  # run key (real path of the run dir) -> log path
+        self._wandb_dirs: dict[str, int] = {}  # wandb dir -> mtime_ns when listed
+        self._last_scan: float | None = None
+        # run key -> (cursor, state) pairs recently produced or parsed: a poll whose
+        # cursor is one of these skips parsing it. Two, because the caller may hand back
+        # the previous cursor when an evaluation failed.
+        self._states: dict[str, list[tuple[str, _Run]]] = {}
+        self._reported: set[str] = set()
+        self._wanted_cache: tuple[frozenset[str], frozenset[str]] | None = None
+
+    # -- discovery --
+
+    def runs(self, now: float) -> dict[str, str]:
+        """Run key -> path of its ``.wandb`` log, for every run directory found."""
+        if self._last_scan is None or now - self._last_scan >= self.rescan or now < self._last_scan:
+            self._full_scan()
+            self._last_scan = now
+        else:
+            for wandb_dir, mtime in list(self._wandb_dirs.items()):
+                try:
+                    current = os.stat(wandb_dir).st_mtime_ns
+                except OSError:
+                    continue
+                if current != mtime:
+                    self._list_wandb_dir(wandb_dir, self._runs)
+        return self._runs
+
+    def _full_scan(self) -> None:
+        runs: dict[str, str] = {}
+        self._wandb_dirs = {}
+        visited: set[str] = set()
+        for path in self.paths:
+            real = os.path.realpath(path)  # `latest-run` names a run through a symlink
+            if os.path.isfile(os.path.join(real, f"run-{_id_from_dir(real)}.wandb")):
+                self._add_run(real, runs)
+            elif os.path.basename(path) in _WANDB_DIRS:
+                self._list_wandb_dir(path, runs)
+            else:
+                self._walk(path, 0, runs, visited)
+        self._runs = runs
+        for key in self._states.keys() - runs.keys():
+            del self._states[key]  # the run directory is gone
+    def _walk(self, path: str, level: int, runs: dict[str, str], visited: set[str]) -> None:
+        try:
+            entries = os.scandir(path)
+        except OSError:
+            return
+        descend = level < self.depth
+        with entries:
+            for entry in entries:
+                name = entry.name
+                if name in _WANDB_DIRS:
+                    if entry.is_dir():
+                        self._list_wandb_dir(entry.path, runs)
+                    continue
+                if not descend or name[0] == "." or name in _SKIP_DIRS:
+                    continue
+                try:
+                    if not entry.is_dir():
+                        continue
+                    if entry.is_symlink():
+                        # Follow links to directories, once each: a link cycle or two
+                        # links to one tree must not repeat the search.
+                        real = os.path.realpath(entry.path)
+                        if real in visited:
+                            continue
+                        visited.add(real)
+                except OSError:
+                    continue
+                self._walk(entry.path, level + 1, runs, visited)
+
+    def _list_wandb_dir(self, path: str, runs: dict[str, str]) -> None:
+        try:
+            self._wandb_dirs[path] = os.stat(path).st_mtime_ns
+            entries = os.scandir(path)
+        except OSError:
+            return
+        with entries:
+            for entry in entries:
+                # `latest-run` is a symlink to one of these; taking names only (and
+                # deduplicating by real path) keeps it from counting a run twice.
+                if entry.name.startswith(_RUN_PREFIXES):
+                    try:
+                        if not entry.is_dir():
+                            continue
+                    except OSError:
+                        continue
+                    self._add_run(os.path.realpath(entry.path), runs)
+
+    def _add_run(self, real: str, runs: dict[str, str]) -> None:
+        if real not in runs:
+            known = self._runs.get(real)
+            runs[real] = known or os.path.join(real, f"run-{_id_from_dir(real)}.wandb")
+
+    # -- polling --
+
+    def poll(self, cursors: Mapping[str, str], wanted_keys: frozenset[str], now: float) -> Poll:
+        wanted = self._wanted(wanted_keys)
+        snapshots: list[RunSnapshot] = []
+        new_cursors: dict[str, str] = {}
+        errors: list[str] = []
+        for key, log in self.runs(now).items():
+            try:
+                stat = os.stat(log)
+            except FileNotFoundError:
+                continue  # the SDK creates the directory before the log
+            except OSError as exc:
+                self._report(errors, f"{log}: cannot read: {exc.strerror or exc}")
+                continue
+            cursor = cursors.get(key)
+            run = self._state(key, log, cursor)
+            if stat.st_size == run.size and stat.st_mtime_ns == run.mtime_ns:
+                if not run.state.ended:
+                    snapshots.append(self._snapshot(run, {}, stat.st_mtime))
+                continue
+            try:
+                run, history, error, changed = self._read(run, stat, wanted)
+            except OSError as exc:
+                self._report(errors, f"{log}: cannot read: {exc.strerror or exc}")
+                continue
+            except Exception as exc:  # one run's surprise must not stop the others
+                self._report(errors, f"{log}: cannot read at offset {run.offset}: {exc!r}")
+                continue
+            if error:
+                errors.append(error)
+            text = run.to_cursor()
+            new_cursors[key] = text
+            self._remember(key, cursor, text, run)
+            if changed or not run.state.ended:
+                snapshots.append(self._snapshot(run, history, stat.st_mtime))
+        return Poll(snapshots=tuple(snapshots), cursors=new_cursors, errors=tuple(errors))
+
+    def _wanted(self, wanted_keys: frozenset[str]) -> frozenset[str]:
+        cached = self._wanted_cache
+        if cached is None or (cached[0] is not wanted_keys and cached[0] != wanted_keys):
+            self._wanted_cache = cached = (wanted_keys, frozenset(wanted_keys) - {"_timestamp"})
+        return cached[1]
+
+    def _report(self, errors: list[str], message: str) -> None:
+        # An unreadable file stays unreadable: say so once, not every tick.
+        if message not in self._reported:
+            self._reported.add(message)
+            errors.append(message)
+
+    def _state(self, key: str, log: str, cursor: str | None) -> _Run:
+        if cursor is not None:
+            for text, run in self._states.get(key, ()):
+                if text is cursor or text == cursor:
+                    return run
+            run = _Run.from_cursor(key, log, cursor)
+            if run is not None:
+                self._states[key] = [(cursor, run)]
+                return run
+        return _Run(key=key, log=log)
+
+    def _remember(self, key: str, old: str | None, new: str, run: _Run) -> None:
+        pairs = [(new, run)]
+        for text, state in self._states.get(key, ()):
+            if text == old:
+                pairs.append((text, state))
+        self._states[key] = pairs
+
+    def _snapshot(self, run: _Run, history: Mapping[str, Series], mtime: float) -> RunSnapshot:
+        return RunSnapshot(
+            ref=run.ref(self.name),
+            state=run.state,
+            heartbeat=run.heartbeat if run.heartbeat is not None else mtime,
+            progress=run.progress,
+            started=run.started,
+            last_step=run.last_step,
+            tags=run.tags,
+            group=run.group,
+            config=run.config,
+            summary=run.summary_view(),
+            keys=run.keys_view(),
+            history=history,
+        )
+
+    # -- reading a log --
+
+    def _read(
+        self, old: _Run, stat: os.stat_result, wanted: frozenset[str]
+    ) -> tuple[_Run, dict[str, Series], str | None, bool]:
+        """Read the records after ``old.offset``: the new state, new points, error, change."""
+        run = old.copy()
+        run.size, run.mtime_ns = stat.st_size, stat.st_mtime_ns
+        if stat.st_size < old.offset:  # a different file now: start over
+            run = _Run(key=old.key, log=old.log, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        reader = LogReader(run.log, run.offset, kinds=_KINDS)
+        reading = _Reading(run, wanted)
+        corruption = None
+        try:
+            reading.consume(reader)
+        except DecodeError:
+            # Framing intact but the record is not a Record: as good as a bad chunk.
+            corruption = Corruption(offset=reading.failed_at, reason="undecodable record")
+            reader.offset = reading.failed_at
+        corruption = corruption or reader.corruption
+        reading.finish()
+        run.offset = reader.offset
+        error = None
+        if corruption is not None and corruption.offset != old.corrupt_at:
+            run.corrupt_at = corruption.offset
+            error = corruption.message(run.log)
+        return run, reading.series(), error, reading.changed or reader.records > 0
+
+
+class _Reading:
+    """One read of one log: folds its records into a run's state and collects new points.
+
+    Summary records are the expensive part of a log: wandb-core writes one per logged
+    step (the reader's STEP_SUMMARY, right before the step's history record) holding the
+    summary of every key in that row that has one. So of the step summaries for rows
+    with the same keys only the newest matters: they stay unparsed, the newest per key
+    set, and are folded in file order at the end. Anything that could break that rule
+    (any other summary record, a metric definition) folds what is deferred first.
+    """
+
+    __slots__ = (
+        "changed", "columns", "deferred", "failed_at", "last_step", "last_time", "output",
+        "rows_steps", "rows_times", "run", "stats", "wanted",
+    )
+
+    def __init__(self, run: _Run, wanted: frozenset[str]):
+        self.run = run
+        self.wanted = wanted
+        # text key -> (indexes into rows_*, values) of its new points
+        self.columns: dict[str, tuple[list[int], list[float]]] = {}
+        self.rows_steps: list[int] = []
+        self.rows_times: list[float] = []
+        # row keys -> (seq, data, start, end) of the newest step summary for such rows
+        self.deferred: dict[frozenset[bytes], tuple[int, bytes, int, int]] = {}
+        self.stats: bytes | None = None
+        self.output: tuple[Any, bytes] | None = None
+        self.changed = False
+        self.failed_at = run.offset
+        self.last_step = run.last_step
+        self.last_time = run.progress
+
+    def consume(self, reader: LogReader) -> None:
+        # The per-record loop; everything it touches per row is a local.
+        run = self.run
+        keys = run.keys
+        known = keys.keys()
+        wanted = self.wanted
+        summary = run.summary
+        targets = [(raw, self._column(text)) for raw, text in keys.items() if text in wanted]
+        steps_append = self.rows_steps.append
+        times_append = self.rows_times.append
+        deferred = self.deferred
+        findall = wandbitems.find_items
+        update_items = wandbitems.items
+        number = wandbitems.number
+        row_index = len(self.rows_steps) - 1
+        step = self.last_step
+        when = self.last_time
+        pending = None  # (seq, data, start, end) of a step summary, until its row comes
+        shapes: dict[int, frozenset[bytes]] = {}  # the last key set seen per key count
+        for batch in reader.batches():
+            for kind, data, start, end, seq, at in batch:
+                if kind == HISTORY:
+                    # wandbitems.history_items, inlined: this runs once per logged step.
+                    row = dict(findall(data, start, end))
+                    rest = end - start - 7 * len(row)
+                    rest -= sum(map(len, row)) + sum(map(len, row.values()))
+                    row_step = None
+                    # What is left must be the step field, `12 L 08 <varint>`.
+                    tail = end - rest
+                    if rest and not (
+                        1 < rest < 13 and data[tail] == 18 and data[tail + 1] == rest - 2
+                    ):
+                        try:
+                            row, row_step = wandbitems.parse_history(data[start:end])
+                        except DecodeError:
+                            self.failed_at = at
+                            raise
+                    row_keys = row.keys()
+                    # Rows come in a few shapes; a shape seen before has no new keys.
+                    keyset = shapes.get(len(row))
+                    if keyset is None or row_keys != keyset:
+                        if not known >= row_keys:
+                            for raw in row_keys - known:
+                                text = keys[raw] = wandbitems.key_text(raw)
+                                if text in wanted:
+                                    targets.append((raw, self._column(text)))
+                            run._keys_view = None
+                        keyset = shapes[len(row)] = frozenset(row)
+                    value = row.get(_STEP)
+                    if value is not None:
+                        try:
+                            step = int(value)
+                        except ValueError:
+                            step = _int_or(value, step)
+                    else:
+                        if row_step is None:
+                            row_step = wandbitems.history_step(data, start, end)
+                        step = row_step if row_step is not None else (step or 0) + 1
+                    value = row.get(_TIMESTAMP)
+                    if value is not None:
+                        try:
+                            when = float(value)
+                        except ValueError:
+                            when = _float_or(value, when)
+                    steps_append(step)
+                    times_append(when)
+                    row_index += 1
+                    for raw, (rows, values) in targets:
+                        value = row.get(raw)
+                        if value is not None:
+                            try:
+                                values.append(float(value))
+                            except ValueError:
+                                converted = number(value)
+                                if converted is None:
+                                    continue
+                                values.append(converted)
+                            rows.append(row_index)
+                    if pending is not None:
+                        if seq == pending[0] + 1:
+                            # `pending` is this row's summary: defer it under the row's keys.
+                            deferred[keyset] = pending
+                        else:
+                            self._fold_deferred()
+                            self._fold_summary(*pending[1:])
+                        pending = None
+                elif kind == STEP_SUMMARY:
+                    if pending is not None:
+                        self._fold_deferred()
+                        self._fold_summary(*pending[1:])
+                    pending = (seq, data, start, end)
+                elif kind in (SUMMARY, METRIC):
+                    # In file order after everything deferred; a metric definition may
+                    # change which keys later step summaries carry, so it is a barrier too.
+                    if pending is not None:
+                        self._fold_deferred()
+                        self._fold_summary(*pending[1:])
+                        pending = None
+                    self._fold_deferred()
+                    if kind == METRIC:
+                        continue
+                    updates = update_items(data, start, end)
+                    if updates is None:
+                        self._fold_summary(data, start, end)
+                    else:
+                        summary.update(updates)
+                        run._summary_view = None
+                else:
+                    try:
+                        self._other(kind, data[start:end])
+                    except DecodeError:
+                        self.failed_at = at
+                        raise
+        if pending is not None:
+            self._fold_deferred()
+            self._fold_summary(*pending[1:])
+        self.last_step, self.last_time = step, when
+
+    def _column(self, text: str) -> tuple[list[int], list[float]]:
+        column = self.columns.get(text)
+        if column is None:
+            column = self.columns[text] = ([], [])
+        return column
+
+    def _fold_summary(self, data: bytes, start: int, end: int) -> None:
+        summary = self.run.summary
+        updates = wandbitems.items(data, start, end)
+        if updates is None:
+            try:
+                updates, removed = wandbitems.parse_updates(data[start:end], pb.SummaryRecord)
+            except DecodeError:
+                return  # a summary update lost is no reason to stop reading the run
+            for raw in removed:
+                summary.pop(raw, None)
+        summary.update(updates)
+        self.run._summary_view = None
+
+    def _fold_deferred(self) -> None:
+        if self.deferred:
+            for _, data, start, end in sorted(self.deferred.values(), key=_first):
+                self._fold_summary(data, start, end)
+            self.deferred.clear()
+
+    def _other(self, kind: int, data: bytes) -> None:
+        run = self.run
+        if kind == STATS:
+            self.stats = data
+        elif kind == OUTPUT_RAW:
+            self.output = (pb.OutputRawRecord, data)
+        elif kind == OUTPUT:
+            self.output = (pb.OutputRecord, data)
+        elif kind == RUN:
+            _apply_run(run, pb.RunRecord.FromString(data))
+            self.changed = True
+        elif kind == CONFIG:
+            _apply_config(run, pb.ConfigRecord.FromString(data))
+            self.changed = True
+        elif kind == EXIT:
+            run.exit_code = pb.RunExitRecord.FromString(data).exit_code
+            self.changed = True
+        elif kind == PREEMPTING:
+            run.preempting = True
+            self.changed = True
+
+    def finish(self) -> None:
+        """Settle what the records read imply: deferred summaries, progress, heartbeat."""
+        self._fold_deferred()
+        run = self.run
+        if self.rows_steps:
+            run.last_step, run.progress = self.last_step, self.last_time
+            self.changed = True
+        # Only the newest record of each timed kind can raise the heartbeat.
+        times = [run.heartbeat, run.progress, run.started]
+        with contextlib.suppress(DecodeError):
+            if self.stats is not None:
+                times.append(_seconds(pb.StatsRecord.FromString(self.stats).timestamp))
+            if self.output is not None:
+                kind, data = self.output
+                times.append(_seconds(kind.FromString(data).timestamp))
+        present = [t for t in times if t is not None]
+        run.heartbeat = max(present) if present else None
+
+    def series(self) -> dict[str, Series]:
+        history: dict[str, Series] = {}
+        if not self.rows_steps:
+            return history
+        all_steps, all_times = tuple(self.rows_steps), tuple(self.rows_times)
+        for text, (rows, values) in self.columns.items():
+            if len(values) == len(all_steps):  # in every row: share the row columns
+                steps, times = all_steps, all_times
+            elif len(values) == 1:
+                steps, times = (all_steps[rows[0]],), (all_times[rows[0]],)
+            elif values:
+                pick = operator.itemgetter(*rows)
+                steps, times = pick(all_steps), pick(all_times)
+            else:
+                continue
+            history[text] = Series(steps=steps, times=times, values=tuple(values))
+        history["_timestamp"] = Series(steps=all_steps, times=all_times, values=all_times)
+        return history
+
+
+_first = operator.itemgetter(0)
+
+
+def _float_or(raw: bytes, default: float | None) -> float | None:
+    number = wandbitems.number(raw)
+    return default if number is None else number
+
+
+def _int_or(raw: bytes, default: int | None) -> int | None:
+    number = wandbitems.number(raw)
+    return int(number) if number is not None and number == number else default
+
+
+def _seconds(stamp: Any) -> float | None:
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def _apply_run(run: _Run, record: Any) -> None:
+    run.run_id = record.run_id or run.run_id
+    run.name = record.display_name or run.name
+    run.project = record.project or run.project
+    run.entity = record.entity or run.entity
+    run.group = record.run_group or run.group
+    run.tags = tuple(record.tags) or run.tags
+    if record.HasField("start_time"):
+        run.started = _seconds(record.start_time)
+    if record.HasField("config"):
+        _apply_config(run, record.config)
+    run._ref = None
+
+
+def _apply_config(run: _Run, record: Any) -> None:
+    config = dict(run.config)
+    for item in record.update:
+        path = list(item.nested_key) or [item.key]
+        if path[0] == "_wandb":
+            continue
+        value = wandbitems.json_value(item.value_json.encode())
+        target = config
+        for part in path[:-1]:
+            nested = target.get(part)
+            target[part] = nested = dict(nested) if isinstance(nested, dict) else {}
+            target = nested
+        target[path[-1]] = value
+    for item in record.remove:
+        path = list(item.nested_key) or [item.key]
+        target = config
+        for part in path[:-1]:
+            nested = target.get(part)
+            if not isinstance(nested, dict):
+                break
+            target[part] = nested = dict(nested)
+            target = nested
+        else:
+            target.pop(path[-1], None)
+    run.config = config
