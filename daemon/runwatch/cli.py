@@ -172,6 +172,7 @@ def report_json(report: TickReport) -> dict[str, Any]:
         "transitions": [transition_json(t) for t in report.transitions],
         "runs_checked": report.runs_checked,
         "errors": list(report.errors),
+        "warnings": list(report.warnings),
     }
 
 
@@ -192,7 +193,7 @@ def print_report(report: TickReport, *, firing: int | None = None) -> None:
 
     console = _console()
     err = _console(stderr=True)
-    for line in report.errors:
+    for line in (*report.errors, *report.warnings):  # the tick went on: warnings, both
         err.print(Text(f"warning: {line}", style="yellow"))
     if report.transitions:
         table = Table("status", "severity", "rule", "run", "summary", box=None)

@@ -24,6 +24,7 @@ class TickReport:
     transitions: tuple[Transition, ...]
     runs_checked: int
     errors: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def wanted_keys(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
@@ -47,7 +48,7 @@ def run_tick(
     wanted = wanted_keys(rules, aliases)
     transitions: list[Transition] = []
     errors: list[str] = []
-    runs = 0
+    snapshots: list[RunSnapshot] = []
     for source in sources:
         try:
             poll = source.poll(store.load_cursors(source.name), wanted, now)
@@ -64,10 +65,34 @@ def run_tick(
             result = evaluate(rules, snapshot, previous, now, aliases)
             alerts.extend(result.alerts)
             transitions.extend(result.transitions)
-        runs += len(poll.snapshots)
+        snapshots.extend(poll.snapshots)
         if not dry_run:
             store.commit_tick(source=source.name, alerts=alerts, cursors=poll.cursors, now=now)
-    return TickReport(transitions=tuple(transitions), runs_checked=runs, errors=tuple(errors))
+    return TickReport(transitions=tuple(transitions), runs_checked=len(snapshots),
+                      errors=tuple(errors),
+                      warnings=tuple(unlogged_metrics(rules, snapshots, aliases)))
+
+
+def unlogged_metrics(rules: Iterable[Rule], snapshots: Sequence[RunSnapshot],
+                     aliases: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Rules reading an exact key that no run they match has ever logged: most often a
+    typo (``train/gradnorm``) that would otherwise leave the rule silent forever.
+
+    Aliases are left out — a team that logs no grad norm is not told so every tick — and so
+    is ``absent``, whose point is a metric that is not there.
+    """
+    warnings = []
+    for rule in rules:
+        if rule.kind == "absent":
+            continue
+        matched = [s for s in snapshots if rule.match.matches(s)]
+        for metric in rule.metrics():
+            if metric in aliases or metric.startswith("_") or not matched:
+                continue
+            if not any(metric in s.keys for s in matched):
+                warnings.append(f"rule {rule.name!r}: metric {metric!r} is logged by none of"
+                                f" the {len(matched)} runs it matched")
+    return warnings
 
 
 def _fingerprints(rules: Sequence[Rule], snapshots: Iterable[RunSnapshot]) -> list[str]:

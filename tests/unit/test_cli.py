@@ -88,7 +88,7 @@ def test_check_on_an_empty_directory_reports_zero_runs(tmp_path, capsys):
             "--json"]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "transitions": [], "runs_checked": 0, "errors": []}
+        "transitions": [], "runs_checked": 0, "errors": [], "warnings": []}
     assert (tmp_path / "state" / "state.db").exists()
 
 

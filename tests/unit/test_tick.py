@@ -117,3 +117,16 @@ def test_an_ended_run_resolves_what_fired_while_it_ran(store):
     report = tick([src], store, T0 + 60)
     assert [(t.alert.rule, t.previous, t.status) for t in report.transitions] == [
         ("grad-high", AlertStatus.FIRING, AlertStatus.RESOLVED)]
+
+
+def test_a_rule_reading_a_key_no_matched_run_logs_is_a_warning(store):
+    typo = rule(name="typo", kind="threshold", metric="train/gradnorm", op=">", value=1)
+    aliased = rule(name="aliased", kind="threshold", metric="grad_norm", op=">", value=1)
+    elsewhere = rule(name="elsewhere", kind="nonfinite", metric="train/gradnorm",
+                     match={"project": "other"})
+    src = ListSource("a", [poll(snapshot({"train/grad_norm": series([1.0])}),
+                                snapshot({"loss": series([1.0])}, run_id="b"))])
+    report = run_tick(sources=[src], rules=[typo, aliased, elsewhere],
+                      aliases=DEFAULT_ALIASES, store=store, now=T0)
+    assert report.warnings == (
+        "rule 'typo': metric 'train/gradnorm' is logged by none of the 2 runs it matched",)
