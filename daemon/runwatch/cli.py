@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `runwatch check --json | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -110,6 +115,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config, rule_set = _load(args)
+    build_sources(config)  # refuses what this version cannot read, as `check` would
     sources = ", ".join(s.name for s in config.sources) or "none"
     print(f"ok: {len(rule_set.rules)} rules, sources: {sources}, "
           f"store: {redact_url(config.store)}")
@@ -176,6 +182,12 @@ def report_json(report: TickReport) -> dict[str, Any]:
     }
 
 
+def printable(text: str) -> str:
+    """``text`` without control or format characters (ESC sequences, RTL overrides,
+    newlines), each shown as U+FFFD, so an untrusted name cannot rewrite the terminal."""
+    return "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
+
+
 def _console(*, stderr: bool = False) -> Any:
     """A rich console; piped output gets wide lines instead of an 80-column wrap."""
     from rich.console import Console
@@ -194,14 +206,15 @@ def print_report(report: TickReport, *, firing: int | None = None) -> None:
     console = _console()
     err = _console(stderr=True)
     for line in (*report.errors, *report.warnings):  # the tick went on: warnings, both
-        err.print(Text(f"warning: {line}", style="yellow"))
+        err.print(Text(f"warning: {printable(line)}", style="yellow"))
     if report.transitions:
         table = Table("status", "severity", "rule", "run", "summary", box=None)
         for t in report.transitions:
             a = t.alert
-            # Run names and summaries are untrusted: Text() keeps rich markup out of them.
+            # Run names and summaries are untrusted: Text() keeps rich markup out of them,
+            # printable() terminal escapes and bidi overrides.
             table.add_row(Text(str(a.status)), Text(str(a.severity), _STYLE[a.severity]),
-                          Text(a.rule), Text(a.run.path), Text(a.summary))
+                          Text(a.rule), Text(printable(a.run.path)), Text(printable(a.summary)))
         console.print(table)
     total = "" if firing is None else f", {firing} alerts firing in all"
     console.print(Text(f"{report.runs_checked} runs checked, {len(report.transitions)} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -13,8 +14,8 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise ValueError(f"invalid duration {text!r}")
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError(f"invalid duration {text!r}: negative")
+        if not math.isfinite(text) or text < 0:
+            raise ValueError(f"invalid duration {text!r}: expected a finite, positive number")
         return float(text)
     compact = str(text).strip().replace(" ", "")
     if compact and _PART.sub("", compact) == "" and _PART.match(compact):
@@ -25,8 +26,8 @@ def parse_duration(text: str | int | float) -> float:
         raise ValueError(
             f"invalid duration {text!r}: expected a number with a unit like 30s, 10m, 2h, 1d"
         ) from None
-    if seconds < 0:
-        raise ValueError(f"invalid duration {text!r}: negative")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"invalid duration {text!r}: expected a finite, positive number")
     return seconds
 
 

@@ -6,14 +6,17 @@ replay a run tick by tick through exactly the function the daemon runs.
 Lifecycle of one (rule, run) alert::
 
     inactive ──holds──► pending ──held for `for:`──► firing ──clears──► resolved
-        ▲                  │ clears                    │ run ends (resolve_on_end)
+        ▲                  │ clears or run ends        │ run ends (resolve_on_end)
         └──────────────────┘                           ▼
                                                     resolved
+
+An ended run is read one last time; an alert that fires on that tick (a NaN in the final
+rows) is reported firing and resolved together.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 from runwatch.checks import Context, Rule, Verdict
@@ -44,6 +47,7 @@ def evaluate(
     """
     alerts: list[AlertState] = []
     transitions: list[Transition] = []
+    ended = snapshot.state.ended
     for rule in rules:
         if not rule.match.matches(snapshot):
             continue
@@ -52,15 +56,52 @@ def evaluate(
             fingerprint=fp, rule=rule.name, run=snapshot.ref, severity=rule.severity,
             first_seen=now,
         )
+        tag = rule.memory_tag
         verdict = rule.evaluate(Context(
-            snapshot=snapshot, now=now, aliases=aliases, memory=before.memory,
+            snapshot=snapshot, now=now, aliases=aliases, memory=_recall(before.memory, tag),
             holding=before.status in _HOLDING,
         ))
         after = step_alert(rule, snapshot, before, verdict, now)
-        alerts.append(after)
+        after = replace(after, memory=None if after.memory is None else [tag, after.memory])
         if after.status != before.status and after.status != AlertStatus.INACTIVE:
             transitions.append(Transition(alert=after, previous=before.status))
+        if ended and rule.resolve_on_end and after.status == AlertStatus.FIRING:
+            # The run's last word: what fired on it resolves with it, so nothing stays
+            # firing for a run that will never be read again.
+            resolved = replace(after, status=AlertStatus.RESOLVED, resolved_at=now,
+                               active_since=None, since_step=None)
+            transitions.append(Transition(alert=resolved, previous=AlertStatus.FIRING))
+            after = resolved
+        alerts.append(after)
     return Evaluation(alerts=tuple(alerts), transitions=tuple(transitions))
+
+
+def retire(alerts: Iterable[AlertState], rule_names: Collection[str], now: float) -> Evaluation:
+    """Alerts of rules that are no longer loaded (removed or renamed): what fired resolves,
+    what was pending is dropped — nothing stays firing for a rule nobody evaluates."""
+    kept: list[AlertState] = []
+    transitions: list[Transition] = []
+    for alert in alerts:
+        if alert.rule in rule_names or alert.status not in _HOLDING:
+            continue
+        if alert.status == AlertStatus.FIRING:
+            after = replace(alert, status=AlertStatus.RESOLVED, resolved_at=now,
+                            active_since=None, since_step=None, last_seen=now)
+            transitions.append(Transition(alert=after, previous=alert.status))
+        else:
+            after = replace(alert, status=AlertStatus.INACTIVE, active_since=None,
+                            since_step=None, last_seen=now)
+        kept.append(after)
+    return Evaluation(alerts=tuple(kept), transitions=tuple(transitions))
+
+
+def _recall(stored: object, tag: str) -> object:
+    """The check memory stored for this very rule definition, else None: a rule edited
+    under the same name (another kind, metric or window) starts afresh instead of
+    misreading memory of another shape."""
+    if isinstance(stored, list) and len(stored) == 2 and stored[0] == tag:
+        return stored[1]
+    return None
 
 
 def step_alert(
@@ -80,8 +121,6 @@ def step_alert(
         active = holding
         if not holding:
             return replace(before, **common)
-    if snapshot.state.ended and rule.resolve_on_end and before.status == AlertStatus.FIRING:
-        active = False  # news on a run's final tick (a NaN in its last rows) still fires
     if not active:
         if before.status == AlertStatus.FIRING:
             return replace(before, **common, status=AlertStatus.RESOLVED, resolved_at=now,
@@ -100,7 +139,7 @@ def step_alert(
     status = AlertStatus.FIRING if before.status == AlertStatus.FIRING or _held_long_enough(
         rule, snapshot, since, since_step, now) else AlertStatus.PENDING
     if snapshot.state.ended and status == AlertStatus.PENDING:
-        status = AlertStatus.INACTIVE  # a hold that can never complete
+        status = AlertStatus.INACTIVE  # a hold that can never complete: no more ticks
     after = replace(before, **common, status=status, active_since=since,
                     since_step=since_step, resolved_at=None)
     if status == AlertStatus.FIRING and before.status != AlertStatus.FIRING:

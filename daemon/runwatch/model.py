@@ -110,8 +110,12 @@ class RunSnapshot:
 
 
 def fingerprint(rule: str, run: RunRef) -> str:
-    """Stable identity of one (rule, run) alert across ticks, restarts and replicas."""
-    text = f"{rule}\x00{run.source}\x00{run.path}"
+    """Stable identity of one (rule, run) alert across ticks, restarts and replicas.
+
+    The run's path (``entity/project/id``, or its directory) is unique without the source's
+    name, and leaving the name out keeps alerts when a source is renamed or re-pathed.
+    """
+    text = f"{rule}\x00{run.path}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -26,9 +26,11 @@ def template_errors(template: str) -> list[str]:
     except ValueError as exc:
         return [f"invalid template {template!r}: {exc}"]
     errors = []
-    for _, field, spec, _ in parsed:
+    for _, field, spec, conversion in parsed:
         if field is None:
             continue
+        if conversion not in (None, "r", "s", "a"):
+            errors.append(f"template {template!r}: unknown conversion !{conversion}")
         if field == "" or field.isdigit():
             errors.append(f"template {template!r}: positional fields are not allowed")
         elif field not in FIELDS:
@@ -53,9 +55,9 @@ def render(template: str, fields: Mapping[str, Any]) -> str:
         if value is None:
             out.append("n/a")
             continue
-        if conversion:
-            value = _FORMATTER.convert_field(value, conversion)
         try:
+            if conversion:
+                value = _FORMATTER.convert_field(value, conversion)
             out.append(format(value, spec or ""))
         except (TypeError, ValueError):
             out.append(str(value))

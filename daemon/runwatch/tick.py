@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from runwatch import keys
 from runwatch.checks import Rule
-from runwatch.engine import evaluate
-from runwatch.model import RunSnapshot, Transition, fingerprint
+from runwatch.engine import evaluate, retire
+from runwatch.model import AlertStatus, RunSnapshot, Transition, fingerprint
 from runwatch.sources.base import Source
 from runwatch.store.base import Store
 
@@ -50,8 +50,9 @@ def run_tick(
     errors: list[str] = []
     snapshots: list[RunSnapshot] = []
     for source in sources:
+        cursors = store.load_cursors(source.name)  # a store failure fails the tick, loudly
         try:
-            poll = source.poll(store.load_cursors(source.name), wanted, now)
+            poll = source.poll(cursors, wanted, now)
         except OSError as exc:
             errors.append(f"source {source.name}: {exc}")
             continue
@@ -62,12 +63,22 @@ def run_tick(
         alerts = []
         previous = store.load_alerts(_fingerprints(rules, poll.snapshots))
         for snapshot in poll.snapshots:
-            result = evaluate(rules, snapshot, previous, now, aliases)
+            try:
+                result = evaluate(rules, snapshot, previous, now, aliases)
+            except Exception as exc:  # one run's bad data must not stop the others
+                errors.append(f"run {snapshot.ref.path}: evaluation failed:"
+                              f" {type(exc).__name__}: {exc}")
+                continue
             alerts.extend(result.alerts)
             transitions.extend(result.transitions)
         snapshots.extend(poll.snapshots)
         if not dry_run:
             store.commit_tick(source=source.name, alerts=alerts, cursors=poll.cursors, now=now)
+    retired = retire(store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING)),
+                     {rule.name for rule in rules}, now)
+    transitions.extend(retired.transitions)
+    if retired.alerts and not dry_run:
+        store.commit_tick(source="", alerts=retired.alerts, cursors={}, now=now)
     return TickReport(transitions=tuple(transitions), runs_checked=len(snapshots),
                       errors=tuple(errors),
                       warnings=tuple(unlogged_metrics(rules, snapshots, aliases)))

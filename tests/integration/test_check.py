@@ -51,10 +51,15 @@ def test_check_finds_what_needs_attention_once(runs, tmp_path, capsys):
         first = check(capsys, *args)
     assert first["errors"] == []
     assert first["runs_checked"] == 14
+    # Runs read for the first and last time: what fired on them resolves with them —
+    # but a crash stays firing (state rules report the end itself).
     assert fired(first) == {
         ("exploding-grads", "grad-norm-exploding", "firing"),
+        ("exploding-grads", "grad-norm-exploding", "resolved"),
         ("exploding-grads", "grad-norm-spiky", "firing"),
+        ("exploding-grads", "grad-norm-spiky", "resolved"),
         ("nan-loss", "loss-nonfinite", "firing"),
+        ("nan-loss", "loss-nonfinite", "resolved"),
         ("crashed", "run-crashed", "firing"),
     }
     nan = next(x for x in first["transitions"] if x["rule"] == "loss-nonfinite")
@@ -77,8 +82,8 @@ def test_check_finds_what_needs_attention_once(runs, tmp_path, capsys):
 def test_dry_run_changes_nothing(runs, tmp_path, capsys):
     args = ["--rundir", str(runs), "--state-dir", str(tmp_path / "state")]
     with at(newest_record_time(runs) + 60):
-        assert len(check(capsys, *args, "--dry-run")["transitions"]) == 4
-        assert len(check(capsys, *args)["transitions"]) == 4
+        assert len(check(capsys, *args, "--dry-run")["transitions"]) == 7
+        assert len(check(capsys, *args)["transitions"]) == 7
 
 
 def live_run(root: Path, *, start: float, steps: int) -> tuple[Path, int]:
@@ -150,5 +155,6 @@ def test_a_corrupt_log_is_one_warning_and_the_other_runs_are_checked(runs, tmp_p
     (error,) = report["errors"]
     assert str(log) in error and "offset" in error
     assert ("nan-loss", "loss-nonfinite", "firing") in fired(report)
+    assert not any(t["run"]["name"] == "crashed" for t in report["transitions"])
     with at(newest_record_time(runs) + 120):
         assert check(capsys, *args)["errors"] == []  # reported once, not every tick

@@ -34,7 +34,7 @@ def test_validate_ok(tmp_path, capsys):
     config = write_config(tmp_path)
     assert main(["validate", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ok: 8 rules, sources: rundir:")
+    assert out.startswith("ok: 8 rules, sources: rundir, store: sqlite:////")
 
 
 def test_invalid_rules_exit_2_with_one_line_per_error(tmp_path, capsys):
@@ -106,3 +106,19 @@ def test_help_works(command, capsys):
         main([command, "--help"])
     assert exit_.value.code == 0
     assert "--config" in capsys.readouterr().out
+
+
+def test_printable_defuses_terminal_escapes_and_bidi_overrides():
+    from runwatch.cli import printable
+
+    assert printable("run\x1b[31m-red\u202e\nx") == "run\ufffd[31m-red\ufffd\ufffdx"
+    assert printable("llama-7b · ünïcode") == "llama-7b · ünïcode"
+
+
+def test_validate_refuses_a_source_type_this_version_cannot_read(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("sources:\n  - {type: wandb, entity: team, projects: [p], api_key: k}\n")
+    assert main(["validate", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"{config}: source 'wandb:team': type 'wandb' is not supported by this version"
+        " of runwatch")

@@ -73,7 +73,7 @@ ERRORS = {
     ],
     "duplicate-source-name.yaml": [
         "config/duplicate-source-name.yaml:3: sources[1]: source"
-        " 'rundir:{testdata}/config/runs' already defined at"
+        " 'rundir' already defined at"
         " config/duplicate-source-name.yaml:2; give each source a distinct name",
     ],
     "unset-env.yaml": [
@@ -362,7 +362,7 @@ sources:
 """), env={})
     rundir, wandb = config.sources
     assert (rundir.type, rundir.name, rundir.depth, rundir.interval) == (
-        "rundir", f"rundir:{tmp_path / 'runs'}", 6, 60.0)
+        "rundir", "rundir", 6, 60.0)
     assert (wandb.type, wandb.name, wandb.projects, wandb.interval, wandb.lookback) == (
         "wandb", "wandb:team", ("llm",), 120.0, 86400.0)
     assert (wandb.base_url, wandb.app_url, wandb.api_key) == ("https://api.wandb.ai", None,
@@ -513,7 +513,7 @@ def test_default_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     config = default_config(["runs", tmp_path / "more"], state_dir=tmp_path / "state")
     (source,) = config.sources
     assert source.paths == (tmp_path / "runs", tmp_path / "more")
-    assert source.name == f"rundir:{tmp_path / 'runs'},{tmp_path / 'more'}"
+    assert source.name == "rundir"  # stable: adding a path keeps every run's cursor
     assert config.store == f"sqlite:///{tmp_path}/state/state.db"
     assert config.path is None
     assert config.rules == (default_rules_path(),)

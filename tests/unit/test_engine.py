@@ -85,11 +85,13 @@ def test_a_firing_alert_resolves_when_its_run_ends():
     assert statuses == [F, R]
 
 
-def test_news_on_a_run_s_final_tick_still_fires():
+def test_news_on_a_run_s_final_tick_fires_and_resolves():
     r = rule(kind="nonfinite", metric="loss")
     snap = snapshot({"loss": series([1.0, math.nan])}, state=RunState.FAILED)
     statuses, transitions, _ = run_ticks(r, [(T0, snap)])
-    assert statuses == [F] and transitions == [(0, N, F)]
+    # fired and, the run being over, resolved with it: nothing stays firing for a run
+    # that will never be read again
+    assert statuses == [R] and transitions == [(0, N, F), (0, F, R)]
 
 
 def test_state_rule_keeps_firing_after_the_end():
@@ -136,9 +138,9 @@ def test_default_summary_formats_ages_as_durations():
 
 
 def test_summary_with_a_spec_that_does_not_fit_falls_back():
-    r = rule(kind="state", summary="value {value:.3g} at {step}")
+    r = rule(kind="state", summary="value {value:.3g} at {step}; run {run:.3f} {run!r:>12}")
     result = evaluate([r], snapshot(state=RunState.CRASHED), {}, T0, DEFAULT_ALIASES)
-    assert result.alerts[0].summary == "value n/a at n/a"
+    assert result.alerts[0].summary == "value n/a at n/a; run llama-7b   'llama-7b'"
 
 
 @pytest.mark.parametrize("template", ["{run.__class__}", "{config[secret]}", "{0}", "{nope}"])
@@ -154,3 +156,29 @@ def test_memory_survives_between_ticks_through_the_previous_states():
                       T0 + 60, DEFAULT_ALIASES)
     assert result.alerts[0].value == pytest.approx(5.0)
     assert result.alerts[0].status is R
+
+
+def test_a_pending_alert_never_fires_once_its_run_has_ended():
+    r = rule(kind="threshold", metric="grad_norm", op=">", value=10, **{"for": "10 steps"})
+    statuses, transitions, _ = run_ticks(r, [
+        (T0, grad([11] * 3)),
+        (T0 + 60, grad([11] * 3, 3, state=RunState.FINISHED)),
+    ])
+    assert statuses == [P, N] and transitions == [(0, N, P)]
+
+
+def test_editing_a_rule_under_the_same_name_starts_its_memory_afresh():
+    window = rule(name="g", kind="threshold", metric="grad_norm", op=">", value=10,
+                  mode="mean", window=3)
+    _, _, previous = run_ticks(window, [(T0, grad([1, 2, 3]))])
+    plateau = rule(name="g", kind="plateau", metric="grad_norm", patience="2 steps")
+    result = evaluate([plateau], grad([5], 3), previous, T0 + 60, DEFAULT_ALIASES)
+    (alert,) = result.alerts
+    assert alert.memory == [plateau.memory_tag, [5.0, 3, T0]]
+
+
+def test_check_memory_is_stored_with_its_rule_s_tag():
+    r = rule(kind="threshold", metric="grad_norm", op=">", value=10, mode="mean", window=2)
+    _, _, previous = run_ticks(r, [(T0, grad([1, 2, 3]))])
+    (alert,) = previous.values()
+    assert alert.memory == [r.memory_tag, [2.0, 3.0]]

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 import pytest
 
 from builders import T0, rule, series, snapshot
+from runwatch.checks.state import StateRule
 from runwatch.keys import DEFAULT_ALIASES
 from runwatch.model import AlertStatus, RunState
 from runwatch.sources.base import Poll
-from runwatch.store.base import open_store
+from runwatch.store.base import StoreError, open_store
+from runwatch.store.memory import MemoryStore
 from runwatch.tick import run_tick, wanted_keys
 
 
@@ -130,3 +132,41 @@ def test_a_rule_reading_a_key_no_matched_run_logs_is_a_warning(store):
                       aliases=DEFAULT_ALIASES, store=store, now=T0)
     assert report.warnings == (
         "rule 'typo': metric 'train/gradnorm' is logged by none of the 2 runs it matched",)
+
+
+def test_alerts_of_a_rule_no_longer_loaded_resolve(store):
+    src = ListSource("a", [poll(snapshot(state=RunState.CRASHED)), poll()])
+    tick([src], store, T0)
+    report = run_tick(sources=[src], rules=RULES[:1], aliases=DEFAULT_ALIASES, store=store,
+                      now=T0 + 60)
+    assert [(t.alert.rule, t.previous, t.status) for t in report.transitions] == [
+        ("crashed", AlertStatus.FIRING, AlertStatus.RESOLVED)]
+    assert store.alerts(status=AlertStatus.FIRING) == []
+
+
+def test_a_store_failure_fails_the_tick_instead_of_passing_for_a_source_error():
+    class LockedStore(MemoryStore):
+        def load_cursors(self, source):
+            raise StoreError("database is locked", store="sqlite:///s.db", temporary=True)
+
+    src = ListSource("a", [poll(snapshot(state=RunState.CRASHED))])
+    with pytest.raises(StoreError, match="database is locked"):
+        tick([src], LockedStore(), T0)
+
+
+class ExplodingRule(StateRule):
+    def evaluate(self, ctx):
+        if ctx.snapshot.ref.id == "bad":
+            raise ZeroDivisionError("division by zero")
+        return super().evaluate(ctx)
+
+
+def test_one_run_failing_evaluation_leaves_the_others(store):
+    src = ListSource("a", [poll(snapshot(run_id="bad", state=RunState.CRASHED),
+                                snapshot(run_id="good", state=RunState.CRASHED))])
+    exploding = ExplodingRule(name="exploding", kind="state", severity="critical")
+    report = run_tick(sources=[src], rules=[exploding], aliases=DEFAULT_ALIASES,
+                      store=store, now=T0)
+    assert report.errors == (
+        "run team/pretrain/bad: evaluation failed: ZeroDivisionError: division by zero",)
+    assert [t.alert.run.id for t in report.transitions] == ["good"]

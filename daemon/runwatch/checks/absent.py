@@ -14,6 +14,7 @@ class AbsentRule(RuleBase):
     older_than: Duration
 
     default_summary: ClassVar[str] = "{metric} not logged for {age}"
+    steps_hold: ClassVar[bool] = False
 
     def metrics(self) -> tuple[str, ...]:
         return (self.metric,)

@@ -8,12 +8,21 @@ returning a :class:`Verdict`. No clock, disk or network inside.
 from __future__ import annotations
 
 import fnmatch
+import functools
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from runwatch import keys
 from runwatch.duration import format_duration, parse_duration
@@ -142,12 +151,18 @@ class Verdict:
     age: float | None = None
 
 
+_NOT_SHAPE = frozenset({"severity", "description", "labels", "summary", "resolve_on_end",
+                        "match", "hold"})
+
+
 class RuleBase(BaseModel):
     """Fields every rule has; one subclass per condition kind adds its own."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True,
+                              allow_inf_nan=False)
 
     default_summary: ClassVar[str] = "{rule} on {run}"
+    steps_hold: ClassVar[bool] = True  # whether `for: N steps` means something here
 
     name: str
     severity: Severity
@@ -186,6 +201,20 @@ class RuleBase(BaseModel):
         if value is not None and (errors := template_errors(value)):
             raise ValueError("; ".join(errors))
         return value
+
+    @functools.cached_property
+    def memory_tag(self) -> str:
+        """Names the shape of this rule's check memory: every field but the ones that only
+        label or describe, so an edit that changes what is remembered starts afresh."""
+        shape = self.model_dump_json(exclude=_NOT_SHAPE)
+        return hashlib.sha256(shape.encode()).hexdigest()[:12]
+
+    @model_validator(mode="after")
+    def _hold_fits_the_kind(self) -> RuleBase:
+        if self.hold is not None and self.hold.steps is not None and not self.steps_hold:
+            raise ValueError(f"for: {self.hold} needs a metric's steps; this kind holds"
+                             " by time only (write a duration like '10m')")
+        return self
 
     def metrics(self) -> tuple[str, ...]:
         """Logical metric names (aliases or exact keys) this rule reads from history."""

@@ -17,6 +17,7 @@ class HeartbeatRule(RuleBase):
     older_than: Duration
 
     default_summary: ClassVar[str] = "no heartbeat for {age} (run {state})"
+    steps_hold: ClassVar[bool] = False
 
     def evaluate(self, ctx: Context) -> Verdict:
         snap = ctx.snapshot

@@ -6,7 +6,7 @@ import math
 from typing import ClassVar, Literal
 
 from runwatch.checks.base import Context, RuleBase, Verdict
-from runwatch.checks.points import scan
+from runwatch.checks.points import scan, verdict_from_scan
 
 
 def _nonfinite(value: float, _in_run: bool) -> bool:
@@ -31,18 +31,6 @@ class NonfiniteRule(RuleBase):
         # Fast path: a finite sum means every point is finite (one C-level pass).
         if trailing is None and math.isfinite(sum(values)):
             return Verdict(active=False, metric=key, value=values[-1], step=series.steps[-1])
-        result = scan(series.steps, series.times, values, matches=_nonfinite,
-                      severity=lambda v: 0.0, trailing=trailing)
-        memory = list(result.trailing) if result.trailing else None
-        if self.hold is not None:
-            since = result.trailing
-            return Verdict(active=since is not None, memory=memory, metric=key,
-                           value=values[-1], step=series.steps[-1],
-                           since=since[1] if since else None,
-                           since_step=since[0] if since else None)
-        if result.worst is None:
-            return Verdict(active=False, memory=memory, metric=key, value=values[-1],
-                           step=series.steps[-1])
-        step, time, value = result.worst
-        return Verdict(active=True, memory=memory, metric=key, value=value, step=step,
-                       since=time, since_step=step)
+        result = scan(series, matches=_nonfinite, severity=lambda v: 0.0, trailing=trailing,
+                      finite_only=False)
+        return verdict_from_scan(result, metric=key, held=self.hold is not None)

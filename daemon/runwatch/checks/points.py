@@ -1,4 +1,5 @@
-"""Scanning new points for a per-point condition (threshold, nonfinite, spike).
+"""Scanning new points for a per-point condition (threshold, nonfinite), and the verdict
+that follows from a scan.
 
 The scan finds the most extreme matching point and the start of the trailing run of
 matching points, which is what ``for:`` needs: the condition has held from that point
@@ -7,8 +8,12 @@ through the newest one. The run's start is carried across ticks in the check's m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from runwatch.checks.base import Verdict
+from runwatch.model import Series
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -16,23 +21,28 @@ class Scan:
     worst: tuple[int, float, float] | None  # (step, time, value) of the most extreme match
     worst_since: tuple[int, float] | None  # start of the matching run the worst lies in
     trailing: tuple[int, float] | None  # start of the run reaching the newest point
+    last: tuple[int, float] | None  # (step, value) of the newest point judged
 
 
 def scan(
-    steps: Sequence[int],
-    times: Sequence[float],
-    values: Sequence[float],
+    series: Series,
     *,
     matches: Callable[[float, bool], bool],
     severity: Callable[[float], float],
     trailing: tuple[int, float] | None,
+    finite_only: bool,
 ) -> Scan:
     """Walk the points once. ``matches(value, in_run)`` may loosen its bound inside a run
-    (hysteresis); ``severity`` orders matches, the largest being the worst."""
-    worst = worst_since = None
+    (hysteresis); ``severity`` orders matches, the largest being the worst. With
+    ``finite_only`` NaN and ±inf are not judged at all: they neither match nor break a run.
+    """
+    worst = worst_since = last = None
     worst_rank = 0.0
     run = trailing
-    for step, time, value in zip(steps, times, values, strict=True):
+    for step, time, value in zip(series.steps, series.times, series.values, strict=True):
+        if finite_only and not math.isfinite(value):
+            continue
+        last = (step, value)
         if matches(value, run is not None):
             if run is None:
                 run = (step, time)
@@ -41,4 +51,27 @@ def scan(
                 worst, worst_rank, worst_since = (step, time, value), rank, run
         else:
             run = None
-    return Scan(worst=worst, worst_since=worst_since, trailing=run)
+    return Scan(worst=worst, worst_since=worst_since, trailing=run, last=last)
+
+
+def verdict_from_scan(result: Scan, *, metric: str | None, held: bool,
+                      threshold: float | None = None) -> Verdict:
+    """``held``: the condition must reach the newest point (``mode: last``, or a ``for:``);
+    otherwise any match in the new points is active, reported by its worst point."""
+    memory = list(result.trailing) if result.trailing else None
+    if result.last is None:  # nothing judgeable arrived
+        return Verdict(active=None, memory=memory, metric=metric, threshold=threshold)
+    last_step, last_value = result.last
+    if held:
+        since = result.trailing
+        return Verdict(active=since is not None, memory=memory, metric=metric,
+                       threshold=threshold, value=last_value, step=last_step,
+                       since=since[1] if since else None,
+                       since_step=since[0] if since else None)
+    if result.worst is None:
+        return Verdict(active=False, memory=memory, metric=metric, threshold=threshold,
+                       value=last_value, step=last_step)
+    step, time, value = result.worst
+    since_step, since = result.worst_since or (step, time)
+    return Verdict(active=True, memory=memory, metric=metric, threshold=threshold,
+                   value=value, step=step, since=since, since_step=since_step)

@@ -24,9 +24,10 @@ class ProgressRule(RuleBase):
     kind: Literal["progress"]
     older_than: Duration
     factor: float = Field(default=10.0, ge=0)
-    window: int = Field(default=50, ge=2, le=5_000)  # rows for the median interval
+    window: int = Field(default=50, ge=3, le=5_000)  # rows for the median interval
 
     default_summary: ClassVar[str] = "no new history row for {age} (last step {step})"
+    steps_hold: ClassVar[bool] = False
 
     def metrics(self) -> tuple[str, ...]:
         return (ROW_TIME_KEY,)
@@ -37,8 +38,10 @@ class ProgressRule(RuleBase):
         recent = [*(ctx.memory or ()), *rows.times][-self.window:]
         if snap.state is not RunState.RUNNING:
             return Verdict(active=False, memory=recent, step=snap.last_step)
+        # Before its first row a run is loading data or compiling: there is no pace to
+        # judge yet (a dead process still shows as a stale heartbeat).
         newest = snap.progress if snap.progress is not None else (
-            recent[-1] if recent else snap.started)
+            recent[-1] if recent else None)
         if newest is None:
             return Verdict(active=None, memory=recent)
         limit = self.older_than

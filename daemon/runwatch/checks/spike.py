@@ -6,11 +6,12 @@ import bisect
 import math
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from runwatch.checks.base import Context, RuleBase, Verdict
 
 _MAD_TO_SIGMA = 1.4826  # makes the MAD a consistent estimator of a normal's sigma
+_RELATIVE_FLOOR = 1e-3
 
 
 class SpikeRule(RuleBase):
@@ -22,8 +23,14 @@ class SpikeRule(RuleBase):
     direction: Literal["up", "down", "both"] = "up"
 
     default_summary: ClassVar[str] = (
-        "{metric} spiked to {value:.4g} at step {step} ({threshold:.1f} robust deviations)"
+        "{metric} spiked to {value:.4g} at step {step} (over {threshold:g} robust deviations)"
     )
+
+    @model_validator(mode="after")
+    def _enough_points_fit_the_window(self) -> SpikeRule:
+        if self.min_points > self.window:
+            raise ValueError(f"min_points {self.min_points} exceeds window {self.window}")
+        return self
 
     def metrics(self) -> tuple[str, ...]:
         return (self.metric,)
@@ -33,7 +40,9 @@ class SpikeRule(RuleBase):
         n = len(ordered)
         median = _median(ordered)
         mad = _median(sorted(abs(x - median) for x in ordered)) if n else 0.0
-        scale = max(_MAD_TO_SIGMA * mad, 1e-12, 1e-9 * abs(median))
+        # A window of identical values has no spread (MAD 0): the floor keeps a change in
+        # the fourth digit (a loss scale stepping 65536 → 65537) from scoring as a spike.
+        scale = max(_MAD_TO_SIGMA * mad, _RELATIVE_FLOOR * abs(median), 1e-12)
         z = (value - median) / scale
         if self.direction == "down":
             return -z
@@ -62,7 +71,7 @@ class SpikeRule(RuleBase):
                            value=series.values[-1], step=series.steps[-1])
         score, step, time, value = worst
         return Verdict(active=True, memory=recent, metric=key, value=value, step=step,
-                       since=time, since_step=step, threshold=score)
+                       since=time, since_step=step, threshold=self.k)
 
 
 def _median(ordered: list[float]) -> float:

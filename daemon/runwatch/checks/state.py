@@ -17,6 +17,13 @@ class StateRule(RuleBase):
 
     default_summary: ClassVar[str] = "run {state}"
 
+    @field_validator("hold")
+    @classmethod
+    def _no_hold(cls, value: Any) -> Any:
+        if value is not None:
+            raise ValueError("a state rule cannot have for: an ended run is read once")
+        return value
+
     @field_validator("states", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:

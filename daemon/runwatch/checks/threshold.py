@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from runwatch.checks.base import Context, RuleBase, Verdict
-from runwatch.checks.points import scan
+from runwatch.checks.points import scan, verdict_from_scan
+from runwatch.model import Series
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -59,40 +60,27 @@ class ThresholdRule(RuleBase):
         return self._points(ctx, key, series)
 
     def _crosses(self, value: float, in_run: bool) -> bool:
-        # NaN and ±inf are the nonfinite kind's to report: an overflowing grad norm is
-        # not also "vanishing", and a NaN crosses nothing.
+        # NaN and ±inf are the nonfinite kind's to report (the scan skips them): an
+        # overflowing grad norm is not also "vanishing", and a NaN crosses nothing.
         bound = self.resolve_value if in_run and self.resolve_value is not None else self.value
         return math.isfinite(value) and _OPS[self.op](value, bound)
 
-    def _points(self, ctx: Context, key: str | None, series: Any) -> Verdict:
+    def _points(self, ctx: Context, key: str | None, series: Series) -> Verdict:
         trailing = tuple(ctx.memory) if ctx.memory else None
         values = series.values
         if trailing is None and self.op in (">", ">=", "<", "<="):
             # Fast path: one C-level pass decides that nothing crossed.
             extreme = max(values) if self.op[0] == ">" else min(values)
             if math.isfinite(extreme) and not _OPS[self.op](extreme, self.value):
-                return Verdict(active=False, memory=None, metric=key, threshold=self.value,
+                return Verdict(active=False, metric=key, threshold=self.value,
                                value=values[-1], step=series.steps[-1])
         sign = 1.0 if self.op[0] in ">!=" else -1.0
-        result = scan(series.steps, series.times, values, matches=self._crosses,
-                      severity=lambda v: sign * v, trailing=trailing)
-        memory = list(result.trailing) if result.trailing else None
-        held = result.trailing is not None
-        if self.mode == "last" or self.hold is not None:
-            since = result.trailing
-            return Verdict(active=held, memory=memory, metric=key, threshold=self.value,
-                           value=values[-1], step=series.steps[-1],
-                           since=since[1] if since else None,
-                           since_step=since[0] if since else None)
-        if result.worst is None:
-            return Verdict(active=False, memory=memory, metric=key, threshold=self.value,
-                           value=values[-1], step=series.steps[-1])
-        step, _, value = result.worst
-        since_step, since = result.worst_since or (step, None)
-        return Verdict(active=True, memory=memory, metric=key, threshold=self.value,
-                       value=value, step=step, since=since, since_step=since_step)
+        result = scan(series, matches=self._crosses, severity=lambda v: sign * v,
+                      trailing=trailing, finite_only=True)
+        return verdict_from_scan(result, metric=key, threshold=self.value,
+                                 held=self.mode == "last" or self.hold is not None)
 
-    def _window(self, ctx: Context, key: str | None, series: Any) -> Verdict:
+    def _window(self, ctx: Context, key: str | None, series: Series) -> Verdict:
         window = [*(ctx.memory or ()), *series.values][-self.window:]
         finite = [v for v in window if math.isfinite(v)]
         if not finite:

@@ -41,10 +41,9 @@ class RundirSource(StrictModel):
     @field_validator("name")
     @classmethod
     def _default_name(cls, value: str, info: ValidationInfo) -> str:
-        if value:
-            return value
-        paths = info.data.get("paths") or ()
-        return "rundir:" + ",".join(str(p) for p in paths)
+        # A stable default: cursors are kept per source name, so a name built from the
+        # paths would make adding a path re-read every run from its start.
+        return value or "rundir"
 
 
 class WandbFilters(StrictModel):

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from runwatch.model import AlertState, AlertStatus
 
@@ -334,17 +334,25 @@ class Store(Protocol):
 # --- opening by URL -----------------------------------------------------------------------
 
 
+_SECRET_PARAM = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
     """``url`` with any password replaced, fit for messages and logs."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if parts.port is not None:
-            host = f"{host}:{parts.port}"
-        netloc = f"{parts.username or ''}:***@{host}"
-        return urlunsplit(parts._replace(netloc=netloc))
+        if parts.password is None and not _SECRET_PARAM.search(parts.query):
+            return url  # rebuilding would drop sqlite:////'s empty host
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if parts.port is not None:
+                host = f"{host}:{parts.port}"
+            parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+        if parts.query:  # libpq also takes ?password=… and ?sslpassword=…
+            query = [(k, "***" if _SECRET_PARAM.search(k) else v)
+                     for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+            parts = parts._replace(query=urlencode(query, safe="*"))
+        return urlunsplit(parts)
     except ValueError:
         return "<unparseable store URL>"
 
