@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from runwatch.checks.base import Context, Duration, RuleBase, Verdict
+from runwatch.checks.base import Context, RuleBase, Verdict
+from runwatch.fieldtypes import Duration
 from runwatch.model import RunState
 
 

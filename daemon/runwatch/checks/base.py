@@ -13,11 +13,10 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Any, ClassVar
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -26,6 +25,7 @@ from pydantic import (
 
 from runwatch import keys
 from runwatch.duration import format_duration, parse_duration
+from runwatch.fieldtypes import Labels, Names
 from runwatch.model import EMPTY_SERIES, RunSnapshot, Series, Severity
 from runwatch.template import template_errors
 
@@ -64,17 +64,12 @@ class Match(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    project: tuple[str, ...] = ()
-    entity: tuple[str, ...] = ()
-    run: tuple[str, ...] = ()  # run name or id globs
-    group: tuple[str, ...] = ()
-    tags: tuple[str, ...] = ()  # every tag listed must be on the run
+    project: Names = ()
+    entity: Names = ()
+    run: Names = ()  # run name or id globs
+    group: Names = ()
+    tags: Names = ()  # every tag listed must be on the run
     config: Mapping[str, str | int | float | bool | None] = Field(default_factory=dict)
-
-    @field_validator("project", "entity", "run", "group", "tags", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return (value,) if isinstance(value, str) else value
 
     def matches(self, snapshot: RunSnapshot) -> bool:
         ref = snapshot.ref
@@ -169,7 +164,7 @@ class RuleBase(BaseModel):
     description: str = ""
     match: Match = Field(default_factory=Match)
     hold: Hold | None = Field(default=None, alias="for")
-    labels: Mapping[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     summary: str | None = None
     resolve_on_end: bool = True  # a firing alert resolves when its run ends
 
@@ -180,14 +175,6 @@ class RuleBase(BaseModel):
             raise ValueError(
                 f"invalid rule name {value!r}: letters, digits and - _ . : only"
             )
-        return value
-
-    @field_validator("labels", mode="before")
-    @classmethod
-    def _labels_as_text(cls, value: Any) -> Any:
-        if isinstance(value, Mapping):
-            return {k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
-                    for k, v in value.items()}
         return value
 
     @field_validator("hold", mode="before")
@@ -226,6 +213,3 @@ class RuleBase(BaseModel):
     def evaluate(self, ctx: Context) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError
 
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-"""A duration field: ``30s``, ``10m``, ``2h`` in YAML, seconds in Python."""

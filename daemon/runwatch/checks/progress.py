@@ -14,7 +14,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from runwatch.checks.base import Context, Duration, RuleBase, Verdict
+from runwatch.checks.base import Context, RuleBase, Verdict
+from runwatch.fieldtypes import Duration
 from runwatch.model import RunState
 
 ROW_TIME_KEY = "_timestamp"  # every wandb history row carries it

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import field_validator
+from pydantic import BeforeValidator, field_validator
 
 from runwatch.checks.base import Context, RuleBase, Verdict
+from runwatch.fieldtypes import one_or_many
 from runwatch.model import RunState
 
 
 class StateRule(RuleBase):
     kind: Literal["state"]
-    states: tuple[RunState, ...] = (RunState.CRASHED, RunState.FAILED, RunState.KILLED)
+    states: Annotated[tuple[RunState, ...], BeforeValidator(one_or_many)] = (
+        RunState.CRASHED, RunState.FAILED, RunState.KILLED)
     resolve_on_end: bool = False  # the run's end is what this rule reports
 
     default_summary: ClassVar[str] = "run {state}"
@@ -24,10 +26,6 @@ class StateRule(RuleBase):
             raise ValueError("a state rule cannot have for: an ended run is read once")
         return value
 
-    @field_validator("states", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return (value,) if isinstance(value, str) else value
 
     def evaluate(self, ctx: Context) -> Verdict:
         return Verdict(active=ctx.snapshot.state in self.states, step=ctx.snapshot.last_step)

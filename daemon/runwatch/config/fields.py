@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +26,6 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from runwatch.config.errors import SECRET_FIELDS
-from runwatch.duration import parse_duration
 
 
 class StrictModel(BaseModel):
@@ -46,31 +44,6 @@ def resolve(path: str | Path, info: ValidationInfo) -> Path:
     (a Kubernetes ConfigMap is a symlink farm whose targets change on update)."""
     expanded = Path(path).expanduser()
     return Path(os.path.normpath(base_dir(info) / expanded))
-
-
-def _positive_duration(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"invalid duration {value!r}: must be more than zero")
-    return seconds
-
-
-def one_or_many(value: Any) -> Any:
-    """One name may be written without the list around it."""
-    return (value,) if isinstance(value, str) else value
-
-
-def _text(value: Any) -> Any:
-    """A scalar as the text it was written as (``match: {step: 5}`` means "5")."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value) if isinstance(value, int | float) else value
-
-
-Interval = Annotated[float, BeforeValidator(_positive_duration)]
-"""A duration that must be positive: ``30s``, ``10m``, ``2h`` in YAML, seconds in Python."""
-Names = Annotated[tuple[str, ...], BeforeValidator(one_or_many)]
-Labels = Mapping[str, Annotated[str, BeforeValidator(_text)]]
 
 
 @dataclass(frozen=True, slots=True)

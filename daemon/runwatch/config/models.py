@@ -25,18 +25,15 @@ from pydantic import (
 from runwatch import keys
 from runwatch.config.fields import (
     Address,
-    Interval,
-    Labels,
-    Names,
     StrictModel,
     base_dir,
     host_port,
-    one_or_many,
     resolve,
 )
 from runwatch.config.receivers import Receiver
 from runwatch.config.rules import RuleSet, load_rules, rule_files
 from runwatch.config.sources import Source
+from runwatch.fieldtypes import Interval, Labels, Names, one_or_many
 
 
 class Route(StrictModel):
@@ -245,8 +242,8 @@ class Config(StrictModel):
             return None
         return Path(self.store.removeprefix(self.sqlite_prefix).partition("?")[0])
 
-    def receiver(self, name: str) -> Receiver:
-        return next(r for r in self.receivers if r.name == name)
+    def receiver(self, name: str) -> Receiver | None:
+        return next((r for r in self.receivers if r.name == name), None)
 
     def rule_set(self) -> RuleSet:
         """The rules the config's ``rules`` globs name, read now (again on every reload)."""

@@ -13,8 +13,8 @@ from runwatch.config.fields import (
     Url,
     WithSecrets,
     host_port,
-    one_or_many,
 )
+from runwatch.fieldtypes import one_or_many
 
 
 class SlackReceiver(WithSecrets):

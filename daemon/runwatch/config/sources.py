@@ -10,15 +10,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from runwatch.config.fields import (
-    Interval,
-    Names,
     Secret,
     StrictModel,
     Url,
     WithSecrets,
-    one_or_many,
     resolve,
 )
+from runwatch.fieldtypes import Interval, Names, one_or_many
 
 
 class RundirSource(StrictModel):
