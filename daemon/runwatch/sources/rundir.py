@@ -488,83 +488,56 @@ class _Reading:
         self.last_time = run.progress
 
     def consume(self, reader: LogReader) -> None:
-        # The per-record loop; everything it touches per row is a local.
+        # The per-record loop; everything it touches per row is a local. A history row
+        # is only taken apart here: its columns are read out a batch at a time.
         run = self.run
         keys = run.keys
         known = keys.keys()
         wanted = self.wanted
         summary = run.summary
-        targets = [(raw, self._column(text)) for raw, text in keys.items() if text in wanted]
-        steps_append = self.rows_steps.append
-        times_append = self.rows_times.append
+        targets: dict[str, list[bytes]] = {}  # wanted text key -> its raw keys
+        for raw, text in keys.items():
+            if text in wanted:
+                targets.setdefault(text, []).append(raw)
         deferred = self.deferred
         findall = wandbitems.find_items
+        join = b"".join
         update_items = wandbitems.items
-        number = wandbitems.number
-        row_index = len(self.rows_steps) - 1
-        step = self.last_step
-        when = self.last_time
         pending = None  # (seq, data, start, end) of a step summary, until its row comes
         shapes: dict[int, frozenset[bytes]] = {}  # the last key set seen per key count
         for batch in reader.batches():
+            rows: list[dict[bytes, bytes]] = []  # the batch's history rows, raw key -> JSON
+            step_fields: dict[int, int | None] = {}  # row -> step.num, for rows without _step
             for kind, data, start, end, seq, at in batch:
                 if kind == HISTORY:
                     # wandbitems.history_items, inlined: this runs once per logged step.
                     row = dict(findall(data, start, end))
-                    rest = end - start - 7 * len(row)
-                    rest -= sum(map(len, row)) + sum(map(len, row.values()))
-                    row_step = None
+                    rest = end - start - 7 * len(row) - len(join([*row, *row.values()]))
                     # What is left must be the step field, `12 L 08 <varint>`.
                     tail = end - rest
                     if rest and not (
                         1 < rest < 13 and data[tail] == 18 and data[tail + 1] == rest - 2
                     ):
                         try:
-                            row, row_step = wandbitems.parse_history(data[start:end])
+                            row, step_fields[len(rows)] = wandbitems.parse_history(
+                                data[start:end]
+                            )
                         except DecodeError:
                             self.failed_at = at
                             raise
-                    row_keys = row.keys()
+                    elif _STEP not in row:
+                        step_fields[len(rows)] = wandbitems.history_step(data, start, end)
+                    rows.append(row)
                     # Rows come in a few shapes; a shape seen before has no new keys.
                     keyset = shapes.get(len(row))
-                    if keyset is None or row_keys != keyset:
-                        if not known >= row_keys:
-                            for raw in row_keys - known:
+                    if keyset is None or row.keys() != keyset:
+                        if not known >= row.keys():
+                            for raw in row.keys() - known:
                                 text = keys[raw] = wandbitems.key_text(raw)
                                 if text in wanted:
-                                    targets.append((raw, self._column(text)))
+                                    targets.setdefault(text, []).append(raw)
                             run._keys_view = None
                         keyset = shapes[len(row)] = frozenset(row)
-                    value = row.get(_STEP)
-                    if value is not None:
-                        try:
-                            step = int(value)
-                        except ValueError:
-                            step = _int_or(value, step)
-                    else:
-                        if row_step is None:
-                            row_step = wandbitems.history_step(data, start, end)
-                        step = row_step if row_step is not None else (step or 0) + 1
-                    value = row.get(_TIMESTAMP)
-                    if value is not None:
-                        try:
-                            when = float(value)
-                        except ValueError:
-                            when = _float_or(value, when)
-                    steps_append(step)
-                    times_append(when)
-                    row_index += 1
-                    for raw, (rows, values) in targets:
-                        value = row.get(raw)
-                        if value is not None:
-                            try:
-                                values.append(float(value))
-                            except ValueError:
-                                converted = number(value)
-                                if converted is None:
-                                    continue
-                                values.append(converted)
-                            rows.append(row_index)
                     if pending is not None:
                         if seq == pending[0] + 1:
                             # `pending` is this row's summary: defer it under the row's keys.
@@ -600,10 +573,50 @@ class _Reading:
                     except DecodeError:
                         self.failed_at = at
                         raise
+            if rows:
+                self._add_rows(rows, step_fields, targets)
         if pending is not None:
             self._fold_deferred()
             self._fold_summary(*pending[1:])
-        self.last_step, self.last_time = step, when
+
+    def _add_rows(
+        self,
+        rows: list[dict[bytes, bytes]],
+        step_fields: dict[int, int | None],
+        targets: dict[str, list[bytes]],
+    ) -> None:
+        """Append the steps, times and wanted values of ``rows`` to the new points.
+
+        A column at a time, at C speed when every row holds a plain number; rows with
+        a value missing or in another form take the slower loops.
+        """
+        raws = [row.get(_STEP) for row in rows]
+        steps = None if step_fields else _all_of(int, raws)
+        if steps is None:
+            steps = _steps_column(raws, step_fields, self.last_step)
+        raws = [row.get(_TIMESTAMP) for row in rows]
+        times = _all_of(float, raws)
+        if times is None:
+            times = _times_column(raws, self.last_time)
+        first = len(self.rows_steps)
+        self.rows_steps += steps
+        self.rows_times += times
+        self.last_step, self.last_time = steps[-1], times[-1]
+        for text, raw_keys in targets.items():
+            raw, *others = raw_keys
+            raws = [row.get(raw) for row in rows]
+            for other in others:  # the same text under two raw forms: the later one wins
+                raws = [row.get(other, value) for row, value in zip(rows, raws, strict=True)]
+            indexes, values = self._column(text)
+            numbers = _all_of(float, raws)
+            if numbers is not None:
+                values += numbers
+                indexes += range(first, first + len(raws))
+            else:
+                for index, value in enumerate(raws, first):
+                    if value is not None and (number := wandbitems.number(value)) is not None:
+                        indexes.append(index)
+                        values.append(number)
 
     def _column(self, text: str) -> tuple[list[int], list[float]]:
         column = self.columns.get(text)
@@ -700,6 +713,45 @@ def _float_or(raw: bytes, default: float | None) -> float | None:
 def _int_or(raw: bytes, default: int | None) -> int | None:
     number = wandbitems.number(raw)
     return int(number) if number is not None and number == number else default
+
+
+def _all_of(convert: Any, raws: list[bytes | None]) -> list[Any] | None:
+    """Every raw value converted, or None if one is missing or not in plain form."""
+    try:
+        return list(map(convert, raws))
+    except (TypeError, ValueError):
+        return None
+
+
+def _steps_column(
+    raws: list[bytes | None], step_fields: dict[int, int | None], step: int | None
+) -> list[int | None]:
+    """Row steps: ``_step``, else the record's ``step.num``, else one past the last."""
+    steps = []
+    for index, value in enumerate(raws):
+        if value is not None:
+            try:
+                step = int(value)
+            except ValueError:
+                step = _int_or(value, step)
+        else:
+            field = step_fields.get(index)
+            step = field if field is not None else (step or 0) + 1
+        steps.append(step)
+    return steps
+
+
+def _times_column(raws: list[bytes | None], when: float | None) -> list[float | None]:
+    """Row times: ``_timestamp``, else the time of the row before."""
+    times = []
+    for value in raws:
+        if value is not None:
+            try:
+                when = float(value)
+            except ValueError:
+                when = _float_or(value, when)
+        times.append(when)
+    return times
 
 
 def _seconds(stamp: Any) -> float | None:

@@ -75,9 +75,11 @@ _RUNTIME = b"\x12\x06_wandb\x12\x07runtime\x82\x01"
 _NON_ONEOF = frozenset({1, 16, 19, 200})
 
 # Reading in windows keeps a first read of a multi-GB log at bounded memory.
-_WINDOW = 4 * 1024 * 1024
+_WINDOW = 256 * 1024
 
 _unpack_chunk = struct.Struct("<IHB").unpack_from
+# A chunk header and the first 5 bytes of its data: a record's number and type tag.
+_unpack_head = struct.Struct("<IHB5B").unpack_from
 _crc32 = zlib.crc32
 
 
@@ -219,6 +221,7 @@ class LogReader:
         runtime_kind = RUNTIME_SUMMARY if kinds is not None and RUNTIME_SUMMARY in kinds else 0
         summary_kind = SUMMARY if kinds is None or SUMMARY in kinds else 0
         unpack = _unpack_chunk
+        unpack_head = _unpack_head
         crc32 = _crc32
         kind_of = record_kind
         size = self.size
@@ -239,7 +242,10 @@ class LogReader:
             block_end = ((base + pos) | (BLOCK_SIZE - 1)) + 1 - base  # in buf
             limit = block_end if block_end <= avail else avail
             while pos + 7 <= limit:
-                checksum, length, ctype = unpack(buf, pos)
+                try:
+                    checksum, length, ctype, b0, b1, b2, b3, b4 = unpack_head(buf, pos)
+                except struct.error:
+                    break  # the data ends within 5 bytes: the slow path decides
                 start = pos + 7
                 end = start + length
                 if end > limit or ctype != 1 or parts is not None:
@@ -248,17 +254,17 @@ class LogReader:
                 # a one-byte tag whose table entry says skip (1), take (2) or, for a
                 # summary record, take unless it is a runtime record (3).
                 verdict = 0
-                if buf[start] == 8:
-                    if buf[start + 1] < 128:
-                        p = start + 2
-                    elif buf[start + 2] < 128:
-                        p = start + 3
-                    elif buf[start + 3] < 128:
-                        p = start + 4
+                if b0 == 8:
+                    if b1 < 128:
+                        p, tag = start + 2, b2
+                    elif b2 < 128:
+                        p, tag = start + 3, b3
+                    elif b3 < 128:
+                        p, tag = start + 4, b4
                     else:
-                        p = end
+                        p, tag = end, 0
                     if p + 2 < end:
-                        verdict = tags[buf[p]]
+                        verdict = tags[tag]
                         if verdict == 1:
                             seq += 1
                             pos = done = end
@@ -276,7 +282,7 @@ class LogReader:
                 at = pos
                 pos = done = end
                 if verdict >= 2:
-                    kind = buf[p] >> 3
+                    kind = tag >> 3
                     if verdict == 3:
                         if step_summaries and seq == runtime_seq + 1:
                             kind = STEP_SUMMARY
@@ -346,26 +352,22 @@ class LogReader:
                 if not _torn_tail(file, buf, base, start, end, size):
                     self._corrupt(base + pos, "bad CRC")
                 break
-            if ctype == FULL:  # only after a FIRST: a FULL chunk is otherwise the fast path
-                self._corrupt(base + pos, "FULL chunk inside a record")
-                break
-            if ctype == FIRST:
+            if ctype in (FULL, FIRST):
                 if parts is not None:
-                    self._corrupt(base + pos, "FIRST chunk inside a record")
+                    name = "FULL" if ctype == FULL else "FIRST"
+                    self._corrupt(base + pos, f"{name} chunk inside a record")
                     break
-                parts = [buf[start:end]]
+                parts = []  # a FULL chunk here is a record too short for the fast path
                 first_at = base + pos
-                pos = end
-                continue
-            if ctype not in (MIDDLE, LAST):
+            elif ctype not in (MIDDLE, LAST):
                 self._corrupt(base + pos, f"unknown chunk type {ctype}")
                 break
-            if parts is None:
+            elif parts is None:
                 self._corrupt(base + pos, "chunk continues no record")
                 break
             parts.append(buf[start:end])
             pos = end
-            if ctype == MIDDLE:
+            if ctype in (FIRST, MIDDLE):
                 continue
             record = b"".join(parts)
             parts = None

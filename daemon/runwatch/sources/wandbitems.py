@@ -28,7 +28,7 @@ from wandb.proto import wandb_internal_pb2 as pb
 _ITEM = re.compile(
     rb"\n[\x00-\x7f]"  # an item: tag, one-byte length
     rb"[\n\x12][\x00-\x7f]([^\x00-\x1f]*)"  # its key (or one-element nested key)
-    rb"\x82\x01[\x00-\x7f]([^\x00-\x1f]*)"  # value_json: tag, one-byte length, JSON text
+    rb"\x82\x01[\x00-\x7f]([^\x00-\x1f]*+)"  # value_json: tag, one-byte length, JSON text
 )
 _findall = find_items = _ITEM.findall  # (data, start, end) -> [(raw key, raw JSON)]
 
