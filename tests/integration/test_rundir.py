@@ -356,7 +356,7 @@ def test_cursor_from_elsewhere_is_ignored(wandb_runs, tmp_path):
 def folded_summary(path: Path) -> dict:
     """The summary the slow way: every summary record parsed and applied in order."""
     fold: dict[str, str] = {}
-    for _, data, start, end, _, _ in LogReader(str(path), kinds={SUMMARY}):
+    for _, data, start, end, _, _, _ in LogReader(str(path), kinds={SUMMARY}):
         record = pb.SummaryRecord.FromString(data[start:end])
         for item in record.update:
             fold[".".join(item.nested_key) or item.key] = item.value_json
@@ -432,3 +432,96 @@ def test_preempting_without_exit_is_preempted(tmp_path):
     lw.append(log, [lw.exit_(6, 0)])  # it checkpointed and finished after all
     (snap,) = RundirSource("p", [tmp_path]).poll({}, WANTED, NOW).snapshots
     assert snap.state is RunState.FINISHED
+
+
+def three_steps(root: Path) -> tuple[Path, list[bytes], list[int]]:
+    """A run logging the same key three times: the last step's summary is the one folded."""
+    run = root / "wandb" / "offline-run-20260101_000000-sums0000"
+    run.mkdir(parents=True)
+    log = run / "run-sums0000.wandb"
+    written = [lw.run(1, run_id="sums0000", name="sums"),
+               *lw.step(2, 0, {"loss": 1.0}, time=1e9), *lw.step(5, 1, {"loss": 0.5}, time=1e9 + 1),
+               *lw.step(8, 2, {"loss": 0.25}, time=1e9 + 2)]
+    lw.write(log, written)
+    return log, written, [7, *lw.record_ends(written)[:-1]]
+
+
+def damage(log: Path, written: list[bytes], starts: list[int], index: int) -> int:
+    """Flip a bit near the end of record ``index`` (its framing intact); its offset."""
+    raw = bytearray(log.read_bytes())
+    raw[starts[index] + 7 + len(written[index]) - 2] ^= 0x01
+    log.write_bytes(bytes(raw))
+    return starts[index]
+
+
+def test_a_damaged_folded_step_summary_is_reported_and_skipped(tmp_path):
+    log, written, starts = three_steps(tmp_path)
+    assert pb.Record.FromString(written[8]).WhichOneof("record_type") == "summary"
+    bad_at = damage(log, written, starts, 8)  # the summary of the last step: folded
+    source = RundirSource("d", [tmp_path])
+    poll = source.poll({}, WANTED, NOW)
+    assert poll.errors == (
+        f"{log}: bad CRC at offset {bad_at}; that record is skipped, the rest of the log is used",
+    )
+    (snap,) = poll.snapshots
+    assert snap.history["loss"].values == (1.0, 0.5, 0.25)  # the rest of the run is used
+    assert snap.last_step == 2 and snap.ref.name == "sums"
+    assert "loss" not in snap.summary  # the damaged summary was not folded
+    # reported once: the next read starts past it, and folds the next step's summary
+    lw.append(log, lw.step(11, 3, {"loss": 0.125}, time=1e9 + 3))
+    again = source.poll(poll.cursors, WANTED, NOW)
+    assert again.errors == ()
+    (snap,) = again.snapshots
+    assert snap.summary["loss"] == 0.125 and snap.history["loss"].values == (0.125,)
+
+
+def test_a_damaged_superseded_step_summary_is_never_checked(tmp_path):
+    clean = three_steps(tmp_path / "clean")[0]
+    log, written, starts = three_steps(tmp_path / "damaged")
+    damage(log, written, starts, 5)  # the summary of step 1: step 2's supersedes it
+    assert log.read_bytes() != clean.read_bytes()
+    poll = RundirSource("d", [tmp_path / "damaged"]).poll({}, WANTED, NOW)
+    assert poll.errors == ()
+    (expected,) = RundirSource("d", [tmp_path / "clean"]).poll({}, WANTED, NOW).snapshots
+    (snap,) = poll.snapshots
+    assert snap.summary == expected.summary and snap.summary["loss"] == 0.25
+    assert snap.history == expected.history and snap.keys == expected.keys
+
+
+def test_a_damaged_history_record_is_always_caught(tmp_path):
+    log, written, starts = three_steps(tmp_path)
+    bad_at = damage(log, written, starts, 6)  # the history record of step 1
+    poll = RundirSource("d", [tmp_path]).poll({}, WANTED, NOW)
+    assert poll.errors == (f"{log}: bad CRC at offset {bad_at}; records before it are used",)
+    (snap,) = poll.snapshots
+    assert snap.history["loss"].values == (1.0,)
+
+
+def test_missing_or_unusable_paths_are_reported_each_poll(wandb_runs, tmp_path, monkeypatch):
+    copy_run(wandb_runs, "healthy", tmp_path / "good")
+    missing = tmp_path / "nonexistent"
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("not a directory")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    scandir = os.scandir
+
+    def guarded(path="."):
+        if os.fspath(path) == str(locked):  # root reads anything: deny it by hand
+            raise PermissionError(13, "Permission denied", str(locked))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", guarded)
+    source = RundirSource("rundir", [missing, a_file, locked, tmp_path / "good"], rescan=3600)
+    expected = (
+        f"rundir: {missing}: no such directory",
+        f"rundir: {a_file}: not a directory",
+        f"rundir: {locked}: permission denied",
+    )
+    first = source.poll({}, WANTED, NOW)
+    assert first.errors == expected
+    assert [s.ref.name for s in first.snapshots] == ["healthy"]  # the other path still searched
+    # a config problem: said every poll (one line per path), until the path is usable
+    assert source.poll(first.cursors, WANTED, NOW + 1).errors == expected
+    missing.mkdir()
+    assert source.poll(first.cursors, WANTED, NOW + 3600).errors == expected[1:]

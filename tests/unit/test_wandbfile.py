@@ -19,7 +19,7 @@ def read_all(path: Path, offset: int = 0, kinds=None) -> tuple[list[pb.Record], 
     """Records read, rebuilt as Record protos from their inner message."""
     reader = LogReader(str(path), offset, kinds=kinds)
     records = []
-    for kind, data, start, end, _, _ in reader:
+    for kind, data, start, end, _, _, _ in reader:
         records.append((kind, bytes(data[start:end])))
     return records, reader
 
@@ -318,7 +318,7 @@ def test_windows_slide_over_big_files(tmp_path, monkeypatch):
     steps = []
     for batch in reader.batches():
         offsets.append(reader.offset)
-        steps += [pb.HistoryRecord.FromString(d[s:e]).step.num for _, d, s, e, _, _ in batch]
+        steps += [pb.HistoryRecord.FromString(d[s:e]).step.num for _, d, s, e, _, _, _ in batch]
     assert steps == list(range(60))
     assert len(offsets) > 3 and offsets == sorted(offsets)
     assert reader.offset == path.stat().st_size
@@ -376,7 +376,7 @@ def test_reads_every_real_sdk_file_completely(wandb_runs):
         path = wandb_runs.log(scenario)
         reader = LogReader(str(path))
         count = 0
-        for _kind, data, _start, end, _seq, _at in reader:
+        for _kind, data, _start, end, _unchecked, _seq, _at in reader:
             count += 1
             assert end <= len(data)
         assert reader.corruption is None, scenario
@@ -396,7 +396,7 @@ def test_real_records_parse_and_block_boundaries_count_from_zero(wandb_runs):
     types = chunk_types(raw)  # the header is inside the first block
     assert {lw.FIRST, lw.MIDDLE, lw.LAST} <= set(types)  # the 40 KB config
     kinds = set()
-    for kind, data, start, end, _, _ in LogReader(str(path)):
+    for kind, data, start, end, _, _, _ in LogReader(str(path)):
         kinds.add(kind)
         if kind == wf.RUN:
             run = pb.RunRecord.FromString(data[start:end])
@@ -421,7 +421,7 @@ def test_killed_run_ends_inside_a_record_without_error(wandb_runs):
 def test_byte_level_items_equal_protobuf_on_real_files(wandb_runs):
     checked = 0
     for scenario in wandb_runs.runs:
-        for kind, data, start, end, _, _ in LogReader(str(wandb_runs.log(scenario))):
+        for kind, data, start, end, _, _, _ in LogReader(str(wandb_runs.log(scenario))):
             if kind == wf.HISTORY:
                 fast = wandbitems.history_items(data, start, end)
                 slow, step = wandbitems.parse_history(data[start:end])
@@ -503,3 +503,58 @@ def test_damage_in_a_record_skipped_by_kind_is_not_looked_at(tmp_path):
     assert history_steps(records) == [0, 1] and reader.corruption.offset == ends[1]
     records, reader = read_all(path, kinds={wf.HISTORY})  # skipped unread, so unchecked
     assert history_steps(records) == [0, 1, 0, 1] and reader.corruption is None
+
+
+def summary_log(tmp_path: Path) -> tuple[Path, list[bytes], list[int]]:
+    """Three logged steps: their runtime, step summary and history records."""
+    path = tmp_path / "run-a.wandb"
+    written = [*lw.step(1, 0, {"loss": 1.0}, time=1.0), *lw.step(4, 1, {"loss": 0.5}, time=2.0),
+               *lw.step(7, 2, {"loss": 0.25}, time=3.0)]
+    lw.write(path, written)
+    return path, written, [7, *lw.record_ends(written)[:-1]]
+
+
+STEPS_AND_SUMMARIES = {wf.HISTORY, wf.SUMMARY, wf.STEP_SUMMARY, wf.RUNTIME_SUMMARY}
+
+
+def test_step_and_runtime_summaries_come_out_unchecked(tmp_path):
+    path, _, starts = summary_log(tmp_path)
+    raw = path.read_bytes()
+    got = list(LogReader(str(path), kinds=STEPS_AND_SUMMARIES))
+    assert [kind for kind, *_ in got] == [wf.RUNTIME_SUMMARY, wf.STEP_SUMMARY, wf.HISTORY] * 3
+    assert [at for *_, at in got] == starts
+    for kind, data, _, _, unchecked, _, at in got:
+        if kind == wf.HISTORY:
+            assert unchecked == -1  # verified as it was read
+        else:  # `unchecked` is where data holds the record's chunk
+            assert data[unchecked : unchecked + 7] == raw[at : at + 7]
+            assert wf.intact(data, unchecked)
+    assert wf.intact(b"", -1)
+
+
+def test_damage_in_a_step_summary_shows_only_when_checked(tmp_path):
+    path, written, starts = summary_log(tmp_path)
+    raw = bytearray(path.read_bytes())
+    bad_at = starts[4]  # the step summary of step 1
+    raw[bad_at + 7 + len(written[4]) - 2] ^= 0x01  # a digit of its last JSON value
+    path.write_bytes(bytes(raw))
+    reader = LogReader(str(path), kinds=STEPS_AND_SUMMARIES)
+    got = list(reader)
+    # framing intact: read to the end without complaint, every record handed out...
+    assert reader.corruption is None and reader.offset == len(raw) and len(got) == 9
+    # ...and the damage found by whoever checks that record before using it
+    damaged = [at for kind, data, _, _, unchecked, _, at in got
+               if kind != wf.HISTORY and not wf.intact(data, unchecked)]
+    assert damaged == [bad_at]
+
+
+def test_history_records_are_always_checked(tmp_path):
+    path, written, starts = summary_log(tmp_path)
+    raw = bytearray(path.read_bytes())
+    bad_at = starts[5]  # the history record of step 1
+    raw[bad_at + 7 + len(written[5]) - 4] ^= 0x01
+    path.write_bytes(bytes(raw))
+    records, reader = read_all(path, kinds=STEPS_AND_SUMMARIES)
+    assert history_steps(records) == [0]
+    assert reader.corruption == wf.Corruption(offset=bad_at, reason="bad CRC")
+    assert reader.offset == bad_at

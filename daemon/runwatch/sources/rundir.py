@@ -20,6 +20,20 @@ RUNNING; its heartbeat goes stale, which the heartbeat rule catches.
 console output, the run start), and the log's mtime only while no record carries a time.
 Record times belong to the run: they survive copying and syncing, and mtime adds nothing
 for a live run because the writer only touches the file when it appends those records.
+
+Every record whose content this source uses is CRC-verified; the others are only framed.
+Verified: every history, run, config, exit, preempting, metric, stats, console output and
+explicit summary record (the reader checks them as it hands them out), and the step
+summaries actually folded into the run's summary, the newest per key set (checked when
+folded, see ``_Reading``). Only framed: the step summaries superseded by a newer one for
+the same keys, wandb's runtime summaries, and every kind this source does not read.
+Damage is reported by path and offset, once: a damaged chunk stops the read there and
+the records before it are used (each later read stops there again, unreported); a
+folded step summary found damaged is skipped and the rest of the log is used.
+
+A configured path that does not exist, is not a directory or cannot be listed gets one
+error line on every poll (``<source>: <path>: no such directory``) until a full search
+finds it usable; the other paths are still searched.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import contextlib
 import json
 import operator
 import os
+import stat as statmode
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +67,7 @@ from runwatch.sources.wandbfile import (
     SUMMARY,
     Corruption,
     LogReader,
+    intact,
 )
 
 DEFAULT_DEPTH = 6
@@ -69,6 +85,9 @@ _RUN_PREFIXES = ("run-", "offline-run-")
 _SKIP_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "dist-packages", "venv"})
 _STEP = b"_step"
 _TIMESTAMP = b"_timestamp"
+# A step summary waiting to be folded: (seq, data, start, end, unchecked, offset), from
+# the reader's Record.
+_Pending = tuple[int, bytes, int, int, int, int]
 
 
 # --- per-run state, which the cursor serialises ------------------------------------------
@@ -251,6 +270,7 @@ class RundirSource:
         self._runs: dict[str, str] = {}  # run key (real path of the run dir) -> log path
         self._wandb_dirs: dict[str, int] = {}  # wandb dir -> mtime_ns when listed
         self._last_scan: float | None = None
+        self._path_errors: list[str] = []  # configured paths that cannot be searched
         # run key -> (cursor, state) pairs recently produced or parsed: a poll whose
         # cursor is one of these skips parsing it. Two, because the caller may hand back
         # the previous cursor when an evaluation failed.
@@ -278,8 +298,13 @@ class RundirSource:
     def _full_scan(self) -> None:
         runs: dict[str, str] = {}
         self._wandb_dirs = {}
+        self._path_errors = []
         visited: set[str] = set()
         for path in self.paths:
+            problem = _unsearchable(path)
+            if problem:
+                self._path_errors.append(f"{self.name}: {path}: {problem}")
+                continue
             real = os.path.realpath(path)  # `latest-run` names a run through a symlink
             if os.path.isfile(os.path.join(real, f"run-{_id_from_dir(real)}.wandb")):
                 self._add_run(real, runs)
@@ -290,6 +315,7 @@ class RundirSource:
         self._runs = runs
         for key in self._states.keys() - runs.keys():
             del self._states[key]  # the run directory is gone
+
     def _walk(self, path: str, level: int, runs: dict[str, str], visited: set[str]) -> None:
         try:
             entries = os.scandir(path)
@@ -348,8 +374,10 @@ class RundirSource:
         wanted = self._wanted(wanted_keys)
         snapshots: list[RunSnapshot] = []
         new_cursors: dict[str, str] = {}
-        errors: list[str] = []
-        for key, log in self.runs(now).items():
+        runs = self.runs(now)
+        # A path that cannot be searched is a config problem: said on every poll.
+        errors: list[str] = list(self._path_errors)
+        for key, log in runs.items():
             try:
                 stat = os.stat(log)
             except FileNotFoundError:
@@ -364,15 +392,14 @@ class RundirSource:
                     snapshots.append(self._snapshot(run, {}, stat.st_mtime))
                 continue
             try:
-                run, history, error, changed = self._read(run, stat, wanted)
+                run, history, damage, changed = self._read(run, stat, wanted)
             except OSError as exc:
                 self._report(errors, f"{log}: cannot read: {exc.strerror or exc}")
                 continue
             except Exception as exc:  # one run's surprise must not stop the others
                 self._report(errors, f"{log}: cannot read at offset {run.offset}: {exc!r}")
                 continue
-            if error:
-                errors.append(error)
+            errors += damage
             text = run.to_cursor()
             new_cursors[key] = text
             self._remember(key, cursor, text, run)
@@ -430,8 +457,8 @@ class RundirSource:
 
     def _read(
         self, old: _Run, stat: os.stat_result, wanted: frozenset[str]
-    ) -> tuple[_Run, dict[str, Series], str | None, bool]:
-        """Read the records after ``old.offset``: the new state, new points, error, change."""
+    ) -> tuple[_Run, dict[str, Series], list[str], bool]:
+        """Read the records after ``old.offset``: the new state, new points, errors, change."""
         run = old.copy()
         run.size, run.mtime_ns = stat.st_size, stat.st_mtime_ns
         if stat.st_size < old.offset:  # a different file now: start over
@@ -448,11 +475,13 @@ class RundirSource:
         corruption = corruption or reader.corruption
         reading.finish()
         run.offset = reader.offset
-        error = None
+        # A damaged step summary is behind the new offset, so no later read meets it again;
+        # a damaged chunk stops every later read too, so it is said only when it moved.
+        errors = [damage.message(run.log) for damage in reading.damaged]
         if corruption is not None and corruption.offset != old.corrupt_at:
             run.corrupt_at = corruption.offset
-            error = corruption.message(run.log)
-        return run, reading.series(), error, reading.changed or reader.records > 0
+            errors.append(corruption.message(run.log))
+        return run, reading.series(), errors, reading.changed or reader.records > 0
 
 
 class _Reading:
@@ -464,11 +493,15 @@ class _Reading:
     with the same keys only the newest matters: they stay unparsed, the newest per key
     set, and are folded in file order at the end. Anything that could break that rule
     (any other summary record, a metric definition) folds what is deferred first.
+
+    The reader hands step summaries out unchecked: one is CRC-verified only when folded,
+    so the superseded ones cost nothing. One found damaged then is skipped and noted in
+    ``damaged``.
     """
 
     __slots__ = (
-        "changed", "columns", "deferred", "failed_at", "last_step", "last_time", "output",
-        "rows_steps", "rows_times", "run", "stats", "wanted",
+        "changed", "columns", "damaged", "deferred", "failed_at", "last_step", "last_time",
+        "output", "rows_steps", "rows_times", "run", "stats", "wanted",
     )
 
     def __init__(self, run: _Run, wanted: frozenset[str]):
@@ -478,8 +511,9 @@ class _Reading:
         self.columns: dict[str, tuple[list[int], list[float]]] = {}
         self.rows_steps: list[int] = []
         self.rows_times: list[float] = []
-        # row keys -> (seq, data, start, end) of the newest step summary for such rows
-        self.deferred: dict[frozenset[bytes], tuple[int, bytes, int, int]] = {}
+        # row keys -> the newest step summary for such rows, as _Pending
+        self.deferred: dict[frozenset[bytes], _Pending] = {}
+        self.damaged: list[Corruption] = []  # step summaries that failed their checksum
         self.stats: bytes | None = None
         self.output: tuple[Any, bytes] | None = None
         self.changed = False
@@ -502,18 +536,28 @@ class _Reading:
         deferred = self.deferred
         findall = wandbitems.find_items
         join = b"".join
+        names_of = b"\n".join  # unambiguous: no key the pattern finds holds a control byte
         update_items = wandbitems.items
-        pending = None  # (seq, data, start, end) of a step summary, until its row comes
-        shapes: dict[int, frozenset[bytes]] = {}  # the last key set seen per key count
+        pending: _Pending | None = None  # a step summary, until its row comes
+        # Rows come in a few shapes: each row's keys, in order -> (key set, bytes of the
+        # items that are not values), so a shape seen before costs no set arithmetic.
+        shapes: dict[bytes, tuple[frozenset[bytes], int]] = {}
         for batch in reader.batches():
             rows: list[dict[bytes, bytes]] = []  # the batch's history rows, raw key -> JSON
             step_fields: dict[int, int | None] = {}  # row -> step.num, for rows without _step
-            for kind, data, start, end, seq, at in batch:
+            for kind, data, start, end, unchecked, seq, at in batch:
                 if kind == HISTORY:
                     # wandbitems.history_items, inlined: this runs once per logged step.
                     row = dict(findall(data, start, end))
-                    rest = end - start - 7 * len(row) - len(join([*row, *row.values()]))
-                    # What is left must be the step field, `12 L 08 <varint>`.
+                    names = names_of(row)
+                    shape = shapes.get(names)
+                    fresh = shape is None  # a shape not seen before may hold new keys
+                    if fresh:
+                        shape = shapes[names] = (frozenset(row), 7 * len(row) + len(join(row)))
+                    keyset, framing = shape
+                    # The items must tile the record; what is left must be the step
+                    # field, `12 L 08 <varint>`.
+                    rest = end - start - framing - len(join(row.values()))
                     tail = end - rest
                     if rest and not (
                         1 < rest < 13 and data[tail] == 18 and data[tail + 1] == rest - 2
@@ -525,19 +569,16 @@ class _Reading:
                         except DecodeError:
                             self.failed_at = at
                             raise
+                        keyset, fresh = frozenset(row), True
                     elif _STEP not in row:
                         step_fields[len(rows)] = wandbitems.history_step(data, start, end)
                     rows.append(row)
-                    # Rows come in a few shapes; a shape seen before has no new keys.
-                    keyset = shapes.get(len(row))
-                    if keyset is None or row.keys() != keyset:
-                        if not known >= row.keys():
-                            for raw in row.keys() - known:
-                                text = keys[raw] = wandbitems.key_text(raw)
-                                if text in wanted:
-                                    targets.setdefault(text, []).append(raw)
-                            run._keys_view = None
-                        keyset = shapes[len(row)] = frozenset(row)
+                    if fresh and not known >= keyset:
+                        for raw in keyset - known:
+                            text = keys[raw] = wandbitems.key_text(raw)
+                            if text in wanted:
+                                targets.setdefault(text, []).append(raw)
+                        run._keys_view = None
                     if pending is not None:
                         if seq == pending[0] + 1:
                             # `pending` is this row's summary: defer it under the row's keys.
@@ -550,7 +591,7 @@ class _Reading:
                     if pending is not None:
                         self._fold_deferred()
                         self._fold_summary(*pending[1:])
-                    pending = (seq, data, start, end)
+                    pending = (seq, data, start, end, unchecked, at)
                 elif kind in (SUMMARY, METRIC):
                     # In file order after everything deferred; a metric definition may
                     # change which keys later step summaries carry, so it is a barrier too.
@@ -590,29 +631,28 @@ class _Reading:
         A column at a time, at C speed when every row holds a plain number; rows with
         a value missing or in another form take the slower loops.
         """
-        raws = [row.get(_STEP) for row in rows]
-        steps = None if step_fields else _all_of(int, raws)
+        steps = None if step_fields else _all_of(int, _STEP, rows)
         if steps is None:
+            raws = [row.get(_STEP) for row in rows]
             steps = _steps_column(raws, step_fields, self.last_step)
-        raws = [row.get(_TIMESTAMP) for row in rows]
-        times = _all_of(float, raws)
+        times = _all_of(float, _TIMESTAMP, rows)
         if times is None:
-            times = _times_column(raws, self.last_time)
+            times = _times_column([row.get(_TIMESTAMP) for row in rows], self.last_time)
         first = len(self.rows_steps)
         self.rows_steps += steps
         self.rows_times += times
         self.last_step, self.last_time = steps[-1], times[-1]
         for text, raw_keys in targets.items():
-            raw, *others = raw_keys
-            raws = [row.get(raw) for row in rows]
-            for other in others:  # the same text under two raw forms: the later one wins
-                raws = [row.get(other, value) for row, value in zip(rows, raws, strict=True)]
             indexes, values = self._column(text)
-            numbers = _all_of(float, raws)
+            raw, *others = raw_keys
+            numbers = None if others else _all_of(float, raw, rows)
             if numbers is not None:
                 values += numbers
-                indexes += range(first, first + len(raws))
+                indexes += range(first, first + len(rows))
             else:
+                raws = [row.get(raw) for row in rows]
+                for other in others:  # the same text under two raw forms: the later one wins
+                    raws = [row.get(other, value) for row, value in zip(rows, raws, strict=True)]
                 for index, value in enumerate(raws, first):
                     if value is not None and (number := wandbitems.number(value)) is not None:
                         indexes.append(index)
@@ -624,7 +664,13 @@ class _Reading:
             column = self.columns[text] = ([], [])
         return column
 
-    def _fold_summary(self, data: bytes, start: int, end: int) -> None:
+    def _fold_summary(
+        self, data: bytes, start: int, end: int, unchecked: int = -1, at: int = 0
+    ) -> None:
+        """Apply a summary record; ``unchecked``/``at`` as the reader gave them."""
+        if unchecked >= 0 and not intact(data, unchecked):
+            self.damaged.append(Corruption(offset=at, reason="bad CRC", skipped=True))
+            return
         summary = self.run.summary
         updates = wandbitems.items(data, start, end)
         if updates is None:
@@ -639,8 +685,8 @@ class _Reading:
 
     def _fold_deferred(self) -> None:
         if self.deferred:
-            for _, data, start, end in sorted(self.deferred.values(), key=_first):
-                self._fold_summary(data, start, end)
+            for pending in sorted(self.deferred.values(), key=_first):
+                self._fold_summary(*pending[1:])
             self.deferred.clear()
 
     def _other(self, kind: int, data: bytes) -> None:
@@ -705,6 +751,23 @@ class _Reading:
 _first = operator.itemgetter(0)
 
 
+def _unsearchable(path: str) -> str | None:
+    """Why a configured path cannot be searched for runs, or None if it can."""
+    try:
+        mode = os.stat(path).st_mode
+        if not statmode.S_ISDIR(mode):
+            return "not a directory"
+        with os.scandir(path):
+            pass
+    except FileNotFoundError:
+        return "no such directory"
+    except PermissionError:
+        return "permission denied"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def _float_or(raw: bytes, default: float | None) -> float | None:
     number = wandbitems.number(raw)
     return default if number is None else number
@@ -715,11 +778,11 @@ def _int_or(raw: bytes, default: int | None) -> int | None:
     return int(number) if number is not None and number == number else default
 
 
-def _all_of(convert: Any, raws: list[bytes | None]) -> list[Any] | None:
-    """Every raw value converted, or None if one is missing or not in plain form."""
+def _all_of(convert: Any, key: bytes, rows: list[dict[bytes, bytes]]) -> list[Any] | None:
+    """Every row's value of ``key`` converted, or None if one is missing or not plain."""
     try:
-        return list(map(convert, raws))
-    except (TypeError, ValueError):
+        return list(map(convert, map(operator.itemgetter(key), rows)))
+    except (KeyError, TypeError, ValueError):
         return None
 
 

@@ -19,10 +19,21 @@ bytes (protobuf writes ``num`` first; wandb-core, using Go's legacy field order,
 ``control``/``uuid``/``_info`` before the ``record_type`` oneof), so a caller can skip the
 records it does not need without decoding them.
 
-Damage stops the reader where it starts (bad CRC, a length overrunning its block, a bad
-chunk type sequence) and it keeps the records before it. Every record handed out has a
-verified checksum; a record skipped by kind from its first bytes is not checksummed, so
-damage inside it shows only if it broke the framing. Skipping is where the speed is.
+Damage to the framing (a length overrunning its block, a bad chunk type sequence) or a
+bad CRC found while reading stops the reader where it starts, and it keeps the records
+before it. What is checked, precisely:
+
+* every chunk is framed: its length and type are checked, and the file is read as chunks;
+* every record handed out has a verified checksum, except summary records told apart as
+  step or runtime summaries (:data:`STEP_SUMMARY`, :data:`RUNTIME_SUMMARY`). Those in a
+  single chunk come out framed only, with where their chunk header sits in ``data``
+  (see :data:`Record`); a caller verifies one with :func:`intact` before using its
+  content, so a step summary that is superseded and never used costs no checksum;
+* a record skipped by kind from its first bytes is framed only.
+
+So damage inside a record that is only framed shows up when (and if) its content is
+used, or if it broke the framing; the principle is that every record whose content is
+used is checksum-verified. Not checksumming the rest is where the speed is.
 """
 
 from __future__ import annotations
@@ -63,9 +74,9 @@ UNKNOWN = 0
 # Kinds the reader tells apart among SUMMARY records when asked for them. wandb-core
 # writes two summary records per logged step: a `_wandb.runtime`/`_runtime` update
 # (RUNTIME_SUMMARY) and, right after it, the step's values (STEP_SUMMARY). A caller that
-# asks for STEP_SUMMARY but not RUNTIME_SUMMARY never sees the runtime records, which
-# are also not checksummed: they are a third of a log and carry nothing but wandb's
-# internal timer.
+# asks for STEP_SUMMARY but not RUNTIME_SUMMARY never sees the runtime records: they are
+# a third of a log and carry nothing but wandb's internal timer. Records of either kind
+# are handed out framed but not checksummed (see :func:`intact`).
 STEP_SUMMARY = -2
 RUNTIME_SUMMARY = -3
 _RUNTIME = b"\x12\x06_wandb\x12\x07runtime\x82\x01"
@@ -85,12 +96,16 @@ _crc32 = zlib.crc32
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Corruption:
-    """Where and why a log stopped making sense."""
+    """Where and why a log stopped making sense (or, ``skipped``, one record of it did)."""
 
     offset: int
     reason: str
+    skipped: bool = False  # only the record at offset is lost; reading went on past it
 
     def message(self, path: str) -> str:
+        if self.skipped:
+            return (f"{path}: {self.reason} at offset {self.offset}; that record is skipped, "
+                    "the rest of the log is used")
         return f"{path}: {self.reason} at offset {self.offset}; records before it are used"
 
 
@@ -154,11 +169,22 @@ def record_kind(data: bytes, start: int, end: int) -> tuple[int, int, int]:
     return UNKNOWN, start, start
 
 
-# One record as the reader hands it out: (kind, data, inner_start, inner_end, seq, offset).
-# data[inner_start:inner_end] is the serialized inner message (HistoryRecord…); seq counts
-# every record of the file read so far, skipped kinds included, so equal seq steps mean
-# adjacent records; offset is where the record starts in the file.
-Record = tuple[int, bytes, int, int, int, int]
+# One record as the reader hands it out:
+# (kind, data, inner_start, inner_end, unchecked, seq, offset).
+# data[inner_start:inner_end] is the serialized inner message (HistoryRecord…); unchecked
+# is -1 when the record's checksum was verified, else where in data its chunk header is
+# (STEP_SUMMARY and RUNTIME_SUMMARY records: check them with `intact` before use); seq
+# counts every record of the file read so far, skipped kinds included, so equal seq steps
+# mean adjacent records; offset is where the record starts in the file.
+Record = tuple[int, bytes, int, int, int, int, int]
+
+
+def intact(data: bytes, unchecked: int) -> bool:
+    """Whether a record handed out unchecked (see :data:`Record`) matches its checksum."""
+    if unchecked < 0:
+        return True
+    checksum, length, _ = _unpack_chunk(data, unchecked)
+    return _crc32(memoryview(data)[unchecked + 6 : unchecked + 7 + length]) == checksum
 
 
 class LogReader:
@@ -166,7 +192,8 @@ class LogReader:
 
     Iterating yields a :data:`Record` for each complete record of a kind in ``kinds``
     (every kind when None); :meth:`batches` yields them a list at a time, which is faster.
-    ``data`` may be a buffer shared by many records, so slice what you keep.
+    ``data`` may be a buffer shared by many records, so slice what you keep. Step and
+    runtime summary records are not checksummed: use :func:`intact` before their content.
 
     After each batch (and at the end) ``offset`` is the end of the last complete record
     read, where the next read resumes; ``corruption`` says where reading stopped on a
@@ -212,9 +239,9 @@ class LogReader:
 
     def _batches(self, file: BinaryIO) -> Iterator[list[Record]]:
         # The hot loop of the whole source, so: locals only, a block at a time, one
-        # unpack per chunk, a checksum only for records handed out, and nothing
-        # allocated for the others. Rare cases (chunk errors, multi-chunk records)
-        # leave the fast path.
+        # unpack per chunk, a checksum only for records handed out (and not for step or
+        # runtime summaries, which are left to `intact`), and nothing allocated for the
+        # others. Rare cases (chunk errors, multi-chunk records) leave the fast path.
         kinds = self.kinds
         tags = _tag_table(kinds)
         step_summaries = kinds is not None and STEP_SUMMARY in kinds
@@ -269,13 +296,30 @@ class LogReader:
                             seq += 1
                             pos = done = end
                             continue
-                        if verdict == 3 and end - p < 64 and buf.startswith(_RUNTIME, p + 4):
-                            seq += 1
-                            runtime_seq = seq
-                            if runtime_kind and crc32(view[pos + 6 : end]) == checksum:
-                                append((runtime_kind, buf, p + 2, end, seq, base + pos))
-                            pos = done = end
-                            continue
+                        if verdict == 3:
+                            if end - p < 64 and buf.startswith(_RUNTIME, p + 4):
+                                seq += 1
+                                runtime_seq = seq
+                                if runtime_kind:
+                                    append((runtime_kind, buf, p + 2, end, pos, seq, base + pos))
+                                pos = done = end
+                                continue
+                            if step_summaries and seq == runtime_seq:
+                                # The step's summary, right after the runtime one: framed
+                                # only, its checksum left to `intact` (one- or two-byte
+                                # lengths; longer ones take the checked path below).
+                                n = buf[p + 1]
+                                if n < 128:
+                                    q = p + 2
+                                elif buf[p + 2] < 128:
+                                    n, q = (n & 127) | (buf[p + 2] << 7), p + 3
+                                else:
+                                    q = 0
+                                if q:
+                                    seq += 1
+                                    append((STEP_SUMMARY, buf, q, q + n, pos, seq, base + pos))
+                                    pos = done = end
+                                    continue
                 if crc32(view[pos + 6 : end]) != checksum:
                     break  # the slow path reports it
                 seq += 1
@@ -290,12 +334,12 @@ class LogReader:
                             continue
                     n = buf[p + 1]
                     if n < 128:
-                        append((kind, buf, p + 2, p + 2 + n, seq, base + at))
+                        append((kind, buf, p + 2, p + 2 + n, -1, seq, base + at))
                         continue
                     n2 = buf[p + 2]
                     if n2 < 128:
                         n = (n & 127) | (n2 << 7)
-                        append((kind, buf, p + 3, p + 3 + n, seq, base + at))
+                        append((kind, buf, p + 3, p + 3 + n, -1, seq, base + at))
                         continue
                 kind, inner_start, inner_end = kind_of(buf, start, end)
                 if kind == SUMMARY and tags[SUMMARY << 3 | 2] == 3:
@@ -303,32 +347,25 @@ class LogReader:
                         buf, inner_start, inner_end, seq, runtime_seq, runtime_kind
                     )
                 if kinds is None or kind in kinds:
-                    append((kind, buf, inner_start, inner_end, seq, base + at))
+                    append((kind, buf, inner_start, inner_end, -1, seq, base + at))
             else:
-                # Fewer than 7 bytes left: the block's zero trailer, or the data ends.
+                # Fewer than 7 bytes left: the block's zero trailer, or the window ends.
                 if block_end <= avail:
                     pos = block_end
                     continue
-                if base + avail >= size:
-                    break  # end of file
-                self.offset, self.records = base + done, seq
-                if out:
-                    yield out
-                    out = []
-                    append = out.append
-                buf, base, pos, done = _slide(file, buf, base, pos, done, size)
-                view, avail = memoryview(buf), len(buf)
-                continue
-            # The slow path: one chunk that is not a complete, valid FULL chunk.
-            checksum, length, ctype = unpack(buf, pos)
+            # The slow path: one chunk that is not a complete, valid FULL chunk, or the
+            # window ends inside a chunk (or its header).
             start = pos + 7
-            end = start + length
-            if end > block_end:
-                self._corrupt(base + pos, f"chunk length {length} overruns its block")
-                break
+            end = start
+            if end <= avail:
+                checksum, length, ctype = unpack(buf, pos)
+                end += length
+                if end > block_end:
+                    self._corrupt(base + pos, f"chunk length {length} overruns its block")
+                    break
             if end > avail:
                 if base + avail >= size:
-                    break  # a chunk still being written
+                    break  # the end of the file: a chunk still being written
                 self.offset, self.records = base + done, seq
                 if out:
                     yield out
@@ -379,7 +416,7 @@ class LogReader:
                     record, inner_start, inner_end, seq, runtime_seq, runtime_kind
                 )
             if kinds is None or kind in kinds:
-                append((kind, record, inner_start, inner_end, seq, first_at))
+                append((kind, record, inner_start, inner_end, -1, seq, first_at))
         self.offset, self.records = base + done, seq
         if out:
             yield out
