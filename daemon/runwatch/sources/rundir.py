@@ -7,8 +7,8 @@ keeps the byte offset of the last complete record plus everything learned from t
 records before it, so a tick reads only the bytes written since.
 
 Nothing else in a run directory is used: offline runs have no ``wandb-summary.json`` or
-``config.yaml``, and wandb-core writes the log (and everything else) in 32 KiB blocks, so
-what a live run did shows up with that delay (see ``wandbfile``).
+``config.yaml``, and wandb-core buffers the log, writing it every ~15 s or whenever a
+32 KiB block fills, so what a live run did shows up within about 15 s (see ``wandbfile``).
 
 Run state comes from the records: RUNNING until an exit record, then FINISHED for exit
 code 0, PREEMPTED if the run had marked itself preempting, KILLED for 255 (what the SDK

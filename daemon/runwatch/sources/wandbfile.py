@@ -9,10 +9,13 @@ The format, as wandb-core 0.31 writes it (``core/pkg/leveldb/record.go``):
   padding; the checksum is plain IEEE CRC-32 over the type byte and the data;
 * each record is a serialized ``wandb_internal_pb2.Record``.
 
-wandb-core buffers a whole block before writing it, so a live file grows in 32 KiB steps
-and usually ends inside a record (a FIRST chunk whose LAST is still in memory). That tail
-is "not yet written", not corruption: the reader stops before it without an error and the
-next read resumes from the end of the last complete record.
+wandb-core buffers the block it is filling and writes it when it is full or when its
+periodic flush comes (measured on 0.31: every ~15 s, as the file grew 7 → 2,412 → 4,285
+bytes at 15 s and 30 s for a run logging a row every 3 s). So a live file lags its run by
+up to ~15 s, grows in whole blocks when the run logs fast, and often ends inside a record
+(a FIRST chunk whose LAST is still in memory). That tail is "not yet written", not
+corruption: the reader stops before it without an error and the next read resumes from
+the end of the last complete record. A SIGKILL loses what was still buffered.
 
 Records are not parsed here. :func:`record_kind` finds a record's type from its first
 bytes (protobuf writes ``num`` first; wandb-core, using Go's legacy field order, writes
