@@ -208,13 +208,14 @@ def print_report(report: TickReport, *, firing: int | None = None) -> None:
     for line in (*report.errors, *report.warnings):  # the tick went on: warnings, both
         err.print(Text(f"warning: {printable(line)}", style="yellow"))
     if report.transitions:
-        table = Table("status", "severity", "rule", "run", "summary", box=None)
+        table = Table("status", "severity", "rule", "run", "summary", "path", box=None)
         for t in report.transitions:
             a = t.alert
             # Run names and summaries are untrusted: Text() keeps rich markup out of them,
             # printable() terminal escapes and bidi overrides.
             table.add_row(Text(str(a.status)), Text(str(a.severity), _STYLE[a.severity]),
-                          Text(a.rule), Text(printable(a.run.path)), Text(printable(a.summary)))
+                          Text(a.rule), Text(printable(a.run.display_name)),
+                          Text(printable(a.summary)), Text(printable(a.run.path)))
         console.print(table)
     total = "" if firing is None else f", {firing} alerts firing in all"
     console.print(Text(f"{report.runs_checked} runs checked, {len(report.transitions)} "

@@ -264,7 +264,7 @@ def test_progress_keeps_its_window_when_no_rows_arrive():
     r = rule(kind="progress", older_than="30m", window=5)
     first = verdict(r, snapshot({"_timestamp": series([0] * 8)}))
     assert len(first.memory) == 5
-    again = verdict(r, snapshot({}, progress=first.memory[-1]), memory=first.memory,
+    again = verdict(r, snapshot({}, progress=first.memory[-1], heartbeat=T0 + 3500),
                     now=T0 + 3600)
     assert again.active is True and again.memory == first.memory
 
@@ -317,3 +317,11 @@ def test_spike_on_a_constant_window_ignores_a_change_in_the_fourth_digit():
 def test_progress_does_not_judge_a_run_before_its_first_row():
     r = rule(kind="progress", older_than="30m")
     assert verdict(r, snapshot({}, started=T0 - 7200, progress=None)).active is None
+
+
+def test_progress_leaves_a_dead_process_to_the_heartbeat_rule():
+    r = rule(kind="progress", older_than="30m")
+    rows = series([0] * 5, start_time=T0 - 3600)
+    assert verdict(r, snapshot({"_timestamp": rows}, heartbeat=T0 - 60)).active is True
+    assert verdict(r, snapshot({"_timestamp": rows}, heartbeat=T0 - 3500)).active is False
+    assert verdict(r, snapshot({"_timestamp": rows}, heartbeat=None)).active is True

@@ -1,7 +1,8 @@
 """``progress``: a running run's newest history row is too old.
 
 The heartbeat cannot see a hung training loop (wandb-core keeps beating); the newest row
-can. "Too old" is both older than ``older_than`` and ``factor`` times the run's own
+can. A run whose heartbeat is as stale as its rows is dead, not hung: that is left to the
+heartbeat rule, so one dead run does not raise both. "Too old" is both older than ``older_than`` and ``factor`` times the run's own
 recent median interval between rows, so a run that logs every 40 minutes is not stalled
 at 31.
 """
@@ -50,6 +51,11 @@ class ProgressRule(RuleBase):
             gaps = [b - a for a, b in itertools.pairwise(recent)]
             limit = max(limit, self.factor * statistics.median(gaps))
         age = ctx.now - newest
+        if snap.heartbeat is not None and ctx.now - snap.heartbeat > limit:
+            # No sign of life either: the process is gone, which is the heartbeat rule's
+            # to report. This rule speaks of live processes that make no progress.
+            return Verdict(active=False, memory=recent, age=age, threshold=limit,
+                           step=snap.last_step)
         active = age > limit
         return Verdict(active=active, memory=recent, age=age, threshold=limit,
                        step=snap.last_step, since=newest + limit if active else None)
