@@ -265,7 +265,7 @@ def test_progress_keeps_its_window_when_no_rows_arrive():
     first = verdict(r, snapshot({"_timestamp": series([0] * 8)}))
     assert len(first.memory) == 5
     again = verdict(r, snapshot({}, progress=first.memory[-1], heartbeat=T0 + 3500),
-                    now=T0 + 3600)
+                    memory=first.memory, now=T0 + 3600)
     assert again.active is True and again.memory == first.memory
 
 
