@@ -458,6 +458,18 @@ def test_items_fall_back_to_protobuf_when_unusual():
     assert step is None
 
 
+@pytest.mark.parametrize("byte", range(256))
+def test_item_keys_and_values_take_every_byte_but_control_bytes(byte):
+    # The item pattern spells "not a control byte" as the range 0x20-0xff: every byte is
+    # either taken in a key and a value or sends the record to protobuf.
+    key, value = b"k" + bytes([byte]), b"1" + bytes([byte])
+    data = b"\n" + bytes([5 + len(key) + len(value)]) + b"\x12" + bytes([len(key)]) + key
+    data += b"\x82\x01" + bytes([len(value)]) + value
+    expected = {key: value} if byte >= 0x20 else None
+    assert wandbitems.items(data, 0, len(data)) == expected
+    assert wandbitems.history_items(data, 0, len(data)) == expected
+
+
 def test_typed_values_of_newer_writers():
     record = pb.HistoryRecord()
     for key, field, value in [("n", "number", 0.25), ("i", "integer", 7), ("b", "boolean", True),

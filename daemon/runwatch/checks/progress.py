@@ -1,10 +1,10 @@
 """``progress``: a running run's newest history row is too old.
 
 The heartbeat cannot see a hung training loop (wandb-core keeps beating); the newest row
-can. A run whose heartbeat is as stale as its rows is dead, not hung: that is left to the
-heartbeat rule, so one dead run does not raise both. "Too old" is both older than ``older_than`` and ``factor`` times the run's own
-recent median interval between rows, so a run that logs every 40 minutes is not stalled
-at 31.
+can. "Too old" is both older than ``older_than`` and ``factor`` times the run's own recent
+median interval between rows, so a run that logs every 40 minutes is not stalled at 31.
+A run whose heartbeat is as stale as its rows is dead, not hung: that is left to the
+heartbeat rule, so one dead run does not raise both.
 """
 
 from __future__ import annotations
