@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import shutil
 import statistics
+import tempfile
 import time
 
 import benchdata
 from benchdata import DEFAULT_WANTED, log_of
 
 from fixtures import logwriter, runmaker
+from runwatch.config import default_config
 from runwatch.sources.rundir import RundirSource
 from runwatch.sources.wandbfile import EXIT, LogReader
+from runwatch.store.base import open_store
+from runwatch.tick import run_tick
 
 GOAL_IDLE_MS = 100.0
 GOAL_APPEND_MS = 1000.0
@@ -101,6 +105,48 @@ def main() -> None:
           f"({100 * len(live_logs):,} rows): median {median:.0f} ms of {len(appended)} "
           f"(goal < {GOAL_APPEND_MS:.0f} ms: {'met' if median < GOAL_APPEND_MS else 'MISSED'})")
     assert live_size < live_logs[0].stat().st_size
+    shutil.rmtree(root)
+    full_ticks()
+
+
+def full_ticks() -> None:
+    """The same two cases through the whole tick: source, engine with the default rules,
+    alert state and cursors committed to a SQLite store. The live runs are healthy (the
+    clock stands a minute after their newest record), as most runs are on most ticks."""
+    root, live_logs, _ = build_tree()
+    rule_set = default_config([root]).rule_set()
+    with tempfile.TemporaryDirectory() as state:
+        store = open_store(f"sqlite:///{state}/state.db")
+        source = RundirSource("bench", [root])
+        # Healthy live runs: the clock a minute past their newest record.
+        snapshots = RundirSource("probe", [root]).poll({}, frozenset(), 0.0).snapshots
+        now = max(s.heartbeat or 0.0 for s in snapshots) + 60
+
+        def tick() -> float:
+            started = time.perf_counter()
+            run_tick(sources=[source], rules=rule_set.rules, aliases=rule_set.aliases,
+                     store=store, now=now)
+            return (time.perf_counter() - started) * 1000
+
+        print(f"full tick (source + engine, {len(rule_set.rules)} default rules + SQLite "
+              f"store): first {tick():.0f} ms")
+        idle = statistics.median(tick() for _ in range(5))
+        print(f"  no new data: median {idle:.0f} ms (goal < {GOAL_IDLE_MS:.0f} ms: "
+              f"{'met' if idle < GOAL_IDLE_MS else 'MISSED'})")
+        _, templates = benchdata.step_templates(benchdata.sdk_run())
+        appended = []
+        for round_ in range(3):
+            records = list(benchdata.renumbered(templates, 20_000 + 300 * round_,
+                                                2000 + 100 * round_, 100, now - 60))
+            framed = logwriter.frame(records, at=live_logs[0].stat().st_size)
+            for log in live_logs:
+                with open(log, "ab") as file:
+                    file.write(framed)
+            appended.append(tick())
+        median = statistics.median(appended)
+        print(f"  100 new steps in each of {len(live_logs)} live runs: median {median:.0f} ms "
+              f"(goal < {GOAL_APPEND_MS:.0f} ms: {'met' if median < GOAL_APPEND_MS else 'MISSED'})")
+        store.close()
     shutil.rmtree(root)
 
 

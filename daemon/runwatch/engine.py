@@ -29,7 +29,7 @@ _HOLDING = (AlertStatus.PENDING, AlertStatus.FIRING)
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Evaluation:
-    alerts: tuple[AlertState, ...]  # every (rule, run) state after this tick, to store
+    alerts: tuple[AlertState, ...]  # the states that are new or changed: what to store
     transitions: tuple[Transition, ...]  # what changed, in rule order
 
 
@@ -43,7 +43,9 @@ def evaluate(
     """Evaluate every rule that matches ``snapshot``'s run.
 
     ``previous`` maps fingerprints to the states the last tick left (missing = new).
-    Rules that do not match the run leave no state and no transition.
+    Rules that do not match the run leave no state and no transition. An alert that stays
+    quiet with the same memory is left as it was and not returned: an idle tick over
+    thousands of runs then writes (almost) nothing.
     """
     alerts: list[AlertState] = []
     transitions: list[Transition] = []
@@ -61,6 +63,8 @@ def evaluate(
             snapshot=snapshot, now=now, aliases=aliases, memory=_recall(before.memory, tag),
             holding=before.status in _HOLDING,
         ))
+        if fp in previous and _unchanged(rule, snapshot, before, verdict, tag):
+            continue
         after = step_alert(rule, snapshot, before, verdict, now)
         after = replace(after, memory=None if after.memory is None else [tag, after.memory])
         if after.status != before.status and after.status != AlertStatus.INACTIVE:
@@ -93,6 +97,22 @@ def retire(alerts: Iterable[AlertState], rule_names: Collection[str], now: float
                             since_step=None, last_seen=now)
         kept.append(after)
     return Evaluation(alerts=tuple(kept), transitions=tuple(transitions))
+
+
+def _unchanged(rule: Rule, snapshot: RunSnapshot, before: AlertState, verdict: Verdict,
+               tag: str) -> bool:
+    """A quiet alert that stays quiet, remembering what it remembered."""
+    if verdict.active or before.status in _HOLDING:
+        return False
+    memory = None if verdict.memory is None else [tag, verdict.memory]
+    if memory != before.memory or before.run != snapshot.ref:
+        return False
+    if before.severity != rule.severity or before.labels != rule.labels:
+        return False
+    step = verdict.step if verdict.step is not None else snapshot.last_step
+    return verdict.active is None or (
+        verdict.value == before.value and step == before.step
+        and verdict.metric == before.metric)
 
 
 def _recall(stored: object, tag: str) -> object:

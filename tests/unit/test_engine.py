@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -20,8 +21,8 @@ def run_ticks(r, ticks):
     previous, statuses, transitions = {}, [], []
     for i, (now, snap) in enumerate(ticks):
         result = evaluate([r], snap, previous, now, DEFAULT_ALIASES)
-        previous = {a.fingerprint: a for a in result.alerts}
-        statuses.append(result.alerts[0].status if result.alerts else None)
+        previous |= {a.fingerprint: a for a in result.alerts}  # what a store would keep
+        statuses.append(next(iter(previous.values())).status if previous else None)
         transitions += [(i, t.previous, t.status) for t in result.transitions]
     return statuses, transitions, previous
 
@@ -182,3 +183,18 @@ def test_check_memory_is_stored_with_its_rule_s_tag():
     _, _, previous = run_ticks(r, [(T0, grad([1, 2, 3]))])
     (alert,) = previous.values()
     assert alert.memory == [r.memory_tag, [2.0, 3.0]]
+
+
+def test_a_quiet_alert_that_stays_quiet_is_not_rewritten():
+    hb = rule(kind="heartbeat", older_than="30m")
+    grad_rule = rule(name="g", kind="threshold", metric="grad_norm", op=">", value=10)
+    snap = grad([1, 2])
+    first = evaluate([hb, grad_rule], snap, {}, T0, DEFAULT_ALIASES)
+    assert len(first.alerts) == 2  # new: stored once
+    previous = {a.fingerprint: a for a in first.alerts}
+    idle = evaluate([hb, grad_rule], dataclasses.replace(snap, history={}), previous, T0 + 60,
+                    DEFAULT_ALIASES)
+    assert idle.alerts == ()  # nothing new: nothing to write
+    new_points = evaluate([hb, grad_rule], grad([3], 2), previous, T0 + 120, DEFAULT_ALIASES)
+    assert {a.rule: a.step for a in new_points.alerts} == {"r": 2, "g": 2}  # news: stored
+    assert new_points.alerts[1].value == 3.0

@@ -44,7 +44,7 @@ def encode_json(value: Any) -> str:
 
 def decode_json(text: str) -> Any:
     try:
-        return json.loads(text, object_hook=_untag_nonfinite)
+        return _DECODER.decode(text)
     except (TypeError, ValueError) as exc:
         raise CodecError(f"stored JSON unreadable: {exc}") from None
 
@@ -65,6 +65,10 @@ def _untag_nonfinite(obj: dict[str, Any]) -> Any:
         if isinstance(tagged, str) and tagged in _NONFINITE:
             return _NONFINITE[tagged]
     return obj
+
+
+# One decoder for every read: json.loads with an object_hook builds a new one per call.
+_DECODER = json.JSONDecoder(object_hook=_untag_nonfinite)
 
 
 # --- alerts -------------------------------------------------------------------------------
