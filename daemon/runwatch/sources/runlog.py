@@ -1,0 +1,567 @@
+"""What is known of one run, and how a read of its log fills that in.
+
+``RunLog`` is everything the ``rundir`` source has learned about one run from its
+``.wandb`` log up to a byte offset; its cursor text carries it from one tick (and one
+process) to the next. ``LogRead`` is one incremental read: it folds the records after
+that offset into a copy of the state and collects the new history points. Finding the
+logs and deciding when to read them is ``rundir``'s part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import operator
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from wandb.proto import wandb_internal_pb2 as pb
+
+from runwatch.model import RunRef, RunState, Series
+from runwatch.sources import wandbitems
+from runwatch.sources.wandbfile import (
+    CONFIG,
+    EXIT,
+    HISTORY,
+    METRIC,
+    OUTPUT,
+    OUTPUT_RAW,
+    PREEMPTING,
+    RUN,
+    STATS,
+    STEP_SUMMARY,
+    SUMMARY,
+    Corruption,
+    LogReader,
+    intact,
+)
+
+# The record kinds a LogRead consumes: what the reader is asked for.
+KINDS = frozenset({
+    HISTORY, SUMMARY, STEP_SUMMARY, METRIC, STATS, OUTPUT, OUTPUT_RAW, RUN, CONFIG, EXIT,
+    PREEMPTING,
+})
+_CURSOR_VERSION = 1
+_STEP = b"_step"
+_TIMESTAMP = b"_timestamp"
+# A step summary waiting to be folded: (seq, data, start, end, unchecked, offset), from
+# the reader's Record.
+_Pending = tuple[int, bytes, int, int, int, int]
+
+
+# --- per-run state, which the cursor serialises ------------------------------------------
+
+
+@dataclass(kw_only=True, slots=True)
+class RunLog:
+    """Everything known about one run after reading its log up to ``offset``.
+
+    Mutable while a read fills it in; once published with a cursor it is only copied.
+    """
+
+    key: str
+    log: str
+    offset: int = 0
+    size: int = -1
+    mtime_ns: int = -1
+    run_id: str = ""
+    name: str = ""
+    project: str = ""
+    entity: str = ""
+    group: str = ""
+    tags: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+    summary: dict[bytes, bytes] = field(default_factory=dict)  # raw key -> raw JSON
+    keys: dict[bytes, str] = field(default_factory=dict)  # raw key -> text
+    exit_code: int | None = None
+    preempting: bool = False
+    last_step: int | None = None
+    progress: float | None = None
+    heartbeat: float | None = None  # from records only
+    started: float | None = None
+    corrupt_at: int | None = None
+    # Derived views, rebuilt lazily; shared with the snapshots already handed out.
+    _summary_view: dict[str, Any] | None = None
+    _keys_view: frozenset[str] | None = None
+    _ref: RunRef | None = None
+
+    @property
+    def state(self) -> RunState:
+        if self.exit_code is None:
+            return RunState.PREEMPTED if self.preempting else RunState.RUNNING
+        if self.exit_code == 0:
+            return RunState.FINISHED
+        if self.preempting:
+            return RunState.PREEMPTED
+        if self.exit_code == 255:
+            return RunState.KILLED
+        return RunState.FAILED
+
+    def copy(self) -> RunLog:
+        new = RunLog(key=self.key, log=self.log)
+        for name in RunLog.__slots__:
+            setattr(new, name, getattr(self, name))
+        new.summary = dict(self.summary)
+        new.keys = dict(self.keys)
+        return new
+
+    def ref(self, source: str) -> RunRef:
+        if self._ref is None:
+            self._ref = RunRef(
+                source=source,
+                id=self.run_id or id_from_dir(self.key),
+                name=self.name,
+                project=self.project,
+                entity=self.entity,
+                location=self.key,
+            )
+        return self._ref
+
+    def summary_view(self) -> dict[str, Any]:
+        if self._summary_view is None:
+            view = {}
+            for raw, value in self.summary.items():
+                text = wandbitems.key_text(raw)
+                if not text.startswith("_wandb"):
+                    view[text] = wandbitems.json_value(value)
+            self._summary_view = view
+        return self._summary_view
+
+    def keys_view(self) -> frozenset[str]:
+        if self._keys_view is None:
+            self._keys_view = frozenset(self.keys.values())
+        return self._keys_view
+
+    def to_cursor(self) -> str:
+        return json.dumps({
+            "v": _CURSOR_VERSION,
+            "log": self.log,
+            "offset": self.offset,
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+            "id": self.run_id,
+            "name": self.name,
+            "project": self.project,
+            "entity": self.entity,
+            "group": self.group,
+            "tags": list(self.tags),
+            "config": self.config,
+            # Raw bytes as latin-1 text: a lossless round trip through JSON.
+            "summary": {k.decode("latin-1"): v.decode("latin-1") for k, v in self.summary.items()},
+            "keys": [k.decode("latin-1") for k in self.keys],
+            "exit_code": self.exit_code,
+            "preempting": self.preempting,
+            "last_step": self.last_step,
+            "progress": self.progress,
+            "heartbeat": self.heartbeat,
+            "started": self.started,
+            "corrupt_at": self.corrupt_at,
+        }, separators=(",", ":"))
+
+    @classmethod
+    def from_cursor(cls, key: str, log: str, text: str) -> RunLog | None:
+        """The state a cursor describes, or None if it is not one of ours for this log."""
+        try:
+            data = json.loads(text)
+            if data.get("v") != _CURSOR_VERSION or data.get("log") != log:
+                return None
+            keys = [k.encode("latin-1") for k in data["keys"]]
+            return cls(
+                key=key,
+                log=log,
+                offset=int(data["offset"]),
+                size=int(data["size"]),
+                mtime_ns=int(data["mtime_ns"]),
+                run_id=data["id"],
+                name=data["name"],
+                project=data["project"],
+                entity=data["entity"],
+                group=data["group"],
+                tags=tuple(data["tags"]),
+                config=data["config"],
+                summary={
+                    k.encode("latin-1"): v.encode("latin-1") for k, v in data["summary"].items()
+                },
+                keys={k: wandbitems.key_text(k) for k in keys},
+                exit_code=data["exit_code"],
+                preempting=bool(data["preempting"]),
+                last_step=data["last_step"],
+                progress=data["progress"],
+                heartbeat=data["heartbeat"],
+                started=data["started"],
+                corrupt_at=data["corrupt_at"],
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
+            return None
+
+
+def id_from_dir(path: str) -> str:
+    return os.path.basename(path).rsplit("-", 1)[-1]
+
+
+# --- one read of a log, which fills the state in -----------------------------------------
+
+
+class LogRead:
+    """One read of one log: folds its records into a run's state and collects new points.
+
+    Summary records are the expensive part of a log: wandb-core writes one per logged
+    step (the reader's STEP_SUMMARY, right before the step's history record) holding the
+    summary of every key in that row that has one. So of the step summaries for rows
+    with the same keys only the newest matters: they stay unparsed, the newest per key
+    set, and are folded in file order at the end. Anything that could break that rule
+    (any other summary record, a metric definition) folds what is deferred first.
+
+    The reader hands step summaries out unchecked: one is CRC-verified only when folded,
+    so the superseded ones cost nothing. One found damaged then is skipped and noted in
+    ``damaged``.
+    """
+
+    __slots__ = (
+        "changed", "columns", "damaged", "deferred", "failed_at", "last_step", "last_time",
+        "output", "rows_steps", "rows_times", "run", "stats", "wanted",
+    )
+
+    def __init__(self, run: RunLog, wanted: frozenset[str]):
+        self.run = run
+        self.wanted = wanted
+        # text key -> (indexes into rows_*, values) of its new points
+        self.columns: dict[str, tuple[list[int], list[float]]] = {}
+        self.rows_steps: list[int] = []
+        self.rows_times: list[float] = []
+        # row keys -> the newest step summary for such rows, as _Pending
+        self.deferred: dict[frozenset[bytes], _Pending] = {}
+        self.damaged: list[Corruption] = []  # step summaries that failed their checksum
+        self.stats: bytes | None = None
+        self.output: tuple[Any, bytes] | None = None
+        self.changed = False
+        self.failed_at = run.offset
+        self.last_step = run.last_step
+        self.last_time = run.progress
+
+    def consume(self, reader: LogReader) -> None:
+        # The per-record loop; everything it touches per row is a local. A history row
+        # is only taken apart here: its columns are read out a batch at a time.
+        run = self.run
+        keys = run.keys
+        known = keys.keys()
+        wanted = self.wanted
+        summary = run.summary
+        targets: dict[str, list[bytes]] = {}  # wanted text key -> its raw keys
+        for raw, text in keys.items():
+            if text in wanted:
+                targets.setdefault(text, []).append(raw)
+        deferred = self.deferred
+        findall = wandbitems.find_items
+        join = b"".join
+        names_of = b"\n".join  # unambiguous: no key the pattern finds holds a control byte
+        update_items = wandbitems.items
+        pending: _Pending | None = None  # a step summary, until its row comes
+        # Rows come in a few shapes: each row's keys, in order -> (key set, bytes of the
+        # items that are not values), so a shape seen before costs no set arithmetic.
+        shapes: dict[bytes, tuple[frozenset[bytes], int]] = {}
+        for batch in reader.batches():
+            rows: list[dict[bytes, bytes]] = []  # the batch's history rows, raw key -> JSON
+            step_fields: dict[int, int | None] = {}  # row -> step.num, for rows without _step
+            for kind, data, start, end, unchecked, seq, at in batch:
+                if kind == HISTORY:
+                    # wandbitems.history_items, inlined: this runs once per logged step.
+                    row = dict(findall(data, start, end))
+                    names = names_of(row)
+                    shape = shapes.get(names)
+                    fresh = shape is None  # a shape not seen before may hold new keys
+                    if fresh:
+                        shape = shapes[names] = (frozenset(row), 7 * len(row) + len(join(row)))
+                    keyset, framing = shape
+                    # The items must tile the record; what is left must be the step
+                    # field, `12 L 08 <varint>`.
+                    rest = end - start - framing - len(join(row.values()))
+                    tail = end - rest
+                    if rest and not (
+                        1 < rest < 13 and data[tail] == 18 and data[tail + 1] == rest - 2
+                    ):
+                        try:
+                            row, step_fields[len(rows)] = wandbitems.parse_history(
+                                data[start:end]
+                            )
+                        except DecodeError:
+                            self.failed_at = at
+                            raise
+                        keyset, fresh = frozenset(row), True
+                    elif _STEP not in row:
+                        step_fields[len(rows)] = wandbitems.history_step(data, start, end)
+                    rows.append(row)
+                    if fresh and not known >= keyset:
+                        for raw in keyset - known:
+                            text = keys[raw] = wandbitems.key_text(raw)
+                            if text in wanted:
+                                targets.setdefault(text, []).append(raw)
+                        run._keys_view = None
+                    if pending is not None:
+                        if seq == pending[0] + 1:
+                            # `pending` is this row's summary: defer it under the row's keys.
+                            deferred[keyset] = pending
+                        else:
+                            self._fold_deferred()
+                            self._fold_summary(*pending[1:])
+                        pending = None
+                elif kind == STEP_SUMMARY:
+                    if pending is not None:
+                        self._fold_deferred()
+                        self._fold_summary(*pending[1:])
+                    pending = (seq, data, start, end, unchecked, at)
+                elif kind in (SUMMARY, METRIC):
+                    # In file order after everything deferred; a metric definition may
+                    # change which keys later step summaries carry, so it is a barrier too.
+                    if pending is not None:
+                        self._fold_deferred()
+                        self._fold_summary(*pending[1:])
+                        pending = None
+                    self._fold_deferred()
+                    if kind == METRIC:
+                        continue
+                    updates = update_items(data, start, end)
+                    if updates is None:
+                        self._fold_summary(data, start, end)
+                    else:
+                        summary.update(updates)
+                        run._summary_view = None
+                else:
+                    try:
+                        self._other(kind, data[start:end])
+                    except DecodeError:
+                        self.failed_at = at
+                        raise
+            if rows:
+                self._add_rows(rows, step_fields, targets)
+        if pending is not None:
+            self._fold_deferred()
+            self._fold_summary(*pending[1:])
+
+    def _add_rows(
+        self,
+        rows: list[dict[bytes, bytes]],
+        step_fields: dict[int, int | None],
+        targets: dict[str, list[bytes]],
+    ) -> None:
+        """Append the steps, times and wanted values of ``rows`` to the new points.
+
+        A column at a time, at C speed when every row holds a plain number; rows with
+        a value missing or in another form take the slower loops.
+        """
+        steps = None if step_fields else _all_of(int, _STEP, rows)
+        if steps is None:
+            raws = [row.get(_STEP) for row in rows]
+            steps = _steps_column(raws, step_fields, self.last_step)
+        times = _all_of(float, _TIMESTAMP, rows)
+        if times is None:
+            times = _times_column([row.get(_TIMESTAMP) for row in rows], self.last_time)
+        first = len(self.rows_steps)
+        self.rows_steps += steps
+        self.rows_times += times
+        self.last_step, self.last_time = steps[-1], times[-1]
+        for text, raw_keys in targets.items():
+            indexes, values = self._column(text)
+            raw, *others = raw_keys
+            numbers = None if others else _all_of(float, raw, rows)
+            if numbers is not None:
+                values += numbers
+                indexes += range(first, first + len(rows))
+            else:
+                raws = [row.get(raw) for row in rows]
+                for other in others:  # the same text under two raw forms: the later one wins
+                    raws = [row.get(other, value) for row, value in zip(rows, raws, strict=True)]
+                for index, value in enumerate(raws, first):
+                    if value is not None and (number := wandbitems.number(value)) is not None:
+                        indexes.append(index)
+                        values.append(number)
+
+    def _column(self, text: str) -> tuple[list[int], list[float]]:
+        column = self.columns.get(text)
+        if column is None:
+            column = self.columns[text] = ([], [])
+        return column
+
+    def _fold_summary(
+        self, data: bytes, start: int, end: int, unchecked: int = -1, at: int = 0
+    ) -> None:
+        """Apply a summary record; ``unchecked``/``at`` as the reader gave them."""
+        if unchecked >= 0 and not intact(data, unchecked):
+            self.damaged.append(Corruption(offset=at, reason="bad CRC", skipped=True))
+            return
+        summary = self.run.summary
+        updates = wandbitems.items(data, start, end)
+        if updates is None:
+            try:
+                updates, removed = wandbitems.parse_updates(data[start:end], pb.SummaryRecord)
+            except DecodeError:
+                return  # a summary update lost is no reason to stop reading the run
+            for raw in removed:
+                summary.pop(raw, None)
+        summary.update(updates)
+        self.run._summary_view = None
+
+    def _fold_deferred(self) -> None:
+        if self.deferred:
+            for pending in sorted(self.deferred.values(), key=_first):
+                self._fold_summary(*pending[1:])
+            self.deferred.clear()
+
+    def _other(self, kind: int, data: bytes) -> None:
+        run = self.run
+        if kind == STATS:
+            self.stats = data
+        elif kind == OUTPUT_RAW:
+            self.output = (pb.OutputRawRecord, data)
+        elif kind == OUTPUT:
+            self.output = (pb.OutputRecord, data)
+        elif kind == RUN:
+            _apply_run(run, pb.RunRecord.FromString(data))
+            self.changed = True
+        elif kind == CONFIG:
+            _apply_config(run, pb.ConfigRecord.FromString(data))
+            self.changed = True
+        elif kind == EXIT:
+            run.exit_code = pb.RunExitRecord.FromString(data).exit_code
+            self.changed = True
+        elif kind == PREEMPTING:
+            run.preempting = True
+            self.changed = True
+
+    def finish(self) -> None:
+        """Settle what the records read imply: deferred summaries, progress, heartbeat."""
+        self._fold_deferred()
+        run = self.run
+        if self.rows_steps:
+            run.last_step, run.progress = self.last_step, self.last_time
+            self.changed = True
+        # Only the newest record of each timed kind can raise the heartbeat.
+        times = [run.heartbeat, run.progress, run.started]
+        with contextlib.suppress(DecodeError):
+            if self.stats is not None:
+                times.append(_seconds(pb.StatsRecord.FromString(self.stats).timestamp))
+            if self.output is not None:
+                kind, data = self.output
+                times.append(_seconds(kind.FromString(data).timestamp))
+        present = [t for t in times if t is not None]
+        run.heartbeat = max(present) if present else None
+
+    def series(self) -> dict[str, Series]:
+        history: dict[str, Series] = {}
+        if not self.rows_steps:
+            return history
+        all_steps, all_times = tuple(self.rows_steps), tuple(self.rows_times)
+        for text, (rows, values) in self.columns.items():
+            if len(values) == len(all_steps):  # in every row: share the row columns
+                steps, times = all_steps, all_times
+            elif len(values) == 1:
+                steps, times = (all_steps[rows[0]],), (all_times[rows[0]],)
+            elif values:
+                pick = operator.itemgetter(*rows)
+                steps, times = pick(all_steps), pick(all_times)
+            else:
+                continue
+            history[text] = Series(steps=steps, times=times, values=tuple(values))
+        history["_timestamp"] = Series(steps=all_steps, times=all_times, values=all_times)
+        return history
+
+
+_first = operator.itemgetter(0)
+
+
+def _float_or(raw: bytes, default: float | None) -> float | None:
+    number = wandbitems.number(raw)
+    return default if number is None else number
+
+
+def _int_or(raw: bytes, default: int | None) -> int | None:
+    number = wandbitems.number(raw)
+    return int(number) if number is not None and number == number else default
+
+
+def _all_of(convert: Any, key: bytes, rows: list[dict[bytes, bytes]]) -> list[Any] | None:
+    """Every row's value of ``key`` converted, or None if one is missing or not plain."""
+    try:
+        return list(map(convert, map(operator.itemgetter(key), rows)))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _steps_column(
+    raws: list[bytes | None], step_fields: dict[int, int | None], step: int | None
+) -> list[int | None]:
+    """Row steps: ``_step``, else the record's ``step.num``, else one past the last."""
+    steps = []
+    for index, value in enumerate(raws):
+        if value is not None:
+            try:
+                step = int(value)
+            except ValueError:
+                step = _int_or(value, step)
+        else:
+            field = step_fields.get(index)
+            step = field if field is not None else (step or 0) + 1
+        steps.append(step)
+    return steps
+
+
+def _times_column(raws: list[bytes | None], when: float | None) -> list[float | None]:
+    """Row times: ``_timestamp``, else the time of the row before."""
+    times = []
+    for value in raws:
+        if value is not None:
+            try:
+                when = float(value)
+            except ValueError:
+                when = _float_or(value, when)
+        times.append(when)
+    return times
+
+
+def _seconds(stamp: Any) -> float | None:
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.seconds + stamp.nanos / 1e9
+
+
+def _apply_run(run: RunLog, record: Any) -> None:
+    run.run_id = record.run_id or run.run_id
+    run.name = record.display_name or run.name
+    run.project = record.project or run.project
+    run.entity = record.entity or run.entity
+    run.group = record.run_group or run.group
+    run.tags = tuple(record.tags) or run.tags
+    if record.HasField("start_time"):
+        run.started = _seconds(record.start_time)
+    if record.HasField("config"):
+        _apply_config(run, record.config)
+    run._ref = None
+
+
+def _apply_config(run: RunLog, record: Any) -> None:
+    config = dict(run.config)
+    for item in record.update:
+        path = list(item.nested_key) or [item.key]
+        if path[0] == "_wandb":
+            continue
+        value = wandbitems.json_value(item.value_json.encode())
+        target = config
+        for part in path[:-1]:
+            nested = target.get(part)
+            target[part] = nested = dict(nested) if isinstance(nested, dict) else {}
+            target = nested
+        target[path[-1]] = value
+    for item in record.remove:
+        path = list(item.nested_key) or [item.key]
+        target = config
+        for part in path[:-1]:
+            nested = target.get(part)
+            if not isinstance(nested, dict):
+                break
+            target[part] = nested = dict(nested)
+            target = nested
+        else:
+            target.pop(path[-1], None)
+    run.config = config
