@@ -525,3 +525,157 @@ def test_missing_or_unusable_paths_are_reported_each_poll(wandb_runs, tmp_path, 
     assert source.poll(first.cursors, WANTED, NOW + 1).errors == expected
     missing.mkdir()
     assert source.poll(first.cursors, WANTED, NOW + 3600).errors == expected[1:]
+
+
+def small_run(root: Path, run_id: str = "abcd1234", name: str = "small") -> Path:
+    """A run directory under ``root/wandb`` with a short log; the log's path."""
+    run = root / "wandb" / f"run-20260101_000000-{run_id}"
+    run.mkdir(parents=True)
+    log = run / f"run-{run_id}.wandb"
+    lw.write(log, [lw.run(1, run_id=run_id, name=name),
+                   *lw.step(2, 0, {"loss": 1.0}, time=1e9),
+                   *lw.step(5, 1, {"loss": 0.5}, time=1e9 + 1)])
+    return log
+
+
+def test_a_looping_wandb_symlink_is_skipped(tmp_path):
+    small_run(tmp_path / "real")
+    (tmp_path / "other").mkdir()
+    os.symlink("wandb", tmp_path / "other" / "wandb")  # points at itself
+    source = RundirSource("l", [tmp_path])
+    poll = source.poll({}, WANTED, NOW)
+    (snap,) = poll.snapshots
+    assert snap.ref.name == "small" and snap.last_step == 1
+
+
+def test_a_run_under_a_non_utf8_directory_name(tmp_path):
+    from runwatch.model import fingerprint
+
+    parent = tmp_path / os.fsdecode(b"proj\xff")
+    log = small_run(parent, run_id="bad0utf8")
+    source = RundirSource("u", [tmp_path])
+    poll = source.poll({}, WANTED, NOW)
+    assert poll.errors == ()
+    (snap,) = poll.snapshots
+    assert snap.last_step == 1 and snap.ref.id == "bad0utf8"
+    snap.ref.location.encode("utf-8")
+    fingerprint("rule", snap.ref)
+    (key,) = poll.cursors
+    key.encode("utf-8")
+    assert key == snap.ref.location and "proj\\xff" in key
+    # and it reads on from its cursor
+    lw.append(log, lw.step(8, 2, {"loss": 0.25}, time=1e9 + 2))
+    (snap,) = source.poll(poll.cursors, WANTED, NOW).snapshots
+    assert snap.history["loss"].values == (0.25,)
+
+
+def test_an_infinite_step_is_not_a_crash(tmp_path):
+    log = small_run(tmp_path)
+    for num, raw in ((8, "Infinity"), (9, "1e400"), (10, "-Infinity")):
+        record = pb.Record(num=num)
+        for key, value in (("_step", raw), ("_timestamp", "1000000005"), ("loss", "0.1")):
+            item = record.history.item.add()
+            item.nested_key.append(key)
+            item.value_json = value
+        lw.append(log, [record.SerializeToString()])
+    lw.append(log, lw.step(11, 7, {"loss": 0.05}, time=1e9 + 7))
+    poll = RundirSource("i", [tmp_path]).poll({}, WANTED, NOW)
+    assert poll.errors == ()
+    (snap,) = poll.snapshots
+    assert snap.history["loss"].steps == (0, 1, 1, 1, 1, 7)  # not a number: the step before
+    assert snap.last_step == 7
+
+
+def test_a_run_whose_read_fails_is_still_checked_and_reported_once(tmp_path, monkeypatch):
+    log = small_run(tmp_path)
+    source = RundirSource("f", [tmp_path])
+    cursors: dict[str, str] = {}
+    poll = source.poll(cursors, WANTED, NOW)
+    cursors.update(poll.cursors)
+    (before,) = poll.snapshots
+
+    def boom(self, reader):
+        raise RuntimeError("boom")
+
+    lw.append(log, lw.step(8, 2, {"loss": 0.25}, time=1e9 + 2))
+    with monkeypatch.context() as patch:
+        patch.setattr(rundir.LogRead, "consume", boom)
+        for tick in range(3):
+            poll = source.poll(cursors, WANTED, NOW)
+            assert len(poll.errors) == (1 if tick == 0 else 0)
+            assert all("boom" in error for error in poll.errors)
+            # the run is still there, as it was before: its heartbeat keeps being checked
+            (snap,) = poll.snapshots
+            assert snap.ref == before.ref and snap.last_step == 1
+            assert snap.heartbeat == before.heartbeat and snap.history == {}
+            cursors.update(poll.cursors)
+    poll = source.poll(cursors, WANTED, NOW)  # it reads again
+    assert poll.errors == () and source._reported == {}
+    (snap,) = poll.snapshots
+    assert snap.history["loss"].values == (0.25,)
+    cursors.update(poll.cursors)
+    lw.append(log, lw.step(11, 3, {"loss": 0.125}, time=1e9 + 3))
+    with monkeypatch.context() as patch:
+        patch.setattr(rundir.LogRead, "consume", boom)
+        poll = source.poll(cursors, WANTED, NOW)  # failing again: said again
+    assert len(poll.errors) == 1 and "boom" in poll.errors[0]
+
+
+@pytest.mark.parametrize("kind_tag", [b"\x12", b"\x8a\x01"])  # a history record, a run record
+def test_an_undecodable_record_is_skipped_and_reported_once(tmp_path, kind_tag):
+    run = tmp_path / "wandb" / "run-20260101_000000-undc0000"
+    run.mkdir(parents=True)
+    log = run / "run-undc0000.wandb"
+    written = [lw.run(1, run_id="undc0000", name="undecodable")]
+    for i in range(20):
+        written.append(lw.history(2 + i, i, {"loss": 1.0 / (i + 1)}, time=1e9 + i))
+    garbage = b"\xff\xff\xff\xff"  # wire type 7: no protobuf parser takes it
+    written.append(b"\x08\x63" + kind_tag + bytes([len(garbage)]) + garbage)
+    for i in range(20, 25):
+        written.append(lw.history(30 + i, i, {"loss": 1.0 / (i + 1)}, time=1e9 + i))
+    lw.write(log, written)
+    bad_at = lw.record_ends(written)[20]
+    source = RundirSource("d", [tmp_path])
+    poll = source.poll({}, WANTED, NOW)
+    assert poll.errors == (
+        f"{log}: undecodable record at offset {bad_at}; that record is skipped, "
+        "the rest of the log is used",
+    )
+    (snap,) = poll.snapshots
+    assert snap.history["loss"].steps == tuple(range(25)) and snap.last_step == 24
+    assert snap.ref.name == "undecodable"
+    lw.append(log, [lw.history(60, 25, {"loss": 0.01}, time=1e9 + 25)])
+    again = source.poll(poll.cursors, WANTED, NOW)
+    assert again.errors == ()
+    (snap,) = again.snapshots
+    assert snap.history["loss"].steps == (25,)
+
+
+@pytest.mark.parametrize("same_size_and_mtime", [False, True])
+def test_a_log_replaced_by_another_file_is_read_from_the_start(tmp_path, same_size_and_mtime):
+    log = small_run(tmp_path)
+    source = RundirSource("r", [tmp_path])
+    poll = source.poll({}, WANTED, NOW)
+    assert poll.errors == ()
+    old = log.stat()
+    # a new file at the same path (it exists before the old one goes: another inode)
+    new = log.with_suffix(".new")
+    written = [lw.run(1, run_id="abcd1234", name="other")]
+    if same_size_and_mtime:
+        written += lw.step(2, 0, {"loss": 0.7}, time=1e9)
+        written += lw.step(5, 1, {"loss": 0.3}, time=1e9 + 1)
+    else:
+        for i in range(10):
+            written += lw.step(2 + 3 * i, i, {"loss": 0.1 * i, "pad": "p" * (7 * i)}, time=1e9 + i)
+    lw.write(new, written)
+    os.replace(new, log)
+    if same_size_and_mtime:
+        assert log.stat().st_size == old.st_size
+        os.utime(log, ns=(old.st_atime_ns, old.st_mtime_ns))
+    again = source.poll(poll.cursors, WANTED, NOW)
+    assert again.errors == ()
+    (snap,) = again.snapshots
+    assert snap.ref.name == "other"
+    steps = 2 if same_size_and_mtime else 10
+    assert snap.history["loss"].steps == tuple(range(steps))
+    assert snap.history["loss"].values[0] == (0.7 if same_size_and_mtime else 0.0)

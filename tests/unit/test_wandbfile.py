@@ -570,3 +570,83 @@ def test_history_records_are_always_checked(tmp_path):
     assert history_steps(records) == [0]
     assert reader.corruption == wf.Corruption(offset=bad_at, reason="bad CRC")
     assert reader.offset == bad_at
+
+
+# --- files that change under the reader --------------------------------------------------------
+
+
+def _in_thread(work, timeout: float = 10.0):
+    """Run ``work()`` in a daemon thread: its result, or a failure if it does not return."""
+    import threading
+
+    result: list = []
+    thread = threading.Thread(target=lambda: result.append(work()), daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "the reader did not return"
+    return result[0]
+
+
+def test_file_truncated_during_a_read_ends_the_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(wf, "_WINDOW", 1024)
+    path = tmp_path / "run-a.wandb"
+    written = steps_payloads(40, size=5000)  # ~200 KB, many windows
+    lw.write(path, written)
+    ends = lw.record_ends(written)
+    reader = LogReader(str(path))
+    batches = reader.batches()
+    first = next(batches)  # fstat saw the full size; now the file shrinks mid-record
+    with open(path, "r+b") as file:
+        file.truncate(ends[20] + 100)
+
+    def rest() -> list:
+        return [r for batch in batches for r in batch]
+
+    records = first + _in_thread(rest)
+    steps = [pb.HistoryRecord.FromString(d[s:e]).step.num for _, d, s, e, _, _, _ in records]
+    assert steps == list(range(21))
+    assert reader.corruption is None and reader.offset == ends[20]
+
+
+def test_zeroed_block_skipped_past_the_window_reads_on_aligned(tmp_path, monkeypatch):
+    # the zeroed chunk header is inside the first window, the end of its block is not
+    monkeypatch.setattr(wf, "_WINDOW", 1024)
+    path = tmp_path / "run-a.wandb"
+    first = lw.frame(steps_payloads(3))
+    zeros = b"\x00" * (2 * lw.BLOCK - len(first))  # the rest of block 0 and all of block 1
+    later = steps_payloads(30, first_num=4, size=100)
+    path.write_bytes(first + zeros + lw.frame(later, at=2 * lw.BLOCK))
+    records, reader = read_all(path)
+    assert history_steps(records) == [0, 1, 2, *range(30)]
+    assert reader.corruption is None and reader.offset == path.stat().st_size
+
+
+class _CountingFile:
+    """A file that records the size of every read."""
+
+    def __init__(self, raw: bytes):
+        import io
+
+        self.file = io.BytesIO(raw)
+        self.reads: list[int] = []
+
+    def seek(self, pos: int) -> int:
+        return self.file.seek(pos)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.file.read(size)
+        self.reads.append(len(data))
+        return data
+
+
+@pytest.mark.parametrize(("tail", "torn"), [(b"\x00" * 1_000_000, True),
+                                            (b"\x00" * 100 + b"\x01" + b"\x00" * 1_000_000, False)])
+def test_torn_tail_reads_the_rest_of_the_file_in_pieces(tail, torn):
+    chunk_data = b"abc" + b"\x00" * 10
+    raw = b"x" * 7 + chunk_data + tail
+    file = _CountingFile(raw)
+    end = 7 + len(chunk_data)
+    assert wf._torn_tail(file, raw[:end], 0, 7, end, len(raw)) is torn
+    assert max(file.reads) <= 64 * 1024
+    if not torn:
+        assert sum(file.reads) <= 64 * 1024  # stopped at the first non-zero byte

@@ -29,7 +29,8 @@ folded, see ``runlog.LogRead``). Only framed: the step summaries superseded by a
 one for the same keys, wandb's runtime summaries, and every kind this source does not
 read. Damage is reported by path and offset, once: a damaged chunk stops the read there
 and the records before it are used (each later read stops there again, unreported); a
-folded step summary found damaged is skipped and the rest of the log is used.
+folded step summary found damaged, or a record that does not parse, is skipped and the
+rest of the log is used.
 
 A configured path that does not exist, is not a directory or cannot be listed gets one
 error line on every poll (``<source>: <path>: no such directory``) until a full search
@@ -42,12 +43,10 @@ import os
 import stat as statmode
 from collections.abc import Iterable, Mapping
 
-from google.protobuf.message import DecodeError
-
 from runwatch.model import RunSnapshot, Series
 from runwatch.sources.base import Poll
 from runwatch.sources.runlog import KINDS, LogRead, RunLog, id_from_dir
-from runwatch.sources.wandbfile import Corruption, LogReader
+from runwatch.sources.wandbfile import LogReader
 
 DEFAULT_DEPTH = 6
 DEFAULT_RESCAN = 30.0
@@ -86,7 +85,7 @@ class RundirSource:
         self.paths = tuple(os.path.abspath(os.fspath(p)) for p in paths)
         self.depth = depth
         self.rescan = rescan
-        self._runs: dict[str, str] = {}  # run key (real path of the run dir) -> log path
+        self._runs: dict[str, str] = {}  # run key (real path of the run dir, as text) -> log
         self._wandb_dirs: dict[str, int] = {}  # wandb dir -> mtime_ns when listed
         self._last_scan: float | None = None
         self._path_errors: list[str] = []  # configured paths that cannot be searched
@@ -94,7 +93,8 @@ class RundirSource:
         # cursor is one of these skips parsing it. Two, because the caller may hand back
         # the previous cursor when an evaluation failed.
         self._states: dict[str, list[tuple[str, RunLog]]] = {}
-        self._reported: set[str] = set()
+        # log path -> the error said about it; said once, until a read of it succeeds
+        self._reported: dict[str, str] = {}
         self._wanted_cache: tuple[frozenset[str], frozenset[str]] | None = None
 
     # -- discovery --
@@ -134,6 +134,9 @@ class RundirSource:
         self._runs = runs
         for key in self._states.keys() - runs.keys():
             del self._states[key]  # the run directory is gone
+        logs = set(runs.values())
+        for log in self._reported.keys() - logs:
+            del self._reported[log]
 
     def _walk(self, path: str, level: int, runs: dict[str, str], visited: set[str]) -> None:
         try:
@@ -145,7 +148,11 @@ class RundirSource:
             for entry in entries:
                 name = entry.name
                 if name in _WANDB_DIRS:
-                    if entry.is_dir():
+                    try:
+                        is_dir = entry.is_dir()
+                    except OSError:  # a symlink loop, an unreadable link
+                        continue
+                    if is_dir:
                         self._list_wandb_dir(entry.path, runs)
                     continue
                 if not descend or name[0] == "." or name in _SKIP_DIRS:
@@ -183,9 +190,10 @@ class RundirSource:
                     self._add_run(os.path.realpath(entry.path), runs)
 
     def _add_run(self, real: str, runs: dict[str, str]) -> None:
-        if real not in runs:
-            known = self._runs.get(real)
-            runs[real] = known or os.path.join(real, f"run-{id_from_dir(real)}.wandb")
+        key = _text(real)  # the run's key and location; `real` stays the path to read
+        if key not in runs:
+            known = self._runs.get(key)
+            runs[key] = known or os.path.join(real, f"run-{id_from_dir(real)}.wandb")
 
     # -- polling --
 
@@ -197,27 +205,43 @@ class RundirSource:
         # A path that cannot be searched is a config problem: said on every poll.
         errors: list[str] = list(self._path_errors)
         for key, log in runs.items():
+            cursor = cursors.get(key)
             try:
                 stat = os.stat(log)
             except FileNotFoundError:
                 continue  # the SDK creates the directory before the log
             except OSError as exc:
-                self._report(errors, f"{log}: cannot read: {exc.strerror or exc}")
+                self._report(errors, log, f"{_text(log)}: cannot read: {exc.strerror or exc}")
+                # What was known of the run still stands: its heartbeat goes stale.
+                run = self._state(key, log, cursor)
+                if not run.state.ended and run.mtime_ns >= 0:
+                    snapshots.append(self._snapshot(run, {}, run.mtime_ns / 1e9))
                 continue
-            cursor = cursors.get(key)
             run = self._state(key, log, cursor)
-            if stat.st_size == run.size and stat.st_mtime_ns == run.mtime_ns:
+            if (
+                stat.st_size == run.size
+                and stat.st_mtime_ns == run.mtime_ns
+                and stat.st_ino == run.ino
+                and stat.st_dev == run.dev
+            ):
                 if not run.state.ended:
                     snapshots.append(self._snapshot(run, {}, stat.st_mtime))
                 continue
             try:
-                run, history, damage, changed = self._read(run, stat, wanted)
-            except OSError as exc:
-                self._report(errors, f"{log}: cannot read: {exc.strerror or exc}")
-                continue
+                read = self._read(run, stat, wanted)
             except Exception as exc:  # one run's surprise must not stop the others
-                self._report(errors, f"{log}: cannot read at offset {run.offset}: {exc!r}")
+                if isinstance(exc, OSError):
+                    message = f"{_text(log)}: cannot read: {exc.strerror or exc}"
+                else:
+                    message = f"{_text(log)}: cannot read at offset {run.offset}: {exc!r}"
+                self._report(errors, log, message)
+                # The run as it was before this read: still there, still checked (its
+                # heartbeat goes stale), and read again next poll.
+                if not run.state.ended:
+                    snapshots.append(self._snapshot(run, {}, stat.st_mtime))
                 continue
+            self._reported.pop(log, None)
+            run, history, damage, changed = read
             errors += damage
             text = run.to_cursor()
             new_cursors[key] = text
@@ -232,10 +256,11 @@ class RundirSource:
             self._wanted_cache = cached = (wanted_keys, frozenset(wanted_keys) - {"_timestamp"})
         return cached[1]
 
-    def _report(self, errors: list[str], message: str) -> None:
-        # An unreadable file stays unreadable: say so once, not every tick.
-        if message not in self._reported:
-            self._reported.add(message)
+    def _report(self, errors: list[str], log: str, message: str) -> None:
+        # An unreadable file stays unreadable: say so once, not every tick, until a read
+        # of it succeeds (or it says something else).
+        if self._reported.get(log) != message:
+            self._reported[log] = message
             errors.append(message)
 
     def _state(self, key: str, log: str, cursor: str | None) -> RunLog:
@@ -280,27 +305,35 @@ class RundirSource:
         """Read the records after ``old.offset``: the new state, new points, errors, change."""
         run = old.copy()
         run.size, run.mtime_ns = stat.st_size, stat.st_mtime_ns
-        if stat.st_size < old.offset:  # a different file now: start over
+        replaced = old.ino >= 0 and (stat.st_ino, stat.st_dev) != (old.ino, old.dev)
+        if replaced or stat.st_size < old.offset:  # a different file now: start over
             run = RunLog(key=old.key, log=old.log, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        run.dev, run.ino = stat.st_dev, stat.st_ino
         reader = LogReader(run.log, run.offset, kinds=KINDS)
         reading = LogRead(run, wanted)
-        corruption = None
-        try:
-            reading.consume(reader)
-        except DecodeError:
-            # Framing intact but the record is not a Record: as good as a bad chunk.
-            corruption = Corruption(offset=reading.failed_at, reason="undecodable record")
-            reader.offset = reading.failed_at
-        corruption = corruption or reader.corruption
+        reading.consume(reader)
+        corruption = reader.corruption
         reading.finish()
         run.offset = reader.offset
-        # A damaged step summary is behind the new offset, so no later read meets it again;
+        # A skipped record (a damaged step summary, a record that does not parse) is behind
+        # the new offset, so no later read meets it again;
         # a damaged chunk stops every later read too, so it is said only when it moved.
-        errors = [damage.message(run.log) for damage in reading.damaged]
+        shown = _text(run.log)
+        errors = [damage.message(shown) for damage in reading.damaged]
         if corruption is not None and corruption.offset != old.corrupt_at:
             run.corrupt_at = corruption.offset
-            errors.append(corruption.message(run.log))
+            errors.append(corruption.message(shown))
         return run, reading.series(), errors, reading.changed or reader.records > 0
+
+
+def _text(path: str) -> str:
+    """``path`` as valid UTF-8 text: undecodable bytes of a name (which os.scandir gives
+    as lone surrogates, unencodable anywhere else) shown as ``\\xff`` escapes."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", "backslashreplace")
+    return path
 
 
 def _unsearchable(path: str) -> str | None:

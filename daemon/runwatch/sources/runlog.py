@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import operator
 import os
 from dataclasses import dataclass, field
@@ -66,6 +67,10 @@ class RunLog:
     offset: int = 0
     size: int = -1
     mtime_ns: int = -1
+    # The log's identity (st_dev, st_ino) when read: another file at the same path is
+    # read from the start. -1: not known (a cursor written before it was kept).
+    dev: int = -1
+    ino: int = -1
     run_id: str = ""
     name: str = ""
     project: str = ""
@@ -141,6 +146,8 @@ class RunLog:
             "offset": self.offset,
             "size": self.size,
             "mtime_ns": self.mtime_ns,
+            "dev": self.dev,
+            "ino": self.ino,
             "id": self.run_id,
             "name": self.name,
             "project": self.project,
@@ -174,6 +181,8 @@ class RunLog:
                 offset=int(data["offset"]),
                 size=int(data["size"]),
                 mtime_ns=int(data["mtime_ns"]),
+                dev=int(data.get("dev", -1)),
+                ino=int(data.get("ino", -1)),
                 run_id=data["id"],
                 name=data["name"],
                 project=data["project"],
@@ -220,7 +229,7 @@ class LogRead:
     """
 
     __slots__ = (
-        "changed", "columns", "damaged", "deferred", "failed_at", "last_step", "last_time",
+        "changed", "columns", "damaged", "deferred", "last_step", "last_time",
         "output", "rows_steps", "rows_times", "run", "stats", "wanted",
     )
 
@@ -233,11 +242,12 @@ class LogRead:
         self.rows_times: list[float] = []
         # row keys -> the newest step summary for such rows, as _Pending
         self.deferred: dict[frozenset[bytes], _Pending] = {}
-        self.damaged: list[Corruption] = []  # step summaries that failed their checksum
+        # records skipped: step summaries that failed their checksum, records that do
+        # not parse (intact framing and checksum, but not the message they claim to be)
+        self.damaged: list[Corruption] = []
         self.stats: bytes | None = None
         self.output: tuple[Any, bytes] | None = None
         self.changed = False
-        self.failed_at = run.offset
         self.last_step = run.last_step
         self.last_time = run.progress
 
@@ -287,8 +297,8 @@ class LogRead:
                                 data[start:end]
                             )
                         except DecodeError:
-                            self.failed_at = at
-                            raise
+                            self._undecodable(at)
+                            continue
                         keyset, fresh = frozenset(row), True
                     elif _STEP not in row:
                         step_fields[len(rows)] = wandbitems.history_step(data, start, end)
@@ -332,13 +342,15 @@ class LogRead:
                     try:
                         self._other(kind, data[start:end])
                     except DecodeError:
-                        self.failed_at = at
-                        raise
+                        self._undecodable(at)
             if rows:
                 self._add_rows(rows, step_fields, targets)
         if pending is not None:
             self._fold_deferred()
             self._fold_summary(*pending[1:])
+
+    def _undecodable(self, at: int) -> None:
+        self.damaged.append(Corruption(offset=at, reason="undecodable record", skipped=True))
 
     def _add_rows(
         self,
@@ -478,7 +490,7 @@ def _float_or(raw: bytes, default: float | None) -> float | None:
 
 def _int_or(raw: bytes, default: int | None) -> int | None:
     number = wandbitems.number(raw)
-    return int(number) if number is not None and number == number else default
+    return int(number) if number is not None and math.isfinite(number) else default
 
 
 def _all_of(convert: Any, key: bytes, rows: list[dict[bytes, bytes]]) -> list[Any] | None:

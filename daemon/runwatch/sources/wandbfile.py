@@ -90,6 +90,8 @@ _NON_ONEOF = frozenset({1, 16, 19, 200})
 
 # Reading in windows keeps a first read of a multi-GB log at bounded memory.
 _WINDOW = 256 * 1024
+# How much of a file's tail is read at a time to tell a torn write from damage.
+_TAIL_PIECE = 64 * 1024
 
 _unpack_chunk = struct.Struct("<IHB").unpack_from
 # A chunk header and the first 5 bytes of its data: a record's number and type tag.
@@ -374,8 +376,13 @@ class LogReader:
                     yield out
                     out = []
                     append = out.append
+                kept = avail - pos if avail > pos else 0
                 buf, base, pos, done = _slide(file, buf, base, pos, done, size)
                 view, avail = memoryview(buf), len(buf)
+                if avail <= kept:
+                    # Nothing more to read: the file shrank since fstat, so it ends here.
+                    self.size = base + avail
+                    break
                 continue
             if ctype == 0 and checksum == 0 and length == 0:
                 # A zeroed chunk header: preallocated or torn space. Like wandb's own
@@ -432,6 +439,11 @@ def _slide(
     file: BinaryIO, buf: bytes, base: int, pos: int, done: int, size: int
 ) -> tuple[bytes, int, int, int]:
     """Move the window to start at ``pos`` and read on: at least one more block."""
+    if pos >= len(buf):
+        # ``pos`` is past the window (a skipped zeroed block): a fresh window there.
+        file.seek(base + pos)
+        fresh = file.read(min(max(_WINDOW, 2 * BLOCK_SIZE), max(size - (base + pos), 0)))
+        return fresh, base + pos, 0, done - pos
     end = base + len(buf)
     file.seek(end)
     more = file.read(min(max(_WINDOW, 2 * BLOCK_SIZE), size - end))
@@ -471,8 +483,14 @@ def _torn_tail(file: BinaryIO, buf: bytes, base: int, start: int, end: int, size
     """Whether a bad checksum is a write cut short: zeros from inside the chunk to EOF."""
     if not buf[start:end].endswith(b"\x00"):
         return False
-    if base + end < size:
-        file.seek(base + end)
-        if file.read(size - (base + end)).strip(b"\x00"):
-            return False
+    pos = base + end
+    if pos < size:
+        file.seek(pos)
+        while pos < size:  # a piece at a time: the rest of the file may be large
+            piece = file.read(min(_TAIL_PIECE, size - pos))
+            if not piece:
+                break  # the file is shorter than it was
+            if piece.strip(b"\x00"):
+                return False
+            pos += len(piece)
     return True
