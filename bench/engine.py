@@ -13,19 +13,16 @@ import argparse
 import platform
 import random
 import time
-from importlib import resources
+from pathlib import Path
 
-import yaml
-
-from runwatch.checks import RULE_ADAPTER
+from runwatch.config import default_rules_path, load_rules
 from runwatch.engine import evaluate
 from runwatch.keys import DEFAULT_ALIASES
 from runwatch.model import RunRef, RunSnapshot, RunState, Series
 
 
 def default_rules():
-    text = resources.files("runwatch").joinpath("rules/default.yaml").read_text()
-    return [RULE_ADAPTER.validate_python(item) for item in yaml.safe_load(text)["rules"]]
+    return load_rules([default_rules_path()], Path.cwd()).rules
 
 
 def snapshot(rows: int, *, explode_at: int | None) -> RunSnapshot:

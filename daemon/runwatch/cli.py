@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from runwatch import __version__
-from runwatch.config import ConfigError, RuleSet, default_config, load_all
+from runwatch.config import Config, ConfigError, RuleSet, default_config, load_all
 from runwatch.duration import format_duration
 from runwatch.model import AlertStatus, Transition
 from runwatch.store.base import StoreError, open_store, redact_url
@@ -81,17 +81,14 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
                         help="where the SQLite state lives without --config")
 
 
-def _load(args: argparse.Namespace) -> tuple[Any, RuleSet]:
+def _load(args: argparse.Namespace) -> tuple[Config, RuleSet]:
+    """The config file's config and rules, or the default ones over ``--rundir``."""
     if args.config is not None:
         if args.rundir:
             raise ConfigError([f"{args.config}: --rundir cannot be combined with --config"])
         return load_all(args.config)
-    paths = args.rundir or ["."]
-    return load_all_default(paths, args.state_dir)
-
-
-def load_all_default(paths: Sequence[str], state_dir: Path | None) -> tuple[Any, RuleSet]:
-    config = default_config([str(Path(p).expanduser()) for p in paths], state_dir=state_dir)
+    paths = [Path(p).expanduser() for p in args.rundir or ["."]]
+    config = default_config(paths, state_dir=args.state_dir)
     return config, config.rule_set()
 
 

@@ -63,10 +63,10 @@ def evaluate(
             snapshot=snapshot, now=now, aliases=aliases, memory=_recall(before.memory, tag),
             holding=before.status in _HOLDING,
         ))
-        if fp in previous and _unchanged(rule, snapshot, before, verdict, tag):
+        memory = None if verdict.memory is None else [tag, verdict.memory]
+        if fp in previous and _unchanged(rule, snapshot, before, verdict, memory):
             continue
-        after = step_alert(rule, snapshot, before, verdict, now)
-        after = replace(after, memory=None if after.memory is None else [tag, after.memory])
+        after = step_alert(rule, snapshot, before, verdict, now, memory=memory)
         if after.status != before.status and after.status != AlertStatus.INACTIVE:
             transitions.append(Transition(alert=after, previous=before.status))
         if ended and rule.resolve_on_end and after.status == AlertStatus.FIRING:
@@ -100,11 +100,10 @@ def retire(alerts: Iterable[AlertState], rule_names: Collection[str], now: float
 
 
 def _unchanged(rule: Rule, snapshot: RunSnapshot, before: AlertState, verdict: Verdict,
-               tag: str) -> bool:
+               memory: object) -> bool:
     """A quiet alert that stays quiet, remembering what it remembered."""
     if verdict.active or before.status in _HOLDING:
         return False
-    memory = None if verdict.memory is None else [tag, verdict.memory]
     if memory != before.memory or before.run != snapshot.ref:
         return False
     if before.severity != rule.severity or before.labels != rule.labels:
@@ -125,16 +124,18 @@ def _recall(stored: object, tag: str) -> object:
 
 
 def step_alert(
-    rule: Rule, snapshot: RunSnapshot, before: AlertState, verdict: Verdict, now: float
+    rule: Rule, snapshot: RunSnapshot, before: AlertState, verdict: Verdict, now: float, *,
+    memory: object,
 ) -> AlertState:
-    """The state machine for one alert; see the module docstring."""
+    """The state machine for one alert; see the module docstring. ``memory`` is what the
+    alert keeps for its check (the verdict's memory, tagged by the rule's shape)."""
     holding = before.status in _HOLDING
     common = {
         "run": snapshot.ref, "severity": rule.severity, "labels": dict(rule.labels),
-        "memory": verdict.memory, "last_seen": now,
+        "memory": memory, "last_seen": now,
     }
+    step = verdict.step if verdict.step is not None else snapshot.last_step
     if verdict.active is not None:
-        step = verdict.step if verdict.step is not None else snapshot.last_step
         common |= {"metric": verdict.metric, "value": verdict.value, "step": step}
     active = verdict.active
     if active is None:  # nothing new to decide on: keep the status
@@ -160,14 +161,13 @@ def step_alert(
         rule, snapshot, since, since_step, now) else AlertStatus.PENDING
     if snapshot.state.ended and status == AlertStatus.PENDING:
         status = AlertStatus.INACTIVE  # a hold that can never complete: no more ticks
-    after = replace(before, **common, status=status, active_since=since,
-                    since_step=since_step, resolved_at=None)
     if status == AlertStatus.FIRING and before.status != AlertStatus.FIRING:
-        after = replace(after, fired_at=now)
+        common["fired_at"] = now
     if verdict.active is not None:
-        after = replace(after, summary=render(rule.summary_template(),
-                                              summary_fields(rule, snapshot, after, verdict)))
-    return after
+        common["summary"] = render(rule.summary_template(),
+                                   summary_fields(rule, snapshot, verdict, step))
+    return replace(before, **common, status=status, active_since=since,
+                   since_step=since_step, resolved_at=None)
 
 
 def _held_long_enough(rule: Rule, snapshot: RunSnapshot, since: float | None,
@@ -181,15 +181,15 @@ def _held_long_enough(rule: Rule, snapshot: RunSnapshot, since: float | None,
     return since is not None and now - since >= (hold.seconds or 0)
 
 
-def summary_fields(rule: Rule, snapshot: RunSnapshot, alert: AlertState,
-                   verdict: Verdict) -> dict[str, object]:
+def summary_fields(rule: Rule, snapshot: RunSnapshot, verdict: Verdict,
+                   step: int | None) -> dict[str, object]:
     """The documented template fields (see ``runwatch.template.FIELDS``)."""
     ref = snapshot.ref
     return {
         "rule": rule.name, "severity": str(rule.severity), "run": ref.display_name,
         "run_id": ref.id, "path": ref.path, "project": ref.project, "entity": ref.entity,
-        "group": snapshot.group, "state": str(snapshot.state), "metric": alert.metric,
-        "value": alert.value, "step": alert.step, "threshold": verdict.threshold,
+        "group": snapshot.group, "state": str(snapshot.state), "metric": verdict.metric,
+        "value": verdict.value, "step": step, "threshold": verdict.threshold,
         "age": format_duration(verdict.age) if verdict.age is not None else None,
         "for": str(rule.hold) if rule.hold else None,
     }

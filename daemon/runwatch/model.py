@@ -8,6 +8,7 @@ This module imports nothing of runwatch's own.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,13 +19,6 @@ class Severity(enum.StrEnum):
     INFO = "info"
     WARNING = "warning"
     CRITICAL = "critical"
-
-    @property
-    def rank(self) -> int:
-        return _SEVERITY_RANK[self]
-
-
-_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 class RunState(enum.StrEnum):
@@ -109,6 +103,7 @@ class RunSnapshot:
     history: Mapping[str, Series] = field(default_factory=dict)
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a tick asks twice per (rule, run): load, evaluate
 def fingerprint(rule: str, run: RunRef) -> str:
     """Stable identity of one (rule, run) alert across ticks, restarts and replicas.
 

@@ -53,11 +53,9 @@ def run_tick(
         cursors = store.load_cursors(source.name)  # a store failure fails the tick, loudly
         try:
             poll = source.poll(cursors, wanted, now)
-        except OSError as exc:
-            errors.append(f"source {source.name}: {exc}")
-            continue
-        except Exception as exc:  # a bug in one source must not stop the others
-            errors.append(f"source {source.name}: unexpected {type(exc).__name__}: {exc}")
+        except Exception as exc:  # one source's outage or bug must not stop the others
+            what = exc if isinstance(exc, OSError) else f"unexpected {type(exc).__name__}: {exc}"
+            errors.append(f"source {source.name}: {what}")
             continue
         errors.extend(poll.errors)
         alerts = []
@@ -94,13 +92,12 @@ def unlogged_metrics(rules: Iterable[Rule], snapshots: Sequence[RunSnapshot],
     """
     warnings = []
     for rule in rules:
-        if rule.kind == "absent":
-            continue
+        exact = [m for m in rule.metrics() if m not in aliases and not m.startswith("_")]
+        if rule.kind == "absent" or not exact:
+            continue  # the common case, and no run needs matching for it
         matched = [s for s in snapshots if rule.match.matches(s)]
-        for metric in rule.metrics():
-            if metric in aliases or metric.startswith("_") or not matched:
-                continue
-            if not any(metric in s.keys for s in matched):
+        for metric in exact:
+            if matched and not any(metric in s.keys for s in matched):
                 warnings.append(f"rule {rule.name!r}: metric {metric!r} is logged by none of"
                                 f" the {len(matched)} runs it matched")
     return warnings
