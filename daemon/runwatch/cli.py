@@ -63,12 +63,41 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check config and rules without reading runs")
     _config_args(validate)
+    validate.add_argument("--online", action="store_true",
+                          help="also contact every source (W&B: the API key, the projects)")
     validate.set_defaults(func=cmd_validate)
 
     rules = sub.add_parser("rules", help="list the loaded rules")
     _config_args(rules)
     rules.add_argument("--json", action="store_true", help="print JSON")
     rules.set_defaults(func=cmd_rules)
+
+    test = sub.add_parser("notify-test", help="send a test message to one receiver")
+    test.add_argument("--config", "-c", type=Path, metavar="FILE", required=True,
+                      help="daemon config (YAML)")
+    test.add_argument("--receiver", required=True, metavar="NAME", help="a configured receiver")
+    test.set_defaults(func=cmd_notify_test)
+
+    silence = sub.add_parser("silence", help="mute matching alerts for a while")
+    verbs = silence.add_subparsers(dest="verb", required=True, metavar="VERB")
+    add = verbs.add_parser("add", help="add a silence")
+    _config_args(add)
+    add.add_argument("--match", "-m", action="append", required=True, metavar="MATCHER",
+                     help="label=value, label!=value, label=~regex or label!~regex (repeatable;"
+                          " all must match), e.g. run=team/proj/abc123, rule=~run-.*")
+    add.add_argument("--duration", "-d", required=True, help="how long, e.g. 2h, 30m, 1d")
+    add.add_argument("--comment", required=True, help="why")
+    add.add_argument("--author", default=os.environ.get("USER", ""), help="who (default: $USER)")
+    add.set_defaults(func=cmd_silence_add)
+    listing = verbs.add_parser("list", help="list active and pending silences")
+    _config_args(listing)
+    listing.add_argument("--all", action="store_true", help="expired ones too")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=cmd_silence_list)
+    expire = verbs.add_parser("expire", help="end a silence now")
+    _config_args(expire)
+    expire.add_argument("id", help="the silence's id")
+    expire.set_defaults(func=cmd_silence_expire)
     return parser
 
 
@@ -95,27 +124,225 @@ def _load(args: argparse.Namespace) -> tuple[Config, RuleSet]:
 def cmd_check(args: argparse.Namespace) -> int:
     config, rule_set = _load(args)
     store = open_store(config.store)
+    notified: dict[str, Any] | None = None
     try:
+        now = time.time()
         report = run_tick(
             sources=build_sources(config), rules=rule_set.rules, aliases=rule_set.aliases,
-            store=store, now=time.time(), dry_run=args.dry_run,
+            store=store, now=now, dry_run=args.dry_run,
         )
+        if not args.dry_run:
+            notified = _notify(store, config, now, charts=getattr(report, "charts", None))
         firing = None if args.dry_run else len(store.alerts(status=AlertStatus.FIRING))
     finally:
         store.close()
     if args.json:
-        print(json.dumps(report_json(report), indent=2, allow_nan=False))
+        print(json.dumps(report_json(report) | {"notifications": notified}, indent=2,
+                         allow_nan=False))
     else:
         print_report(report, firing=firing)
+        if notified is not None:
+            print_notifications(notified)
     return EXIT_OK
+
+
+def _notify(store: Any, config: Config, now: float, *, charts: Any = None) -> dict[str, Any]:
+    """Deliver what the tick decided: the pipeline, through the configured receivers."""
+    if not config.receivers:
+        return {"skipped": "no receivers configured"}
+    try:
+        from runwatch.notify.receivers import build_notifier
+    except ModuleNotFoundError as exc:
+        if exc.name != "runwatch.notify.receivers":
+            raise
+        return {"skipped": "this build of runwatch has no notifiers (runwatch.notify.receivers)"}
+    from runwatch.notify.pipeline import notify_after_tick
+
+    notifiers, problems = {}, []
+    for receiver in config.receivers:
+        try:
+            notifiers[receiver.name] = build_notifier(receiver)
+        except Exception as exc:  # one broken receiver must not keep the others quiet
+            problems.append(f"receiver {receiver.name}: cannot be set up: {exc}")
+    try:
+        result = notify_after_tick(store, config, notifiers, now, charts=charts).as_json()
+    finally:
+        for notifier in notifiers.values():
+            notifier.close()
+    result["errors"] = problems + result["errors"]
+    return result
+
+
+def print_notifications(summary: dict[str, Any]) -> None:
+    from rich.text import Text
+
+    err = _console(stderr=True)
+    if "skipped" in summary:
+        err.print(Text(f"notifications skipped: {summary['skipped']}", style="yellow"))
+        return
+    for line in summary["errors"]:
+        err.print(Text(f"warning: {printable(line)}", style="yellow"))
+    _console().print(Text(
+        f"notifications: {summary['sent']} sent, {summary['queued']} queued, "
+        f"{summary['retrying']} retrying, {summary['failed']} failed, "
+        f"{summary['pending']} pending, {summary['muted']} alerts muted"))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config, rule_set = _load(args)
-    build_sources(config)  # refuses what this version cannot read, as `check` would
-    sources = ", ".join(s.name for s in config.sources) or "none"
-    print(f"ok: {len(rule_set.rules)} rules, sources: {sources}, "
+    sources = build_sources(config)  # refuses what this version cannot read, as `check` would
+    from runwatch.notify.routing import rule_name_problems
+
+    for line in rule_name_problems(config.routes, config.inhibit,
+                                   [r.name for r in rule_set.rules]):
+        print(f"warning: {config.path or 'config'}: {line}", file=sys.stderr)
+    problems = [f"{config.path or 'config'}: {line}" for line in _receiver_problems(config)]
+    if args.online:
+        problems += [line for source in sources
+                     for line in getattr(source, "check_online", list)()]
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        return EXIT_CONFIG
+    names = ", ".join(s.name for s in config.sources) or "none"
+    receivers = ", ".join(r.name for r in config.receivers) or "none"
+    print(f"ok: {len(rule_set.rules)} rules, sources: {names}, receivers: {receivers}, "
           f"store: {redact_url(config.store)}")
+    return EXIT_OK
+
+
+def _receiver_problems(config: Config) -> list[str]:
+    if not config.receivers:
+        return []
+    try:
+        from runwatch.notify.receivers import receiver_problems
+    except ModuleNotFoundError as exc:
+        if exc.name != "runwatch.notify.receivers":
+            raise
+        print("warning: receivers not checked: this build of runwatch has no notifiers",
+              file=sys.stderr)
+        return []
+    return [line for receiver in config.receivers for line in receiver_problems(receiver)]
+
+
+def cmd_notify_test(args: argparse.Namespace) -> int:
+    from runwatch.config import load_config
+
+    config = load_config(args.config)
+    receiver = config.receiver(args.receiver)
+    if receiver is None:
+        known = ", ".join(r.name for r in config.receivers) or "none"
+        print(f"runwatch: receiver {args.receiver}: not in {args.config} (receivers: {known})",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    from runwatch.notify.base import Message, Reason
+    from runwatch.notify.receivers import build_notifier
+
+    now = time.time()
+    message = Message(id=f"test-{int(now)}", receiver=receiver.name, group_key="test",
+                      group_labels={"rule": "runwatch-test"}, firing=(_test_alert(now),),
+                      reason=Reason.TEST, created_at=now)
+    notifier = build_notifier(receiver)
+    try:
+        delivery = notifier.send(message)
+    finally:
+        notifier.close()
+    if not delivery.ok:
+        retry = " (temporary: retrying may help)" if delivery.temporary else ""
+        print(f"runwatch: receiver {receiver.name}: {delivery.detail or 'failed'}{retry}",
+              file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"ok: receiver {receiver.name}: {delivery.detail or 'delivered'}")
+    return EXIT_OK
+
+
+def _test_alert(now: float) -> Any:
+    from runwatch.model import AlertState, RunRef, Severity
+
+    run = RunRef(source="runwatch", id="notify-test", name="runwatch notify-test")
+    return AlertState(fingerprint="0" * 16, rule="runwatch-test", run=run,
+                      severity=Severity.INFO, status=AlertStatus.FIRING, active_since=now,
+                      fired_at=now, summary="a test message from runwatch notify-test")
+
+
+# --- silences -----------------------------------------------------------------------------
+
+
+def _store_of(args: argparse.Namespace) -> Any:
+    config, _ = _load(args)
+    return open_store(config.store)
+
+
+def cmd_silence_add(args: argparse.Namespace) -> int:
+    from runwatch.duration import parse_duration
+    from runwatch.store.base import Matcher
+
+    try:
+        matchers = [Matcher.parse(text) for text in args.match]
+        duration = parse_duration(args.duration)
+        if duration <= 0:
+            raise ValueError(f"invalid duration {args.duration!r}: must be more than zero")
+    except ValueError as exc:
+        print(f"runwatch: silence: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    store = _store_of(args)
+    try:
+        now = time.time()
+        silence = store.add_silence(matchers=matchers, ends_at=now + duration, now=now,
+                                    created_by=args.author, comment=args.comment)
+    except ValueError as exc:
+        print(f"runwatch: silence: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        store.close()
+    print(f"{silence.id}: silenced {', '.join(map(str, silence.matchers))} for "
+          f"{format_duration(duration)}")
+    return EXIT_OK
+
+
+def silence_json(silence: Any, now: float) -> dict[str, Any]:
+    state = ("pending" if silence.pending(now) else "active" if silence.active(now)
+             else "expired")
+    return {"id": silence.id, "matchers": [str(m) for m in silence.matchers], "state": state,
+            "starts_at": silence.starts_at, "ends_at": silence.ends_at,
+            "created_at": silence.created_at, "created_by": silence.created_by,
+            "comment": silence.comment}
+
+
+def cmd_silence_list(args: argparse.Namespace) -> int:
+    store = _store_of(args)
+    try:
+        now = time.time()
+        silences = store.silences(now, include_expired=args.all)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([silence_json(s, now) for s in silences], indent=2))
+        return EXIT_OK
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("id", "state", "matchers", "ends", "by", "comment", box=None)
+    for s in silences:
+        data = silence_json(s, now)
+        left = s.ends_at - now
+        ends = f"in {format_duration(left)}" if left > 0 else f"{format_duration(-left)} ago"
+        table.add_row(s.id, data["state"], Text(printable(", ".join(data["matchers"]))), ends,
+                      Text(printable(s.created_by)), Text(printable(s.comment)))
+    _console().print(table if silences else Text("no silences"))
+    return EXIT_OK
+
+
+def cmd_silence_expire(args: argparse.Namespace) -> int:
+    store = _store_of(args)
+    try:
+        found = store.expire_silence(args.id, time.time())
+    finally:
+        store.close()
+    if not found:
+        print(f"runwatch: silence {args.id}: no such silence", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{args.id}: expired")
     return EXIT_OK
 
 

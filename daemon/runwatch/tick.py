@@ -8,15 +8,27 @@ neither skip a run's new rows nor count them twice.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from runwatch import keys
 from runwatch.checks import Rule
 from runwatch.engine import evaluate, retire
-from runwatch.model import AlertStatus, RunSnapshot, Transition, fingerprint
-from runwatch.sources.base import Source
+from runwatch.model import (
+    AlertState,
+    AlertStatus,
+    RunRef,
+    RunSnapshot,
+    Severity,
+    Transition,
+    fingerprint,
+)
+from runwatch.notify.base import Chart
+from runwatch.sources.base import Poll, Source
 from runwatch.store.base import Store
+
+# The alert a source raises about itself when it cannot reach where its runs live.
+SOURCE_UNREACHABLE = "source-unreachable"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -25,6 +37,9 @@ class TickReport:
     runs_checked: int
     errors: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    # The points of the metric an alert fired on, up to where it fired, by fingerprint:
+    # what receivers with `charts: true` draw.
+    charts: Mapping[str, Chart] = field(default_factory=dict)
 
 
 def wanted_keys(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
@@ -33,6 +48,23 @@ def wanted_keys(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -
         key for rule in rules for metric in rule.metrics()
         for key in keys.candidates(metric, aliases)
     )
+
+
+def keys_for_run(rules: Sequence[Rule], aliases: Mapping[str, tuple[str, ...]]
+                 ) -> Callable[[RunSnapshot], frozenset[str]]:
+    """The history keys the rules matching one run read, resolved against its keys: what a
+    source that pays per key fetched asks for."""
+    def keys_for(snapshot: RunSnapshot) -> frozenset[str]:
+        found = set()
+        for rule in rules:
+            if rule.match.matches(snapshot):
+                for metric in rule.metrics():
+                    key = keys.resolve(metric, snapshot.keys, aliases)
+                    if key is not None:
+                        found.add(key)
+        return frozenset(found)
+
+    return keys_for
 
 
 def run_tick(
@@ -46,13 +78,18 @@ def run_tick(
 ) -> TickReport:
     """Poll, evaluate and (unless ``dry_run``) commit every source in turn."""
     wanted = wanted_keys(rules, aliases)
+    keys_for = keys_for_run(rules, aliases)
+    needs_config = any(rule.match.config for rule in rules)
+    by_name = {rule.name: rule for rule in rules}
+    charts: dict[str, Chart] = {}
     transitions: list[Transition] = []
     errors: list[str] = []
     snapshots: list[RunSnapshot] = []
     for source in sources:
         cursors = store.load_cursors(source.name)  # a store failure fails the tick, loudly
         try:
-            poll = source.poll(cursors, wanted, now)
+            poll = source.poll(cursors, wanted, now, keys_for=keys_for,
+                               needs_config=needs_config)
         except Exception as exc:  # one source's outage or bug must not stop the others
             what = exc if isinstance(exc, OSError) else f"unexpected {type(exc).__name__}: {exc}"
             errors.append(f"source {source.name}: {what}")
@@ -69,17 +106,71 @@ def run_tick(
                 continue
             alerts.extend(result.alerts)
             transitions.extend(result.transitions)
+            for fired in result.transitions:
+                if fired.status == AlertStatus.FIRING:
+                    drawn = chart(fired.alert, snapshot, by_name.get(fired.alert.rule))
+                    if drawn is not None:
+                        charts[fired.alert.fingerprint] = drawn
         snapshots.extend(poll.snapshots)
+        about_source = source_alert(source.name, poll, store, now)
+        if about_source is not None:
+            alerts.append(about_source.alert)
+            transitions.append(about_source)
         if not dry_run:
             store.commit_tick(source=source.name, alerts=alerts, cursors=poll.cursors, now=now)
     retired = retire(store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING)),
-                     {rule.name for rule in rules}, now)
+                     {rule.name for rule in rules} | {SOURCE_UNREACHABLE}, now)
     transitions.extend(retired.transitions)
     if retired.alerts and not dry_run:
         store.commit_tick(source="", alerts=retired.alerts, cursors={}, now=now)
     return TickReport(transitions=tuple(transitions), runs_checked=len(snapshots),
                       errors=tuple(errors),
-                      warnings=tuple(unlogged_metrics(rules, snapshots, aliases)))
+                      warnings=tuple(unlogged_metrics(rules, snapshots, aliases)),
+                      charts=charts)
+
+
+CHART_POINTS = 500
+
+
+def chart(alert: AlertState, snapshot: RunSnapshot, rule: Rule | None) -> Chart | None:
+    """The last points of the metric an alert fired on, up to the firing step."""
+    series = snapshot.history.get(alert.metric or "")
+    if series is None or not series.steps:
+        return None
+    end = len(series.steps)
+    if alert.step is not None:
+        end = next((i + 1 for i in range(end - 1, -1, -1) if series.steps[i] <= alert.step), 0)
+    start = max(0, end - CHART_POINTS)
+    if end == 0:
+        return None
+    threshold = getattr(rule, "value", None) if rule is not None and rule.kind == "threshold" \
+        else None
+    return Chart(metric=alert.metric or "", steps=tuple(series.steps[start:end]),
+                 values=tuple(series.values[start:end]),
+                 threshold=float(threshold) if threshold is not None else None,
+                 firing_step=alert.step)
+
+
+def source_alert(name: str, poll: Poll, store: Store, now: float) -> Transition | None:
+    """The `source-unreachable` alert's change this tick, if any: it fires once the source
+    says it has been unreachable too long, and resolves on the first tick it answers."""
+    ref = RunRef(source=name, id=name, name=f"source {name}")
+    key = fingerprint(SOURCE_UNREACHABLE, ref)
+    if poll.unreachable is None and not poll.reachable:
+        return None  # failing, not yet for long: no change
+    before = store.load_alerts([key]).get(key)
+    firing = before is not None and before.status == AlertStatus.FIRING
+    if poll.unreachable is not None and not firing:
+        alert = AlertState(fingerprint=key, rule=SOURCE_UNREACHABLE, run=ref,
+                           severity=Severity.CRITICAL, status=AlertStatus.FIRING,
+                           active_since=now, fired_at=now, first_seen=now, last_seen=now,
+                           summary=poll.unreachable, labels={"source": name})
+        return Transition(alert=alert, previous=before.status if before else AlertStatus.INACTIVE)
+    if poll.reachable and firing:
+        assert before is not None
+        return Transition(alert=replace(before, status=AlertStatus.RESOLVED, resolved_at=now,
+                                        last_seen=now), previous=AlertStatus.FIRING)
+    return None
 
 
 def unlogged_metrics(rules: Iterable[Rule], snapshots: Sequence[RunSnapshot],

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from runwatch.config import Config, ConfigError
+from runwatch.config import Config
 from runwatch.sources.base import Source
 
 
 def build_sources(config: Config) -> list[Source]:
-    """One live source per configured source, in config order.
-
-    The ``wandb`` source arrives with the W&B API issue; until then a config that names
-    one is refused at load time rather than silently skipped.
-    """
+    """One live source per configured source, in config order. Building one contacts
+    nothing: a W&B source connects on its first poll (or ``check_online``)."""
     from runwatch.sources.rundir import RundirSource
+    from runwatch.sources.wandb_api import WandbApiSource
 
     sources: list[Source] = []
     for spec in config.sources:
@@ -20,7 +18,5 @@ def build_sources(config: Config) -> list[Source]:
             sources.append(RundirSource(name=spec.name, paths=[str(p) for p in spec.paths],
                                         depth=spec.depth))
         else:
-            origin = config.path or "config"
-            raise ConfigError([f"{origin}: source {spec.name!r}: type {spec.type!r} is not"
-                               " supported by this version of runwatch"])
+            sources.append(WandbApiSource(spec))
     return sources

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.fakeslack import FakeSlack
 from runwatch.cli import main
+from runwatch.model import AlertState, AlertStatus, RunRef, Severity, fingerprint
+from runwatch.store import open_store
 
 TESTDATA = Path(__file__).parent.parent / "testdata"
 
@@ -34,7 +37,7 @@ def test_validate_ok(tmp_path, capsys):
     config = write_config(tmp_path)
     assert main(["validate", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ok: 8 rules, sources: rundir, store: sqlite:////")
+    assert out.startswith("ok: 8 rules, sources: rundir, receivers: none, store: sqlite:////")
 
 
 def test_invalid_rules_exit_2_with_one_line_per_error(tmp_path, capsys):
@@ -88,7 +91,8 @@ def test_check_on_an_empty_directory_reports_zero_runs(tmp_path, capsys):
             "--json"]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out) == {
-        "transitions": [], "runs_checked": 0, "errors": [], "warnings": []}
+        "transitions": [], "runs_checked": 0, "errors": [], "warnings": [],
+        "notifications": {"skipped": "no receivers configured"}}
     assert (tmp_path / "state" / "state.db").exists()
 
 
@@ -100,10 +104,11 @@ def test_an_unopenable_store_is_one_line_and_exit_1(tmp_path, capsys):
     assert line.startswith("runwatch: store ") and "state.db" in line
 
 
-@pytest.mark.parametrize("command", ["check", "validate", "rules"])
+@pytest.mark.parametrize("command", ["check", "validate", "rules", "notify-test",
+                                     "silence add", "silence list", "silence expire"])
 def test_help_works(command, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert exit_.value.code == 0
     assert "--config" in capsys.readouterr().out
 
@@ -115,10 +120,149 @@ def test_printable_defuses_terminal_escapes_and_bidi_overrides():
     assert printable("llama-7b · ünïcode") == "llama-7b · ünïcode"
 
 
-def test_validate_refuses_a_source_type_this_version_cannot_read(tmp_path, capsys):
-    config = tmp_path / "c.yaml"
-    config.write_text("sources:\n  - {type: wandb, entity: team, projects: [p], api_key: k}\n")
+
+
+# --- notifications ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def slack():
+    fake = FakeSlack()
+    yield fake
+    fake.close()
+
+
+def slack_config(tmp_path: Path, slack: FakeSlack, extra: str = "") -> Path:
+    return write_config(tmp_path, extra=(
+        "receivers:\n"
+        "  - name: team-slack\n"
+        f"    slack: {{webhook_url: '{slack.webhook_url}'}}\n" + extra))
+
+
+def firing_alert(run_id: str = "r1") -> AlertState:
+    ref = RunRef(source="rundir", id=run_id, name="llama", project="p", entity="e")
+    return AlertState(fingerprint=fingerprint("run-crashed", ref), rule="run-crashed", run=ref,
+                      severity=Severity.CRITICAL, status=AlertStatus.FIRING, fired_at=1.0,
+                      summary="run crashed at step 7")
+
+
+def test_check_delivers_what_the_tick_decided(tmp_path, capsys, slack):
+    config = slack_config(tmp_path, slack)
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    store.commit_tick(source="rundir", alerts=[firing_alert()], cursors={}, now=1.0)
+    store.close()
+    assert main(["check", "--config", str(config), "--json"]) == 0
+    notified = json.loads(capsys.readouterr().out)["notifications"]
+    assert notified == {"queued": 1, "sent": 1, "retrying": 0, "failed": 0, "muted": 0,
+                        "pending": 0, "errors": []}
+    (call,) = slack.calls_to("webhook")
+    assert "llama" in json.dumps(call.params)
+    assert main(["check", "--config", str(config)]) == 0  # nothing new: nothing sent
+    assert "notifications: 0 sent, 0 queued" in capsys.readouterr().out
+    assert len(slack.calls_to("webhook")) == 1
+
+
+def test_check_keeps_an_undeliverable_message_and_says_so(tmp_path, capsys, slack):
+    config = slack_config(tmp_path, slack)
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    store.commit_tick(source="rundir", alerts=[firing_alert()], cursors={}, now=1.0)
+    store.close()
+    slack.fail("webhook", status=404, error="no_service", times=5)
+    assert main(["check", "--config", str(config)]) == 0
+    captured = capsys.readouterr()
+    assert "notifications: 0 sent, 1 queued, 0 retrying, 1 failed" in captured.out
+    (line,) = [x for x in captured.err.splitlines() if x.startswith("warning:")]
+    assert "receiver team-slack: message" in line and "Traceback" not in captured.err
+
+
+def test_dry_run_sends_nothing(tmp_path, capsys, slack):
+    config = slack_config(tmp_path, slack)
+    assert main(["check", "--config", str(config), "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notifications"] is None
+    assert slack.calls == []
+
+
+def test_notify_test_prints_the_answer(tmp_path, capsys, slack):
+    config = slack_config(tmp_path, slack)
+    assert main(["notify-test", "--config", str(config), "--receiver", "team-slack"]) == 0
+    assert capsys.readouterr().out.startswith("ok: receiver team-slack")
+    (call,) = slack.calls_to("webhook")
+    assert "notify-test" in json.dumps(call.params)
+
+
+def test_notify_test_failure_is_one_line_and_exit_1(tmp_path, capsys, slack):
+    config = slack_config(tmp_path, slack)
+    slack.fail("webhook", status=403, error="invalid_token", times=5)
+    assert main(["notify-test", "--config", str(config), "--receiver", "team-slack"]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("runwatch: receiver team-slack: ")
+
+
+def test_notify_test_unknown_receiver(tmp_path, capsys, slack):
+    config = slack_config(tmp_path, slack)
+    assert main(["notify-test", "--config", str(config), "--receiver", "pager"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"runwatch: receiver pager: not in {config} (receivers: team-slack)"
+
+
+def test_validate_reports_receiver_problems_and_rule_typos(tmp_path, capsys):
+    config = write_config(tmp_path, extra=(
+        "receivers:\n"
+        "  - name: team-slack\n"
+        "    slack: {token: xoxp-user-token, channel: '#alerts'}\n"
+        "inhibit:\n"
+        "  - source: {rule: run-crashd}\n"
+        "    target: {rule: run-stalled}\n"
+        "    equal: [run]\n"))
     assert main(["validate", "--config", str(config)]) == 2
-    assert capsys.readouterr().err.strip() == (
-        f"{config}: source 'wandb:team': type 'wandb' is not supported by this version"
-        " of runwatch")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"warning: {config}: inhibit[0].source: rule=run-crashd matches none of the loaded"
+        " rules",
+        f"{config}: receiver 'team-slack': slack token is a user token (xoxp-); runwatch"
+        " needs a bot token (xoxb-)",
+    ]
+
+
+def test_silences_add_list_expire(tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert main(["silence", "add", "--config", str(config), "--match", "run=e/p/r1",
+                 "--match", "rule=~run-.*", "--duration", "2h", "--comment", "maintenance",
+                 "--author", "ana"]) == 0
+    out = capsys.readouterr().out
+    silence_id = out.split(":")[0]
+    assert out == f"{silence_id}: silenced run=e/p/r1, rule=~run-.* for 2h\n"
+    assert main(["silence", "list", "--config", str(config), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["id"], listed["matchers"], listed["state"], listed["created_by"],
+            listed["comment"]) == (silence_id, ["run=e/p/r1", "rule=~run-.*"], "active", "ana",
+                                   "maintenance")
+    assert listed["ends_at"] - listed["starts_at"] == 7200
+    assert main(["silence", "list", "--config", str(config)]) == 0
+    assert silence_id in capsys.readouterr().out
+    assert main(["silence", "expire", "--config", str(config), silence_id]) == 0
+    assert capsys.readouterr().out == f"{silence_id}: expired\n"
+    assert main(["silence", "list", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    assert main(["silence", "list", "--config", str(config), "--json", "--all"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["state"] == "expired"
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--match", "run~x", "--duration", "1h"], 2, "runwatch: silence: not a matcher: 'run~x'"),
+    (["--match", "run=x", "--duration", "soon"], 2, "runwatch: silence: invalid duration"),
+    (["--match", "run=x", "--duration", "0s"], 2, "runwatch: silence: invalid duration"),
+    (["--match", "run!=x", "--duration", "1h"], 2,
+     "runwatch: silence: a silence needs at least one matcher that does not match"),
+])
+def test_silence_add_errors_are_one_line(tmp_path, capsys, args, code, message):
+    config = write_config(tmp_path)
+    assert main(["silence", "add", "--config", str(config), "--comment", "c", *args]) == code
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(message)
+
+
+def test_expiring_an_unknown_silence(tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert main(["silence", "expire", "--config", str(config), "nope"]) == 1
+    assert capsys.readouterr().err == "runwatch: silence nope: no such silence\n"

@@ -125,6 +125,27 @@ ERRORS = {
     "inhibit-empty-source.yaml": [
         "config/inhibit-empty-source.yaml:4: inhibit[0].source: must not be empty",
     ],
+    "inhibit-same-source-target.yaml": [
+        "config/inhibit-same-source-target.yaml:4: inhibit[0]: source and target select the"
+        " same alerts: they would mute each other",
+    ],
+    "inhibit-bad-label-name.yaml": [
+        "config/inhibit-bad-label-name.yaml:5: inhibit[0].target: invalid label name"
+        " 'rule name'",
+    ],
+    "route-bad-matcher.yaml": [
+        "config/route-bad-matcher.yaml:7: routes[0].match: not a matcher: 'severity~critical'"
+        " (expected name=value, !=, =~ or !~)",
+    ],
+    "route-bad-regex.yaml": [
+        "config/route-bad-regex.yaml:7: routes[0].match: matcher rule=~run-(stalled|slow:"
+        " invalid regular expression: missing ), unterminated subpattern at position 4",
+    ],
+    "route-match-not-a-mapping.yaml": [
+        "config/route-match-not-a-mapping.yaml:7: routes[0].match: expected a mapping of"
+        " label: value (literal or glob, or a list of them), or a list of matchers like"
+        " 'severity=~warning|critical', got 'critical'",
+    ],
     "bad-cron.yaml": [
         "config/bad-cron.yaml:7: digest.schedule: invalid cron schedule '0 25 * * *':"
         " hour '25' is not a value, range or step within 0-23",
@@ -542,6 +563,8 @@ def test_the_example_config_loads(tmp_path: Path) -> None:
     assert config.receivers[1].email.password.get_secret_value() == "smtp-secret"
     assert config.sqlite_path == Path("/var/lib/runwatch/state.db")
     assert [i.source["rule"] for i in config.inhibit] == ["run-crashed", "grad-norm-exploding"]
+    assert config.inhibit[0].target == {"rule": ("run-stalled*", "run-slow", "progress-stalled")}
+    assert [i.equal for i in config.inhibit] == [("run",), ("run",)]
     assert config.digest is not None and config.digest.timezone == "Europe/Berlin"
     assert "run-crashed" in {r.name for r in rules.rules}
 

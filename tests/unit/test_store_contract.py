@@ -20,6 +20,7 @@ from runwatch.store.base import (
     Matcher,
     MatchOp,
     NotificationRecord,
+    OutboxEntry,
     Store,
     StoreError,
 )
@@ -469,6 +470,160 @@ def test_invalid_silence_is_refused(store: Store, kwargs: dict[str, Any], messag
     assert store.silences(T0, include_expired=True) == []
 
 
+# --- outbox and delivery refs -------------------------------------------------------------
+
+
+def entry(
+    entry_id: str = "m1",
+    *,
+    group: str = "{}:{rule=\"loss_nan\"}",
+    receiver: str = "slack",
+    at: float = T0,
+    firing: frozenset[str] = frozenset({"fp1"}),
+    **changes: Any,
+) -> OutboxEntry:
+    changes.setdefault("next_attempt_at", at)
+    return OutboxEntry(
+        id=entry_id, group_key=group, receiver=receiver, firing=firing,
+        resolved=frozenset({"fp0"}), payload='{"v":1,"text":"ünïcode \\u2028"}',
+        created_at=at, expires_at=at + DAY, **changes,
+    )
+
+
+def test_outbox_round_trips(store: Store) -> None:
+    assert store.enqueue([entry()]) == 0
+    assert store.outbox() == [entry()]
+    assert store.outbox(receiver="email") == []
+    assert store.outbox(group_key=entry().group_key, receiver="slack") == [entry()]
+
+
+def test_outbox_ids_are_unique_and_a_refused_batch_changes_nothing(store: Store) -> None:
+    store.enqueue([entry("m1")])
+    with pytest.raises(ValueError, match="m1"):
+        store.enqueue([entry("m2", receiver="email"), entry("m1", at=T0 + 1)])
+    assert [e.id for e in store.outbox()] == ["m1"]
+
+
+def test_enqueue_supersedes_pending_entries_of_the_group(store: Store) -> None:
+    store.enqueue([entry("old"), entry("other", receiver="email")])
+    (claimed,) = store.claim_outbox(T0, claimant="x", lease=60, receivers=["email"])
+    store.enqueue([entry("in-flight", receiver="email", at=T0 + 1)])
+    assert store.enqueue([entry("new", at=T0 + 1)]) == 1
+    assert [e.id for e in store.outbox()] == ["other", "in-flight", "new"]  # a claim is kept
+    assert claimed.id == "other"
+
+
+def test_enqueue_keeps_failed_entries(store: Store) -> None:
+    store.enqueue([entry("old")])
+    assert len(store.claim_outbox(T0, claimant="x", lease=60)) == 1
+    assert store.fail_outbox("old", claimant="x", error="channel_not_found", now=T0)
+    assert store.enqueue([entry("new", at=T0 + 1)]) == 0
+    assert [(e.id, e.failed) for e in store.outbox()] == [("old", True), ("new", False)]
+    assert [e.id for e in store.outbox(include_failed=False)] == ["new"]
+
+
+def test_claims_are_exclusive_until_the_lease_runs_out(store: Store) -> None:
+    store.enqueue([entry("m1"), entry("m2", group="g2", at=T0 + 1)])
+    first = store.claim_outbox(T0 + 5, claimant="a", lease=60, limit=1)
+    assert [(e.id, e.claimed_by, e.claimed_until, e.attempts) for e in first] == [
+        ("m1", "a", T0 + 65, 1)]
+    assert [e.id for e in store.claim_outbox(T0 + 5, claimant="b", lease=60)] == ["m2"]
+    assert store.claim_outbox(T0 + 64, claimant="c", lease=60) == []
+    (again,) = store.claim_outbox(T0 + 65, claimant="c", lease=60, limit=1)  # a crashed "a"
+    assert (again.id, again.claimed_by, again.attempts) == ("m1", "c", 2)
+    assert not store.complete_outbox("m1", claimant="a", refs={}, refs_expire_at=T0 + DAY)
+
+
+def test_claim_takes_due_entries_of_the_given_receivers_oldest_first(store: Store) -> None:
+    store.enqueue([entry("late", at=T0 + 2), entry("early", group="g2", at=T0 + 1),
+                   entry("mail", group="g3", receiver="email"),
+                   entry("future", group="g4", next_attempt_at=T0 + 100)])
+    taken = store.claim_outbox(T0 + 10, claimant="a", lease=60, receivers={"slack"})
+    assert [e.id for e in taken] == ["early", "late"]
+    assert store.claim_outbox(T0 + 10, claimant="a", lease=60, receivers=[]) == []
+
+
+def test_complete_records_the_notification_and_refs_and_deletes(store: Store) -> None:
+    store.enqueue([entry()])
+    store.claim_outbox(T0 + 5, claimant="a", lease=60)
+    assert store.complete_outbox("m1", claimant="a", refs={"thread:e/p/r": "123.4"},
+                                 refs_expire_at=T0 + DAY)
+    assert store.outbox() == []
+    assert store.last_notification(entry().group_key, "slack") == entry().record()
+    assert store.load_refs("slack", ["thread:e/p/r", "message:x"], T0) == {
+        "thread:e/p/r": "123.4"}
+    assert store.load_refs("email", ["thread:e/p/r"], T0) == {}
+    assert store.load_refs("slack", ["thread:e/p/r"], T0 + DAY) == {}  # expired
+    assert not store.complete_outbox("m1", claimant="a", refs={}, refs_expire_at=T0)
+
+
+def test_complete_does_not_overwrite_a_newer_record(store: Store) -> None:
+    newer = record(sent_at=T0 + 10)
+    store.record_notification(replace(newer, group_key=entry().group_key))
+    store.enqueue([entry()])
+    store.claim_outbox(T0 + 20, claimant="a", lease=60)
+    store.complete_outbox("m1", claimant="a", refs={}, refs_expire_at=T0)
+    assert store.last_notification(entry().group_key, "slack").sent_at == T0 + 10
+
+
+def test_retry_releases_the_claim_until_the_next_attempt(store: Store) -> None:
+    store.enqueue([entry()])
+    store.claim_outbox(T0, claimant="a", lease=60)
+    assert not store.retry_outbox("m1", claimant="b", next_attempt_at=T0 + 30, error="x")
+    assert store.retry_outbox("m1", claimant="a", next_attempt_at=T0 + 30,
+                              error="HTTP 503\nbusy")
+    (waiting,) = store.outbox()
+    assert (waiting.attempts, waiting.next_attempt_at, waiting.last_error) == (
+        1, T0 + 30, "HTTP 503 busy")
+    assert (waiting.claimed_by, waiting.claimed_until) == ("", None)
+    assert store.claim_outbox(T0 + 29, claimant="a", lease=60) == []
+    assert [e.attempts for e in store.claim_outbox(T0 + 30, claimant="a", lease=60)] == [2]
+
+
+def test_failed_entries_are_never_claimed_and_collected_after_retention(store: Store) -> None:
+    store.enqueue([entry("m1"), entry("m2", group="g2")])
+    store.claim_outbox(T0, claimant="a", lease=60, limit=1)
+    assert store.fail_outbox("m1", claimant="a", error="invalid_auth", now=T0)
+    assert store.fail_outbox("m2", claimant=None, error="receiver removed", now=T0 + 1)
+    assert not store.fail_outbox("m2", claimant=None, error="again", now=T0 + 2)
+    assert store.claim_outbox(T0 + DAY, claimant="a", lease=60) == []
+    assert [(e.id, e.failed_at, e.last_error) for e in store.outbox()] == [
+        ("m1", T0, "invalid_auth"), ("m2", T0 + 1, "receiver removed")]
+    kept = store.collect_garbage(T0 + HOUR, resolved_retention=DAY, cursor_retention=DAY)
+    assert kept.outbox == 0
+    gone = store.collect_garbage(T0 + HOUR, resolved_retention=DAY, cursor_retention=DAY,
+                                 outbox_retention=HOUR - 2)
+    assert gone.outbox == 2 and store.outbox() == []
+
+
+def test_pending_entries_are_never_collected_and_refs_expire(store: Store) -> None:
+    store.enqueue([entry("m1"), entry("m2", group="g2")])
+    store.claim_outbox(T0, claimant="a", lease=60, limit=1)
+    store.complete_outbox("m1", claimant="a", refs={"thread:x": "1"}, refs_expire_at=T0 + HOUR)
+    collected = store.collect_garbage(T0 + 30 * DAY, resolved_retention=DAY,
+                                      cursor_retention=DAY)
+    assert (collected.outbox, collected.refs) == (0, 1)
+    assert [e.id for e in store.outbox()] == ["m2"]
+
+
+def test_claims_from_several_threads_take_each_entry_once(store: Store) -> None:
+    store.enqueue([entry(f"m{i:02}", group=f"g{i}") for i in range(40)])
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while got := store.claim_outbox(T0, claimant=name, lease=60, limit=3):
+            with lock:
+                taken.extend(e.id for e in got)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(taken) == [f"m{i:02}" for i in range(40)]
+
+
 # --- garbage collection -------------------------------------------------------------------
 
 
@@ -558,6 +713,7 @@ def test_reopen_keeps_everything(backend: Backend) -> None:
     commit(first, full_alert(), cursors={"r1": "c1"})
     first.record_notification(record())
     silence = first.add_silence(matchers=[TEAM], ends_at=T0 + HOUR, now=T0)
+    first.enqueue([entry()])
     first.close()
 
     second = backend.open()
@@ -566,6 +722,7 @@ def test_reopen_keeps_everything(backend: Backend) -> None:
         assert second.load_cursors("wandb") == {"r1": "c1"}
         assert second.last_notification(record().group_key, "slack") == record()
         assert second.silences(T0) == [silence]
+        assert second.outbox() == [entry()]
     finally:
         second.close()
 

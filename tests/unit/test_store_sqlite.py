@@ -12,14 +12,14 @@ import pytest
 from runwatch.model import AlertState, AlertStatus, RunRef, Severity
 from runwatch.store import codec, open_store
 from runwatch.store import sqlite as sqlite_backend
-from runwatch.store.base import StoreError
+from runwatch.store.base import OutboxEntry, StoreError
 from runwatch.store.sqlite import APPLICATION_ID, MIGRATIONS, SqliteStore
 
 T0 = 1_700_000_000.0
 LATEST = len(MIGRATIONS)
-OUTBOX_STEP = (
-    "CREATE TABLE outbox (id TEXT PRIMARY KEY, payload TEXT NOT NULL, created_at REAL NOT NULL)",
-    "CREATE INDEX outbox_by_age ON outbox (created_at)",
+FUTURE_STEP = (
+    "CREATE TABLE future (id TEXT PRIMARY KEY, payload TEXT NOT NULL, created_at REAL NOT NULL)",
+    "CREATE INDEX future_by_age ON future (created_at)",
 )
 
 
@@ -105,7 +105,8 @@ def test_unusable_parent_directory_is_refused(tmp_path: Path) -> None:
 def test_fresh_file_gets_the_latest_schema(store: SqliteStore, db: Path) -> None:
     assert pragma(db, "user_version") == LATEST
     assert pragma(db, "application_id") == APPLICATION_ID
-    assert {"alerts", "cursors", "notifications", "silences"} <= tables(db)
+    assert {"alerts", "cursors", "notifications", "silences", "outbox", "delivery_refs"} <= (
+        tables(db))
 
 
 def test_nan_is_stored_as_text_not_null(store: SqliteStore, db: Path) -> None:
@@ -148,14 +149,32 @@ def test_older_database_is_migrated_keeping_its_data(
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.close()
 
-    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", (*MIGRATIONS[:1], OUTBOX_STEP))
+    monkeypatch.setattr(sqlite_backend, "MIGRATIONS", (*MIGRATIONS, FUTURE_STEP))
     opened = SqliteStore(db)
     try:
-        assert pragma(db, "user_version") == 2
-        assert "outbox" in tables(db)
+        assert pragma(db, "user_version") == LATEST + 1
+        assert {"outbox", "delivery_refs", "future"} <= tables(db)
         assert opened.load_alerts() == {"fp1": alert()}
         assert opened.load_cursors("wandb") == {"r1": '{"o": 1}'}
         opened.ping()
+    finally:
+        opened.close()
+
+
+def test_version_1_database_gains_the_outbox(db: Path) -> None:
+    conn = raw(db)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.close()
+    opened = SqliteStore(db)
+    try:
+        assert pragma(db, "user_version") == 2
+        entry = OutboxEntry(id="m1", group_key="g", receiver="slack", payload="{}",
+                            created_at=T0, expires_at=T0 + 60, next_attempt_at=T0)
+        opened.enqueue([entry])
+        assert opened.outbox() == [entry]
     finally:
         opened.close()
 
@@ -165,7 +184,7 @@ def test_failed_migration_changes_nothing(
 ) -> None:
     store.commit_tick(source="wandb", alerts=[alert()], cursors={}, now=T0)
     store.close()
-    broken = ("CREATE TABLE outbox (id TEXT PRIMARY KEY)", "THIS IS NOT SQL")
+    broken = ("CREATE TABLE future (id TEXT PRIMARY KEY)", "THIS IS NOT SQL")
     monkeypatch.setattr(sqlite_backend, "MIGRATIONS", (*MIGRATIONS, broken))
     with pytest.raises(StoreError) as caught:
         SqliteStore(db)
@@ -173,7 +192,7 @@ def test_failed_migration_changes_nothing(
     assert "migrate" in str(caught.value)
     assert_one_line_naming(caught.value, db)
     assert pragma(db, "user_version") == LATEST
-    assert "outbox" not in tables(db)
+    assert "future" not in tables(db)
 
     monkeypatch.setattr(sqlite_backend, "MIGRATIONS", MIGRATIONS)
     reopened = SqliteStore(db)

@@ -14,7 +14,7 @@ from runwatch.model import AlertStatus, RunState
 from runwatch.sources.base import Poll
 from runwatch.store.base import StoreError, open_store
 from runwatch.store.memory import MemoryStore
-from runwatch.tick import run_tick, wanted_keys
+from runwatch.tick import keys_for_run, run_tick, wanted_keys
 
 
 class ListSource:
@@ -26,7 +26,7 @@ class ListSource:
         self.seen_cursors: list[Mapping[str, str]] = []
         self.seen_keys: list[frozenset[str]] = []
 
-    def poll(self, cursors, wanted, now):
+    def poll(self, cursors, wanted, now, **_):
         self.seen_cursors.append(dict(cursors))
         self.seen_keys.append(wanted)
         item = self.polls.pop(0)
@@ -170,3 +170,47 @@ def test_one_run_failing_evaluation_leaves_the_others(store):
     assert report.errors == (
         "run team/pretrain/bad: evaluation failed: ZeroDivisionError: division by zero",)
     assert [t.alert.run.id for t in report.transitions] == ["good"]
+
+
+def test_keys_for_a_run_are_what_its_matching_rules_read_resolved_against_its_keys():
+    rules = [*RULES,
+             rule(name="loss-nan", kind="nonfinite", metric="loss",
+                  match={"project": "nlp-*"})]
+    keys_for = keys_for_run(rules, DEFAULT_ALIASES)
+    vision = snapshot({"gradient_norm": series([1]), "train/loss": series([1])},
+                      project="vision")
+    nlp = snapshot({"gradient_norm": series([1]), "train/loss": series([1])},
+                   project="nlp-big")
+    assert keys_for(vision) == {"gradient_norm"}
+    assert keys_for(nlp) == {"gradient_norm", "train/loss"}
+
+
+def test_an_unreachable_source_fires_one_alert_and_resolves_when_it_answers(store):
+    down = Poll(reachable=False, unreachable="W&B has not answered for 10m: HTTP 503")
+    src = ListSource("wandb:team", [
+        Poll(reachable=False),  # failing, not yet for long: nothing
+        down, down,
+        poll(snapshot({"grad_norm": series([1])})),
+    ])
+    statuses = [[(t.alert.rule, t.alert.run.path, t.status)
+                 for t in tick([src], store, T0 + i * 60).transitions] for i in range(4)]
+    assert statuses == [
+        [],
+        [("source-unreachable", "wandb:team", AlertStatus.FIRING)],
+        [],
+        [("source-unreachable", "wandb:team", AlertStatus.RESOLVED)],
+    ]
+    alert = next(iter(store.load_alerts().values()))
+    assert alert.summary == "W&B has not answered for 10m: HTTP 503"
+    assert (alert.fired_at, alert.resolved_at) == (T0 + 60, T0 + 180)
+
+
+def test_a_firing_alert_brings_the_points_it_fired_on_for_charts(store):
+    values = [1.0] * 600 + [50.0] + [2.0] * 10
+    src = ListSource("a", [poll(snapshot({"grad_norm": series(values)}))])
+    report = tick([src], store, T0)
+    [(key, drawn)] = report.charts.items()
+    assert key == report.transitions[0].alert.fingerprint
+    assert drawn.metric == "grad_norm" and drawn.threshold == 10.0
+    assert drawn.firing_step == 600 and drawn.steps[-1] == 600
+    assert len(drawn.steps) == 500 and drawn.values[-1] == 50.0

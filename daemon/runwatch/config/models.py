@@ -7,6 +7,7 @@ types and ``sources.py``/``receivers.py`` for those parts.
 from __future__ import annotations
 
 import importlib.resources
+import re
 import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,9 +18,11 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    PlainValidator,
     PrivateAttr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from runwatch import keys
@@ -33,27 +36,93 @@ from runwatch.config.fields import (
 from runwatch.config.receivers import Receiver
 from runwatch.config.rules import RuleSet, load_rules, rule_files
 from runwatch.config.sources import Source
-from runwatch.fieldtypes import Interval, Labels, Names, one_or_many
+from runwatch.fieldtypes import Duration, Interval, Names, one_or_many
+from runwatch.store.base import Matcher
+
+_LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
+_SELECTOR_HELP = ("expected a mapping of label: value (literal or glob, or a list of them),"
+                  " or a list of matchers like 'severity=~warning|critical'")
+
+
+def _label_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str | int | float):
+        return str(value)  # `match: {step: 5}` means "5"
+    raise ValueError(f"{_SELECTOR_HELP}, got {value!r}")
+
+
+def _selector(value: Any) -> Mapping[str, str | tuple[str, ...]] | tuple[str, ...]:
+    """Selects alerts by their labels (see notify/routing.py): a mapping of label → literal
+    or glob (or a list of them: any one), or a list of matchers (name=v, !=, =~, !~)."""
+    if isinstance(value, Mapping):
+        selected: dict[str, str | tuple[str, ...]] = {}
+        for name, wanted in value.items():
+            if not isinstance(name, str) or not _LABEL_NAME.fullmatch(name):
+                raise ValueError(f"invalid label name {name!r}")
+            if isinstance(wanted, list | tuple):
+                if not wanted:
+                    raise ValueError(f"label {name}: an empty list matches nothing")
+                selected[name] = tuple(_label_text(v) for v in wanted)
+            else:
+                selected[name] = _label_text(wanted)
+        return selected
+    if isinstance(value, list | tuple):
+        for text in value:
+            if not isinstance(text, str):
+                raise ValueError(f"{_SELECTOR_HELP}, got {text!r}")
+            Matcher.parse(text)  # ValueError: "not a matcher: ..." or a bad regex
+        return tuple(value)
+    raise ValueError(f"{_SELECTOR_HELP}, got {value!r}")
+
+
+Selector = Annotated[Any, PlainValidator(_selector)]
 
 
 class Route(StrictModel):
-    """Alerts whose labels match every ``match`` entry go to ``receivers``; the first
-    matching route wins unless it says ``continue: true``."""
+    """Alerts whose labels match ``match`` go to ``receivers``, grouped by ``group_by``;
+    the first matching route wins unless it says ``continue: true``.
 
-    match: Labels = Field(default_factory=dict)
+    Unset, ``group_by`` is ``[rule]``; ``[]`` is one group for everything, ``["..."]`` one
+    group per alert. ``group_wait`` holds a new group's first message until its oldest
+    alert has fired that long (the alerts of one tick always go together).
+    ``repeat_interval`` and ``send_resolved`` default to the config's.
+    """
+
+    match: Selector = Field(default_factory=dict)
     receivers: Annotated[Names, Field(min_length=1)]
     continue_: bool = Field(default=False, alias="continue")
-    group_by: Names = ()
-    group_wait: Interval = 30.0
+    group_by: Names | None = None
+    group_wait: Duration = 0.0
     repeat_interval: Interval | None = None  # the config's repeat_interval when unset
+    send_resolved: bool | None = None  # the config's send_resolved when unset
+
+
+def _not_empty(value: Any) -> Any:
+    if not value:
+        raise ValueError("must not be empty")
+    return value
 
 
 class Inhibit(StrictModel):
     """A firing ``source`` alert mutes ``target`` alerts that agree on every ``equal`` label."""
 
-    source: Annotated[Labels, Field(min_length=1)]
-    target: Annotated[Labels, Field(min_length=1)]
+    source: Annotated[Selector, AfterValidator(_not_empty)]
+    target: Annotated[Selector, AfterValidator(_not_empty)]
     equal: Names = ()
+
+    @model_validator(mode="after")
+    def _not_self(self) -> Inhibit:
+        if _canonical(self.source) == _canonical(self.target):
+            raise ValueError(
+                "source and target select the same alerts: they would mute each other")
+        return self
+
+
+def _canonical(selector: Any) -> Any:
+    if isinstance(selector, Mapping):
+        return sorted((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in selector.items())
+    return sorted(selector)
 
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")

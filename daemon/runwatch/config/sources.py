@@ -87,6 +87,11 @@ class WandbSource(WithSecrets):
     app_url: Url | None = None  # the web UI, for links; derived from base_url when unset
     interval: Interval = 120.0
     lookback: Interval = 86400.0  # runs updated longer ago than this are not read
+    request_timeout: Interval = 30.0  # the longest one request may take, retries included
+    # wandb-core retries per request; at least 1 (it reads 0 as "its default", 20)
+    request_retries: int = Field(default=2, ge=1, le=10)
+    tick_timeout: Interval = 90.0  # the longest one tick of this source may take
+    unreachable_after: Interval = 600.0  # no answer for this long: `source-unreachable` fires
     filters: WandbFilters = Field(default_factory=WandbFilters)
     name: str = Field(default="", validate_default=True)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -20,6 +20,12 @@ class Poll:
     # One-line messages, e.g. "path/run-x.wandb: bad CRC at offset 12345; records
     # before it are used".
     errors: tuple[str, ...] = ()
+    # Whether the source got an answer from where its runs live this tick (a W&B source
+    # whose every request failed did not), and, once it has not for longer than the source
+    # tolerates, one line saying so: the tick keeps one `source-unreachable` alert firing
+    # while it is set and resolves it when the source is reachable again.
+    reachable: bool = True
+    unreachable: str | None = None
 
 
 class Source(Protocol):
@@ -27,10 +33,15 @@ class Source(Protocol):
 
     name: str
 
-    def poll(self, cursors: Mapping[str, str], wanted_keys: frozenset[str], now: float) -> Poll:
+    def poll(self, cursors: Mapping[str, str], wanted_keys: frozenset[str], now: float, *,
+             keys_for: Callable[[RunSnapshot], frozenset[str]] | None = None,
+             needs_config: bool = True) -> Poll:
         """Snapshots of the runs to evaluate, resuming each run from its cursor.
 
         ``wanted_keys`` are the history keys whose new points the caller evaluates;
-        ``now`` is the tick's time in Unix seconds.
+        ``keys_for(snapshot)`` narrows them to what the rules matching one run read (after
+        alias resolution against the run's keys), for sources that pay per key fetched;
+        ``needs_config`` says whether any rule matches on run config; ``now`` is the
+        tick's time in Unix seconds.
         """
         ...

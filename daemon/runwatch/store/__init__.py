@@ -1,10 +1,11 @@
-"""Persistence: alert states, source cursors, the notification log and silences."""
+"""Persistence: alert states, source cursors, the notification log, silences, the outbox."""
 
 from runwatch.store.base import (
     Collected,
     Matcher,
     MatchOp,
     NotificationRecord,
+    OutboxEntry,
     Silence,
     Store,
     StoreError,
@@ -16,6 +17,7 @@ __all__ = [
     "MatchOp",
     "Matcher",
     "NotificationRecord",
+    "OutboxEntry",
     "Silence",
     "Store",
     "StoreError",

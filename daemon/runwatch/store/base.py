@@ -202,6 +202,68 @@ class NotificationRecord:
         return self.expires_at <= now
 
 
+# --- outbox -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutboxEntry:
+    """One decided message for one receiver, kept until it is delivered or has failed.
+
+    ``payload`` is the message as text (``notify/outbox.py`` encodes it; the store never
+    looks inside). ``firing``/``resolved`` are its alert fingerprints and, with
+    ``created_at`` and ``expires_at``, become the notification record written in the
+    same transaction that ends a successful delivery.
+
+    A pending entry is due when ``next_attempt_at <= now`` and no live claim holds it
+    (``claimed_until`` unset or past). ``failed_at`` set means it failed for good.
+    """
+
+    id: str
+    group_key: str
+    receiver: str
+    firing: frozenset[str] = frozenset()
+    resolved: frozenset[str] = frozenset()
+    payload: str
+    created_at: float
+    expires_at: float  # of the notification record a delivery writes
+    attempts: int = 0
+    next_attempt_at: float
+    last_error: str = ""
+    failed_at: float | None = None
+    claimed_by: str = ""
+    claimed_until: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "firing", frozenset(self.firing))
+        object.__setattr__(self, "resolved", frozenset(self.resolved))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.group_key, self.receiver)
+
+    @property
+    def failed(self) -> bool:
+        return self.failed_at is not None
+
+    def claimed(self, now: float) -> bool:
+        return self.claimed_until is not None and now < self.claimed_until
+
+    def record(self) -> NotificationRecord:
+        """What the notification log says once this entry has been delivered.
+
+        ``sent_at`` is when its content was decided: that is the state the receiver
+        now knows, and an alert that fired after it is news.
+        """
+        return NotificationRecord(
+            group_key=self.group_key,
+            receiver=self.receiver,
+            firing=self.firing,
+            resolved=self.resolved,
+            sent_at=self.created_at,
+            expires_at=self.expires_at,
+        )
+
+
 # --- garbage collection -------------------------------------------------------------------
 
 
@@ -213,10 +275,13 @@ class Collected:
     alerts: int = 0
     cursors: int = 0
     silences: int = 0
+    outbox: int = 0
+    refs: int = 0
 
     @property
     def total(self) -> int:
-        return self.notifications + self.alerts + self.cursors + self.silences
+        return (self.notifications + self.alerts + self.cursors + self.silences + self.outbox
+                + self.refs)
 
 
 # Statuses whose alerts may be collected once nothing has touched them for a retention.
@@ -237,7 +302,8 @@ def alert_touched(alert: AlertState, updated_at: float) -> float:
 
 
 class Store(Protocol):
-    """Persistence for alert states, source cursors, the notification log and silences.
+    """Persistence for alert states, source cursors, the notification log, silences, and
+    the notification outbox with the delivery refs it leaves.
 
     Each call is one transaction; a ``StoreError`` says whether retrying helps. No
     call reads the clock. Closing twice is harmless; any other call after ``close``
@@ -307,6 +373,77 @@ class Store(Protocol):
         """End a silence at ``now`` (no-op if already over); False if there is no such id."""
         ...
 
+    # --- outbox and delivery refs: see notify/outbox.py for how they are used ---------------
+
+    def enqueue(self, entries: Iterable[OutboxEntry]) -> int:
+        """Add ``entries`` in one transaction, before anything is sent.
+
+        Each supersedes the pending entries of its (group, receiver) that nobody holds a
+        live claim on at its ``created_at``: those are deleted, and their number
+        returned. Failed entries are kept. ValueError if an id is already there.
+        """
+        ...
+
+    def outbox(
+        self,
+        *,
+        group_key: str | None = None,
+        receiver: str | None = None,
+        include_failed: bool = True,
+    ) -> list[OutboxEntry]:
+        """Entries matching every given filter, oldest first (``created_at``, then id)."""
+        ...
+
+    def claim_outbox(
+        self,
+        now: float,
+        *,
+        claimant: str,
+        lease: float,
+        receivers: Collection[str] | None = None,
+        limit: int = 100,
+    ) -> list[OutboxEntry]:
+        """Atomically take up to ``limit`` due entries (oldest first) for ``claimant``.
+
+        Each taken entry gets ``claimed_by = claimant``, ``claimed_until = now + lease``
+        and one more attempt; nobody else can take it until the lease runs out. Only
+        entries of ``receivers`` are taken, when given.
+        """
+        ...
+
+    def complete_outbox(
+        self,
+        entry_id: str,
+        *,
+        claimant: str,
+        refs: Mapping[str, str],
+        refs_expire_at: float,
+    ) -> bool:
+        """A delivery succeeded: in one transaction, record the entry's notification
+        (``OutboxEntry.record``), remember ``refs`` for its receiver until
+        ``refs_expire_at`` and delete the entry.
+
+        False (and nothing changed) if ``claimant`` no longer holds the entry.
+        """
+        ...
+
+    def retry_outbox(
+        self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str
+    ) -> bool:
+        """A delivery failed for now: release the claim, try again at ``next_attempt_at``."""
+        ...
+
+    def fail_outbox(self, entry_id: str, *, claimant: str | None, error: str, now: float) -> bool:
+        """A delivery failed for good: keep the entry as failed, never try it again.
+
+        ``claimant=None`` fails an entry nobody holds (say, its receiver was removed).
+        """
+        ...
+
+    def load_refs(self, receiver: str, keys: Iterable[str], now: float) -> dict[str, str]:
+        """``receiver``'s unexpired delivery refs among ``keys`` (``thread:…``, ``message:…``)."""
+        ...
+
     def collect_garbage(
         self,
         now: float,
@@ -314,13 +451,16 @@ class Store(Protocol):
         resolved_retention: float,
         cursor_retention: float,
         silence_retention: float | None = None,
+        outbox_retention: float | None = None,
     ) -> Collected:
         """Delete what nothing needs any more, in one transaction.
 
-        Notification records past ``expires_at``; resolved or inactive alerts not
-        touched (see ``alert_touched``) within ``resolved_retention``; cursors not
-        written within ``cursor_retention``; silences that ended more than
-        ``silence_retention`` ago (default: ``resolved_retention``).
+        Notification records and delivery refs past ``expires_at``; resolved or inactive
+        alerts not touched (see ``alert_touched``) within ``resolved_retention``; cursors
+        not written within ``cursor_retention``; silences that ended more than
+        ``silence_retention`` ago and failed outbox entries that failed more than
+        ``outbox_retention`` ago (both default to ``resolved_retention``). Pending
+        outbox entries are never collected.
         """
         ...
 

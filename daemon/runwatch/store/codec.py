@@ -8,13 +8,14 @@ as ``{"$float": "nan"}``, which PostgreSQL's ``jsonb`` accepts as well).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from runwatch.model import AlertState, AlertStatus, RunRef, Severity
-from runwatch.store.base import Matcher, MatchOp, NotificationRecord, Silence
+from runwatch.store.base import Matcher, MatchOp, NotificationRecord, OutboxEntry, Silence
 
 
 class CodecError(ValueError):
@@ -219,6 +220,32 @@ def alert_from_row(row: Sequence[Any]) -> AlertState:
         raise CodecError(f"stored alert {fingerprint} unreadable: {exc}") from None
 
 
+def alert_to_data(alert: AlertState, *, memory: bool = True) -> dict[str, Any]:
+    """``alert`` as a JSON-ready mapping (for payloads that carry alerts, like the outbox's);
+    without its check ``memory`` unless asked."""
+    row = alert_to_row(alert if memory else _without_memory(alert), 0.0)
+    data = dict(zip(ALERT_COLUMNS[:-1], row[:-1], strict=True))
+    data["labels"] = decode_json(data["labels"])
+    data["memory"] = decode_json(data["memory"])
+    return data
+
+
+def alert_from_data(data: Mapping[str, Any]) -> AlertState:
+    """The inverse of ``alert_to_data``; CodecError if ``data`` is not one."""
+    try:
+        row = [data[name] for name in ALERT_COLUMNS[:-1]]
+    except (KeyError, TypeError) as exc:
+        raise CodecError(f"stored alert unreadable: missing {exc}") from None
+    index = ALERT_COLUMNS.index
+    row[index("labels")] = encode_json(row[index("labels")])
+    row[index("memory")] = encode_json(row[index("memory")])
+    return alert_from_row((*row, 0.0))
+
+
+def _without_memory(alert: AlertState) -> AlertState:
+    return alert if alert.memory is None else dataclasses.replace(alert, memory=None)
+
+
 # --- notification log ---------------------------------------------------------------------
 
 NOTIFICATION_COLUMNS = ("group_key", "receiver", "firing", "resolved", "sent_at", "expires_at")
@@ -294,3 +321,62 @@ def silence_from_row(row: Sequence[Any]) -> Silence:
         )
     except (TypeError, ValueError) as exc:
         raise CodecError(f"stored silence {silence_id} unreadable: {exc}") from None
+
+
+# --- outbox -------------------------------------------------------------------------------
+
+OUTBOX_COLUMNS = (
+    "id",
+    "group_key",
+    "receiver",
+    "firing",
+    "resolved",
+    "payload",
+    "created_at",
+    "expires_at",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "failed_at",
+    "claimed_by",
+    "claimed_until",
+)
+
+
+def _optional_time(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def outbox_to_row(entry: OutboxEntry) -> tuple[Any, ...]:
+    try:
+        return (
+            str(entry.id),
+            str(entry.group_key),
+            str(entry.receiver),
+            encode_json(sorted(map(str, entry.firing))),
+            encode_json(sorted(map(str, entry.resolved))),
+            str(entry.payload),
+            float(entry.created_at),
+            float(entry.expires_at),
+            int(entry.attempts),
+            float(entry.next_attempt_at),
+            " ".join(str(entry.last_error).split()),  # one line, whatever the cause said
+            _optional_time(entry.failed_at),
+            str(entry.claimed_by),
+            _optional_time(entry.claimed_until),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"cannot store outbox entry {entry.id!r}: {exc}") from None
+
+
+def outbox_from_row(row: Sequence[Any]) -> OutboxEntry:
+    values = dict(zip(OUTBOX_COLUMNS, row, strict=True))
+    try:
+        values["firing"] = frozenset(decode_json(values["firing"]))
+        values["resolved"] = frozenset(decode_json(values["resolved"]))
+        return OutboxEntry(**values)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"stored outbox entry {values['id']!r} unreadable: {exc}") from None
+
+
+REF_COLUMNS = ("receiver", "key", "value", "expires_at")

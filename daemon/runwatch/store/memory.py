@@ -21,6 +21,7 @@ from runwatch.store.base import (
     Collected,
     Matcher,
     NotificationRecord,
+    OutboxEntry,
     Silence,
     StoreError,
     alert_touched,
@@ -54,6 +55,8 @@ class MemoryStore:
         self._cursors: dict[str, dict[str, tuple[str, float]]] = {}  # source → key → (v, updated)
         self._notifications: dict[tuple[str, str], NotificationRecord] = {}
         self._silences: dict[str, Silence] = {}
+        self._outbox: dict[str, OutboxEntry] = {}
+        self._refs: dict[tuple[str, str], tuple[str, float]] = {}  # (receiver, key) → (v, exp)
 
     def __repr__(self) -> str:
         return f"MemoryStore({NAME})"
@@ -204,6 +207,154 @@ class MemoryStore:
                 )
             return True
 
+    # --- outbox and delivery refs ---------------------------------------------------------
+
+    def _copy(self, entry: OutboxEntry) -> OutboxEntry:
+        try:
+            return codec.outbox_from_row(codec.outbox_to_row(entry))
+        except codec.CodecError as exc:
+            raise self._refuse(exc) from None
+
+    def enqueue(self, entries: Iterable[OutboxEntry]) -> int:
+        added = [self._copy(entry) for entry in entries]
+        with self._lock:
+            self._check_open()
+            ids = [e.id for e in added]
+            taken = [i for i in ids if i in self._outbox] or [i for i in ids if ids.count(i) > 1]
+            if taken:
+                raise ValueError(f"outbox entry {taken[0]!r} already exists")
+            superseded = 0
+            for entry in added:
+                stale = [
+                    old.id
+                    for old in self._outbox.values()
+                    if old.key == entry.key
+                    and not old.failed
+                    and not old.claimed(entry.created_at)
+                ]
+                for old_id in stale:
+                    del self._outbox[old_id]
+                superseded += len(stale)
+                self._outbox[entry.id] = entry
+        return superseded
+
+    def outbox(
+        self,
+        *,
+        group_key: str | None = None,
+        receiver: str | None = None,
+        include_failed: bool = True,
+    ) -> list[OutboxEntry]:
+        with self._lock:
+            self._check_open()
+            found = [
+                e
+                for e in self._outbox.values()
+                if (group_key is None or e.group_key == group_key)
+                and (receiver is None or e.receiver == receiver)
+                and (include_failed or not e.failed)
+            ]
+        return sorted(found, key=lambda e: (e.created_at, e.id))
+
+    def claim_outbox(
+        self,
+        now: float,
+        *,
+        claimant: str,
+        lease: float,
+        receivers: Collection[str] | None = None,
+        limit: int = 100,
+    ) -> list[OutboxEntry]:
+        wanted = None if receivers is None else set(receivers)
+        with self._lock:
+            self._check_open()
+            due = sorted(
+                (
+                    e
+                    for e in self._outbox.values()
+                    if not e.failed
+                    and e.next_attempt_at <= now
+                    and not e.claimed(now)
+                    and (wanted is None or e.receiver in wanted)
+                ),
+                key=lambda e: (e.created_at, e.id),
+            )[: max(limit, 0)]
+            taken = []
+            for entry in due:
+                entry = dataclasses.replace(
+                    entry,
+                    claimed_by=claimant,
+                    claimed_until=float(now + lease),
+                    attempts=entry.attempts + 1,
+                )
+                self._outbox[entry.id] = entry
+                taken.append(entry)
+        return taken
+
+    def _held(self, entry_id: str, claimant: str | None) -> OutboxEntry | None:
+        entry = self._outbox.get(entry_id)
+        if entry is None or entry.failed or (claimant is not None and entry.claimed_by != claimant):
+            return None
+        return entry
+
+    def complete_outbox(
+        self,
+        entry_id: str,
+        *,
+        claimant: str,
+        refs: Mapping[str, str],
+        refs_expire_at: float,
+    ) -> bool:
+        new_refs = {str(k): (str(v), float(refs_expire_at)) for k, v in refs.items()}
+        with self._lock:
+            self._check_open()
+            entry = self._held(entry_id, claimant)
+            if entry is None:
+                return False
+            record = entry.record()
+            stored = self._notifications.get(record.key)
+            if stored is None or record.sent_at >= stored.sent_at:
+                self._notifications[record.key] = record
+            for key, value in new_refs.items():
+                self._refs[(entry.receiver, key)] = value
+            del self._outbox[entry_id]
+            return True
+
+    def retry_outbox(
+        self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str
+    ) -> bool:
+        with self._lock:
+            self._check_open()
+            entry = self._held(entry_id, claimant)
+            if entry is None:
+                return False
+            self._outbox[entry_id] = self._copy(dataclasses.replace(
+                entry, next_attempt_at=float(next_attempt_at), last_error=error,
+                claimed_by="", claimed_until=None,
+            ))
+            return True
+
+    def fail_outbox(self, entry_id: str, *, claimant: str | None, error: str, now: float) -> bool:
+        with self._lock:
+            self._check_open()
+            entry = self._held(entry_id, claimant)
+            if entry is None:
+                return False
+            self._outbox[entry_id] = self._copy(dataclasses.replace(
+                entry, failed_at=float(now), last_error=error, claimed_by="", claimed_until=None,
+            ))
+            return True
+
+    def load_refs(self, receiver: str, keys: Iterable[str], now: float) -> dict[str, str]:
+        wanted = set(keys)
+        with self._lock:
+            self._check_open()
+            return {
+                key: value
+                for (r, key), (value, expires_at) in self._refs.items()
+                if r == receiver and key in wanted and expires_at > now
+            }
+
     # --- upkeep ---------------------------------------------------------------------------
 
     def collect_garbage(
@@ -213,9 +364,12 @@ class MemoryStore:
         resolved_retention: float,
         cursor_retention: float,
         silence_retention: float | None = None,
+        outbox_retention: float | None = None,
     ) -> Collected:
         if silence_retention is None:
             silence_retention = resolved_retention
+        if outbox_retention is None:
+            outbox_retention = resolved_retention
         with self._lock:
             self._check_open()
             notifications = [k for k, r in self._notifications.items() if r.expires_at <= now]
@@ -249,11 +403,26 @@ class MemoryStore:
             for sid in silences:
                 del self._silences[sid]
 
+            outbox_cutoff = now - outbox_retention
+            failed = [
+                e.id
+                for e in self._outbox.values()
+                if e.failed_at is not None and e.failed_at < outbox_cutoff
+            ]
+            for entry_id in failed:
+                del self._outbox[entry_id]
+
+            refs = [key for key, (_, expires_at) in self._refs.items() if expires_at <= now]
+            for key in refs:
+                del self._refs[key]
+
         return Collected(
             notifications=len(notifications),
             alerts=len(alerts),
             cursors=cursors,
             silences=len(silences),
+            outbox=len(failed),
+            refs=len(refs),
         )
 
     def ping(self) -> None:

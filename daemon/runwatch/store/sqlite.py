@@ -27,6 +27,7 @@ from runwatch.store.base import (
     Collected,
     Matcher,
     NotificationRecord,
+    OutboxEntry,
     Silence,
     StoreError,
     new_silence,
@@ -96,8 +97,38 @@ _V1 = (
     "CREATE INDEX silences_by_end ON silences (ends_at)",
 )
 
+# The notification outbox and the refs deliveries leave (Slack threads, message ids).
+_V2 = (
+    """CREATE TABLE outbox (
+        id              TEXT PRIMARY KEY,
+        group_key       TEXT NOT NULL,
+        receiver        TEXT NOT NULL,
+        firing          TEXT NOT NULL,
+        resolved        TEXT NOT NULL,
+        payload         TEXT NOT NULL,
+        created_at      REAL NOT NULL,
+        expires_at      REAL NOT NULL,
+        attempts        INTEGER NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        last_error      TEXT NOT NULL,
+        failed_at       REAL,
+        claimed_by      TEXT NOT NULL,
+        claimed_until   REAL
+    )""",
+    "CREATE INDEX outbox_by_group ON outbox (group_key, receiver)",
+    "CREATE INDEX outbox_due ON outbox (failed_at, next_attempt_at)",
+    """CREATE TABLE delivery_refs (
+        receiver   TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (receiver, key)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX delivery_refs_by_expiry ON delivery_refs (expires_at)",
+)
+
 # One entry per schema version, in order; append, never edit a released step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 
 # Primary result codes after which the same call may well succeed later.
 _TEMPORARY_CODES = frozenset(
@@ -145,6 +176,20 @@ _INSERT_SILENCE = (
     f"VALUES ({', '.join('?' * len(codec.SILENCE_COLUMNS))})"
 )
 _SELECT_SILENCES = f"SELECT {_columns(codec.SILENCE_COLUMNS)} FROM silences"
+_SELECT_OUTBOX = f"SELECT {_columns(codec.OUTBOX_COLUMNS)} FROM outbox"
+_INSERT_OUTBOX = (
+    f"INSERT INTO outbox ({_columns(codec.OUTBOX_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(codec.OUTBOX_COLUMNS))})"
+)
+# Pending entries of the same (group, receiver) that no live claim holds.
+_SUPERSEDE_OUTBOX = (
+    "DELETE FROM outbox WHERE group_key = ?1 AND receiver = ?2 AND failed_at IS NULL"
+    " AND (claimed_until IS NULL OR claimed_until <= ?3) AND id != ?4"
+)
+_DUE_OUTBOX = (
+    "failed_at IS NULL AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)"
+)
+_UPSERT_REF = _upsert("delivery_refs", codec.REF_COLUMNS, ("receiver", "key"))
 
 # The later of resolved_at and last_seen, else updated_at: base.alert_touched in SQL.
 _ALERT_TOUCHED = (
@@ -436,6 +481,139 @@ class SqliteStore:
             )
         return exists is not None
 
+    # --- outbox and delivery refs ---------------------------------------------------------
+
+    def enqueue(self, entries: Iterable[OutboxEntry]) -> int:
+        superseded = 0
+        with self._transaction("cannot write outbox") as conn:
+            for entry in entries:
+                try:
+                    conn.execute(_INSERT_OUTBOX, codec.outbox_to_row(entry))
+                except sqlite3.IntegrityError:
+                    raise ValueError(f"outbox entry {entry.id!r} already exists") from None
+                superseded += conn.execute(_SUPERSEDE_OUTBOX, (
+                    entry.group_key, entry.receiver, float(entry.created_at), entry.id)).rowcount
+        return superseded
+
+    def outbox(
+        self,
+        *,
+        group_key: str | None = None,
+        receiver: str | None = None,
+        include_failed: bool = True,
+    ) -> list[OutboxEntry]:
+        where, params = [], []
+        for column, value in (("group_key", group_key), ("receiver", receiver)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if not include_failed:
+            where.append("failed_at IS NULL")
+        sql = _SELECT_OUTBOX + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._query("cannot read outbox", sql + " ORDER BY created_at, id", params)
+        with self._errors("cannot read outbox"):
+            return [codec.outbox_from_row(row) for row in rows]
+
+    def claim_outbox(
+        self,
+        now: float,
+        *,
+        claimant: str,
+        lease: float,
+        receivers: Collection[str] | None = None,
+        limit: int = 100,
+    ) -> list[OutboxEntry]:
+        now = float(now)
+        sql = f"SELECT id FROM outbox WHERE {_DUE_OUTBOX}"
+        params: list[Any] = [now, now]
+        if receivers is not None:
+            wanted = sorted(set(receivers))
+            if not wanted:
+                return []
+            sql += f" AND receiver IN ({', '.join('?' * len(wanted))})"
+            params.extend(wanted)
+        sql += " ORDER BY created_at, id LIMIT ?"
+        params.append(max(int(limit), 0))
+        # BEGIN IMMEDIATE holds the write lock from the select to the update: no other
+        # process can take the same entries (PostgreSQL: FOR UPDATE SKIP LOCKED).
+        with self._transaction("cannot claim outbox entries") as conn:
+            ids = [row[0] for row in conn.execute(sql, params).fetchall()]
+            conn.executemany(
+                "UPDATE outbox SET claimed_by = ?, claimed_until = ?, attempts = attempts + 1"
+                " WHERE id = ?",
+                [(claimant, now + float(lease), entry_id) for entry_id in ids],
+            )
+            rows = [conn.execute(f"{_SELECT_OUTBOX} WHERE id = ?", (i,)).fetchone() for i in ids]
+        with self._errors("cannot claim outbox entries"):
+            return [codec.outbox_from_row(row) for row in rows]
+
+    @staticmethod
+    def _held(conn: sqlite3.Connection, entry_id: str, claimant: str | None) -> Any:
+        sql = f"{_SELECT_OUTBOX} WHERE id = ? AND failed_at IS NULL"
+        params: tuple[Any, ...] = (entry_id,)
+        if claimant is not None:
+            sql += " AND claimed_by = ?"
+            params = (entry_id, claimant)
+        return conn.execute(sql, params).fetchone()
+
+    def complete_outbox(
+        self,
+        entry_id: str,
+        *,
+        claimant: str,
+        refs: Mapping[str, str],
+        refs_expire_at: float,
+    ) -> bool:
+        with self._transaction("cannot complete outbox entry") as conn:
+            row = self._held(conn, entry_id, claimant)
+            if row is None:
+                return False
+            entry = codec.outbox_from_row(row)
+            conn.execute(_UPSERT_NOTIFICATION, codec.notification_to_row(entry.record()))
+            conn.executemany(_UPSERT_REF, [
+                (entry.receiver, str(key), str(value), float(refs_expire_at))
+                for key, value in refs.items()
+            ])
+            conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
+        return True
+
+    def retry_outbox(
+        self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str
+    ) -> bool:
+        with self._transaction("cannot reschedule outbox entry") as conn:
+            changed = conn.execute(
+                "UPDATE outbox SET next_attempt_at = ?, last_error = ?, claimed_by = '',"
+                " claimed_until = NULL WHERE id = ? AND claimed_by = ? AND failed_at IS NULL",
+                (float(next_attempt_at), " ".join(error.split()), entry_id, claimant),
+            ).rowcount
+        return changed > 0
+
+    def fail_outbox(self, entry_id: str, *, claimant: str | None, error: str, now: float) -> bool:
+        sql = (
+            "UPDATE outbox SET failed_at = ?, last_error = ?, claimed_by = '',"
+            " claimed_until = NULL WHERE id = ? AND failed_at IS NULL"
+        )
+        params: tuple[Any, ...] = (float(now), " ".join(error.split()), entry_id)
+        if claimant is not None:
+            sql += " AND claimed_by = ?"
+            params = (*params, claimant)
+        with self._transaction("cannot mark outbox entry failed") as conn:
+            changed = conn.execute(sql, params).rowcount
+        return changed > 0
+
+    def load_refs(self, receiver: str, keys: Iterable[str], now: float) -> dict[str, str]:
+        wanted = sorted(set(keys))
+        found: dict[str, str] = {}
+        with self._transaction("cannot read delivery refs", "BEGIN") as conn:
+            for i in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[i : i + _IN_CHUNK]
+                found.update(conn.execute(
+                    "SELECT key, value FROM delivery_refs WHERE receiver = ? AND expires_at > ?"
+                    f" AND key IN ({', '.join('?' * len(chunk))})",
+                    (receiver, float(now), *chunk),
+                ).fetchall())
+        return found
+
     # --- upkeep ---------------------------------------------------------------------------
 
     def collect_garbage(
@@ -445,9 +623,12 @@ class SqliteStore:
         resolved_retention: float,
         cursor_retention: float,
         silence_retention: float | None = None,
+        outbox_retention: float | None = None,
     ) -> Collected:
         if silence_retention is None:
             silence_retention = resolved_retention
+        if outbox_retention is None:
+            outbox_retention = resolved_retention
         collectible = ", ".join(sorted(f"'{s.value}'" for s in COLLECTIBLE_STATUSES))
         deleted: dict[str, int] = {}
         statements: dict[str, tuple[str, float]] = {
@@ -458,6 +639,8 @@ class SqliteStore:
             ),
             "cursors": ("DELETE FROM cursors WHERE updated_at < ?", now - cursor_retention),
             "silences": ("DELETE FROM silences WHERE ends_at < ?", now - silence_retention),
+            "outbox": ("DELETE FROM outbox WHERE failed_at < ?", now - outbox_retention),
+            "refs": ("DELETE FROM delivery_refs WHERE expires_at <= ?", now),
         }
         with self._transaction("cannot collect garbage") as conn:
             for kind, (sql, cutoff) in statements.items():

@@ -1,0 +1,83 @@
+"""The seam between deciding what to tell and telling it: one message, one receiver.
+
+The pipeline (routing, inhibition, silences, dedup, the outbox) builds :class:`Message`
+values; a :class:`Notifier` turns one into a Slack post, an email or a webhook call and
+answers with a :class:`Delivery`. Notifiers never raise for a delivery problem: they say
+whether retrying can help, and the outbox decides when.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from runwatch.model import AlertState
+
+
+class Reason(enum.StrEnum):
+    """Why a message is (or is not) sent; logged with every decision."""
+
+    FIRST = "first"  # nothing was sent for this group before
+    CHANGED = "changed"  # new alerts fire in the group
+    REPEAT = "repeat"  # still firing, and the repeat interval has elapsed
+    RESOLVED = "resolved"  # alerts the receiver was told about have resolved
+    NONE = "do-not-notify"
+    TEST = "test"  # `runwatch notify-test`
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Chart:
+    """Points of one metric up to the firing point, for receivers with ``charts: true``."""
+
+    metric: str
+    steps: tuple[int, ...]
+    values: tuple[float, ...]
+    threshold: float | None = None
+    firing_step: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Message:
+    """What one receiver is told about one alert group, as decided once and kept in the outbox.
+
+    ``refs`` carries what earlier deliveries to this receiver returned that this message
+    builds on, by key: ``thread:<run path>`` — the first message about a run (Slack posts
+    later messages about the run into its thread); ``message:<fingerprint>`` — the message
+    that announced an alert firing (updated in place when it resolves).
+    """
+
+    id: str  # the outbox id: stable across retries, usable as an idempotency key
+    receiver: str
+    group_key: str
+    group_labels: Mapping[str, str] = field(default_factory=dict)
+    firing: tuple[AlertState, ...] = ()
+    resolved: tuple[AlertState, ...] = ()
+    reason: Reason
+    created_at: float  # when it was decided: "firing for 2h" is measured against it
+    charts: Mapping[str, Chart] = field(default_factory=dict)  # by alert fingerprint
+    refs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Delivery:
+    """A receiver's answer to one send."""
+
+    ok: bool
+    detail: str = ""  # one line: the receiver's answer or error; never a secret
+    temporary: bool = False  # a retry may succeed (429, 5xx, timeout, SMTP 4xx, refused)
+    retry_after: float | None = None  # seconds, when the receiver said so
+    refs: Mapping[str, str] = field(default_factory=dict)  # new refs to remember (keys as above)
+
+
+class Notifier(Protocol):
+    """One configured receiver, ready to send."""
+
+    name: str
+
+    def send(self, message: Message) -> Delivery:
+        """Deliver ``message``; every failure is a ``Delivery(ok=False, ...)``, never raised."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,69 @@
+"""A small PNG of the metric that fired: its points up to the firing point, the threshold
+as a dashed line, the firing point marked.
+
+Drawn with matplotlib's object API on the Agg canvas — no pyplot, so no global figure
+state and no GUI backend, safe from any thread of the daemon. Metric keys are untrusted:
+text is drawn with ``parse_math=False`` so a ``$`` in a key is a dollar, not mathtext.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from runwatch.notify.base import Chart
+
+MAX_POINTS = 2000  # more than a 600-pixel-wide chart can show
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def chart_png(chart: Chart, *, title: str = "") -> bytes | None:
+    """The chart as PNG bytes; None when it has no finite point to draw."""
+    points = [(s, v) for s, v in zip(chart.steps, chart.values, strict=False)
+              if isinstance(v, int | float)]
+    if len(points) > MAX_POINTS:
+        stride = math.ceil(len(points) / MAX_POINTS)
+        kept = points[::stride]
+        if kept[-1] != points[-1]:
+            kept.append(points[-1])
+        points = kept
+    finite = [(s, v) for s, v in points if math.isfinite(v)]
+    if not finite:
+        return None
+
+    figure = Figure(figsize=(6, 2.4), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    steps = [s for s, _ in points]
+    values = [v if math.isfinite(v) else math.nan for _, v in points]
+    axes.plot(steps, values, linewidth=1.2, color="#1565c0")
+    if chart.threshold is not None and math.isfinite(chart.threshold):
+        axes.axhline(chart.threshold, color="#c62828", linestyle="--", linewidth=1,
+                     label=f"threshold {chart.threshold:.4g}")
+    fired = _firing_point(chart, finite)
+    if fired is not None:
+        axes.plot([fired[0]], [fired[1]], marker="o", markersize=7, color="#c62828",
+                  linestyle="none", label=f"fired at step {fired[0]}")
+    axes.set_xlabel("step", fontsize=8)
+    axes.tick_params(labelsize=7)
+    axes.grid(alpha=0.3)
+    axes.set_title(title or chart.metric, fontsize=9, loc="left", parse_math=False)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()
+
+
+def _firing_point(chart: Chart, finite: list[tuple[int, float]]) -> tuple[int, float] | None:
+    if chart.firing_step is None:
+        return finite[-1]
+    at = [(s, v) for s, v in finite if s == chart.firing_step]
+    if at:
+        return at[-1]
+    before = [(s, v) for s, v in finite if s <= chart.firing_step]
+    return before[-1] if before else None

@@ -1,0 +1,75 @@
+"""Whether a receiver needs to hear about an alert group now: Alertmanager's nflog check.
+
+A pure function of the notification log's last record for (group, receiver), the group
+as it is now and ``now``. It returns a :class:`Reason`, which the pipeline logs with
+every decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from runwatch.notify.base import Reason
+from runwatch.store.base import NotificationRecord
+
+# How long a notification record outlives the repeat interval: a daemon stopped for up to
+# this long still knows, when it comes back, what it told each receiver (Alertmanager
+# keeps its nflog 120h by default).
+RECORD_RETENTION = 5 * 86400.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GroupState:
+    """An alert group as it is now, muted alerts left out.
+
+    ``firing`` maps each firing alert's fingerprint to when it (last) started firing;
+    ``resolved`` holds the fingerprints of the group's resolved alerts.
+    """
+
+    firing: Mapping[str, float] = field(default_factory=dict)
+    resolved: frozenset[str] = frozenset()
+
+    def announced_resolved(self, last: NotificationRecord | None) -> frozenset[str]:
+        """The resolved alerts the receiver was told were firing: only those are news."""
+        if last is None:
+            return frozenset()
+        return frozenset(fp for fp in last.firing if fp in self.resolved and fp not in self.firing)
+
+
+def record_expiry(sent_at: float, repeat_interval: float) -> float:
+    """When a record written at ``sent_at`` may be forgotten."""
+    return sent_at + repeat_interval + RECORD_RETENTION
+
+
+def needs_notify(
+    last: NotificationRecord | None,
+    group: GroupState,
+    now: float,
+    repeat_interval: float,
+    send_resolved: bool,
+) -> Reason:
+    """Why ``group`` must be sent to the receiver whose last record is ``last``, or
+    ``Reason.NONE``.
+
+    * ``FIRST``: alerts fire and the receiver has no (unexpired) record of this group;
+    * ``CHANGED``: an alert fires that the last notification did not say was firing, or
+      that started firing again after it was sent;
+    * ``RESOLVED``: alerts the receiver was told were firing have resolved, and
+      ``send_resolved``;
+    * ``REPEAT``: alerts still fire and ``repeat_interval`` has passed since ``sent_at``.
+
+    Resolved alerts the receiver was never told were firing are never news.
+    """
+    if last is not None and last.expired(now):
+        last = None
+    if last is None:
+        return Reason.FIRST if group.firing else Reason.NONE
+    if any(fp not in last.firing or fired_at > last.sent_at
+           for fp, fired_at in group.firing.items()):
+        return Reason.CHANGED
+    if send_resolved and group.announced_resolved(last):
+        return Reason.RESOLVED
+    if group.firing and now - last.sent_at >= repeat_interval:
+        return Reason.REPEAT
+    return Reason.NONE

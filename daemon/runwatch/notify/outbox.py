@@ -1,0 +1,216 @@
+"""The durable outbox: decided messages are stored before they are sent, then drained.
+
+Draining takes one due entry at a time with an atomic claim (a lease: another process
+cannot take it until the lease runs out), sends it, and settles it in one transaction:
+
+* delivered — the notification record and the refs the receiver returned are written
+  and the entry deleted, together;
+* failed for now (429, 5xx, timeout, refused) — tried again after an exponential backoff
+  (``BACKOFF_BASE`` doubling up to ``BACKOFF_CAP``, at least the receiver's
+  ``retry_after``), until the entry is ``GIVE_UP_AFTER`` old;
+* failed for good — kept as failed with its error, logged once naming the receiver, and
+  never tried again.
+
+Delivery is at least once. A crash after the receiver took a message but before the
+transaction that settles it leaves the entry claimed; once its lease runs out the next
+drain sends it again, with the same ``Message.id`` (receivers that take an idempotency key
+use it). The window is the time between the receiver's answer and one local commit.
+A crash before sending (or before the claim) loses nothing: the next drain sends the
+entry once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from runwatch.model import AlertState
+from runwatch.notify.base import Chart, Delivery, Message, Notifier, Reason
+from runwatch.store import codec
+from runwatch.store.base import OutboxEntry, Store
+
+log = logging.getLogger("runwatch.notify.outbox")
+
+PAYLOAD_VERSION = 1
+DEFAULT_LEASE = 300.0  # seconds one claim holds an entry: far above a notifier's timeout
+BACKOFF_BASE = 30.0
+BACKOFF_CAP = 1800.0
+RETRY_AFTER_CAP = 3600.0  # a receiver asking for more than this is asked again sooner
+GIVE_UP_AFTER = 86400.0  # a message still undelivered a day later is stale news
+REF_RETENTION = 14 * 86400.0  # how long a Slack thread or message id is remembered
+
+
+# --- the stored form ----------------------------------------------------------------------
+
+
+def encode_message(message: Message) -> str:
+    """``message`` as the outbox's payload text (alerts without their check memory)."""
+    return codec.encode_json({
+        "v": PAYLOAD_VERSION,
+        "group_labels": dict(message.group_labels),
+        "reason": str(message.reason),
+        "firing": [codec.alert_to_data(a, memory=False) for a in message.firing],
+        "resolved": [codec.alert_to_data(a, memory=False) for a in message.resolved],
+        "charts": {fp: dataclasses.asdict(chart) for fp, chart in message.charts.items()},
+    })
+
+
+def decode_message(entry: OutboxEntry, refs: Mapping[str, str] | None = None) -> Message:
+    """The message ``entry`` holds, with ``refs``; CodecError if its payload is unreadable."""
+    data = codec.decode_json(entry.payload)
+    try:
+        if data.get("v") != PAYLOAD_VERSION:
+            raise codec.CodecError(f"payload version {data.get('v')!r} is not {PAYLOAD_VERSION}")
+        return Message(
+            id=entry.id,
+            receiver=entry.receiver,
+            group_key=entry.group_key,
+            group_labels=dict(data["group_labels"]),
+            firing=tuple(codec.alert_from_data(a) for a in data["firing"]),
+            resolved=tuple(codec.alert_from_data(a) for a in data["resolved"]),
+            reason=Reason(data["reason"]),
+            created_at=entry.created_at,
+            charts={fp: _chart(c) for fp, c in data["charts"].items()},
+            refs=dict(refs or {}),
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise codec.CodecError(f"outbox entry {entry.id} unreadable: {exc}") from None
+
+
+def _chart(data: Mapping[str, Any]) -> Chart:
+    return Chart(metric=data["metric"], steps=tuple(data["steps"]), values=tuple(data["values"]),
+                 threshold=data.get("threshold"), firing_step=data.get("firing_step"))
+
+
+def new_entry(message: Message, *, expires_at: float) -> OutboxEntry:
+    """The outbox entry for a just-decided ``message``, due at once."""
+    return OutboxEntry(
+        id=message.id,
+        group_key=message.group_key,
+        receiver=message.receiver,
+        firing=frozenset(a.fingerprint for a in message.firing),
+        resolved=frozenset(a.fingerprint for a in message.resolved),
+        payload=encode_message(message),
+        created_at=message.created_at,
+        expires_at=expires_at,
+        next_attempt_at=message.created_at,
+    )
+
+
+def ref_keys(alerts: tuple[AlertState, ...]) -> set[str]:
+    """The refs a message about ``alerts`` may build on (see ``Message.refs``)."""
+    keys = {f"thread:{a.run.path}" for a in alerts}
+    keys.update(f"message:{a.fingerprint}" for a in alerts)
+    return keys
+
+
+def backoff(attempts: int, retry_after: float | None = None) -> float:
+    """Seconds to wait before attempt ``attempts + 1``."""
+    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(attempts - 1, 0))
+    if retry_after is not None and retry_after > 0:
+        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
+    return delay
+
+
+# --- draining -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DrainReport:
+    sent: int = 0
+    retrying: int = 0  # failed for now, scheduled again
+    failed: int = 0  # failed for good
+    lost: int = 0  # delivered, but another process had taken the entry meanwhile
+    errors: tuple[str, ...] = ()  # one line per failure, naming the receiver
+
+
+def new_claimant() -> str:
+    """Who is draining: host, process and a random part, for claims and logs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def drain(
+    store: Store,
+    notifiers: Mapping[str, Notifier],
+    now: float,
+    *,
+    claimant: str | None = None,
+    lease: float = DEFAULT_LEASE,
+    give_up_after: float = GIVE_UP_AFTER,
+    max_sends: int = 1000,
+) -> DrainReport:
+    """Send every due outbox entry whose receiver is in ``notifiers``, oldest first.
+
+    A receiver that fails for now is not tried again in this drain (its other entries
+    wait for the next one). A ``StoreError`` stops the drain and propagates: nothing is
+    sent that could not then be recorded.
+    """
+    claimant = claimant or new_claimant()
+    live = set(notifiers)
+    counts = {"sent": 0, "retrying": 0, "failed": 0, "lost": 0}
+    errors: list[str] = []
+    for _ in range(max_sends):
+        taken = store.claim_outbox(now, claimant=claimant, lease=lease, receivers=live, limit=1)
+        if not taken:
+            break
+        entry = taken[0]
+        outcome, error = _deliver(store, notifiers[entry.receiver], entry, now,
+                                  claimant=claimant, give_up_after=give_up_after)
+        counts[outcome] += 1
+        if error:
+            errors.append(error)
+        if outcome == "retrying":
+            live.discard(entry.receiver)
+    return DrainReport(**counts, errors=tuple(errors))
+
+
+def _deliver(
+    store: Store, notifier: Notifier, entry: OutboxEntry, now: float, *, claimant: str,
+    give_up_after: float,
+) -> tuple[str, str]:
+    where = f"receiver {entry.receiver}: message {entry.id} ({entry.group_key})"
+    try:
+        message = decode_message(entry)
+    except codec.CodecError as exc:
+        return _fail(store, entry, now, claimant, f"{where}: {exc}")
+    message = dataclasses.replace(
+        message, refs=store.load_refs(entry.receiver, ref_keys(message.firing + message.resolved),
+                                      now))
+    try:
+        delivery = notifier.send(message)
+    except Exception as exc:  # the contract says never; a bug must not stop the others
+        delivery = Delivery(ok=False, temporary=True,
+                            detail=f"unexpected {type(exc).__name__}: {exc}")
+    if delivery.ok:
+        done = store.complete_outbox(entry.id, claimant=claimant, refs=delivery.refs,
+                                     refs_expire_at=now + REF_RETENTION)
+        if not done:
+            log.warning("%s: delivered after its claim ran out; it may arrive twice", where)
+            return "lost", ""
+        log.info("%s: delivered (%s) after %d attempt(s)%s", where, message.reason,
+                 entry.attempts, f": {delivery.detail}" if delivery.detail else "")
+        return "sent", ""
+    detail = " ".join((delivery.detail or "failed without detail").split())
+    if not delivery.temporary:
+        return _fail(store, entry, now, claimant, f"{where}: {detail}")
+    if now - entry.created_at >= give_up_after:
+        return _fail(store, entry, now, claimant,
+                     f"{where}: gave up after {entry.attempts} attempts: {detail}")
+    retry_at = now + backoff(entry.attempts, delivery.retry_after)
+    store.retry_outbox(entry.id, claimant=claimant, next_attempt_at=retry_at, error=detail)
+    log.warning("%s: attempt %d failed, retrying in %.0fs: %s", where, entry.attempts,
+                retry_at - now, detail)
+    return "retrying", f"{where}: {detail} (retrying)"
+
+
+def _fail(store: Store, entry: OutboxEntry, now: float, claimant: str, error: str
+          ) -> tuple[str, str]:
+    store.fail_outbox(entry.id, claimant=claimant, error=error, now=now)
+    log.error("%s (not retried)", error)
+    return "failed", error

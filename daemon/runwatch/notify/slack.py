@@ -1,0 +1,321 @@
+"""Slack receivers: a bot token (threads, updates, charts) or an incoming webhook.
+
+Bot token, one alert group → one ``chat.postMessage`` (Block Kit from ``render``):
+
+- **Threads.** Refs ``thread:<run path>`` → ``<channel>:<ts>`` name the first message
+  about a run. A group may span runs: it goes into the thread of the first of its alerts
+  (in :func:`render.ordered` order: most severe firing first) whose run has one. A message
+  posted at top level becomes the thread of every run it mentions that had none; a
+  message posted into a thread starts no thread for the other runs it mentions.
+- **Updates.** Each alert a message announces gets ``message:<fingerprint>`` →
+  ``<channel>:<ts>`` (the first announcement only; repeats go into the thread). When an
+  alert resolves, that message is rewritten (``chat.update``) to show the group's alerts
+  it announced as they now stand, and the resolve itself is posted as a reply in the
+  thread — so the channel shows the outcome and the thread keeps the history.
+- **Charts** (``charts: true``): a PNG of ``message.charts[fingerprint]`` for up to
+  :data:`MAX_CHARTS` firing alerts, uploaded into the thread with ``files_upload_v2``.
+
+Order makes retries safe: the updates (idempotent) first, then the one post, then the
+charts — best effort, since the post has happened and a retry would post it twice.
+
+Retries within one send are slack_sdk's own handlers with small bounded counts; a 429
+whose Retry-After exceeds :data:`MAX_RETRY_WAIT` is not slept on here but handed back as
+a temporary failure with ``retry_after``, for the outbox to wait without a blocked thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.handler import RetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
+from slack_sdk.webhook import WebhookClient
+
+from runwatch.model import AlertState
+from runwatch.notify import render
+from runwatch.notify.base import Delivery, Message
+from runwatch.notify.charts import chart_png
+
+MAX_CHARTS = 3
+MAX_RETRY_WAIT = 30.0  # seconds; a longer Retry-After goes back to the outbox
+RETRIES = 2
+
+# ok:false errors that no retry can fix (https://api.slack.com/methods/chat.postMessage).
+PERMANENT_ERRORS = frozenset({
+    "channel_not_found", "invalid_auth", "not_authed", "account_inactive", "token_revoked",
+    "token_expired", "not_in_channel", "is_archived", "missing_scope", "no_permission",
+    "ekm_access_denied", "restricted_action", "org_login_required", "invalid_blocks",
+    "invalid_arguments", "msg_too_long", "too_many_attachments", "no_text",
+    "invalid_blocks_format", "channel_is_archived", "cannot_reply_to_message",
+    "team_access_not_granted", "not_allowed_token_type", "invalid_token",
+})
+# Errors that say "later": everything else ok:false is treated as permanent.
+TEMPORARY_ERRORS = frozenset({
+    "ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
+    "request_timeout", "team_added_to_org",
+})
+# chat.postMessage failures when a thread's parent is gone: post at the top level instead.
+GONE_THREAD_ERRORS = frozenset({"thread_not_found", "message_not_found"})
+# chat.update failures that leave the resolve reply still worth posting.
+STALE_MESSAGE_ERRORS = frozenset({"message_not_found", "cant_update_message",
+                                  "edit_window_closed"})
+
+
+class _BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler (sleeps Retry-After), only for waits up to ``max_wait``."""
+
+    def __init__(self, max_retry_count: int, max_wait: float):
+        super().__init__(max_retry_count=max_retry_count)
+        self.max_wait = max_wait
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest,
+                   response: HttpResponse | None = None,
+                   error: Exception | None = None) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response,
+                                  error=error):
+            return False
+        wait = retry_after_seconds(response.headers if response is not None else {})
+        return wait is None or wait <= self.max_wait
+
+
+def retry_handlers(retries: int = RETRIES,
+                   max_wait: float = MAX_RETRY_WAIT) -> list[RetryHandler]:
+    return [
+        ConnectionErrorRetryHandler(max_retry_count=retries),
+        _BoundedRateLimitRetryHandler(max_retry_count=retries, max_wait=max_wait),
+        ServerErrorRetryHandler(max_retry_count=retries),
+    ]
+
+
+def retry_after_seconds(headers: Mapping[str, Any]) -> float | None:
+    """The Retry-After header in seconds (slack_sdk keeps header values as str or [str])."""
+    for key, value in headers.items():
+        if key.lower() != "retry-after":
+            continue
+        if isinstance(value, list | tuple):
+            value = value[0] if value else None
+        try:
+            return max(float(value), 0.0)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def parse_ref(value: str) -> tuple[str, str] | None:
+    """``"C123:1700000000.000100"`` → ``("C123", "1700000000.000100")``."""
+    channel, sep, ts = value.partition(":")
+    return (channel, ts) if sep and channel and ts else None
+
+
+def classify(receiver: str, call: str, exc: Exception, *, secrets: tuple[str, ...] = ()
+             ) -> Delivery:
+    """A failed Slack call as a Delivery: permanent or temporary, one line, no secret."""
+    retry_after = None
+    if isinstance(exc, SlackApiError):
+        status = exc.response.status_code
+        data = exc.response.data if isinstance(exc.response.data, dict) else {}
+        error = str(data.get("error") or "")
+        retry_after = retry_after_seconds(exc.response.headers or {})
+        temporary = status == 429 or status >= 500 or error in TEMPORARY_ERRORS
+        what = (error if status == 200 else f"{error} (HTTP {status})") if error \
+            else f"HTTP {status}"
+    elif isinstance(exc, OSError | SlackClientError):  # refused, reset, timeout, DNS …
+        temporary = True
+        what = _one_line(f"{type(exc).__name__}: {exc}")
+    else:  # a bug of ours, or of the SDK: retrying the same message will not help
+        temporary = False
+        what = _one_line(f"{type(exc).__name__}: {exc}")
+    detail = f"slack receiver {receiver!r}: {call} failed: {what}"
+    return Delivery(ok=False, detail=_scrub(detail, secrets), temporary=temporary,
+                    retry_after=retry_after if temporary else None)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return render.truncate(" ".join(render.one_line(text).split()), limit)
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+class SlackNotifier:
+    """A bot token (``xoxb-``) posting to one channel through ``chat.postMessage``."""
+
+    def __init__(self, name: str, *, token: str, channel: str, charts: bool = False,
+                 base_url: str | None = None, timeout: float = 10.0,
+                 retries: int = RETRIES, max_retry_wait: float = MAX_RETRY_WAIT):
+        self.name = name
+        self.channel = channel
+        self.charts = charts
+        self._token = token
+        self._client = WebClient(
+            token=token, base_url=base_url or WebClient.BASE_URL, timeout=timeout,  # type: ignore[arg-type]
+            retry_handlers=retry_handlers(retries, max_retry_wait),
+        )
+
+    def close(self) -> None:
+        pass  # urllib opens a connection per request; nothing is held
+
+    def send(self, message: Message) -> Delivery:
+        call = "chat.postMessage"
+        try:
+            call = "chat.update"
+            notes = self._update_resolved(message)
+            call = "chat.postMessage"
+            channel, ts, thread_ts, restarted = self._post(message)
+            call = "files_upload_v2"
+            notes += self._upload_charts(message, channel, thread_ts or ts)
+        except Exception as exc:  # a Notifier answers, never raises
+            return classify(self.name, call, exc, secrets=(self._token,))
+        refs = self._new_refs(message, channel, ts, threaded=thread_ts is not None,
+                              restarted=restarted)
+        where = f"{channel} thread {thread_ts}" if thread_ts else channel
+        detail = f"slack receiver {self.name!r}: posted {ts} to {where}"
+        if notes:
+            detail += "; " + "; ".join(notes)
+        return Delivery(ok=True, detail=_scrub(detail, (self._token,)), refs=refs)
+
+    # --- steps ----------------------------------------------------------------------
+
+    def _thread(self, message: Message) -> tuple[str, str] | None:
+        for alert in render.ordered(message):
+            ref = message.refs.get(f"thread:{alert.run.path}")
+            if ref and parse_ref(ref):
+                return parse_ref(ref)
+        if not message.firing:  # a resolve with no thread: reply to the announcement
+            for alert in message.resolved:
+                ref = message.refs.get(f"message:{alert.fingerprint}")
+                if ref and parse_ref(ref):
+                    return parse_ref(ref)
+        return None
+
+    def _update_resolved(self, message: Message) -> list[str]:
+        """Rewrite each message that announced an alert now resolved; idempotent."""
+        announced: dict[tuple[str, str], list[AlertState]] = {}
+        for alert in render.ordered(message):
+            ref = parse_ref(message.refs.get(f"message:{alert.fingerprint}", ""))
+            if ref is not None:
+                announced.setdefault(ref, []).append(alert)
+        notes = []
+        resolved = {a.fingerprint for a in message.resolved}
+        for (channel, ts), alerts in announced.items():
+            if not any(a.fingerprint in resolved for a in alerts):
+                continue
+            title = render.title([a for a in alerts if a.fingerprint not in resolved],
+                                 [a for a in alerts if a.fingerprint in resolved])
+            try:
+                self._client.chat_update(
+                    channel=channel, ts=ts,
+                    text=render.slack_fallback(message, alerts, title=title),
+                    blocks=render.slack_blocks(message, alerts, title=title),
+                )
+            except SlackApiError as exc:
+                error = exc.response.get("error") if isinstance(exc.response.data, dict) else ""
+                if error not in STALE_MESSAGE_ERRORS:
+                    raise
+                notes.append(f"not updated {ts}: {error}")
+        return notes
+
+    def _post(self, message: Message) -> tuple[str, str, str | None, bool]:
+        """Post the group; answers channel, ts, the thread it went into, and whether the
+        run's thread was gone and a new one began."""
+        thread = self._thread(message)
+        channel, thread_ts = thread if thread else (self.channel, None)
+        post = {"text": render.slack_fallback(message), "blocks": render.slack_blocks(message),
+                "unfurl_links": False, "unfurl_media": False}
+        try:
+            response = self._client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                                     **post)
+        except SlackApiError as exc:
+            error = exc.response.get("error") if isinstance(exc.response.data, dict) else ""
+            if thread_ts is None or error not in GONE_THREAD_ERRORS:
+                raise
+            # The thread's first message was deleted: start over at the top level.
+            response = self._client.chat_postMessage(channel=self.channel, **post)
+            return str(response["channel"]), str(response["ts"]), None, True
+        return str(response["channel"]), str(response["ts"]), thread_ts, False
+
+    def _upload_charts(self, message: Message, channel: str, thread_ts: str) -> list[str]:
+        if not self.charts:
+            return []
+        notes = []
+        drawn = 0
+        for alert in render.ordered(message)[: len(message.firing)]:
+            chart = message.charts.get(alert.fingerprint)
+            if chart is None or drawn >= MAX_CHARTS:
+                continue
+            title = f"{alert.rule} · {alert.run.display_name} · {chart.metric}"
+            png = chart_png(chart, title=render.truncate(render.one_line(title), 100))
+            if png is None:
+                continue
+            drawn += 1
+            try:
+                self._client.files_upload_v2(
+                    channel=channel, thread_ts=thread_ts, file=png,
+                    filename=f"{alert.fingerprint}.png",
+                    title=render.truncate(render.one_line(title), 250),
+                    alt_txt=render.truncate(render.one_line(f"chart of {chart.metric}"), 1000),
+                )
+            except Exception as exc:  # the message is out; a chart is a bonus
+                failed = classify(self.name, "files_upload_v2", exc, secrets=(self._token,))
+                notes.append(f"chart not uploaded ({failed.detail.rsplit(': ', 1)[-1]})")
+        return notes
+
+    def _new_refs(self, message: Message, channel: str, ts: str, *, threaded: bool,
+                  restarted: bool) -> dict[str, str]:
+        here = f"{channel}:{ts}"
+        refs: dict[str, str] = {}
+        if not threaded:
+            for alert in render.ordered(message):
+                key = f"thread:{alert.run.path}"
+                if restarted or key not in message.refs:
+                    refs[key] = here
+        for alert in message.firing:
+            key = f"message:{alert.fingerprint}"
+            if key not in message.refs:
+                refs[key] = here
+        return refs
+
+
+class SlackWebhookNotifier:
+    """An incoming webhook: the same blocks, no threads, no updates, no files."""
+
+    def __init__(self, name: str, *, url: str, timeout: float = 10.0,
+                 retries: int = RETRIES, max_retry_wait: float = MAX_RETRY_WAIT):
+        self.name = name
+        self._url = url
+        self._client = WebhookClient(url=url, timeout=timeout,  # type: ignore[arg-type]
+                                     retry_handlers=retry_handlers(retries, max_retry_wait))
+
+    def close(self) -> None:
+        pass
+
+    def send(self, message: Message) -> Delivery:
+        try:
+            response = self._client.send(
+                text=render.slack_fallback(message), blocks=render.slack_blocks(message),
+                unfurl_links=False, unfurl_media=False,
+            )
+        except Exception as exc:  # a Notifier answers, never raises
+            return classify(self.name, "webhook", exc, secrets=(self._url,))
+        status, body = response.status_code, _one_line(response.body or "", 120)
+        if status == 200:
+            return Delivery(ok=True, detail=f"slack receiver {self.name!r}: webhook {body}")
+        temporary = status == 429 or status >= 500
+        retry_after = retry_after_seconds(response.headers or {}) if temporary else None
+        detail = f"slack receiver {self.name!r}: webhook failed: HTTP {status} {body}".rstrip()
+        return Delivery(ok=False, detail=_scrub(detail, (self._url,)), temporary=temporary,
+                        retry_after=retry_after)

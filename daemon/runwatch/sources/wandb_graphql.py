@@ -1,0 +1,261 @@
+"""What the W&B source asks the W&B GraphQL API, and how it reads the answers. Pure.
+
+Two operations carry a tick: one runs query per project (paged) with exactly the fields
+a tick needs, and history queries that read many runs' new rows at once — one aliased
+``run(name:) { sampledHistory(specs:) }`` per run, each spec bounded to the steps after
+the run's cursor. ``sampledHistory`` treats ``maxStep`` as inclusive and returns at most
+``samples`` rows, so asking ``maxStep - minStep + 1`` samples reads every row exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from runwatch.model import RunRef, RunSnapshot, RunState, Series
+
+RUNS_QUERY = """
+query RunwatchRuns($entity: String!, $project: String!, $filters: JSONString,
+                   $cursor: String, $perPage: Int!, $withConfig: Boolean!) {
+  project(name: $project, entityName: $entity) {
+    runs(filters: $filters, after: $cursor, first: $perPage, order: "+created_at") {
+      edges { node { name displayName state createdAt heartbeatAt tags group
+                     historyLineCount summaryMetrics config @include(if: $withConfig) } }
+      pageInfo { endCursor hasNextPage }
+    }
+  }
+}
+"""
+
+PROJECTS_QUERY = """
+query RunwatchProjects($entity: String!, $cursor: String) {
+  models(entityName: $entity, first: 100, after: $cursor) {
+    edges { node { name } }
+    pageInfo { endCursor hasNextPage }
+  }
+}
+"""
+
+PROJECT_QUERY = """
+query RunwatchProject($entity: String!, $project: String!) {
+  project(name: $project, entityName: $entity) { name }
+}
+"""
+
+VIEWER_QUERY = "query RunwatchViewer { viewer { id username entity } }"
+
+# W&B's run states, as runwatch names them. "preempting" is a run told to stop that has
+# not yet; it is still alive.
+STATES = {
+    "running": RunState.RUNNING,
+    "pending": RunState.RUNNING,
+    "preempting": RunState.RUNNING,
+    "finished": RunState.FINISHED,
+    "crashed": RunState.CRASHED,
+    "failed": RunState.FAILED,
+    "killed": RunState.KILLED,
+    "preempted": RunState.PREEMPTED,
+}
+
+# Non-finite numbers in W&B's JSON objects arrive as these strings (JSON text carries bare
+# NaN/Infinity, which json.loads already reads as floats).
+_NONFINITE = {"NaN": math.nan, "nan": math.nan, "Infinity": math.inf, "inf": math.inf,
+              "-Infinity": -math.inf, "-inf": -math.inf}
+
+
+def number(value: Any) -> float | None:
+    """A logged value as the float it stands for; None for what is not a number."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        return _NONFINITE.get(value)
+    return None
+
+
+def wandb_time(text: str | None) -> float | None:
+    """W&B's ``2026-11-23T08:00:00`` (UTC, often without a zone) as Unix seconds."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def iso(seconds: float) -> str:
+    """Unix seconds as W&B's filter timestamps: UTC, no zone, whole seconds."""
+    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def runs_filter(*, updated_after: float, tags: Sequence[str] = (), group: str | None = None,
+                created_after: float | None = None,
+                query: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Running runs, and runs whose heartbeat is newer than ``updated_after`` (so a run that
+    ended since the last tick is read once more), narrowed by the configured filters."""
+    clauses: list[dict[str, Any]] = [
+        {"$or": [{"state": "running"}, {"heartbeatAt": {"$gt": iso(updated_after)}}]}
+    ]
+    if tags:
+        clauses.append({"tags": {"$in": list(tags)}})
+    if group:
+        clauses.append({"group": group})
+    if created_after is not None:
+        clauses.append({"createdAt": {"$gt": iso(created_after)}})
+    if query:
+        clauses.append(dict(query))
+    return {"$and": clauses}
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+def flat_summary(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested summary dicts flattened the way their history keys are (``a.b``); media
+    objects (dicts carrying ``_type``) stay whole."""
+    flat: dict[str, Any] = {}
+    for key, value in summary.items():
+        if isinstance(value, dict) and "_type" not in value and value:
+            for inner, leaf in flat_summary(value).items():
+                flat[f"{key}.{inner}"] = leaf
+        else:
+            flat[key] = value
+    return flat
+
+
+def plain_config(raw: Any) -> dict[str, Any]:
+    """W&B's ``{"lr": {"value": 0.001, "desc": null}}`` as ``{"lr": 0.001}``, without ``_wandb``."""
+    config = _json(raw)
+    if not isinstance(config, dict):
+        return {}
+    return {
+        key: value.get("value") if isinstance(value, dict) and "value" in value else value
+        for key, value in config.items()
+        if key != "_wandb"
+    }
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunNode:
+    """One run as the runs query returned it, before its history is read."""
+
+    snapshot: RunSnapshot  # without history
+    history_lines: int
+    summary_step: int | None
+
+
+def read_node(node: Mapping[str, Any], *, source: str, entity: str, project: str,
+              app_url: str) -> RunNode:
+    """A runs-query node as a snapshot without history."""
+    run_id = str(node.get("name") or "")
+    summary = _json(node.get("summaryMetrics"))
+    summary = flat_summary(summary) if isinstance(summary, dict) else {}
+    step = summary.get("_step")
+    step = int(step) if isinstance(step, int | float) and math.isfinite(step) else None
+    progress = number(summary.get("_timestamp"))
+    ref = RunRef(source=source, id=run_id, name=str(node.get("displayName") or run_id),
+                 project=project, entity=entity,
+                 location=f"{app_url}/{entity}/{project}/runs/{run_id}")
+    state = STATES.get(str(node.get("state") or "").lower(), RunState.UNKNOWN)
+    tags = node.get("tags") or ()
+    snapshot = RunSnapshot(
+        ref=ref,
+        state=state,
+        heartbeat=wandb_time(node.get("heartbeatAt")),
+        progress=progress if progress is not None and math.isfinite(progress) else None,
+        started=wandb_time(node.get("createdAt")),
+        last_step=step,
+        tags=tuple(str(t) for t in tags if isinstance(t, str)),
+        group=str(node.get("group") or ""),
+        config=plain_config(node.get("config")),
+        summary=summary,
+        keys=frozenset(summary),
+    )
+    lines = node.get("historyLineCount")
+    return RunNode(snapshot=snapshot, history_lines=lines if isinstance(lines, int) else 0,
+                   summary_step=step)
+
+
+def history_query(count: int) -> str:
+    """One query reading the history of ``count`` runs of one project, aliased ``r0…``."""
+    params = "".join(f", $n{i}: String!, $s{i}: [JSONString!]!" for i in range(count))
+    fields = "\n".join(f"    r{i}: run(name: $n{i}) {{ sampledHistory(specs: $s{i}) }}"
+                       for i in range(count))
+    return (f"query RunwatchHistory($entity: String!, $project: String!{params}) {{\n"
+            f"  project(name: $project, entityName: $entity) {{\n{fields}\n  }}\n}}\n")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HistoryRead:
+    """One run's slice of a history query: these keys, steps ``first``..``last`` inclusive."""
+
+    run_id: str
+    keys: tuple[str, ...]
+    first: int
+    last: int
+
+    @property
+    def rows(self) -> int:
+        return self.last - self.first + 1
+
+    def spec(self) -> str:
+        keys = ["_step", "_timestamp", *(k for k in self.keys if k not in ("_step", "_timestamp"))]
+        return json.dumps({"keys": keys, "minStep": self.first, "maxStep": self.last,
+                           "samples": self.rows})
+
+
+def history_variables(entity: str, project: str,
+                      reads: Sequence[HistoryRead]) -> dict[str, Any]:
+    variables: dict[str, Any] = {"entity": entity, "project": project}
+    for i, read in enumerate(reads):
+        variables[f"n{i}"] = read.run_id
+        variables[f"s{i}"] = [read.spec()]
+    return variables
+
+
+def history_rows(data: Mapping[str, Any] | None, index: int) -> list[Mapping[str, Any]] | None:
+    """The rows of the ``index``-th aliased run; None when the run is gone."""
+    project = (data or {}).get("project") or {}
+    run = project.get(f"r{index}")
+    if not isinstance(run, dict):
+        return None
+    specs = _json(run.get("sampledHistory")) or []
+    rows = _json(specs[0]) if specs else []
+    return [row for row in rows or () if isinstance(row, dict)]
+
+
+def series_from_rows(rows: Iterable[Mapping[str, Any]],
+                     keys: Iterable[str]) -> tuple[dict[str, Series], float | None]:
+    """History rows as columns per key (sorted by step), and the newest row's time."""
+    columns: dict[str, tuple[list[int], list[float], list[float]]] = {k: ([], [], []) for k in keys}
+    newest = None
+    stepped = [row for row in rows if isinstance(row.get("_step"), int)]
+    for row in sorted(stepped, key=lambda r: r["_step"]):
+        step = row["_step"]
+        when = number(row.get("_timestamp"))
+        when = when if when is not None and math.isfinite(when) else math.nan
+        if not math.isnan(when):
+            newest = when if newest is None else max(newest, when)
+        for key, (steps, times, values) in columns.items():
+            value = number(row.get(key)) if key in row else None
+            if value is None:
+                continue
+            steps.append(step)
+            times.append(when)
+            values.append(value)
+    return ({k: Series(steps=tuple(s), times=tuple(t), values=tuple(v))
+             for k, (s, t, v) in columns.items() if s}, newest)

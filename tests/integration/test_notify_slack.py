@@ -1,0 +1,344 @@
+"""Slack receivers end to end: the real slack_sdk clients against the fake Slack Web API
+(tests/fixtures/fakeslack.py), asserting on what the fake received."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from runwatch.config.receivers import Receiver
+from runwatch.model import AlertState, AlertStatus, RunRef, Severity, fingerprint
+from runwatch.notify.base import Chart, Message, Reason
+from runwatch.notify.charts import PNG_SIGNATURE
+from runwatch.notify.receivers import build_notifier
+from runwatch.notify.slack import SlackNotifier, SlackWebhookNotifier
+
+T0 = 1_760_000_000.0
+TOKEN = "xoxb-1111-2222-secretsecret"
+
+
+def alert(rule: str = "grad-norm-exploding", *, run_id: str = "abc123",
+          name: str = "llama-7b", status: str = "firing",
+          severity: str = "critical", summary: str = "grad norm 12.3 > 10") -> AlertState:
+    run = RunRef(source="wandb", id=run_id, name=name, project="pretrain", entity="team",
+                 location=f"https://wandb.ai/team/pretrain/runs/{run_id}")
+    return AlertState(
+        fingerprint=fingerprint(rule, run), rule=rule, run=run, severity=Severity(severity),
+        status=AlertStatus(status), fired_at=T0 - 3600,
+        resolved_at=T0 if status == "resolved" else None, metric="grad_norm", value=12.3,
+        step=1200, summary=summary,
+    )
+
+
+def message(firing=(), resolved=(), *, refs=None, charts=None, id="out-1") -> Message:
+    return Message(id=id, receiver="team-slack", group_key="g", firing=tuple(firing),
+                   resolved=tuple(resolved), created_at=T0,
+                   reason=Reason.RESOLVED if not firing else Reason.FIRST,
+                   refs=dict(refs or {}), charts=dict(charts or {}))
+
+
+@pytest.fixture
+def slack(fake_slack):
+    notifier = SlackNotifier("team-slack", token=TOKEN, channel="#training-alerts",
+                             base_url=fake_slack.api_url, timeout=5, retries=2)
+    yield notifier
+    notifier.close()
+
+
+def all_text(call) -> str:
+    return json.dumps(call.blocks, ensure_ascii=False) + (call.text or "")
+
+
+# --- posting, threads, updates --------------------------------------------------------
+
+def test_build_notifier_gives_a_bot_notifier():
+    receiver = Receiver.model_validate({"name": "team-slack", "slack": {
+        "token": TOKEN, "channel": "#training-alerts", "charts": True}})
+    notifier = build_notifier(receiver, timeout=5)
+    assert isinstance(notifier, SlackNotifier)
+    assert (notifier.name, notifier.channel, notifier.charts) == (
+        "team-slack", "#training-alerts", True)
+
+
+def test_first_message_posts_blocks_and_returns_thread_and_message_refs(fake_slack, slack):
+    a, b = alert(), alert("loss-spike", severity="warning")
+    delivery = slack.send(message([a, b]))
+    assert delivery.ok, delivery.detail
+    [post] = fake_slack.calls_to("chat.postMessage")
+    assert post.channel == "#training-alerts" and post.thread_ts is None
+    assert post.headers["authorization"] == f"Bearer {TOKEN}"
+    assert post.blocks[0]["text"]["text"] == "🔴 CRITICAL grad-norm-exploding: llama-7b (+1 more)"
+    assert "<https://wandb.ai/team/pretrain/runs/abc123|llama-7b>" in all_text(post)
+    assert "Firing for 1h" in all_text(post)
+    assert post.text.startswith("CRITICAL grad-norm-exploding: llama-7b (+1 more)")
+    here = f"CTRAININGAL:{post.ts}"
+    assert delivery.refs == {"thread:team/pretrain/abc123": here,
+                             f"message:{a.fingerprint}": here,
+                             f"message:{b.fingerprint}": here}
+    assert TOKEN not in delivery.detail
+
+
+def test_later_messages_about_a_run_go_into_its_thread(fake_slack, slack):
+    first = slack.send(message([alert()]))
+    later = alert("loss-nonfinite")
+    second = slack.send(message([later], refs=first.refs, id="out-2"))
+    assert second.ok, second.detail
+    one, two = fake_slack.calls_to("chat.postMessage")
+    assert two.thread_ts == one.ts and two.channel == "CTRAININGAL"
+    # The thread stays the run's first message; the new alert is announced in the reply.
+    assert second.refs == {f"message:{later.fingerprint}": f"CTRAININGAL:{two.ts}"}
+
+
+def test_a_resolve_updates_the_announcement_and_replies_in_the_thread(fake_slack, slack):
+    firing = alert()
+    refs = slack.send(message([firing])).refs
+    delivery = slack.send(message(resolved=[alert(status="resolved")], refs=refs, id="out-2"))
+    assert delivery.ok, delivery.detail
+    announcement, reply = fake_slack.calls_to("chat.postMessage")
+    [update] = fake_slack.calls_to("chat.update")
+    assert (update.channel, update.params["ts"]) == ("CTRAININGAL", announcement.ts)
+    assert update.blocks[0]["text"]["text"] == "✅ RESOLVED grad-norm-exploding: llama-7b"
+    assert "resolved after 1h" in all_text(update).lower()
+    assert reply.thread_ts == announcement.ts
+    assert reply.blocks[0]["text"]["text"] == "✅ RESOLVED grad-norm-exploding: llama-7b"
+    assert fake_slack.messages[("CTRAININGAL", announcement.ts)]["edited"] is True
+
+
+def test_an_announcement_of_several_alerts_keeps_the_others_firing(fake_slack, slack):
+    a, b = alert(), alert("loss-spike", severity="warning")
+    refs = slack.send(message([a, b])).refs
+    assert slack.send(message([b], [alert(status="resolved")], refs=refs, id="o2")).ok
+    [update] = fake_slack.calls_to("chat.update")
+    # Still firing first, then what resolved.
+    assert update.blocks[0]["text"]["text"] == "🟠 WARNING loss-spike: llama-7b, 1 resolved"
+    assert update.blocks[1]["text"]["text"].startswith("🟠 *WARNING*")
+    assert update.blocks[3]["text"]["text"].startswith("✅ *RESOLVED*")
+
+
+def test_a_vanished_announcement_does_not_stop_the_resolve_reply(fake_slack, slack):
+    refs = {f"message:{alert().fingerprint}": "CTRAININGAL:1.000001"}
+    delivery = slack.send(message(resolved=[alert(status="resolved")], refs=refs))
+    assert delivery.ok and "message_not_found" in delivery.detail
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+
+
+def test_a_group_spanning_runs_threads_every_run_on_its_message(fake_slack, slack):
+    a, b = alert(run_id="r1", name="one"), alert(run_id="r2", name="two", severity="warning")
+    delivery = slack.send(message([b, a]))
+    [post] = fake_slack.calls_to("chat.postMessage")
+    here = f"CTRAININGAL:{post.ts}"
+    assert delivery.refs["thread:team/pretrain/r1"] == here
+    assert delivery.refs["thread:team/pretrain/r2"] == here
+    # Later, a group whose lead run (most severe) has no thread uses the next run's.
+    c = alert("other", run_id="r3", name="three")
+    refs = {"thread:team/pretrain/r2": here}
+    assert slack.send(message([c, alert("x", run_id="r2")], refs=refs, id="o2")).ok
+    assert fake_slack.calls_to("chat.postMessage")[1].thread_ts == post.ts
+
+
+def test_a_deleted_thread_starts_a_new_one(fake_slack, slack):
+    refs = {"thread:team/pretrain/abc123": "CTRAININGAL:99.000001"}
+    delivery = slack.send(message([alert()], refs=refs))
+    assert delivery.ok, delivery.detail
+    post = fake_slack.calls_to("chat.postMessage")[-1]
+    assert post.thread_ts is None
+    assert delivery.refs["thread:team/pretrain/abc123"] == f"CTRAININGAL:{post.ts}"
+
+
+# --- charts ---------------------------------------------------------------------------
+
+def chart() -> Chart:
+    return Chart(metric="grad_norm", steps=tuple(range(0, 1300, 100)),
+                 values=tuple([1.0] * 12 + [12.3]), threshold=10.0, firing_step=1200)
+
+
+def test_a_chart_is_uploaded_into_the_thread_with_files_upload_v2(fake_slack):
+    slack = SlackNotifier("team-slack", token=TOKEN, channel="#training-alerts", charts=True,
+                          base_url=fake_slack.api_url, timeout=5)
+    a = alert()
+    delivery = slack.send(message([a], charts={a.fingerprint: chart()}))
+    assert delivery.ok, delivery.detail
+    [post] = fake_slack.calls_to("chat.postMessage")
+    [get_url] = fake_slack.calls_to("files.getUploadURLExternal")
+    [upload] = fake_slack.calls_to("upload")
+    [complete] = fake_slack.calls_to("files.completeUploadExternal")
+    assert get_url.params["filename"] == f"{a.fingerprint}.png"
+    assert upload.body.startswith(PNG_SIGNATURE)
+    assert int(get_url.params["length"]) == len(upload.body)
+    assert complete.params["channel_id"] == "CTRAININGAL"
+    assert complete.params["thread_ts"] == post.ts
+
+
+def test_no_chart_without_charts_true(fake_slack, slack):
+    a = alert()
+    assert slack.send(message([a], charts={a.fingerprint: chart()})).ok
+    assert fake_slack.calls_to("files.getUploadURLExternal", ok=None) == []
+
+
+def test_a_failed_chart_upload_does_not_fail_the_posted_message(fake_slack):
+    slack = SlackNotifier("team-slack", token=TOKEN, channel="#training-alerts", charts=True,
+                          base_url=fake_slack.api_url, timeout=5)
+    fake_slack.fail("files.completeUploadExternal", error="missing_scope")
+    a = alert()
+    delivery = slack.send(message([a], charts={a.fingerprint: chart()}))
+    assert delivery.ok and "missing_scope" in delivery.detail
+    assert f"message:{a.fingerprint}" in delivery.refs
+
+
+# --- failures -------------------------------------------------------------------------
+
+def test_a_429_is_retried_by_slack_sdks_handler(fake_slack, slack):
+    fake_slack.fail("chat.postMessage", status=429, error="ratelimited", retry_after=0)
+    delivery = slack.send(message([alert()]))
+    assert delivery.ok, delivery.detail
+    answers = [c.status for c in fake_slack.calls_to("chat.postMessage", ok=None)]
+    assert answers == [429, 200]
+
+
+def test_every_other_call_rate_limited_still_delivers(fake_slack, slack):
+    fake_slack.rate_limit_every(2, retry_after=0)
+    first = slack.send(message([alert()]))
+    second = slack.send(message([alert("x")], refs=first.refs, id="o2"))
+    assert first.ok and second.ok
+    assert [c.status for c in fake_slack.calls] == [200, 429, 200]
+
+
+def test_a_long_retry_after_goes_back_to_the_outbox(fake_slack, slack):
+    fake_slack.fail("chat.postMessage", status=429, error="ratelimited", retry_after=120)
+    delivery = slack.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary, delivery.retry_after) == (False, True, 120.0)
+    assert len(fake_slack.calls_to("chat.postMessage", ok=None)) == 1
+    assert delivery.detail == ("slack receiver 'team-slack': chat.postMessage failed: "
+                               "ratelimited (HTTP 429)")
+
+
+def test_429_past_the_handlers_retries_is_temporary(fake_slack):
+    slack = SlackNotifier("s", token=TOKEN, channel="#a", base_url=fake_slack.api_url,
+                          retries=1)
+    fake_slack.fail(status=429, error="ratelimited", retry_after=0, times=5)
+    delivery = slack.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary, delivery.retry_after) == (False, True, 0.0)
+    assert len(fake_slack.calls_to("chat.postMessage", ok=None)) == 2
+
+
+@pytest.mark.parametrize("error", ["channel_not_found", "not_in_channel", "is_archived",
+                                   "missing_scope", "account_inactive", "token_revoked"])
+def test_slack_errors_that_no_retry_fixes_are_permanent(fake_slack, slack, error):
+    fake_slack.fail("chat.postMessage", error=error)
+    delivery = slack.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary) == (False, False)
+    assert delivery.detail == f"slack receiver 'team-slack': chat.postMessage failed: {error}"
+
+
+def test_a_bad_token_is_permanent_and_never_shown(fake_slack):
+    for token in ("xoxb-not-known", ""):
+        fake_slack.tokens = {TOKEN}
+        slack = SlackNotifier("s", token=token, channel="#a", base_url=fake_slack.api_url)
+        delivery = slack.send(message([alert()]))
+        assert (delivery.ok, delivery.temporary) == (False, False)
+        assert ("invalid_auth" if token else "not_authed") in delivery.detail
+        assert token not in delivery.detail or not token
+    fake_slack.tokens = None
+
+
+def test_server_errors_are_retried_then_temporary(fake_slack):
+    slack = SlackNotifier("s", token=TOKEN, channel="#a", base_url=fake_slack.api_url,
+                          retries=1)
+    fake_slack.fail(status=500, error="internal_error")
+    assert slack.send(message([alert()])).ok
+    fake_slack.reset()
+    fake_slack.fail(status=503, error="service_unavailable", times=2)
+    delivery = slack.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary) == (False, True)
+    assert "service_unavailable (HTTP 503)" in delivery.detail
+
+
+def test_connection_refused_is_temporary():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    slack = SlackNotifier("s", token=TOKEN, channel="#a", retries=0,
+                          base_url=f"http://127.0.0.1:{port}/api/")
+    delivery = slack.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary) == (False, True)
+    assert "refused" in delivery.detail.lower()
+
+
+def test_a_timeout_is_temporary():
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/api/"
+        slack = SlackNotifier("s", token=TOKEN, channel="#a", base_url=url, timeout=0.3,
+                              retries=0)
+        delivery = slack.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary) == (False, True)
+    assert "timed out" in delivery.detail
+
+
+# --- untrusted text and limits --------------------------------------------------------
+
+def test_hostile_names_reach_slack_inert(fake_slack, slack):
+    hostile = alert("<!channel>", name="<!here> *bold* <http://evil|x> <@U1>",
+                    summary="<!channel> ping")
+    assert slack.send(message([hostile])).ok
+    [post] = fake_slack.calls_to("chat.postMessage")
+    mrkdwn = [post.text] + [b["text"]["text"] for b in post.blocks
+                            if b.get("text", {}).get("type") == "mrkdwn"]
+    for text in mrkdwn:
+        for bad in ("<!channel>", "<!here>", "<@U1>", "<http://evil|x>", " *bold* "):
+            assert bad not in text
+    assert "&lt;!here&gt;" in mrkdwn[1]
+
+
+def test_a_group_of_300_alerts_posts(fake_slack, slack):
+    alerts = [alert(f"rule-{i:03d}", run_id=f"r{i}", name=f"run-{i}-" + "x" * 40)
+              for i in range(300)]
+    delivery = slack.send(message(alerts))
+    assert delivery.ok, delivery.detail
+    [post] = fake_slack.calls_to("chat.postMessage")
+    assert len(post.blocks) <= 50
+    assert all(f"rule-{i:03d}" in all_text(post) for i in range(300))
+    assert len([k for k in delivery.refs if k.startswith("message:")]) == 300
+
+
+# --- incoming webhook -----------------------------------------------------------------
+
+def test_webhook_posts_the_same_blocks(fake_slack):
+    hook = SlackWebhookNotifier("hook", url=fake_slack.webhook_url, timeout=5)
+    delivery = hook.send(message([alert()]))
+    assert delivery.ok and delivery.refs == {}
+    [call] = fake_slack.calls_to("webhook")
+    assert call.blocks[0]["text"]["text"] == "🔴 CRITICAL grad-norm-exploding: llama-7b"
+    assert call.text.startswith("CRITICAL grad-norm-exploding")
+    assert "thread_ts" not in call.params
+
+
+def test_build_notifier_gives_a_webhook_notifier(fake_slack):
+    receiver = Receiver.model_validate(
+        {"name": "hook", "slack": {"webhook_url": fake_slack.webhook_url}})
+    assert build_notifier(receiver).send(message([alert()])).ok
+
+
+@pytest.mark.parametrize("status, error, temporary", [
+    (404, "no_service", False), (403, "invalid_token", False),
+    (410, "channel_is_archived", False), (500, "boom", True),
+])
+def test_webhook_failures(fake_slack, status, error, temporary):
+    hook = SlackWebhookNotifier("hook", url=fake_slack.webhook_url, retries=0)
+    fake_slack.fail("webhook", status=status, error=error)
+    delivery = hook.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary) == (False, temporary)
+    assert delivery.detail == f"slack receiver 'hook': webhook failed: HTTP {status} {error}"
+    assert "hooksecret" not in delivery.detail
+
+
+def test_webhook_429_is_retried_then_temporary(fake_slack):
+    hook = SlackWebhookNotifier("hook", url=fake_slack.webhook_url, retries=1)
+    fake_slack.fail("webhook", status=429, error="rate_limited", retry_after=0)
+    assert hook.send(message([alert()])).ok
+    fake_slack.fail("webhook", status=429, error="rate_limited", retry_after=90)
+    delivery = hook.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary, delivery.retry_after) == (False, True, 90.0)

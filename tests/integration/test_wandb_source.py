@@ -1,0 +1,287 @@
+"""The W&B source through the real ``wandb.Api`` (and so the real wandb-core) against the
+local fake W&B server: incremental reads, batching, outages, and the same verdicts as the
+run-directory source on the same runs."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime
+
+import pytest
+from freezegun import freeze_time
+
+from runwatch.checks import RULE_ADAPTER
+from runwatch.cli import main
+from runwatch.config.sources import WandbSource as WandbSpec
+from runwatch.keys import DEFAULT_ALIASES
+from runwatch.model import AlertStatus
+from runwatch.sources.wandb_api import STATE_KEY, WandbApiSource
+from runwatch.store.memory import MemoryStore
+from runwatch.tick import keys_for_run, run_tick, wanted_keys
+
+T0 = 1_795_420_800.0  # 2026-11-23T08:00:00Z
+KEY = "k" * 40
+
+
+def spec(url: str, projects=("p",), **extra) -> WandbSpec:
+    return WandbSpec.model_validate({"type": "wandb", "entity": "team",
+                                     "projects": list(projects), "api_key": KEY,
+                                     "base_url": url, **extra})
+
+
+def rows(first: int, count: int, *, t: float = T0, **values) -> list[dict]:
+    """``count`` rows from step ``first``, one a second ending at ``t``."""
+    out = []
+    for step in range(first, first + count):
+        row = {"_step": step, "_timestamp": t - (first + count - 1 - step), "loss": 1.0,
+               "train/grad_norm": 1.0, "lr": 0.1, "acc": 0.5}
+        row.update({k: v(step) if callable(v) else v for k, v in values.items()})
+        out.append(row)
+    return out
+
+
+RULES = [RULE_ADAPTER.validate_python(r) for r in (
+    {"name": "grad-high", "kind": "threshold", "metric": "grad_norm", "op": ">", "value": 10,
+     "severity": "critical"},
+    {"name": "loss-nan", "kind": "nonfinite", "metric": "loss", "severity": "critical"},
+    {"name": "crashed", "kind": "state", "states": ["crashed", "failed"],
+     "severity": "critical"},
+    {"name": "stalled", "kind": "heartbeat", "older_than": "30m", "severity": "critical"},
+)]
+
+
+class Ticker:
+    """Polls one source the way the tick does, carrying cursors between polls."""
+
+    def __init__(self, source: WandbApiSource, rules=RULES):
+        self.source = source
+        self.rules = rules
+        self.cursors: dict[str, str] = {}
+
+    def poll(self, now: float):
+        poll = self.source.poll(self.cursors, wanted_keys(self.rules, DEFAULT_ALIASES), now,
+                                keys_for=keys_for_run(self.rules, DEFAULT_ALIASES))
+        self.cursors.update(poll.cursors)
+        return poll
+
+
+def history_specs(server) -> list[tuple[str, dict]]:
+    """(run id, spec) of every history read the server answered, in order."""
+    out = []
+    for got in server.received:
+        if got.op != "RunwatchHistory":
+            continue
+        i = 0
+        while f"n{i}" in got.variables:
+            out.append((got.variables[f"n{i}"], json.loads(got.variables[f"s{i}"][0])))
+            i += 1
+    return out
+
+
+def test_each_step_is_read_exactly_once_across_ticks(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 100, t=T0))
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url)))
+    first = ticker.poll(T0 + 10)
+    assert first.errors == ()
+    [snap] = first.snapshots
+    assert snap.ref.path == "team/p/r1"
+    assert snap.ref.location == f"{wandb_server.url}/team/p/runs/r1"
+    assert snap.history["train/grad_norm"].steps == tuple(range(100))
+
+    wandb_server.append_rows(path, rows(100, 50, t=T0 + 60))
+    second = ticker.poll(T0 + 70)
+    assert second.snapshots[0].history["loss"].steps == tuple(range(100, 150))
+    third = ticker.poll(T0 + 80)  # nothing new: evaluated, but no history read
+    assert third.snapshots[0].history == {}
+
+    reads = [(s["minStep"], s["maxStep"], s["samples"]) for _, s in history_specs(wandb_server)]
+    assert reads == [(0, 99, 100), (100, 149, 50)]
+
+
+def test_only_the_keys_the_matching_rules_need_are_fetched(wandb_server):
+    wandb_server.add_run("team", "p", "r1", rows=rows(0, 5, **{f"k{i}": 1.0 for i in range(10)}))
+    Ticker(WandbApiSource(spec(wandb_server.url))).poll(T0 + 10)
+    [(_, got)] = history_specs(wandb_server)
+    assert got["keys"] == ["_step", "_timestamp", "loss", "train/grad_norm"]
+
+
+def test_runs_without_new_rows_cost_no_history_request(wandb_server):
+    for i in range(3):
+        wandb_server.add_run("team", "p", f"r{i}", rows=rows(0, 10))
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url)))
+    ticker.poll(T0 + 10)
+    assert wandb_server.counters.requests["RunwatchHistory"] == 1  # three runs, one request
+    wandb_server.append_rows("team/p/r1", rows(10, 5, t=T0 + 30))
+    ticker.poll(T0 + 40)
+    assert [run for run, _ in history_specs(wandb_server)][3:] == ["r1"]
+    ticker.poll(T0 + 50)
+    assert wandb_server.counters.requests["RunwatchHistory"] == 2
+    assert wandb_server.counters.requests["RunwatchRuns"] == 3  # one per project per tick
+
+
+def test_a_nan_loss_read_through_wandb_reaches_the_nonfinite_check(wandb_server):
+    wandb_server.add_run("team", "p", "r1", rows=rows(0, 10, loss=lambda s: float("nan")
+                                                      if s == 7 else 1.0))
+    store = MemoryStore()
+    report = run_tick(sources=[WandbApiSource(spec(wandb_server.url))], rules=RULES,
+                      aliases=DEFAULT_ALIASES, store=store, now=T0 + 10)
+    assert [(t.alert.rule, t.status, t.alert.step) for t in report.transitions] == [
+        ("loss-nan", AlertStatus.FIRING, 7)]
+    assert report.transitions[0].alert.run.path == "team/p/r1"
+
+
+def test_a_run_that_crashes_between_two_ticks_alerts_once(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
+    source = WandbApiSource(spec(wandb_server.url))
+    store = MemoryStore()
+
+    def tick(now):
+        report = run_tick(sources=[source], rules=RULES, aliases=DEFAULT_ALIASES, store=store,
+                          now=now)
+        assert report.errors == ()
+        return [(t.alert.rule, t.status) for t in report.transitions]
+
+    assert tick(T0 + 10) == []
+    wandb_server.append_rows(path, rows(10, 5, t=T0 + 60))
+    wandb_server.set_state(path, "crashed", heartbeat_at=T0 + 61)
+    assert tick(T0 + 120) == [("crashed", AlertStatus.FIRING)]
+    before = wandb_server.counters.requests["RunwatchHistory"]
+    assert tick(T0 + 240) == []
+    assert tick(T0 + 360) == []
+    assert wandb_server.counters.requests["RunwatchHistory"] == before
+
+
+def test_wandb_down_for_ten_ticks_is_one_unreachable_alert_and_no_stalled_run(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 10), heartbeat_at=T0)
+    source = WandbApiSource(spec(wandb_server.url, request_retries=1, request_timeout="20s",
+                                 unreachable_after="10m", interval="5m"))
+    store = MemoryStore()
+    seen = []
+    for i in range(13):
+        now = T0 + i * 300
+        if i == 1:
+            wandb_server.down()
+        if i == 11:
+            wandb_server.up()
+        if i >= 11:
+            wandb_server.touch(path, heartbeat_at=now - 5)  # it was alive all along
+        report = run_tick(sources=[source], rules=RULES, aliases=DEFAULT_ALIASES, store=store,
+                          now=now)
+        seen += [(i, t.alert.rule, t.status) for t in report.transitions]
+        if 1 <= i <= 10:
+            assert report.errors and report.runs_checked == 0
+    # Backing off, W&B is asked at ticks 1, 2, 4, 6, 8 and 10 of the outage (the wait doubles
+    # up to its 10 min cap), each request tried twice (request_retries: 1), then at 12,
+    # where it answers again.
+    assert seen == [(3, "source-unreachable", AlertStatus.FIRING),
+                    (12, "source-unreachable", AlertStatus.RESOLVED)]
+    assert wandb_server.counters.requests["RunwatchRuns"] == 2 * 6 + 2
+
+
+def test_a_tick_during_an_outage_ends_within_its_bound(wandb_server):
+    wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
+    wandb_server.add_run("team", "q", "r2", rows=rows(0, 10))
+    source = WandbApiSource(spec(wandb_server.url, projects=("p", "q"), request_retries=1,
+                                 request_timeout="2s", tick_timeout="3s"))
+    Ticker(source).poll(T0)  # connect first: the bound is the tick's, not start-up's
+    wandb_server.hang_next(10, seconds=30)
+    started = time.monotonic()
+    poll = Ticker(source).poll(T0 + 120)
+    took = time.monotonic() - started
+    assert took < 10, took
+    assert poll.errors and "timed out" in poll.errors[0]
+
+
+def test_a_rate_limit_is_waited_out_inside_the_request(wandb_server):
+    wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
+    source = WandbApiSource(spec(wandb_server.url))
+    Ticker(source).poll(T0)
+    wandb_server.rate_limit_next(1, retry_after=1, op="RunwatchRuns")
+    poll = Ticker(source).poll(T0 + 60)
+    assert poll.errors == () and len(poll.snapshots) == 1
+    runs = [r for r in wandb_server.received if r.op == "RunwatchRuns"]
+    assert [r.status for r in runs[-2:]] == [429, 200]
+    assert runs[-1].at - runs[-2].at >= 1.0  # Retry-After honoured
+
+
+def test_a_failed_history_read_is_retried_next_tick_and_judges_nothing(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url, request_retries=1)))
+    ticker.poll(T0 + 10)
+    wandb_server.append_rows(path, rows(10, 5, t=T0 + 60))
+    wandb_server.fail_next(2, status=500, op="RunwatchHistory")  # the try and its retry
+    failed = ticker.poll(T0 + 70)
+    assert failed.snapshots == () and "history of 1 runs" in failed.errors[0]
+    again = ticker.poll(T0 + 80)
+    assert again.snapshots[0].history["loss"].steps == tuple(range(10, 15))
+
+
+def test_the_source_cursor_survives_in_the_store_between_source_objects(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
+    store = MemoryStore()
+    for now in (T0 + 10, T0 + 70):
+        if now > T0 + 10:
+            wandb_server.append_rows(path, rows(10, 5, t=now - 5))
+        run_tick(sources=[WandbApiSource(spec(wandb_server.url))], rules=RULES,
+                 aliases=DEFAULT_ALIASES, store=store, now=now)
+    assert [(s["minStep"], s["maxStep"]) for _, s in history_specs(wandb_server)] == [
+        (0, 9), (10, 14)]
+    assert STATE_KEY in store.load_cursors("wandb:team")
+
+
+def _config(tmp_path, body: str):
+    path = tmp_path / "runwatch.yaml"
+    path.write_text(body)
+    return path
+
+
+def test_validate_online_names_a_rejected_key_and_an_unknown_project(wandb_server, tmp_path,
+                                                                     capsys):
+    wandb_server.add_run("team", "p", "r1", rows=rows(0, 3))
+    good = _config(tmp_path, f"sources:\n  - type: wandb\n    entity: team\n"
+                             f"    projects: [p, nope]\n    api_key: {KEY}\n"
+                             f"    base_url: {wandb_server.url}\n    request_retries: 1\n")
+    assert main(["validate", "--online", "--config", str(good)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"source wandb:team: unknown project team/nope at {wandb_server.url}")
+
+    wandb_server.invalid_keys.add("b" * 40)
+    bad = _config(tmp_path, f"sources:\n  - type: wandb\n    entity: team\n"
+                            f"    projects: [p]\n    api_key: {'b' * 40}\n"
+                            f"    base_url: {wandb_server.url}\n    request_retries: 1\n")
+    assert main(["validate", "--online", "--config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("source wandb:team: W&B rejected the API key")
+    assert "\n" not in err and "b" * 40 not in err
+
+
+@pytest.mark.sdk
+def test_check_gives_the_same_transitions_through_wandb_as_from_the_run_directory(
+        wandb_server, wandb_runs, tmp_path, capsys):
+    scenarios = ("exploding", "nan_loss", "crashed", "healthy")
+    for name in scenarios:
+        wandb_server.load_rundir(wandb_runs.runs[name], entity="team", project="p",
+                                 run_id=name)
+    newest = max(wandb_server.run(f"team/p/{n}").heartbeat_at for n in scenarios)
+    config = _config(tmp_path, f"sources:\n  - type: wandb\n    entity: team\n"
+                               f"    projects: [p]\n    api_key: {KEY}\n"
+                               f"    base_url: {wandb_server.url}\n"
+                               f"state_dir: {tmp_path / 'w'}\n")
+    on_disk = [arg for name in scenarios
+               for arg in ("--rundir", str(wandb_runs.runs[name].parent.parent))]
+
+    def verdicts(*args):
+        with freeze_time(datetime.fromtimestamp(newest + 60, UTC)):
+            assert main(["check", "--json", *args]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["errors"] == []
+        return sorted((t["run"]["name"], t["rule"], t["status"], t["metric"], t["step"],
+                       str(t["value"])) for t in report["transitions"])
+
+    through_wandb = verdicts("--config", str(config))
+    from_disk = verdicts(*on_disk, "--state-dir", str(tmp_path / "d"))
+    assert through_wandb == from_disk
+    assert {(r[0], r[1]) for r in through_wandb} >= {
+        ("nan-loss", "loss-nonfinite"), ("crashed", "run-crashed"),
+        ("exploding-grads", "grad-norm-exploding")}

@@ -1,0 +1,147 @@
+"""The W&B source's queries and how it reads answers: plain values in, values out."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from runwatch.model import RunState
+from runwatch.sources.wandb_api import app_url
+from runwatch.sources.wandb_client import WandbError, classify
+from runwatch.sources.wandb_graphql import (
+    HistoryRead,
+    flat_summary,
+    history_query,
+    history_rows,
+    history_variables,
+    iso,
+    number,
+    plain_config,
+    read_node,
+    runs_filter,
+    series_from_rows,
+    wandb_time,
+)
+
+
+@pytest.mark.parametrize(("raw", "want"), [
+    (1, 1.0), (2.5, 2.5), (True, 1.0), ("NaN", math.nan), ("Infinity", math.inf),
+    ("-Infinity", -math.inf), (math.nan, math.nan), ("loss", None), (None, None), ({}, None),
+])
+def test_number_reads_both_nonfinite_forms(raw, want):
+    got = number(raw)
+    if want is None:
+        assert got is None
+    elif math.isnan(want):
+        assert math.isnan(got)
+    else:
+        assert got == want
+
+
+def test_times_are_utc_whatever_the_zone_spelling():
+    assert wandb_time("2026-11-23T08:00:00") == 1795420800.0
+    assert wandb_time("2026-11-23T08:00:00Z") == 1795420800.0
+    assert wandb_time("2026-11-23T09:00:00+01:00") == 1795420800.0
+    assert wandb_time("yesterday") is None
+    assert iso(1795420800.9) == "2026-11-23T08:00:00"
+
+
+def test_runs_filter_reads_running_runs_and_those_updated_since():
+    got = runs_filter(updated_after=1795420800.0, tags=("a",), group="g",
+                      created_after=1795420800.0, query={"config.lr.value": 0.1})
+    assert got == {"$and": [
+        {"$or": [{"state": "running"}, {"heartbeatAt": {"$gt": "2026-11-23T08:00:00"}}]},
+        {"tags": {"$in": ["a"]}}, {"group": "g"},
+        {"createdAt": {"$gt": "2026-11-23T08:00:00"}}, {"config.lr.value": 0.1},
+    ]}
+    assert len(runs_filter(updated_after=0.0)["$and"]) == 1
+
+
+def test_summary_and_config_come_out_flat_and_plain():
+    assert flat_summary({"eval": {"loss": 1.0}, "img": {"_type": "image-file", "w": 2}}) == {
+        "eval.loss": 1.0, "img": {"_type": "image-file", "w": 2}}
+    raw = json.dumps({"lr": {"value": 0.1, "desc": None}, "_wandb": {"value": {}}, "bare": 3})
+    assert plain_config(raw) == {"lr": 0.1, "bare": 3}
+    assert plain_config("not json") == {}
+
+
+def test_a_runs_node_becomes_a_snapshot_without_history():
+    node = {"name": "abc123", "displayName": "llama-7b", "state": "crashed",
+            "createdAt": "2026-11-23T07:00:00", "heartbeatAt": "2026-11-23T08:00:00",
+            "tags": ["x"], "group": "g", "historyLineCount": 7,
+            "summaryMetrics": '{"_step": 6, "_timestamp": 1795420700.5, "loss": NaN}',
+            "config": '{"lr": {"value": 0.1}}'}
+    got = read_node(node, source="wandb:team", entity="team", project="p",
+                    app_url="https://wandb.ai")
+    snap = got.snapshot
+    assert (snap.ref.path, snap.ref.name, snap.ref.location) == (
+        "team/p/abc123", "llama-7b", "https://wandb.ai/team/p/runs/abc123")
+    assert snap.state is RunState.CRASHED
+    assert (snap.heartbeat, snap.progress, snap.started, snap.last_step) == (
+        1795420800.0, 1795420700.5, 1795417200.0, 6)
+    assert math.isnan(snap.summary["loss"])
+    assert snap.keys == {"_step", "_timestamp", "loss"}
+    assert snap.config == {"lr": 0.1}
+    assert (got.history_lines, got.summary_step) == (7, 6)
+    assert read_node({"name": "r", "state": "preempting"}, source="s", entity="e", project="p",
+                     app_url="u").snapshot.state is RunState.RUNNING
+
+
+def test_history_reads_ask_for_every_row_in_their_inclusive_range():
+    read = HistoryRead(run_id="r", keys=("loss", "_step"), first=101, last=200)
+    assert json.loads(read.spec()) == {"keys": ["_step", "_timestamp", "loss"],
+                                       "minStep": 101, "maxStep": 200, "samples": 100}
+    query = history_query(2)
+    assert "r1: run(name: $n1) { sampledHistory(specs: $s1) }" in query
+    variables = history_variables("e", "p", [read, read])
+    assert variables["n1"] == "r" and json.loads(variables["s0"][0])["samples"] == 100
+
+
+def test_history_rows_become_sorted_columns_with_both_nonfinite_forms():
+    data = {"project": {"r0": {"sampledHistory": [[
+        {"_step": 3, "_timestamp": 30.0, "loss": "NaN"},
+        {"_step": 1, "_timestamp": 10.0, "loss": 1.5, "acc": "Infinity"},
+        {"_step": 2, "_timestamp": 20.0, "loss": math.nan},
+        {"_timestamp": 99.0, "loss": 9.0},  # no step: not a row
+    ]]}, "r1": None}}
+    rows = history_rows(data, 0)
+    assert history_rows(data, 1) is None
+    series, newest = series_from_rows(rows, ("loss", "acc", "missing"))
+    assert series["loss"].steps == (1, 2, 3)
+    assert series["loss"].values[0] == 1.5 and all(map(math.isnan, series["loss"].values[1:]))
+    assert series["acc"].values == (math.inf,)
+    assert "missing" not in series
+    assert newest == 30.0
+
+
+@pytest.mark.parametrize(("base", "app"), [
+    ("https://api.wandb.ai", "https://wandb.ai"),
+    ("https://wandb.corp.example", "https://wandb.corp.example"),
+    ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+])
+def test_links_point_at_the_app(base, app):
+    assert app_url(base) == app
+
+
+class _Failed(Exception):
+    def __init__(self, message, status):
+        super().__init__(message)
+        self.response = type("R", (), {"http_status": status})()
+
+
+@pytest.mark.parametrize(("exc", "kind", "temporary"), [
+    (_Failed("unauthorized", 401), "auth", False),
+    (_Failed("slow down", 429), "rate-limited", True),
+    (_Failed("bad gateway", 502), "unavailable", True),
+    (_Failed("nope", 400), "query", False),
+    (_Failed("connection refused", 0), "unavailable", True),
+    (Exception("the service process is busy and did not respond in time."), "timeout", True),
+    (Exception("No authentication configured. Use `wandb login` to log in."), "auth", False),
+])
+def test_failures_say_whether_retrying_helps(exc, kind, temporary):
+    got = classify(exc)
+    assert isinstance(got, WandbError)
+    assert (got.kind, got.temporary) == (kind, temporary)
+    assert "\n" not in str(got)
