@@ -21,8 +21,9 @@ from runwatch import __version__
 from runwatch.config import Config, ConfigError, RuleSet, default_config, load_all
 from runwatch.duration import format_duration
 from runwatch.model import AlertStatus, Transition
+from runwatch.service import build_runtime, run_cycle
 from runwatch.store.base import StoreError, open_store, redact_url
-from runwatch.tick import TickReport, run_tick
+from runwatch.tick import TickReport
 from runwatch.wiring import build_sources
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -98,6 +99,35 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(expire)
     expire.add_argument("id", help="the silence's id")
     expire.set_defaults(func=cmd_silence_expire)
+
+    demo = sub.add_parser("demo", help="watch sample runs (written offline by the wandb SDK)"
+                                       " set off alerts; no account, no network")
+    demo.add_argument("--keep", type=Path, metavar="DIR",
+                      help="write the sample runs into DIR (new or empty) and keep them")
+    demo.add_argument("--no-color", action="store_true", help="plain text, no colours")
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="the daemon: tick every source on its schedule, notify")
+    run.add_argument("--config", "-c", type=Path, metavar="FILE", required=True,
+                     help="daemon config (YAML)")
+    run.add_argument("--log-format", choices=("auto", "json", "console"), default="auto",
+                     help="JSON lines, readable lines, or JSON unless on a terminal (default)")
+    run.add_argument("--watch-config", action="store_true",
+                     help="reload when the config or a rule file changes")
+    run.set_defaults(func=cmd_run)
+
+    alerts = sub.add_parser("alerts", help="list alert state from the store")
+    _config_args(alerts)
+    alerts.add_argument("--state", choices=[s.value for s in AlertStatus], action="append",
+                        help="only alerts in this state (repeatable; default: firing and"
+                             " pending)")
+    alerts.add_argument("--json", action="store_true", help="print JSON")
+    alerts.set_defaults(func=cmd_alerts)
+
+    status = sub.add_parser("status", help="what the daemon last did for each source")
+    _config_args(status)
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.set_defaults(func=cmd_status)
     return parser
 
 
@@ -121,21 +151,131 @@ def _load(args: argparse.Namespace) -> tuple[Config, RuleSet]:
     return config, config.rule_set()
 
 
-def cmd_check(args: argparse.Namespace) -> int:
-    config, rule_set = _load(args)
-    store = open_store(config.store)
-    notified: dict[str, Any] | None = None
+def cmd_run(args: argparse.Namespace) -> int:
+    from runwatch import logs
+    from runwatch.daemon import Daemon
+
+    logs.configure(args.log_format)
     try:
-        now = time.time()
-        report = run_tick(
-            sources=build_sources(config), rules=rule_set.rules, aliases=rule_set.aliases,
-            store=store, now=now, dry_run=args.dry_run,
-        )
-        if not args.dry_run:
-            notified = _notify(store, config, now, charts=getattr(report, "charts", None))
-        firing = None if args.dry_run else len(store.alerts(status=AlertStatus.FIRING))
+        daemon = Daemon(args.config, watch_config=args.watch_config)
+    except ConfigError as exc:
+        for line in exc.errors:
+            logs.get("runwatch.daemon").error("invalid config; not starting", detail=line)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        logs.get("runwatch.daemon").error("cannot open the store; not starting",
+                                          error=str(exc))
+        return EXIT_FAILURE
+    return daemon.run()
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    states = tuple(AlertStatus(s) for s in args.state or ("firing", "pending"))
+    store = open_store(config.store)
+    try:
+        alerts = store.alerts(status=states)
+        outbox = store.outbox(include_failed=True)
     finally:
         store.close()
+    alerts.sort(key=lambda a: (a.status != AlertStatus.FIRING, a.severity != "critical",
+                               a.run.path, a.rule))
+    failed = [e for e in outbox if e.failed_at is not None]
+    if args.json:
+        print(json.dumps({"alerts": [alert_json(a) for a in alerts],
+                          "undelivered": [outbox_json(e) for e in outbox]},
+                         indent=2, allow_nan=False))
+        return EXIT_OK
+    from rich.table import Table
+    from rich.text import Text
+
+    now = time.time()
+    table = Table(title=f"{len(alerts)} alerts ({', '.join(states)})", title_justify="left")
+    for column in ("status", "severity", "rule", "run", "since", "value", "summary"):
+        table.add_column(column)
+    for a in alerts:
+        since = a.fired_at if a.status == AlertStatus.FIRING else a.active_since
+        table.add_row(str(a.status), str(a.severity), Text(printable(a.rule)),
+                      Text(printable(f"{a.run.display_name} ({a.run.path})")),
+                      format_duration(max(0.0, now - since)) if since else "",
+                      "" if a.value is None else f"{a.value:.4g}", Text(printable(a.summary)))
+    _console().print(table)
+    if outbox:
+        _console().print(Text(f"outbox: {len(outbox) - len(failed)} waiting to be sent,"
+                              f" {len(failed)} failed"))
+    for entry in failed:
+        _console().print(Text(f"failed: receiver {entry.receiver}: {printable(entry.last_error)}",
+                              style="red"))
+    return EXIT_OK
+
+
+def alert_json(a: Any) -> dict[str, Any]:
+    return {"fingerprint": a.fingerprint, "rule": a.rule, "status": str(a.status),
+            "severity": str(a.severity),
+            "run": {"path": a.run.path, "id": a.run.id, "name": a.run.name,
+                    "location": a.run.location},
+            "active_since": a.active_since, "fired_at": a.fired_at,
+            "resolved_at": a.resolved_at, "last_seen": a.last_seen, "metric": a.metric,
+            "value": _number(a.value), "step": a.step, "summary": a.summary,
+            "labels": dict(a.labels)}
+
+
+def outbox_json(e: Any) -> dict[str, Any]:
+    return {"id": e.id, "receiver": e.receiver, "group": e.group_key, "attempts": e.attempts,
+            "created_at": e.created_at, "next_attempt_at": e.next_attempt_at,
+            "failed_at": e.failed_at, "last_error": e.last_error}
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config, _ = _load(args)
+    store = open_store(config.store)
+    try:
+        saved = store.load_status()
+        depth = len(store.outbox(include_failed=False))
+        firing = len(store.alerts(status=AlertStatus.FIRING))
+    finally:
+        store.close()
+    configured = [s.name for s in config.sources]
+    names = configured + sorted(set(saved) - set(configured))
+    if args.json:
+        print(json.dumps({"sources": {n: saved.get(n) for n in names}, "outbox": depth,
+                          "firing": firing}, indent=2, allow_nan=False))
+        return EXIT_OK
+    from rich.table import Table
+    from rich.text import Text
+
+    now = time.time()
+    table = Table(title="what the daemon last did", title_justify="left")
+    for column in ("source", "last tick", "took", "runs", "result", "errors"):
+        table.add_column(column)
+    for name in names:
+        st = saved.get(name)
+        if st is None:
+            table.add_row(Text(printable(name)), "never", "", "", "", "")
+            continue
+        ago = format_duration(max(0.0, now - st["last_tick"])) + " ago"
+        result = Text("ok", style="green") if st.get("ok") else Text("failed", style="red")
+        first = printable(st["errors"][0]) if st.get("errors") else ""
+        more = f" (+{st['error_count'] - 1} more)" if st.get("error_count", 0) > 1 else ""
+        table.add_row(Text(printable(name)), ago, f"{st['duration']:.2f}s", str(st["runs"]),
+                      result, Text(first + more))
+    _console().print(table)
+    _console().print(Text(f"{firing} alerts firing; {depth} notifications waiting in the"
+                          " outbox"))
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config, rule_set = _load(args)
+    runtime = build_runtime(config, rule_set, notify=not args.dry_run)
+    store = open_store(config.store)
+    try:
+        cycle = run_cycle(runtime, store, time.time(), dry_run=args.dry_run)
+        firing = None if args.dry_run else len(store.alerts(status=AlertStatus.FIRING))
+    finally:
+        runtime.close()
+        store.close()
+    report, notified = cycle.tick, cycle.notifications
     if args.json:
         print(json.dumps(report_json(report) | {"notifications": notified}, indent=2,
                          allow_nan=False))
@@ -146,33 +286,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _notify(store: Any, config: Config, now: float, *, charts: Any = None) -> dict[str, Any]:
-    """Deliver what the tick decided: the pipeline, through the configured receivers."""
-    if not config.receivers:
-        return {"skipped": "no receivers configured"}
-    try:
-        from runwatch.notify.receivers import build_notifier
-    except ModuleNotFoundError as exc:
-        if exc.name != "runwatch.notify.receivers":
-            raise
-        return {"skipped": "this build of runwatch has no notifiers (runwatch.notify.receivers)"}
-    from runwatch.notify.pipeline import notify_after_tick
-
-    notifiers, problems = {}, []
-    for receiver in config.receivers:
-        try:
-            notifiers[receiver.name] = build_notifier(receiver)
-        except Exception as exc:  # one broken receiver must not keep the others quiet
-            problems.append(f"receiver {receiver.name}: cannot be set up: {exc}")
-    try:
-        result = notify_after_tick(store, config, notifiers, now, charts=charts).as_json()
-    finally:
-        for notifier in notifiers.values():
-            notifier.close()
-    result["errors"] = problems + result["errors"]
-    return result
-
-
 def print_notifications(summary: dict[str, Any]) -> None:
     from rich.text import Text
 
@@ -181,7 +294,7 @@ def print_notifications(summary: dict[str, Any]) -> None:
         err.print(Text(f"notifications skipped: {summary['skipped']}", style="yellow"))
         return
     for line in summary["errors"]:
-        err.print(Text(f"warning: {printable(line)}", style="yellow"))
+        err.print(Text(f"warning: {printable(line)}", style="yellow"), soft_wrap=True)
     _console().print(Text(
         f"notifications: {summary['sent']} sent, {summary['queued']} queued, "
         f"{summary['retrying']} retrying, {summary['failed']} failed, "
@@ -346,6 +459,17 @@ def cmd_silence_expire(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from runwatch.demo import DemoError, KeepDirError, console_for, run_demo
+
+    try:
+        run_demo(console_for(no_color=args.no_color), keep=args.keep)
+    except DemoError as exc:
+        print(f"runwatch demo: {exc}", file=sys.stderr)
+        return EXIT_CONFIG if isinstance(exc, KeepDirError) else EXIT_FAILURE
+    return EXIT_OK
+
+
 def cmd_rules(args: argparse.Namespace) -> int:
     _, rule_set = _load(args)
     if args.json:
@@ -430,7 +554,7 @@ def print_report(report: TickReport, *, firing: int | None = None) -> None:
     console = _console()
     err = _console(stderr=True)
     for line in (*report.errors, *report.warnings):  # the tick went on: warnings, both
-        err.print(Text(f"warning: {printable(line)}", style="yellow"))
+        err.print(Text(f"warning: {printable(line)}", style="yellow"), soft_wrap=True)
     if report.transitions:
         table = Table("status", "severity", "rule", "run", "summary", "path", box=None)
         for t in report.transitions:

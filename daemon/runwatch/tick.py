@@ -40,6 +40,9 @@ class TickReport:
     # The points of the metric an alert fired on, up to where it fired, by fingerprint:
     # what receivers with `charts: true` draw.
     charts: Mapping[str, Chart] = field(default_factory=dict)
+    # Sources that raised, or got no answer from where their runs live: their runs were
+    # not judged this tick (what `/readyz` and `runwatch status` report).
+    failed_sources: tuple[str, ...] = ()
 
 
 def wanted_keys(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
@@ -85,6 +88,7 @@ def run_tick(
     transitions: list[Transition] = []
     errors: list[str] = []
     snapshots: list[RunSnapshot] = []
+    failed: list[str] = []
     for source in sources:
         cursors = store.load_cursors(source.name)  # a store failure fails the tick, loudly
         try:
@@ -93,8 +97,11 @@ def run_tick(
         except Exception as exc:  # one source's outage or bug must not stop the others
             what = exc if isinstance(exc, OSError) else f"unexpected {type(exc).__name__}: {exc}"
             errors.append(f"source {source.name}: {what}")
+            failed.append(source.name)
             continue
         errors.extend(poll.errors)
+        if not poll.reachable:
+            failed.append(source.name)
         alerts = []
         previous = store.load_alerts(_fingerprints(rules, poll.snapshots))
         for snapshot in poll.snapshots:
@@ -126,7 +133,7 @@ def run_tick(
     return TickReport(transitions=tuple(transitions), runs_checked=len(snapshots),
                       errors=tuple(errors),
                       warnings=tuple(unlogged_metrics(rules, snapshots, aliases)),
-                      charts=charts)
+                      charts=charts, failed_sources=tuple(failed))
 
 
 CHART_POINTS = 500

@@ -154,7 +154,7 @@ def test_check_delivers_what_the_tick_decided(tmp_path, capsys, slack):
     assert main(["check", "--config", str(config), "--json"]) == 0
     notified = json.loads(capsys.readouterr().out)["notifications"]
     assert notified == {"queued": 1, "sent": 1, "retrying": 0, "failed": 0, "muted": 0,
-                        "pending": 0, "errors": []}
+                        "pending": 0, "errors": [], "receivers": {"team-slack": {"sent": 1}}}
     (call,) = slack.calls_to("webhook")
     assert "llama" in json.dumps(call.params)
     assert main(["check", "--config", str(config)]) == 0  # nothing new: nothing sent

@@ -608,3 +608,58 @@ def test_yaml_that_is_refused(text: str, expected: str, tmp_path: Path,
     with pytest.raises(ConfigError) as caught:
         load_config(Path("c.yaml"), env={})
     assert caught.value.errors[0] == expected
+
+
+# --- receivers: slack api_url, email charts and ca_file -------------------------------------
+# (collected after ERRORS' own parametrisation ran, so they get their own test below)
+
+RECEIVER_ERRORS = {
+    "slack-api-url-with-webhook.yaml": [
+        "config/slack-api-url-with-webhook.yaml:5: receivers[0].slack: api_url is for a"
+        " token; a webhook_url is the whole address",
+    ],
+    "slack-bad-api-url.yaml": [
+        "config/slack-bad-api-url.yaml:8: receivers[0].slack.api_url: invalid URL"
+        " 'slack-gov.com/api': expected http:// or https://",
+    ],
+    "email-ca-file-missing.yaml": [
+        "config/email-ca-file-missing.yaml:8: receivers[0].email.ca_file: cannot read CA file"
+        " '{testdata}/config/secrets/no-such-ca.pem': No such file or directory",
+    ],
+    "email-ca-file-not-pem.yaml": [
+        "config/email-ca-file-not-pem.yaml:8: receivers[0].email.ca_file: CA file"
+        " '{testdata}/config/email-ca-file-not-pem.yaml' holds no PEM certificate",
+    ],
+    "email-ca-file-without-tls.yaml": [
+        "config/email-ca-file-without-tls.yaml:5: receivers[0].email: ca_file needs tls or"
+        " starttls",
+    ],
+}
+ERRORS.update(RECEIVER_ERRORS)
+
+
+@pytest.mark.parametrize("name", sorted(RECEIVER_ERRORS))
+def test_receiver_error_message(name: str, in_testdata: Path) -> None:
+    test_error_message(name, in_testdata)
+
+
+def test_receiver_options_and_their_defaults(tmp_path: Path) -> None:
+    shutil.copy(TESTDATA / "config" / "ca.pem", tmp_path / "relay-ca.pem")
+    config = load_config(write(tmp_path / "c.yaml", """\
+sources: [{type: rundir, path: r}]
+receivers:
+  - {name: gov, slack: {token: xoxb-1, channel: "#a", api_url: "https://slack-gov.com/api"}}
+  - {name: plain, slack: {token: xoxb-1, channel: "#a"}}
+  - {name: hook, slack: {webhook_url: "https://hooks.slack.com/services/x"}}
+  - name: relay
+    email: {smtp: "relay:587", starttls: true, ca_file: relay-ca.pem, charts: true,
+            from: a@example.com, to: b@example.com}
+  - {name: mail, email: {smtp: relay, from: a@example.com, to: b@example.com}}
+  - {name: web, webhook: {url: "https://example.com/x"}}
+"""), env={})
+    gov, plain, hook, relay, mail, _web = config.receivers
+    assert gov.slack.api_url == "https://slack-gov.com/api/"  # the SDK appends method names
+    assert plain.slack.api_url is None and hook.slack.api_url is None
+    assert relay.email.ca_file == tmp_path / "relay-ca.pem"  # relative to the config file
+    assert (relay.email.charts, mail.email.charts, mail.email.ca_file) == (True, False, None)
+    assert [r.charts for r in config.receivers] == [False, False, False, True, False, None]

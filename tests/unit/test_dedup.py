@@ -19,12 +19,22 @@ def told(firing=(), resolved=(), *, at=T0) -> NotificationRecord:
                               expires_at=record_expiry(at, REPEAT))
 
 
-def now_(firing=(), resolved=(), fired_at=T0 - 60) -> GroupState:
-    return GroupState(firing={fp: fired_at for fp in firing}, resolved=frozenset(resolved))
+def now_(firing=(), resolved=(), fired_at=T0 - 60, flashed=()) -> GroupState:
+    """``flashed``: resolved alerts that fired (at T0 + 30) — pass them in ``resolved`` too."""
+    return GroupState(firing={fp: fired_at for fp in firing}, resolved=frozenset(resolved),
+                      flashed={fp: T0 + 30 for fp in flashed})
 
 
 CASES = [
     # (name, last record, group now, seconds since T0, send_resolved, reason)
+    ("fired and resolved unannounced: news once", None,
+     now_(resolved={"a"}, flashed={"a"}), 60, False, Reason.FIRST),
+    ("... joining a told group", told({"b"}), now_({"b"}, {"a"}, flashed={"a"}), 60, False,
+     Reason.CHANGED),
+    ("... once told, not again", told(resolved={"a"}, at=T0 + 60),
+     now_(resolved={"a"}, flashed={"a"}), 120, True, Reason.NONE),
+    ("... fired long ago, record forgotten: not news", None,
+     now_(resolved={"a"}, flashed={"a"}), REPEAT + HOUR, True, Reason.NONE),
     ("nothing told, one fires", None, now_({"a"}), 0, True, Reason.FIRST),
     ("nothing told, nothing fires", None, now_(), 0, True, Reason.NONE),
     ("never told it fired: its resolution is not news", None, now_(resolved={"a"}), 0, True,

@@ -134,11 +134,25 @@ def test_nothing_twice_then_repeat_then_resolved(store):
     assert (last.firing, [a.fingerprint for a in last.resolved]) == ((), [alert().fingerprint])
 
 
-def test_a_resolved_alert_never_announced_firing_is_not_announced(store):
-    commit(store, alert(status=AlertStatus.RESOLVED))
+def test_a_resolved_alert_that_never_fired_is_not_announced(store):
+    commit(store, alert(status=AlertStatus.RESOLVED, fired_at=None))  # pending, then cleared
     sent = notifiers()
     assert notify_after_tick(store, config(), sent, T0).queued == 0
     assert sent["slack"].attempts == []
+
+
+@pytest.mark.parametrize("send_resolved", [True, False])
+def test_an_alert_that_fired_and_resolved_unannounced_is_told_once(store, send_resolved):
+    """A NaN on a run's final rows fires and resolves in one tick: nobody must miss it."""
+    cfg, sent = config(send_resolved=send_resolved), notifiers("slack")
+    commit(store, alert(status=AlertStatus.RESOLVED))
+    notify_after_tick(store, cfg, sent, T0)
+    [message] = sent["slack"].sent
+    assert message.reason is Reason.FIRST and message.firing == ()
+    assert [a.fingerprint for a in message.resolved] == [alert().fingerprint]
+    notify_after_tick(store, cfg, sent, T0 + 60)
+    notify_after_tick(store, cfg, sent, T0 + 86400)
+    assert len(sent["slack"].sent) == 1
 
 
 def test_send_resolved_off(store):

@@ -687,6 +687,17 @@ def test_collect_garbage_silence_retention(store: Store) -> None:
 # --- lifecycle ----------------------------------------------------------------------------
 
 
+def test_source_status_is_replaced_per_source(store: Store) -> None:
+    assert store.load_status() == {}
+    store.save_status("wandb:team", {"last_tick": T0, "errors": ["x"], "ok": False}, T0)
+    store.save_status("rundir", {"last_tick": T0, "runs": 3}, T0)
+    store.save_status("wandb:team", {"last_tick": T0 + 60, "errors": [], "ok": True}, T0 + 60)
+    assert store.load_status() == {
+        "rundir": {"last_tick": T0, "runs": 3},
+        "wandb:team": {"last_tick": T0 + 60, "errors": [], "ok": True},
+    }
+
+
 def test_ping(store: Store) -> None:
     store.ping()
 

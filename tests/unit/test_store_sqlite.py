@@ -170,7 +170,7 @@ def test_version_1_database_gains_the_outbox(db: Path) -> None:
     conn.close()
     opened = SqliteStore(db)
     try:
-        assert pragma(db, "user_version") == 2
+        assert pragma(db, "user_version") == LATEST
         entry = OutboxEntry(id="m1", group_key="g", receiver="slack", payload="{}",
                             created_at=T0, expires_at=T0 + 60, next_attempt_at=T0)
         opened.enqueue([entry])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import ssl
+from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from runwatch.config.fields import (
     Email,
@@ -13,17 +15,23 @@ from runwatch.config.fields import (
     Url,
     WithSecrets,
     host_port,
+    resolve,
 )
 from runwatch.fieldtypes import one_or_many
 
 
 class SlackReceiver(WithSecrets):
-    """A bot token and a channel (threads, updates, charts), or an incoming webhook."""
+    """A bot token and a channel (threads, updates, charts), or an incoming webhook.
+
+    ``api_url`` is the Web API's base for a token (GovSlack, a proxy; unset:
+    ``https://slack.com/api/``); a webhook_url is already a whole address.
+    """
 
     token: Secret | None = None
     channel: str | None = None
     charts: bool = False
     webhook_url: Secret | None = None
+    api_url: Url | None = None
 
     @model_validator(mode="after")
     def _token_or_webhook(self) -> SlackReceiver:
@@ -35,10 +43,22 @@ class SlackReceiver(WithSecrets):
             raise ValueError("a token needs a channel")
         if self.charts and self.token is None:
             raise ValueError("charts need a token (a webhook cannot upload files)")
+        if self.api_url is not None and self.token is None:
+            raise ValueError("api_url is for a token; a webhook_url is the whole address")
         return self
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        # slack_sdk appends the method name ("chat.postMessage") to the base as it is.
+        return value if value is None or value.endswith("/") else value + "/"
 
 
 class EmailReceiver(WithSecrets):
+    """An SMTP relay. ``ca_file`` is a PEM bundle trusted for its TLS certificate instead
+    of the system's (a relay with a private or self-signed certificate); ``charts``
+    inlines a PNG of the metric that fired."""
+
     smtp: str  # host:port; the port defaults to 465 with tls, 587 with starttls, else 25
     starttls: bool = False
     tls: bool = False
@@ -46,6 +66,22 @@ class EmailReceiver(WithSecrets):
     password: Secret | None = None
     sender: Email = Field(alias="from")
     to: Annotated[tuple[Email, ...], BeforeValidator(one_or_many), Field(min_length=1)]
+    charts: bool = False
+    ca_file: Path | None = None
+
+    @field_validator("ca_file", mode="before")
+    @classmethod
+    def _ca_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str | Path) or not str(value):
+            return value
+        path = resolve(value, info)
+        try:
+            ssl.create_default_context(cafile=str(path))
+        except ssl.SSLError:  # an OSError too: first
+            raise ValueError(f"CA file '{path}' holds no PEM certificate") from None
+        except OSError as exc:
+            raise ValueError(f"cannot read CA file '{path}': {exc.strerror or exc}") from None
+        return path
 
     @field_validator("smtp")
     @classmethod
@@ -59,6 +95,8 @@ class EmailReceiver(WithSecrets):
             raise ValueError("use tls or starttls, not both")
         if self.password is not None and not self.username:
             raise ValueError("a password needs a username")
+        if self.ca_file is not None and not (self.tls or self.starttls):
+            raise ValueError("ca_file needs tls or starttls")
         return self
 
     @property
@@ -101,3 +139,8 @@ class Receiver(StrictModel):
     @property
     def kind(self) -> str:
         return next(k for k in RECEIVER_KINDS if getattr(self, k) is not None)
+
+    @property
+    def charts(self) -> bool | None:
+        """Whether this receiver draws charts; None for a kind that has no such option."""
+        return getattr(getattr(self, self.kind), "charts", None)

@@ -29,6 +29,19 @@ class GroupState:
 
     firing: Mapping[str, float] = field(default_factory=dict)
     resolved: frozenset[str] = frozenset()
+    # Resolved alerts that did fire, by when they (last) started firing.
+    flashed: Mapping[str, float] = field(default_factory=dict)
+
+    def unannounced(self, last: NotificationRecord | None, now: float,
+                    repeat_interval: float) -> frozenset[str]:
+        """Alerts that fired and resolved before any notification said they fired — a NaN
+        loss on a run's final rows, a crash between two ticks. News once, whatever
+        ``send_resolved`` says: nobody must miss that it happened. Without a record, only
+        those that fired within the repeat interval (older ones were told and forgotten)."""
+        since = last.sent_at if last is not None else now - repeat_interval
+        told = last.firing | last.resolved if last is not None else frozenset()
+        return frozenset(fp for fp, fired in self.flashed.items()
+                         if fp not in told and fired > since)
 
     def announced_resolved(self, last: NotificationRecord | None) -> frozenset[str]:
         """The resolved alerts the receiver was told were firing: only those are news."""
@@ -54,7 +67,7 @@ def needs_notify(
 
     * ``FIRST``: alerts fire and the receiver has no (unexpired) record of this group;
     * ``CHANGED``: an alert fires that the last notification did not say was firing, or
-      that started firing again after it was sent;
+      that started firing again after it was sent, or one fired and resolved unannounced;
     * ``RESOLVED``: alerts the receiver was told were firing have resolved, and
       ``send_resolved``;
     * ``REPEAT``: alerts still fire and ``repeat_interval`` has passed since ``sent_at``.
@@ -63,10 +76,11 @@ def needs_notify(
     """
     if last is not None and last.expired(now):
         last = None
+    flashes = group.unannounced(last, now, repeat_interval)
     if last is None:
-        return Reason.FIRST if group.firing else Reason.NONE
-    if any(fp not in last.firing or fired_at > last.sent_at
-           for fp, fired_at in group.firing.items()):
+        return Reason.FIRST if group.firing or flashes else Reason.NONE
+    if flashes or any(fp not in last.firing or fired_at > last.sent_at
+                      for fp, fired_at in group.firing.items()):
         return Reason.CHANGED
     if send_resolved and group.announced_resolved(last):
         return Reason.RESOLVED

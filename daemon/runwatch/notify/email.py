@@ -1,8 +1,9 @@
 """Email through SMTP: implicit TLS (``tls``), STARTTLS (``starttls``) or plain, optional
 login; multipart/alternative text + HTML, charts inline as ``cid:`` images.
 
-The EmailReceiver config has no ``charts`` flag, so whatever charts the message carries are
-shown (at most :data:`MAX_CHARTS`); the pipeline decides whether to draw any.
+Charts: with ``charts`` (the receiver's ``charts: true``; build_notifier passes it), the
+charts the message carries are inlined, at most :data:`MAX_CHARTS`; without it none are.
+The pipeline only puts charts into messages for receivers that draw them.
 
 Threading: refs ``thread:<run path>`` hold the ``Message-ID`` of the first email about a
 run, and later emails about it carry ``In-Reply-To``/``References`` so mail clients thread
@@ -128,7 +129,7 @@ class EmailNotifier:
     def __init__(self, name: str, *, host: str, port: int, sender: str, to: Sequence[str],
                  starttls: bool = False, tls: bool = False, username: str | None = None,
                  password: str | None = None, timeout: float = 10.0,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, charts: bool = True):
         if tls and starttls:
             raise ValueError("use tls or starttls, not both")
         self.name = name
@@ -138,6 +139,9 @@ class EmailNotifier:
         self._username, self._password = username, password
         self.timeout = timeout
         self._ssl_context = ssl_context
+        # True draws what a message carries (a message only carries charts that were asked
+        # for); build_notifier passes the config's `charts`, false unless set.
+        self.charts = charts
 
     def close(self) -> None:
         pass
@@ -160,7 +164,8 @@ class EmailNotifier:
 
     def send(self, message: Message) -> Delivery:
         try:
-            email = build_email(message, sender=self.sender, to=self.to)
+            email = build_email(message, sender=self.sender, to=self.to,
+                                max_charts=MAX_CHARTS if self.charts else 0)
             with self._connect() as smtp:
                 if self._username:
                     smtp.login(self._username, self._password or "")

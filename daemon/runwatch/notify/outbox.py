@@ -128,6 +128,7 @@ class DrainReport:
     failed: int = 0  # failed for good
     lost: int = 0  # delivered, but another process had taken the entry meanwhile
     errors: tuple[str, ...] = ()  # one line per failure, naming the receiver
+    by_receiver: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
 
 def new_claimant() -> str:
@@ -155,6 +156,7 @@ def drain(
     live = set(notifiers)
     counts = {"sent": 0, "retrying": 0, "failed": 0, "lost": 0}
     errors: list[str] = []
+    per_receiver: dict[str, dict[str, int]] = {}
     for _ in range(max_sends):
         taken = store.claim_outbox(now, claimant=claimant, lease=lease, receivers=live, limit=1)
         if not taken:
@@ -163,11 +165,13 @@ def drain(
         outcome, error = _deliver(store, notifiers[entry.receiver], entry, now,
                                   claimant=claimant, give_up_after=give_up_after)
         counts[outcome] += 1
+        mine = per_receiver.setdefault(entry.receiver, {})
+        mine[outcome] = mine.get(outcome, 0) + 1
         if error:
             errors.append(error)
         if outcome == "retrying":
             live.discard(entry.receiver)
-    return DrainReport(**counts, errors=tuple(errors))
+    return DrainReport(**counts, errors=tuple(errors), by_receiver=per_receiver)
 
 
 def _deliver(

@@ -55,11 +55,13 @@ class NotifyReport:
     failed: int = 0
     pending: int = 0
     errors: tuple[str, ...] = ()
+    receivers: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # outcome counts
 
     def as_json(self) -> dict[str, object]:
         return {"queued": self.queued, "sent": self.sent, "retrying": self.retrying,
                 "failed": self.failed, "muted": self.muted, "pending": self.pending,
-                "errors": list(self.errors)}
+                "errors": list(self.errors),
+                "receivers": {k: dict(v) for k, v in self.receivers.items()}}
 
 
 @dataclass(kw_only=True, slots=True)
@@ -93,10 +95,14 @@ def plan(store: Store, config: object, now: float, *,
     for entry in store.outbox():
         queued_by_key.setdefault(entry.key, []).append(entry)
 
+    # Chart points travel only to receivers that draw them (`charts: true`); a kind without
+    # the option (webhook) gets them as they are.
+    no_charts = {r.name for r in config.receivers  # type: ignore[attr-defined]
+                 if getattr(r, "charts", None) is False}
     entries, messages, waiting = [], [], 0
     for group in groups:
         message = _decide(store, group, queued_by_key.get((group.key, group.receiver), []),
-                          now, charts or {})
+                          now, {} if group.receiver in no_charts else charts or {})
         if message is _WAIT:
             waiting += 1
         elif isinstance(message, Message):
@@ -135,21 +141,26 @@ def _decide(store: Store, group: _Group, queued: Sequence[OutboxEntry], now: flo
     route = group.route
     firing = {a.fingerprint: a.fired_at if a.fired_at is not None else float("-inf")
               for a in group.alerts if a.status == AlertStatus.FIRING}
-    state = GroupState(firing=firing, resolved=frozenset(
-        a.fingerprint for a in group.alerts if a.status == AlertStatus.RESOLVED))
+    state = GroupState(
+        firing=firing,
+        resolved=frozenset(a.fingerprint for a in group.alerts
+                           if a.status == AlertStatus.RESOLVED),
+        flashed={a.fingerprint: a.fired_at for a in group.alerts
+                 if a.status == AlertStatus.RESOLVED and a.fired_at is not None})
     last = store.last_notification(group.key, group.receiver)
     reason = needs_notify(last, state, now, route.repeat_interval, route.send_resolved)
     where = f"group {group.key} → {group.receiver}"
     if reason is Reason.NONE:
         dedup_log.debug("%s: %s", where, reason)
         return None
-    if reason is Reason.FIRST and route.group_wait > 0:
+    if reason is Reason.FIRST and route.group_wait > 0 and firing:
         oldest = min(firing.values())
         if now - oldest < route.group_wait:
             dedup_log.info("%s: %s, held for group_wait until %.0f", where, reason,
                            oldest + route.group_wait)
             return _WAIT
-    resolved = state.announced_resolved(last) if route.send_resolved else frozenset()
+    resolved = (state.announced_resolved(last) if route.send_resolved else frozenset()) \
+        | state.unannounced(last, now, route.repeat_interval)
     same = [e for e in queued if e.firing == set(firing) and e.resolved == resolved
             and now - e.created_at < route.repeat_interval]
     if same:
@@ -214,4 +225,5 @@ def _report(store: Store, planned: PlanReport, drained: DrainReport, abandoned: 
         queued=len(planned.queued), superseded=planned.superseded, muted=planned.muted,
         sent=drained.sent, retrying=drained.retrying, failed=drained.failed + abandoned,
         pending=len(store.outbox(include_failed=False)), errors=drained.errors,
+        receivers=drained.by_receiver,
     )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from urllib.parse import urlsplit
 
 from runwatch.config.receivers import Receiver
@@ -20,17 +21,21 @@ def build_notifier(receiver: Receiver, *, timeout: float = 10.0) -> Notifier:
         if slack.token is not None:
             assert slack.channel is not None  # the config model insists
             return SlackNotifier(receiver.name, token=slack.token.get_secret_value(),
-                                 channel=slack.channel, charts=slack.charts, timeout=timeout)
+                                 channel=slack.channel, charts=slack.charts,
+                                 base_url=slack.api_url, timeout=timeout)
         assert slack.webhook_url is not None
         return SlackWebhookNotifier(receiver.name, url=slack.webhook_url.get_secret_value(),
                                     timeout=timeout)
     if receiver.email is not None:
         email = receiver.email
+        context = None
+        if email.ca_file is not None:  # instead of the system's CAs, as curl's --cacert
+            context = ssl.create_default_context(cafile=str(email.ca_file))
         return EmailNotifier(
             receiver.name, host=email.smtp_host, port=email.smtp_port, sender=email.sender,
             to=email.to, starttls=email.starttls, tls=email.tls, username=email.username,
             password=email.password.get_secret_value() if email.password else None,
-            timeout=timeout,
+            charts=email.charts, timeout=timeout, ssl_context=context,
         )
     if receiver.webhook is not None:
         hook = receiver.webhook
@@ -72,6 +77,9 @@ def receiver_problems(receiver: Receiver) -> list[str]:
                 problem(f"slack token is {kind}; runwatch needs a bot token (xoxb-)")
             elif not token.startswith("xoxb-"):
                 problem("slack token does not look like a bot token (xoxb-…)")
+        if slack.api_url is not None and not slack.api_url.lower().startswith("https://") \
+                and not _is_local(slack.api_url):
+            problem("slack api_url is http://: the bot token would be sent in clear")
         if slack.channel is not None:
             channel = slack.channel
             if any(c.isspace() for c in channel) or len(channel.lstrip("#")) > 80:

@@ -17,6 +17,11 @@ Bot token, one alert group → one ``chat.postMessage`` (Block Kit from ``render
 
 Order makes retries safe: the updates (idempotent) first, then the one post, then the
 charts — best effort, since the post has happened and a retry would post it twice.
+Slack has no idempotency key for ``chat.postMessage``: a process killed after Slack took
+the post but before the outbox recorded it posts it again once the claim's lease runs out
+(at least once). Each post carries the outbox id in its message ``metadata``
+(``event_type`` :data:`METADATA_EVENT`), so such a repeat can be told apart — and could be
+looked up (``conversations.history`` with ``include_all_metadata``) before re-posting.
 
 Retries within one send are slack_sdk's own handlers with small bounded counts; a 429
 whose Retry-After exceeds :data:`MAX_RETRY_WAIT` is not slept on here but handed back as
@@ -47,6 +52,7 @@ from runwatch.notify.base import Delivery, Message
 from runwatch.notify.charts import chart_png
 
 MAX_CHARTS = 3
+METADATA_EVENT = "runwatch_notification"
 MAX_RETRY_WAIT = 30.0  # seconds; a longer Retry-After goes back to the outbox
 RETRIES = 2
 
@@ -235,7 +241,11 @@ class SlackNotifier:
         thread = self._thread(message)
         channel, thread_ts = thread if thread else (self.channel, None)
         post = {"text": render.slack_fallback(message), "blocks": render.slack_blocks(message),
-                "unfurl_links": False, "unfurl_media": False}
+                "unfurl_links": False, "unfurl_media": False,
+                # chat.postMessage takes no idempotency key: the outbox id rides along as
+                # message metadata, so a post repeated after a crash is recognisably the same.
+                "metadata": {"event_type": METADATA_EVENT,
+                             "event_payload": {"outbox_id": message.id}}}
         try:
             response = self._client.chat_postMessage(channel=channel, thread_ts=thread_ts,
                                                      **post)

@@ -16,6 +16,7 @@ at most ``timeout`` for the sidecar (the caller passes what is left of its tick 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -89,6 +90,10 @@ class WandbClient:
         self._retry_max = retry_max
         self._api: Any = None
         self._lock = threading.Lock()
+        # Cumulative, for /metrics: GraphQL requests sent and their bytes each way.
+        self.requests = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
 
     def __repr__(self) -> str:  # never the key
         return f"WandbClient({self.base_url!r})"
@@ -125,8 +130,16 @@ class WandbClient:
         """The ``data`` of one GraphQL request; :class:`WandbError` on any failure."""
         api = self._connect()
         wait = self._timeout if timeout is None else max(0.1, min(timeout, self._timeout))
+        variables = dict(variables or {})
+        self.requests += 1
+        self.bytes_sent += len(query) + len(json.dumps(variables))
+
+        def parse(text: str) -> Any:
+            self.bytes_received += len(text)
+            return json.loads(text)
+
         try:
-            data = api._service_api.execute_graphql(query, dict(variables or {}), timeout=wait)
+            data = api._service_api.execute_graphql(query, variables, timeout=wait, parse=parse)
         except Exception as exc:
             raise classify(exc) from None
         return data if isinstance(data, dict) else {}

@@ -14,7 +14,7 @@ import re
 import secrets
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
 from runwatch.model import AlertState, AlertStatus
@@ -462,6 +462,15 @@ class Store(Protocol):
         ``outbox_retention`` ago (both default to ``resolved_retention``). Pending
         outbox entries are never collected.
         """
+        ...
+
+    def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
+        """What the daemon last did for ``source`` (last tick, duration, runs, errors), a
+        JSON-able mapping kept for ``runwatch status``; replaces the previous one."""
+        ...
+
+    def load_status(self) -> dict[str, dict[str, Any]]:
+        """Every source's last saved status, by source name."""
         ...
 
     def ping(self) -> None:

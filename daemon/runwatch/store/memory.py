@@ -10,6 +10,7 @@ atomic step.
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -52,6 +53,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._closed = False
         self._alerts: dict[str, tuple[Any, ...]] = {}  # fingerprint → codec.alert_to_row
+        self._status: dict[str, dict[str, Any]] = {}
         self._cursors: dict[str, dict[str, tuple[str, float]]] = {}  # source → key → (v, updated)
         self._notifications: dict[tuple[str, str], NotificationRecord] = {}
         self._silences: dict[str, Silence] = {}
@@ -424,6 +426,17 @@ class MemoryStore:
             outbox=len(failed),
             refs=len(refs),
         )
+
+    def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
+        data = json.loads(json.dumps(dict(status), allow_nan=False))  # what SQLite would keep
+        with self._lock:
+            self._check_open()
+            self._status[source] = data
+
+    def load_status(self) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            self._check_open()
+            return {k: json.loads(json.dumps(v)) for k, v in sorted(self._status.items())}
 
     def ping(self) -> None:
         with self._lock:

@@ -13,6 +13,7 @@ transaction. A database newer than this code is refused, never touched.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -127,8 +128,17 @@ _V2 = (
     "CREATE INDEX delivery_refs_by_expiry ON delivery_refs (expires_at)",
 )
 
+# What the daemon last did per source, for `runwatch status`.
+_V3 = (
+    """CREATE TABLE source_status (
+        source     TEXT PRIMARY KEY,
+        data       TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+)
+
 # One entry per schema version, in order; append, never edit a released step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 
 # Primary result codes after which the same call may well succeed later.
 _TEMPORARY_CODES = frozenset(
@@ -646,6 +656,17 @@ class SqliteStore:
             for kind, (sql, cutoff) in statements.items():
                 deleted[kind] = conn.execute(sql, (float(cutoff),)).rowcount
         return Collected(**deleted)
+
+    def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
+        data = json.dumps(dict(status), sort_keys=True, allow_nan=False)
+        with self._transaction("cannot save source status") as conn:
+            conn.execute(_upsert("source_status", ("source", "data", "updated_at"), ("source",)),
+                         (source, data, now))
+
+    def load_status(self) -> dict[str, dict[str, Any]]:
+        rows = self._query("cannot load source status",
+                           "SELECT source, data FROM source_status ORDER BY source")
+        return {source: json.loads(data) for source, data in rows}
 
     def ping(self) -> None:
         rows = self._query("not answering", "PRAGMA user_version")

@@ -1,0 +1,425 @@
+"""What a tick of the W&B source costs over 1,000 running runs, against the naive way.
+
+1,000 running runs in 10 projects of the fake W&B server (tests/fixtures/fakewandb, real
+HTTP, ``latency`` s injected per request), each with 10 logged keys and 10,000 history
+rows (synthetic: computed from the step, so the fake holds no rows). Before every measured
+tick each run logs 100 new rows. Then, in the same process and against the same server:
+
+* runwatch: the whole tick — ``run_tick`` with the W&B source (the real ``wandb.Api`` and
+  its wandb-core sidecar), the packaged default rules and a SQLite store — after a first
+  tick that sets the cursors; the median of ``--ticks`` ticks.
+* naive: what the seed scripts do every tick — ``wandb.Api().runs(path)`` for every
+  project, then ``run.scan_history()`` of each run's whole history. Listing is measured
+  over every run; the scans over ``--naive-sample`` runs and extrapolated per run (every
+  run has the same length), since all 1,000 would page through 10M rows per tick.
+
+The same again with twice the history per run. Printed: GraphQL requests, bytes (request
+and response bodies, counted by the fake) and wall time per tick, with where the time goes
+(injected latency, the fake's own CPU, wandb-core's CPU, this Python process's CPU).
+Figures, not a test: nothing is asserted about time.
+
+    python bench/wandb_tick.py [--runs 1000] [--projects 10] [--rows 10000] [--new 100]
+                               [--latency 0.05] [--ticks 3] [--naive-sample 30] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "daemon"), str(REPO / "tests")]
+
+from fixtures.fakewandb import FakeWandb  # noqa: E402
+from runwatch.config import WandbSource as WandbSpec  # noqa: E402
+from runwatch.config import default_rules_path, load_rules  # noqa: E402
+from runwatch.sources.wandb_api import WandbApiSource  # noqa: E402
+from runwatch.sources.wandb_client import WandbClient  # noqa: E402
+from runwatch.store.base import open_store  # noqa: E402
+from runwatch.tick import run_tick  # noqa: E402
+
+ENTITY = "bench"
+KEY = "k" * 40
+T0 = 1_795_420_800.0  # 2026-11-23T08:00:00Z: where the runs' newest rows start
+KEYS = ("train/loss", "train/grad_norm", "train/lr", "train/acc", "val/loss", "val/acc",
+        "epoch", "tokens_per_sec", "gpu/mem", "gpu/util")  # 10 logged keys (+ _step etc.)
+GOAL_RATIO = 20.0
+GOAL_WALL = 30.0
+GOAL_DOUBLING = 0.10
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+
+class FakeMeter:
+    """The fake's own work: CPU seconds of its request handlers (``time.thread_time``, so
+    neither the injected latency nor waiting for the GIL counts)."""
+
+    def __init__(self, fake: FakeWandb):
+        self.cpu = 0.0
+        self._lock = threading.Lock()
+        handle = fake._handle
+
+        def measured(handler) -> None:
+            started = time.thread_time()
+            try:
+                handle(handler)
+            finally:
+                spent = time.thread_time() - started
+                with self._lock:
+                    self.cpu += spent
+
+        fake._handle = measured  # type: ignore[method-assign]
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's descendants (wandb-core), from /proc; 0 elsewhere."""
+    try:
+        tick = os.sysconf("SC_CLK_TCK")
+        parents: dict[int, int] = {}
+        times: dict[int, float] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            parents[int(entry)] = int(fields[1])
+            times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
+    except (OSError, ValueError, AttributeError):
+        return 0.0
+    mine, grew = {os.getpid()}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in mine} - mine
+        mine |= found
+        grew = bool(found)
+    return sum(times[pid] for pid in mine if pid != os.getpid())
+
+
+@dataclass
+class Cost:
+    """One measured stretch: GraphQL requests and bytes at the fake, and where time went."""
+
+    requests: int = 0
+    bytes: int = 0
+    wall: float = 0.0
+    fake_cpu: float = 0.0  # the fake's request handlers
+    core_cpu: float = 0.0  # wandb-core
+    python_cpu: float = 0.0  # this process (client, runwatch, engine, store), fake excluded
+    in_requests: float = 0.0  # wall time inside GraphQL calls (runwatch only)
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(*(a + b for a, b in zip(_values(self), _values(other), strict=True)))
+
+    def scaled(self, factor: float) -> Cost:
+        return Cost(*(a * factor for a in _values(self)))
+
+
+def _values(cost: Cost) -> tuple[float, ...]:
+    return (cost.requests, cost.bytes, cost.wall, cost.fake_cpu, cost.core_cpu,
+            cost.python_cpu, cost.in_requests)
+
+
+class Measure:
+    """``with Measure(fake, meter) as m: ...`` then ``m.cost``."""
+
+    def __init__(self, fake: FakeWandb, meter: FakeMeter, timer: list[float] | None = None):
+        self.fake, self.meter, self.timer = fake, meter, timer
+        self.cost = Cost()
+
+    def _counts(self) -> tuple[int, int]:
+        with self.fake._lock:  # GraphQL only: wandb-core's own /sdk/otel posts are not ours
+            c = self.fake.counters
+            ops = [op for op in c.requests if not op.startswith("/")]
+            return (sum(c.requests[op] for op in ops),
+                    sum(c.request_bytes[op] + c.response_bytes[op] for op in ops))
+
+    def __enter__(self) -> Measure:
+        self._start = (self._counts(), self.meter.cpu, _children_cpu(), time.process_time(),
+                       self.timer[0] if self.timer else 0.0, time.perf_counter())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter()
+        (requests, size), fake_cpu, core, cpu, timer, started = self._start
+        now_requests, now_size = self._counts()
+        fake = self.meter.cpu - fake_cpu
+        self.cost = Cost(
+            requests=now_requests - requests, bytes=now_size - size, wall=wall - started,
+            fake_cpu=fake, core_cpu=_children_cpu() - core,
+            python_cpu=time.process_time() - cpu - fake,
+            in_requests=(self.timer[0] if self.timer else 0.0) - timer)
+
+
+def timed_execute(client: WandbClient) -> list[float]:
+    """Wrap ``client.execute`` to add up the wall time spent in GraphQL calls."""
+    total = [0.0]
+    execute = client.execute
+
+    def measured(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return execute(*args, **kwargs)
+        finally:
+            total[0] += time.perf_counter() - started
+
+    client.execute = measured  # type: ignore[method-assign]
+    return total
+
+
+# --- the scenario ---------------------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    rows: int
+    first: Cost
+    ticks: list[Cost]
+    errors: list[str]
+    naive_list: list[Cost]
+    naive_scan: list[Cost]  # the sample's scans
+    naive_sample: int
+    runs: int
+
+    @property
+    def runwatch(self) -> Cost:
+        return median_cost(self.ticks)
+
+    @property
+    def naive(self) -> Cost:
+        """Per tick, extrapolated to every run: measured listing + per-run scan x runs."""
+        return median_cost([lst + scan.scaled(self.runs / self.naive_sample)
+                            for lst, scan in zip(self.naive_list, self.naive_scan, strict=True)])
+
+
+def median_cost(costs: list[Cost]) -> Cost:
+    """The tick of median wall time (its requests, bytes and breakdown belong together)."""
+    ordered = sorted(costs, key=lambda c: c.wall)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def scenario(args: argparse.Namespace, fake: FakeWandb, meter: FakeMeter, client: WandbClient,
+             timer: list[float], rows: int, state_dir: str) -> Figures:
+    import wandb
+
+    fake.reset()
+    fake.keep_received = False
+    projects = [f"project-{p:02d}" for p in range(args.projects)]
+    created = T0 - rows
+    paths = []
+    for i in range(args.runs):
+        project = projects[i % len(projects)]
+        paths.append(fake.add_synthetic_run(ENTITY, project, f"run{i:05d}", keys=KEYS, rows=rows,
+                                            created_at=created, seed=i, tags=["bench"]))
+    length = rows
+    rule_set = load_rules([default_rules_path()], Path.cwd())
+    spec = WandbSpec.model_validate({"type": "wandb", "entity": ENTITY, "projects": projects,
+                                     "api_key": KEY, "base_url": fake.url})
+    source = WandbApiSource(spec, client=client)
+    store = open_store(f"sqlite:///{state_dir}/state-{rows}.db")
+    errors: list[str] = []
+
+    def tick() -> tuple[Cost, int]:
+        now = created + length - 1 + 60.0  # a minute after the newest row: healthy runs
+        with Measure(fake, meter, timer) as measured:
+            report = run_tick(sources=[source], rules=rule_set.rules, aliases=rule_set.aliases,
+                              store=store, now=now)
+        errors.extend(report.errors)
+        if report.transitions:
+            errors.append(f"{len(report.transitions)} alert transitions (expected none)")
+        return measured.cost, report.runs_checked
+
+    fake.latency = args.latency
+    print(f"\n{args.runs:,} runs x {rows:,} rows ({len(KEYS)} keys) in {len(projects)} projects,"
+          f" {args.latency * 1000:g} ms per request", flush=True)
+    first, checked = tick()
+    print(f"  runwatch first tick (sets cursors, reads the newest rows): {first.wall:.1f} s,"
+          f" {first.requests} requests, {first.bytes / 1e6:.1f} MB, {checked} runs checked",
+          flush=True)
+    ticks: list[Cost] = []
+    naive_list: list[Cost] = []
+    naive_scan: list[Cost] = []
+    sample = [paths[round(i * (len(paths) - 1) / max(1, args.naive_sample - 1))]
+              for i in range(min(args.naive_sample, len(paths)))]
+    for n in range(args.ticks):
+        for path in paths:
+            fake.append_rows(path, args.new)
+        length += args.new
+        cost, checked = tick()
+        ticks.append(cost)
+        print(f"  runwatch tick {n + 1}: {cost.wall:.2f} s, {cost.requests} requests,"
+              f" {cost.bytes / 1e6:.2f} MB, {checked} runs checked", flush=True)
+        if n >= args.naive_ticks:
+            continue
+        # The naive way, over the same data.
+        with Measure(fake, meter) as listing:
+            api = wandb.Api(api_key=KEY, overrides={"base_url": fake.url}, timeout=60)
+            listed = {run.id: run for project in projects
+                      for run in api.runs(f"{ENTITY}/{project}")}
+        with Measure(fake, meter) as scanning:
+            rows_seen = 0
+            for path in sample:
+                run = listed[path.rsplit("/", 1)[-1]]
+                for row in run.scan_history():
+                    rows_seen += row["_step"] >= 0
+        if rows_seen != len(sample) * length:
+            errors.append(f"naive scans returned {rows_seen:,} rows, expected"
+                          f" {len(sample) * length:,}")
+        naive_list.append(listing.cost)
+        naive_scan.append(scanning.cost)
+        per_run = scanning.cost.scaled(1 / len(sample))
+        print(f"  naive tick {n + 1}: listing {len(listed)} runs {listing.cost.wall:.2f} s,"
+              f" {listing.cost.requests} requests, {listing.cost.bytes / 1e6:.2f} MB; scanning"
+              f" {len(sample)} runs ({rows_seen:,} rows) {scanning.cost.wall:.1f} s, i.e. per"
+              f" run {per_run.wall:.2f} s, {per_run.requests:.0f} requests,"
+              f" {per_run.bytes / 1e6:.2f} MB", flush=True)
+    fake.latency = 0.0
+    store.close()
+    return Figures(rows=rows, first=first, ticks=ticks, errors=errors, naive_list=naive_list,
+                   naive_scan=naive_scan, naive_sample=len(sample), runs=args.runs)
+
+
+# --- the report -----------------------------------------------------------------------------
+
+
+def breakdown(cost: Cost, latency: float) -> str:
+    waited = cost.requests * latency
+    return (f"latency {waited:.2f} s, fake CPU {cost.fake_cpu:.2f} s, wandb-core CPU"
+            f" {cost.core_cpu:.2f} s, Python CPU {cost.python_cpu:.2f} s")
+
+
+def report(args: argparse.Namespace, results: list[Figures], elapsed: float) -> None:
+    base, double = results
+    print(f"\n=== W&B source vs naive, per tick ({args.runs:,} running runs, {args.projects}"
+          f" projects, {len(KEYS)} keys, {args.new} new rows per run per tick,"
+          f" {args.latency * 1000:g} ms per request) ===")
+    print(f"{'':34}{'rows/run':>9}{'requests':>10}{'MB':>10}{'wall s':>9}  how")
+    for figures in results:
+        rw, naive = figures.runwatch, figures.naive
+        print(f"{'runwatch, median of ' + str(len(figures.ticks)) + ' ticks':34}"
+              f"{figures.rows:>9,}{rw.requests:>10,}{rw.bytes / 1e6:>10.2f}{rw.wall:>9.2f}"
+              "  measured, whole tick")
+        print(f"{'naive (Api.runs + scan_history)':34}{figures.rows:>9,}{naive.requests:>10,.0f}"
+              f"{naive.bytes / 1e6:>10.0f}{naive.wall:>9.0f}  extrapolated: listing measured,"
+              f" scans of {figures.naive_sample} runs x {args.runs / figures.naive_sample:g}")
+        lst, scan = figures.naive_list, figures.naive_scan
+        print(f"{'  naive, measured part':34}{figures.rows:>9,}"
+              f"{lst[0].requests + scan[0].requests:>10,}"
+              f"{(lst[0].bytes + scan[0].bytes) / 1e6:>10.1f}{lst[0].wall + scan[0].wall:>9.1f}"
+              f"  listing {args.runs} runs + {figures.naive_sample} full scans"
+              f" ({len(lst)} tick{'s' if len(lst) > 1 else ''})")
+    print("\nwhere a runwatch tick's time goes (median tick):")
+    for figures in results:
+        rw = figures.runwatch
+        print(f"  {figures.rows:,} rows: wall {rw.wall:.2f} s = in GraphQL calls"
+              f" {rw.in_requests:.2f} s + runwatch outside them {rw.wall - rw.in_requests:.2f} s;"
+              f" {breakdown(rw, args.latency)}")
+    print("where a naive tick's time goes (extrapolated):")
+    for figures in results:
+        print(f"  {figures.rows:,} rows: wall {figures.naive.wall:.0f} s;"
+              f" {breakdown(figures.naive, args.latency)}")
+    print("first runwatch tick (no cursors yet):")
+    for figures in results:
+        first = figures.first
+        print(f"  {figures.rows:,} rows: {first.wall:.1f} s, {first.requests} requests,"
+              f" {first.bytes / 1e6:.1f} MB; {breakdown(first, args.latency)}")
+
+    rw, naive = base.runwatch, base.naive
+    print("\ngoals:")
+    verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    fewer_bytes, fewer_requests = naive.bytes / rw.bytes, naive.requests / rw.requests
+    print(f"  at {base.rows:,} rows, bytes {fewer_bytes:,.0f}x fewer than naive"
+          f" (goal >= {GOAL_RATIO:g}x): {verdict(fewer_bytes >= GOAL_RATIO)}")
+    print(f"  at {base.rows:,} rows, requests {fewer_requests:,.0f}x fewer than naive"
+          f" (goal >= {GOAL_RATIO:g}x): {verdict(fewer_requests >= GOAL_RATIO)}")
+    print(f"  tick wall time {rw.wall:.2f} s (goal < {GOAL_WALL:g} s):"
+          f" {verdict(rw.wall < GOAL_WALL)}")
+    two = double.runwatch
+    for what, a, b in (("requests", rw.requests, two.requests), ("bytes", rw.bytes, two.bytes),
+                       ("wall time", rw.wall, two.wall)):
+        change = (b - a) / a if a else 0.0
+        print(f"  {base.rows:,} -> {double.rows:,} rows: {what} {a:,.2f} -> {b:,.2f}"
+              f" ({change:+.1%}, goal within {GOAL_DOUBLING:.0%}):"
+              f" {verdict(abs(change) < GOAL_DOUBLING)}")
+    for figures in results:
+        for error in dict.fromkeys(figures.errors):
+            print(f"  ! {figures.rows:,} rows: {error}")
+    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs,"
+          f" Python {platform.python_version()}, wandb {_wandb_version()};"
+          f" benchmark took {elapsed / 60:.1f} min")
+
+
+def _wandb_version() -> str:
+    import wandb
+
+    return wandb.__version__
+
+
+# --- setup ----------------------------------------------------------------------------------
+
+
+def isolate_wandb(home: str) -> None:
+    """wandb-core with its own directories, silent, and no address but 127.0.0.1."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_ENTITY", "WANDB_PROJECT",
+                 "WANDB_BASE_URL", "HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        os.environ.pop(name, None)
+    os.environ["HOME"] = home
+    os.environ["WANDB_SILENT"] = "true"
+    os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+    for name in ("DIR", "CONFIG_DIR", "CACHE_DIR", "DATA_DIR", "ARTIFACT_DIR"):
+        path = Path(home) / f"wandb-{name.lower()}"
+        path.mkdir()
+        os.environ[f"WANDB_{name}"] = str(path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--projects", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=10_000, help="history rows per run")
+    parser.add_argument("--new", type=int, default=100, help="new rows per run per tick")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds per request")
+    parser.add_argument("--ticks", type=int, default=3, help="measured steady-state ticks")
+    parser.add_argument("--naive-sample", type=int, default=30,
+                        help="runs whose full history the naive way scans (extrapolated)")
+    parser.add_argument("--naive-ticks", type=int, default=1,
+                        help="ticks on which the naive way is measured too")
+    parser.add_argument("--quick", action="store_true",
+                        help="a small configuration (a smoke run, under a minute)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.runs, args.projects, args.rows, args.ticks, args.naive_sample = 60, 3, 2000, 2, 4
+    args.naive_ticks = max(1, min(args.naive_ticks, args.ticks))
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="runwatch-wandb-bench-") as home:
+        isolate_wandb(home)
+        fake = FakeWandb()
+        fake.start()
+        meter = FakeMeter(fake)
+        client = WandbClient(base_url=fake.url, api_key=KEY, timeout=60.0)
+        timer = timed_execute(client)
+        try:
+            results = [scenario(args, fake, meter, client, timer, rows, home)
+                       for rows in (args.rows, 2 * args.rows)]
+        finally:
+            client.close()
+            fake.stop()
+        report(args, results, time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()

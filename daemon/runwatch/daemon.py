@@ -1,0 +1,527 @@
+"""``runwatch run``: the same cycle as ``runwatch check``, on an APScheduler schedule.
+
+One interval job per source (its ``interval``, a little jitter), an outbox job that retries
+what could not be sent, a maintenance job that collects what nothing needs any more, and
+the digest's cron slot. Every job runs on one worker thread: ticks never overlap or stack
+(``coalesce``, ``max_instances=1``), and the store sees one writer. The main thread only
+turns signals into a stop or a reload and watches the config files.
+
+Stop (SIGTERM, SIGINT): the running tick finishes, the outbox is flushed, exit 0 — within
+``STOP_TIMEOUT``; after that a hard stop, still 0, because every tick commits alerts and
+cursors in one transaction and every notification is in the outbox before it is sent:
+a cut-off tick is redone from its cursors at the next start, and nothing is lost.
+
+Reload (SIGHUP, or a changed file with ``--watch-config``): config and rules are read and
+everything is built first; the new runtime replaces the old only when all of it is valid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from pydantic import BaseModel, SecretStr
+
+from runwatch import logs, sdnotify
+from runwatch.config import Config, ConfigError, load_all, rule_files
+from runwatch.metrics import HttpServer, Metrics, health_app
+from runwatch.model import AlertStatus
+from runwatch.service import CycleReport, Runtime, build_runtime, run_cycle
+from runwatch.store.base import Store, StoreError, open_store
+
+STOP_TIMEOUT = 10.0  # seconds from a stop signal to exit
+OUTBOX_INTERVAL = 15.0  # seconds between retries of notifications that could not be sent
+MAINTENANCE_INTERVAL = 3600.0
+RESOLVED_RETENTION = 7 * 86400.0  # resolved alerts kept this long (then collected)
+CURSOR_RETENTION = 30 * 86400.0  # a run silent for a month is read afresh if it logs again
+READY_WITHIN = 3  # /readyz: every source's last good tick within this many intervals
+WATCH_EVERY = 2.0  # seconds between checks of the config files with --watch-config
+
+log = structlog.get_logger("runwatch.daemon")
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret value the config holds, for log redaction."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(config)
+    password = urlsplit(config.store).password
+    if password:
+        found.append(password)
+    if os.environ.get("WANDB_API_KEY"):
+        found.append(os.environ["WANDB_API_KEY"])
+    return found
+
+
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def cron_trigger(expr: str, timezone: Any = None) -> CronTrigger:
+    """A crontab schedule with crontab's weekdays. APScheduler 3 numbers them from Monday
+    (``0`` = Monday), crontab from Sunday (``0``/``7`` = Sunday): numbers in the day-of-week
+    field are turned into names first, so ``0 8 * * 1-5`` means Monday to Friday."""
+    minute, hour, day, month, dow = expr.split()
+    return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                       day_of_week=_weekdays(dow), timezone=timezone or UTC)
+
+
+def _weekdays(field: str) -> str:
+    if field == "*":
+        return "*"
+    days: set[int] = set()
+    for item in field.split(","):
+        span, _, step = item.partition("/")
+        if span == "*":
+            low, high = 0, 6
+        else:
+            ends = [_day(x) for x in span.split("-")]
+            low, high = ends[0], ends[-1]
+            if len(ends) == 2 and high < low:  # e.g. 5-0 (Fri to Sun)
+                high += 7
+            if step and len(ends) == 1:
+                high = 6
+        days.update(d % 7 for d in range(low, high + 1, int(step) if step else 1))
+    return ",".join(_CRON_DAYS[d] for d in sorted(days))
+
+
+def _day(text: str) -> int:
+    text = text.lower()
+    return _CRON_DAYS.index(text[:3]) if not text.isdigit() else int(text) % 7
+
+
+class Daemon:
+    """The scheduled service. Tests drive :meth:`tick_source` etc. directly, with
+    freezegun's clock; :meth:`run` adds the scheduler, the signals and the HTTP endpoint."""
+
+    def __init__(self, config_path: Path, *, watch_config: bool = False,
+                 clock: Callable[[], float] | None = None) -> None:
+        self.config_path = Path(config_path)
+        self.watch_config = watch_config
+        self.clock = clock or (lambda: time.time())  # looked up at each call: freezegun
+        self.metrics = Metrics()
+        config, rule_set = load_all(self.config_path)  # ConfigError: the caller exits 2
+        self.metrics.reload_ok.set(1)
+        logs.redactor.update(config_secrets(config))
+        self.store: Store = open_store(config.store)
+        self.runtime: Runtime = build_runtime(config, rule_set)
+        for line in self.runtime.problems:
+            log.error("receiver cannot be set up", detail=line)
+        self._lock = threading.RLock()  # guards self.runtime against a reload mid-tick
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._status: dict[str, dict[str, Any]] = {}
+        self._api_seen: dict[str, tuple[int, int, int]] = {}
+        self._awaiting_first_tick = {s.name for s in config.sources}
+        self._watched = self._file_signature()
+        self.scheduler: BackgroundScheduler | None = None
+        self.http: HttpServer | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    # --- the jobs --------------------------------------------------------------------------
+
+    def tick_source(self, name: str) -> CycleReport | None:
+        """One cycle over one source: poll, evaluate, commit, deliver."""
+        with self._lock:
+            runtime = self.runtime
+        source = runtime.source(name)
+        if source is None:  # removed by a reload while this job was queued
+            return None
+        interval = float(getattr(_spec(runtime.config, name), "interval", 60.0))
+        started, clock_started = time.monotonic(), self.clock()
+        with structlog.contextvars.bound_contextvars(source=name):
+            try:
+                cycle = run_cycle(runtime, self.store, clock_started, sources=[source])
+            except StoreError as exc:
+                self.metrics.ticks.labels(name, "store-error").inc()
+                log.error("tick failed: the store is unavailable", error=str(exc),
+                          temporary=exc.temporary)
+                self._save_status(name, started_at=clock_started, ok=False, runs=0,
+                                  errors=[f"store: {exc}"], duration=time.monotonic() - started)
+                return None
+            duration = time.monotonic() - started
+            self._record(name, cycle, clock_started, duration, interval)
+        return cycle
+
+    def _record(self, name: str, cycle: CycleReport, started_at: float, duration: float,
+                interval: float) -> None:
+        report = cycle.tick
+        ok = name not in report.failed_sources
+        m = self.metrics
+        m.ticks.labels(name, "ok" if ok else "failed").inc()
+        m.tick_seconds.labels(name).observe(duration)
+        m.runs.labels(name).set(report.runs_checked)
+        if report.errors:
+            m.source_errors.labels(name).inc(len(report.errors))
+        if ok:
+            m.last_tick.labels(name).set(started_at + duration)
+        self._count_api(name)
+        for line in report.errors:
+            log.warning("source reported a problem", detail=line)
+        for t in report.transitions:
+            log.info("alert " + str(t.status), rule=t.alert.rule, run=t.alert.run.path,
+                     severity=str(t.alert.severity), summary=t.alert.summary)
+        notes = cycle.notifications or {}
+        for receiver, counts in (notes.get("receivers") or {}).items():
+            for outcome in ("sent", "failed", "retrying"):
+                if counts.get(outcome):
+                    m.notifications.labels(receiver, outcome).inc(counts[outcome])
+        for line in notes.get("errors") or ():
+            log.warning("notification problem", detail=line)  # the outbox logs each failure
+        if duration > interval:
+            log.warning("tick overran its interval", duration=round(duration, 3),
+                        interval=interval)
+        log.info("tick", duration=round(duration, 3), runs=report.runs_checked,
+                 transitions=len(report.transitions), errors=len(report.errors), ok=ok)
+        self._save_status(name, started_at=started_at, ok=ok, runs=report.runs_checked,
+                          errors=list(report.errors), duration=duration,
+                          transitions=len(report.transitions))
+        self._refresh_gauges()
+        sdnotify.watchdog()
+        if self._awaiting_first_tick:
+            self._awaiting_first_tick.discard(name)
+            if not self._awaiting_first_tick:
+                sdnotify.ready()
+                log.info("ready: every source has run its first tick")
+
+    def _count_api(self, name: str) -> None:
+        client = getattr(self.runtime.source(name), "client", None)
+        if client is None or not hasattr(client, "requests"):
+            return
+        now = (client.requests, client.bytes_sent, client.bytes_received)
+        before = self._api_seen.get(name, (0, 0, 0))
+        if any(n < b for n, b in zip(now, before, strict=True)):
+            before = (0, 0, 0)  # a new client after a reload
+        self._api_seen[name] = now
+        self.metrics.api_requests.labels(name).inc(now[0] - before[0])
+        self.metrics.api_bytes.labels(name, "sent").inc(now[1] - before[1])
+        self.metrics.api_bytes.labels(name, "received").inc(now[2] - before[2])
+
+    def _save_status(self, name: str, *, started_at: float, ok: bool, runs: int,
+                     errors: list[str], duration: float, transitions: int = 0) -> None:
+        status = {"last_tick": started_at, "duration": round(duration, 3), "ok": ok,
+                  "runs": runs, "transitions": transitions, "errors": errors[:20],
+                  "error_count": len(errors), "pid": os.getpid()}
+        if ok:
+            status["last_ok"] = started_at
+        elif name in self._status and "last_ok" in self._status[name]:
+            status["last_ok"] = self._status[name]["last_ok"]
+        self._status[name] = status
+        try:
+            self.store.save_status(name, status, started_at)
+        except StoreError as exc:
+            log.error("cannot save source status", error=str(exc))
+
+    def _refresh_gauges(self) -> None:
+        try:
+            alerts = self.store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING))
+            depth = len(self.store.outbox())
+        except StoreError as exc:
+            log.error("cannot read the store for metrics", error=str(exc))
+            return
+        self.metrics.alerts.clear()
+        counts: dict[tuple[str, str], int] = {}
+        for alert in alerts:
+            key = (str(alert.status), str(alert.severity))
+            counts[key] = counts.get(key, 0) + 1
+        for (state, severity), n in counts.items():
+            self.metrics.alerts.labels(state, severity).set(n)
+        self.metrics.outbox.set(depth)
+
+    def flush_outbox(self) -> None:
+        """Send what is due in the outbox (retries between ticks)."""
+        with self._lock:
+            runtime = self.runtime
+        if not runtime.config.receivers:
+            return
+        from runwatch.notify.pipeline import drain_only
+
+        try:
+            report = drain_only(self.store, runtime.notifiers, self.clock())
+        except StoreError as exc:
+            log.error("cannot drain the outbox: the store is unavailable", error=str(exc))
+            return
+        result = report.as_json()
+        for receiver, counts in (result.get("receivers") or {}).items():
+            for outcome in ("sent", "failed", "retrying"):
+                if counts.get(outcome):
+                    self.metrics.notifications.labels(receiver, outcome).inc(counts[outcome])
+        if result.get("sent") or result.get("failed"):
+            log.info("outbox drained", sent=result.get("sent"), failed=result.get("failed"),
+                     retrying=result.get("retrying"))
+        self._refresh_gauges()
+
+    def release_dead_claims(self) -> int:
+        """Outbox entries claimed by a process of this host that is gone (a crash, a
+        SIGKILL) are due again now, not when their lease runs out. What that process may
+        already have handed to the receiver is sent again: delivery is at least once."""
+        host = socket.gethostname()
+        released = 0
+        for entry in self.store.outbox(include_failed=False):
+            owner_host, _, rest = (entry.claimed_by or "").partition(":")
+            pid = rest.partition(":")[0]
+            if owner_host != host or not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            if entry.claimed_until is None or _alive(int(pid)):
+                continue
+            if self.store.retry_outbox(entry.id, claimant=entry.claimed_by,
+                                       next_attempt_at=self.clock(),
+                                       error=f"the process that claimed it ({pid}) died"):
+                released += 1
+        if released:
+            log.warning("released notifications claimed by a process that died; they are"
+                        " sent again (at least once)", count=released)
+        return released
+
+    def maintenance(self) -> None:
+        """Collect expired notification records, old resolved alerts and cursors."""
+        try:
+            collected = self.store.collect_garbage(self.clock(),
+                                                   resolved_retention=RESOLVED_RETENTION,
+                                                   cursor_retention=CURSOR_RETENTION)
+        except StoreError as exc:
+            log.error("maintenance failed: the store is unavailable", error=str(exc))
+            return
+        log.info("maintenance", collected=collected.total)
+
+    def digest(self) -> None:
+        # The daily digest's slot: its model and rendering arrive in a later version.
+        log.info("digest is scheduled; composing digests is not part of this version")
+
+    # --- readiness -------------------------------------------------------------------------
+
+    def ready(self) -> tuple[bool, str]:
+        """Every source's last tick succeeded within READY_WITHIN intervals, and the store
+        answers."""
+        try:
+            self.store.ping()
+        except StoreError as exc:
+            return False, f"store: {exc}"
+        now = self.clock()
+        late = []
+        with self._lock:
+            config = self.runtime.config
+        for spec in config.sources:
+            last = self._status.get(spec.name, {}).get("last_ok")
+            if last is None or now - last > READY_WITHIN * spec.interval:
+                late.append(spec.name)
+        if late:
+            return False, "no recent good tick: " + ", ".join(late)
+        return True, "ready"
+
+    # --- reload ----------------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Read config and rules again; swap them in only if all of it is valid."""
+        try:
+            config, rule_set = load_all(self.config_path)
+            if config.store != self.config.store:
+                raise ConfigError([f"{self.config_path}: the store cannot change while"
+                                   " runwatch runs; restart it to use the new store"])
+            runtime = build_runtime(config, rule_set, previous=self.runtime)
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("reload refused; the running config stays", detail=line)
+            self.metrics.reloads.labels("failure").inc()
+            self.metrics.reload_ok.set(0)
+            self._watched = self._file_signature()
+            return False
+        with self._lock:
+            old, self.runtime = self.runtime, runtime
+        old.close(keep=runtime)
+        logs.redactor.update(config_secrets(config))
+        if config.http != old.config.http:
+            log.warning("http.listen changed: takes effect at the next restart")
+        for line in runtime.problems:
+            log.error("receiver cannot be set up", detail=line)
+        self._schedule_sources()
+        self._watched = self._file_signature()
+        self.metrics.reloads.labels("success").inc()
+        self.metrics.reload_ok.set(1)
+        log.info("config reloaded", rules=len(rule_set.rules),
+                 sources=[s.name for s in config.sources])
+        return True
+
+    def _file_signature(self) -> tuple[Any, ...]:
+        """What --watch-config compares: each file's real path and identity. A Kubernetes
+        ConfigMap update swaps the ``..data`` symlink, which changes the real path."""
+        paths = [str(self.config_path)]
+        config = self.runtime.config
+        for pattern in config.rules:
+            paths += rule_files(pattern, config.base_dir)
+        signature = []
+        for path in paths:
+            try:
+                st = os.stat(path)
+                signature.append((path, os.path.realpath(path), st.st_ino, st.st_mtime_ns,
+                                  st.st_size))
+            except OSError:
+                signature.append((path, None))
+        return tuple(signature)
+
+    def config_changed(self) -> bool:
+        return self._file_signature() != self._watched
+
+    # --- the service -----------------------------------------------------------------------
+
+    def _schedule_sources(self) -> None:
+        if self.scheduler is None:
+            return
+        wanted = {spec.name: spec for spec in self.config.sources}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("source:") and job.id[len("source:"):] not in wanted:
+                job.remove()
+        for name, spec in wanted.items():
+            trigger = IntervalTrigger(seconds=spec.interval,
+                                      jitter=min(5.0, spec.interval / 20))
+            job_id = f"source:{name}"
+            if self.scheduler.get_job(job_id) is None:
+                self.scheduler.add_job(self.tick_source, trigger, args=[name], id=job_id,
+                                       name=f"tick {name}", next_run_time=_utcnow(),
+                                       misfire_grace_time=max(1, int(spec.interval)))
+            else:
+                self.scheduler.reschedule_job(job_id, trigger=trigger)
+
+    def start(self) -> None:
+        """The scheduler and the HTTP endpoint; first ticks start at once."""
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max_workers=1)},
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+            timezone=UTC,
+        )
+        self._schedule_sources()
+        self.scheduler.add_job(self.flush_outbox, IntervalTrigger(seconds=OUTBOX_INTERVAL),
+                               id="outbox", name="outbox")
+        self.scheduler.add_job(self.maintenance, IntervalTrigger(seconds=MAINTENANCE_INTERVAL),
+                               id="maintenance", name="maintenance", next_run_time=_utcnow())
+        digest = self.config.digest
+        if digest is not None:
+            self.scheduler.add_job(self.digest, cron_trigger(digest.schedule, digest.zone),
+                                   id="digest", name="digest")
+        self.release_dead_claims()
+        http = self.config.http
+        self.http = HttpServer(http.host, http.port, health_app(self.metrics, self.ready))
+        self.http.start()
+        self.scheduler.start()
+        log.info("started", sources=[s.name for s in self.config.sources],
+                 rules=len(self.runtime.rule_set.rules), http=f"{http.host}:{self.http.port}",
+                 pid=os.getpid())
+
+    def request_stop(self, *_: Any) -> None:
+        self._stop.set()
+
+    def request_reload(self, *_: Any) -> None:
+        self._reload.set()
+
+    def run(self) -> int:
+        """Until a stop signal: serve, tick, reload. Returns the exit code."""
+        previous = {sig: signal.signal(sig, self.request_stop)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.request_reload)
+        try:
+            self.start()
+            last_watch = time.monotonic()
+            while not self._stop.wait(0.5):
+                if self._reload.is_set():
+                    self._reload.clear()
+                    sdnotify.reloading()
+                    self.reload()
+                    sdnotify.ready()
+                elif self.watch_config and time.monotonic() - last_watch >= WATCH_EVERY:
+                    last_watch = time.monotonic()
+                    if self.config_changed():
+                        log.info("config files changed; reloading")
+                        self.reload()
+            return self.shutdown()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def shutdown(self) -> int:
+        """Let the running tick finish, flush the outbox, close; all within STOP_TIMEOUT."""
+        deadline = time.monotonic() + STOP_TIMEOUT
+        sdnotify.stopping()
+        log.info("stopping: letting the running tick finish")
+        finished = self._within(deadline, self._stop_scheduler)
+        if finished:
+            self._within(deadline, self.flush_outbox)
+        if self.http is not None:
+            self.http.stop()
+        if not finished:
+            log.warning("hard stop: a tick was still running; it is redone from its cursors"
+                        " at the next start", timeout=STOP_TIMEOUT)
+            _flush_logs()
+            os._exit(0)  # the worker thread cannot be interrupted; nothing is lost
+        self.runtime.close()
+        self.store.close()
+        log.info("stopped")
+        return 0
+
+    def _stop_scheduler(self) -> None:
+        if self.scheduler is not None and self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+
+    @staticmethod
+    def _within(deadline: float, work: Callable[[], None]) -> bool:
+        """Run ``work`` in a thread; True when it ended before ``deadline``."""
+        thread = threading.Thread(target=work, name="runwatch-stop", daemon=True)
+        thread.start()
+        thread.join(max(0.0, deadline - time.monotonic()))
+        return not thread.is_alive()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _spec(config: Config, name: str) -> Any:
+    return next((s for s in config.sources if s.name == name), None)
+
+
+def _utcnow() -> Any:
+    from datetime import datetime
+
+    return datetime.now(UTC)
+
+
+def _flush_logs() -> None:
+    import logging
+
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()

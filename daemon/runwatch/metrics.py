@@ -1,0 +1,104 @@
+"""What the daemon exposes on ``/metrics`` (Prometheus), and the health endpoints.
+
+One registry per daemon (not prometheus_client's global one), so tests and a reload
+never see another instance's series. The HTTP server is the standard library's WSGI
+server in a thread; prometheus_client renders the metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.ticks = Counter("runwatch_ticks", "Ticks run, by source and outcome",
+                             ["source", "outcome"], registry=r)
+        self.tick_seconds = Histogram(
+            "runwatch_tick_duration_seconds", "Wall time of one tick, by source", ["source"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r)
+        self.runs = Gauge("runwatch_runs_watched", "Runs evaluated in the last tick",
+                          ["source"], registry=r)
+        self.alerts = Gauge("runwatch_alerts", "Alerts in the store by state and severity",
+                            ["state", "severity"], registry=r)
+        self.source_errors = Counter("runwatch_source_errors", "Errors reported by sources",
+                                     ["source"], registry=r)
+        self.last_tick = Gauge("runwatch_last_tick_timestamp_seconds",
+                               "When the last successful tick of a source ended", ["source"],
+                               registry=r)
+        self.notifications = Counter("runwatch_notifications",
+                                     "Notifications by receiver and outcome (sent, failed,"
+                                     " retrying)", ["receiver", "outcome"], registry=r)
+        self.outbox = Gauge("runwatch_outbox_depth", "Notifications waiting in the outbox",
+                            registry=r)
+        self.api_requests = Counter("runwatch_api_requests", "Requests to a source's API",
+                                    ["source"], registry=r)
+        self.api_bytes = Counter("runwatch_api_bytes", "Bytes sent and received from a"
+                                 " source's API", ["source", "direction"], registry=r)
+        self.reloads = Counter("runwatch_config_reloads", "Config reloads by outcome",
+                               ["outcome"], registry=r)
+        self.reload_ok = Gauge("runwatch_config_last_reload_successful",
+                               "1 when the last reload succeeded", registry=r)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # probes every few seconds are not news
+
+
+def health_app(metrics: Metrics, ready: Callable[[], tuple[bool, str]]) -> Callable[..., Any]:
+    """``/healthz`` (the process answers), ``/readyz`` (``ready()``), ``/metrics``."""
+    prometheus = make_wsgi_app(metrics.registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _text(start_response, "200 OK", "ok\n")
+        if path == "/readyz":
+            ok, detail = ready()
+            return _text(start_response, "200 OK" if ok else "503 Service Unavailable",
+                         detail + "\n")
+        if path == "/metrics":
+            return prometheus(environ, start_response)
+        return _text(start_response, "404 Not Found", "not found: /healthz /readyz /metrics\n")
+
+    return app
+
+
+def _text(start_response: Callable[..., Any], status: str, body: str) -> list[bytes]:
+    data = body.encode()
+    start_response(status, [("Content-Type", "text/plain; charset=utf-8"),
+                            ("Content-Length", str(len(data)))])
+    return [data]
+
+
+class HttpServer:
+    """The health/metrics endpoint on ``host:port`` in a background thread."""
+
+    def __init__(self, host: str, port: int, app: Callable[..., Any]) -> None:
+        self._server = make_server(host, port, app, server_class=_Server,
+                                   handler_class=_QuietHandler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        kwargs={"poll_interval": 0.2},
+                                        name="runwatch-http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

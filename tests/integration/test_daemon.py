@@ -1,0 +1,282 @@
+"""The daemon in-process: the same cycle as `runwatch check`, driven tick by tick with
+freezegun, against run directories and the fake Slack server; reload, readiness, metrics,
+cron weekdays, and secrets kept out of every log line."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+
+from fixtures import logwriter as lw
+from runwatch import logs
+from runwatch.daemon import Daemon, cron_trigger
+from runwatch.metrics import HttpServer, health_app
+
+START = 1_800_000_000.0
+TOKEN = "xoxb-1111-2222-daemontokensecret"
+
+
+def at(seconds: float):
+    return freeze_time(datetime.fromtimestamp(seconds, UTC))
+
+
+class LiveRun:
+    """A run directory whose training loop we drive record by record."""
+
+    def __init__(self, root: Path, run_id: str = "live0001", name: str = "llama-7b"):
+        run = root / "wandb" / f"offline-run-20260101_000000-{run_id}"
+        run.mkdir(parents=True)
+        self.log = run / f"run-{run_id}.wandb"
+        lw.write(self.log, [lw.run(1, run_id=run_id, name=name, project="pretrain",
+                                   start=START)])
+        self.num = 2
+        self.step_ = 0
+
+    def step(self, t: float, **values: float) -> None:
+        records = lw.step(self.num, self.step_, {"train/loss": 2.0, "train/grad_norm": 1.0,
+                                                  **values}, time=t)
+        self.num += len(records)
+        self.step_ += 1
+        lw.append(self.log, records)
+
+
+def write_config(tmp_path: Path, slack_url: str, *, rules: str | None = None,
+                 extra: str = "") -> Path:
+    rules_line = ""
+    if rules is not None:
+        (tmp_path / "rules.yaml").write_text(rules)
+        rules_line = "rules: [rules.yaml]\n"
+    config = tmp_path / "runwatch.yaml"
+    config.write_text(
+        "sources:\n"
+        f"  - {{type: rundir, path: {tmp_path / 'runs'}, interval: 60s}}\n"
+        f"store: sqlite:///state.db\n{rules_line}"
+        "receivers:\n"
+        f"  - name: team-slack\n    slack: {{token: {TOKEN}, channel: '#alerts',"
+        f" api_url: '{slack_url}'}}\n"
+        "repeat_interval: 1h\n"
+        "inhibit:\n"
+        "  - {source: {rule: grad-norm-exploding}, target: {rule: grad-norm-spiky},"
+        " equal: [run]}\n" + extra)
+    return config
+
+
+RULES = """rules:
+  - {name: grad-norm-exploding, kind: threshold, metric: grad_norm, op: ">", value: 10,
+     severity: critical}
+  - {name: grad-norm-spiky, kind: threshold, metric: grad_norm, op: ">", value: 5,
+     severity: warning}
+"""
+
+
+@pytest.fixture
+def daemon(tmp_path, fake_slack):
+    run = LiveRun(tmp_path / "runs")
+    for i in range(5):
+        run.step(START + 10 * i)
+    d = Daemon(write_config(tmp_path, fake_slack.api_url, rules=RULES))
+    d.live_run = run  # type: ignore[attr-defined]
+    yield d
+    d.runtime.close()
+    d.store.close()
+
+
+def get(server: HttpServer, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_an_alert_arrives_once_repeats_after_the_interval_and_resolves_once(daemon,
+                                                                           fake_slack):
+    run = daemon.live_run
+    with at(START + 60):
+        daemon.tick_source("rundir")
+    assert fake_slack.calls_to("chat.postMessage") == []
+
+    run.step(START + 70, **{"train/grad_norm": 50.0})
+    with at(START + 75):
+        daemon.tick_source("rundir")
+    [first] = fake_slack.calls_to("chat.postMessage")
+    assert "grad-norm-exploding" in json.dumps(first.blocks)
+    assert "grad-norm-spiky" not in json.dumps(first.blocks)  # inhibited
+
+    for minutes in (5, 30, 59):  # no new points: the alert keeps firing, quietly
+        run.step(START + 75 + minutes * 60 - 5, **{"train/grad_norm": 40.0})
+        with at(START + 75 + minutes * 60):
+            daemon.tick_source("rundir")
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+
+    run.step(START + 75 + 3600 + 55, **{"train/grad_norm": 40.0})
+    with at(START + 75 + 3600 + 60):  # the repeat interval has elapsed
+        daemon.tick_source("rundir")
+    posts = fake_slack.calls_to("chat.postMessage")
+    assert len(posts) == 2 and posts[1].thread_ts == first.ts
+
+    run.step(START + 75 + 3600 + 100, **{"train/grad_norm": 1.0})
+    with at(START + 75 + 3600 + 120):
+        daemon.tick_source("rundir")
+        daemon.tick_source("rundir")  # nothing twice
+    assert len(fake_slack.calls_to("chat.update")) == 1
+    posts = fake_slack.calls_to("chat.postMessage")
+    assert len(posts) == 3 and posts[2].thread_ts == first.ts
+
+    server = HttpServer("127.0.0.1", 0, health_app(daemon.metrics, daemon.ready))
+    server.start()
+    try:
+        with at(START + 75 + 3600 + 130):
+            assert get(server, "/healthz") == (200, "ok\n")
+            assert get(server, "/readyz") == (200, "ready\n")
+        with at(START + 75 + 3600 + 120 + 4 * 60):  # three intervals without a tick
+            status, body = get(server, "/readyz")
+            assert status == 503 and "rundir" in body
+        status, text = get(server, "/metrics")
+    finally:
+        server.stop()
+    assert status == 200
+    assert metric(text, "runwatch_ticks_total", source="rundir", outcome="ok") == 8
+    assert metric(text, "runwatch_notifications_total", receiver="team-slack",
+                  outcome="sent") == 3
+    assert metric(text, "runwatch_runs_watched", source="rundir") == 1
+    assert metric(text, "runwatch_outbox_depth") == 0
+    assert metric(text, "runwatch_tick_duration_seconds_count", source="rundir") == 8
+    saved = daemon.store.load_status()["rundir"]
+    assert saved["ok"] and saved["runs"] == 1
+
+
+def test_a_broken_rule_file_on_reload_keeps_the_running_rules(daemon, tmp_path):
+    before = [r.name for r in daemon.runtime.rule_set.rules]
+    (tmp_path / "rules.yaml").write_text(RULES + "  - {name: oops, kind: thresold}\n")
+    assert daemon.config_changed()
+    assert daemon.reload() is False
+    assert [r.name for r in daemon.runtime.rule_set.rules] == before
+    assert not daemon.config_changed()  # judged once, not again every second
+
+    (tmp_path / "rules.yaml").write_text(
+        RULES + "  - {name: crashed, kind: state, severity: critical}\n")
+    old_notifier = daemon.runtime.notifiers["team-slack"]
+    assert daemon.reload() is True
+    assert [r.name for r in daemon.runtime.rule_set.rules] == [*before, "crashed"]
+    assert daemon.runtime.notifiers["team-slack"] is old_notifier  # unchanged: kept
+    reloads = {s.labels["outcome"]: s.value for s in
+               daemon.metrics.reloads.collect()[0].samples if s.name.endswith("_total")}
+    assert reloads == {"failure": 1.0, "success": 1.0}
+
+
+def test_a_configmap_symlink_swap_is_seen_as_a_change(tmp_path, fake_slack):
+    """Kubernetes updates a mounted ConfigMap by pointing ``..data`` at a new directory."""
+    mount = tmp_path / "etc"
+    first = mount / "..2026_11_23_08_00_00.1"
+    first.mkdir(parents=True)
+    (tmp_path / "runs").mkdir()
+    body = write_config(tmp_path, fake_slack.api_url).read_text()
+    (first / "runwatch.yaml").write_text(body)
+    (mount / "..data").symlink_to(first.name)
+    (mount / "runwatch.yaml").symlink_to("..data/runwatch.yaml")
+    d = Daemon(mount / "runwatch.yaml")
+    try:
+        assert not d.config_changed()
+        second = mount / "..2026_11_23_08_05_00.2"
+        second.mkdir()
+        (second / "runwatch.yaml").write_text(body.replace("repeat_interval: 1h",
+                                                           "repeat_interval: 2h"))
+        (mount / "..data_tmp").symlink_to(second.name)
+        os.replace(mount / "..data_tmp", mount / "..data")  # the atomic swap kubelet does
+        assert d.config_changed()
+        assert d.reload() and d.config.repeat_interval == 7200
+    finally:
+        d.store.close()
+
+
+@pytest.mark.parametrize(("cron", "days"), [
+    ("0 8 * * 1-5", ["Mon", "Tue", "Wed", "Thu", "Fri"]),
+    ("0 8 * * 0", ["Sun"]),
+    ("0 8 * * 7", ["Sun"]),
+    ("0 8 * * sat,sun", ["Sat", "Sun"]),
+    ("0 8 * * */2", ["Sun", "Tue", "Thu", "Sat"]),
+    ("0 8 * * 5-0", ["Fri", "Sat", "Sun"]),
+    ("0 8 * * *", ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]),
+])
+def test_digest_schedules_keep_crontab_weekdays(cron, days):
+    trigger = cron_trigger(cron, "UTC")
+    when = datetime(2026, 11, 23, 0, 0, tzinfo=UTC)  # a Monday
+    seen = set()
+    for _ in range(7):
+        when = trigger.get_next_fire_time(None, when)
+        if when is None or when > datetime(2026, 11, 30, tzinfo=UTC):
+            break
+        assert (when.hour, when.minute) == (8, 0)
+        seen.add(when.strftime("%a"))
+        when = when.replace(minute=1)
+    assert sorted(seen) == sorted(days)
+
+
+def test_no_secret_reaches_a_log_line(tmp_path, fake_slack):
+    """Every secret kind the config holds, each used where its receiver fails loudly."""
+    secrets = {
+        "slack": TOKEN,
+        "webhook_url": "http://127.0.0.1:9/services/T0/B0/webhookurlsecretpart",
+        "password": "smtp-password-secret",
+        "bearer": "bearer-token-secret-123",
+        "hmac": "hmac-secret-0123456789",
+        "api_key": "w" * 40,
+    }
+    (tmp_path / "runs").mkdir()
+    LiveRun(tmp_path / "runs").step(START, **{"train/grad_norm": 99.0})
+    (tmp_path / "pw").write_text(secrets["password"] + "\n")
+    config = tmp_path / "runwatch.yaml"
+    config.write_text(
+        "sources:\n"
+        f"  - {{type: rundir, path: {tmp_path / 'runs'}}}\n"
+        "  - {type: wandb, entity: team, projects: [p], api_key: " + secrets["api_key"]
+        + ", base_url: 'http://127.0.0.1:9', request_retries: 1, request_timeout: 5s}\n"
+        "store: sqlite:///state.db\n"
+        "receivers:\n"
+        f"  - {{name: bot, slack: {{token: {secrets['slack']}, channel: '#a',"
+        f" api_url: '{fake_slack.api_url}'}}}}\n"
+        f"  - {{name: hook, slack: {{webhook_url: '{secrets['webhook_url']}'}}}}\n"
+        "  - {name: mail, email: {smtp: '127.0.0.1:9', username: u,"
+        f" password_file: {tmp_path / 'pw'}, from: a@example.com, to: [b@example.com]}}}}\n"
+        "  - {name: web, webhook: {url: 'http://127.0.0.1:9/hook', bearer_token: "
+        f"{secrets['bearer']}, hmac_secret: {secrets['hmac']}}}}}\n")
+    fake_slack.fail("chat.postMessage", error="invalid_auth")
+    out = io.StringIO()
+    logs.configure("json", stream=out)
+    try:
+        d = Daemon(config)
+        try:
+            with at(START + 30):
+                d.tick_source("rundir")
+                d.tick_source("wandb:team")
+                d.flush_outbox()
+            import logging
+            logging.getLogger("runwatch.test").error("leak attempt: %s", " ".join(secrets.values()))
+        finally:
+            d.runtime.close()
+            d.store.close()
+    finally:
+        logs.configure("console", stream=io.StringIO())
+    text = out.getvalue()
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert any("invalid_auth" in json.dumps(x) for x in lines)  # the failures were logged
+    assert any("W&B" in json.dumps(x) for x in lines)
+    assert "leak attempt: ***" in text
+    for kind, secret in secrets.items():
+        assert secret not in text, kind

@@ -1,0 +1,135 @@
+"""The real `runwatch run` in a subprocess: ready (told over a real sd_notify socket),
+alerts delivered once, SIGTERM → exit 0 within 10 s, restarts send nothing twice, and a
+SIGKILL in the middle of a tick loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runwatch.daemon import STOP_TIMEOUT
+
+pytestmark = pytest.mark.sdk
+TOKEN = "xoxb-1111-2222-processtokensecret"
+
+
+class Notifications:
+    """A bound AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.seen: list[str] = []
+
+    def wait_for(self, line: str, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while line not in self.seen:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no {line} within {timeout}s; got {self.seen}")
+            self.sock.settimeout(left)
+            self.seen += self.sock.recv(4096).decode().splitlines()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start(config: Path, notify: Notifications, home: Path) -> subprocess.Popen:
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify.path), "HOME": str(home),
+           "WANDB_DIR": str(home), "WANDB_SILENT": "true"}
+    env.pop("WANDB_API_KEY", None)
+    notify.seen.clear()
+    return subprocess.Popen([sys.executable, "-m", "runwatch", "run", "--config", str(config),
+                             "--log-format", "json"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=config.parent)
+
+
+def stop(proc: subprocess.Popen) -> tuple[int, float, str]:
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=STOP_TIMEOUT + 5)
+    return proc.returncode, time.monotonic() - started, err.decode()
+
+
+def rule_posts(fake_slack, rule: str) -> list:
+    return [c for c in fake_slack.calls_to("chat.postMessage") if rule in (c.text or "")]
+
+
+@pytest.fixture
+def notify(tmp_path):
+    n = Notifications(tmp_path / "notify.sock")
+    yield n
+    n.close()
+
+
+def test_run_delivers_once_stops_cleanly_and_restarts_without_duplicates(
+        wandb_runs, fake_slack, notify, tmp_path):
+    config = tmp_path / "runwatch.yaml"
+    config.write_text(
+        f"sources:\n  - {{type: rundir, path: {wandb_runs.runs['crashed'].parent.parent},"
+        " interval: 30s}\n"
+        "store: sqlite:///state.db\nhttp: {listen: '127.0.0.1:0'}\n"
+        f"receivers:\n  - name: s\n    slack: {{token: {TOKEN}, channel: '#a',"
+        f" api_url: '{fake_slack.api_url}'}}\n")
+    proc = start(config, notify, tmp_path)
+    try:
+        notify.wait_for("READY=1")
+        assert "WATCHDOG=1" in notify.seen
+        assert len(rule_posts(fake_slack, "run-crashed")) == 1
+    finally:
+        code, took, err = stop(proc)
+    assert code == 0 and took < STOP_TIMEOUT, err
+    assert "STOPPING=1" in notify.seen or notify.sock.recv(4096) == b"STOPPING=1"
+    assert TOKEN not in err and '"event": "stopped"' in err
+
+    proc = start(config, notify, tmp_path)  # a restart: same store
+    try:
+        notify.wait_for("READY=1")
+    finally:
+        code, _, err = stop(proc)
+    assert code == 0, err
+    assert len(rule_posts(fake_slack, "run-crashed")) == 1  # nothing twice
+
+
+def test_a_sigkill_in_the_middle_of_a_tick_loses_nothing_and_sends_nothing_twice(
+        wandb_runs, wandb_server, fake_slack, notify, tmp_path):
+    wandb_server.load_rundir(wandb_runs.runs["nan_loss"], entity="team", project="p",
+                             run_id="nanrun")
+    config = tmp_path / "runwatch.yaml"
+    config.write_text(
+        f"sources:\n  - {{type: wandb, entity: team, projects: [p], api_key: {'k' * 40},"
+        f" base_url: '{wandb_server.url}', interval: 30s, lookback: 3650d}}\n"
+        "store: sqlite:///state.db\nhttp: {listen: '127.0.0.1:0'}\n"
+        f"receivers:\n  - name: s\n    slack: {{token: {TOKEN}, channel: '#a',"
+        f" api_url: '{fake_slack.api_url}'}}\n")
+    wandb_server.hang_next(1, seconds=120, op="RunwatchRuns")  # the first tick stops inside
+    proc = start(config, notify, tmp_path)
+    try:
+        wandb_server.wait_for("RunwatchRuns", timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    assert "READY=1" not in notify.seen
+    assert fake_slack.calls_to("chat.postMessage") == []
+
+    proc = start(config, notify, tmp_path)
+    try:
+        notify.wait_for("READY=1")
+        assert len(rule_posts(fake_slack, "loss-nonfinite")) == 1
+    finally:
+        code, _, err = stop(proc)
+    assert code == 0, err
+    proc = start(config, notify, tmp_path)
+    try:
+        notify.wait_for("READY=1")
+    finally:
+        stop(proc)
+    assert len(rule_posts(fake_slack, "loss-nonfinite")) == 1
