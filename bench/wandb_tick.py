@@ -31,7 +31,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -176,19 +176,19 @@ def timed_execute(client: WandbClient) -> list[float]:
     return total
 
 
-# --- the scenario ---------------------------------------------------------------------------
+# --- the scenarios --------------------------------------------------------------------------
 
 
 @dataclass
 class Figures:
     rows: int
-    first: Cost
-    ticks: list[Cost]
-    errors: list[str]
-    naive_list: list[Cost]
-    naive_scan: list[Cost]  # the sample's scans
-    naive_sample: int
     runs: int
+    first: Cost = field(default_factory=Cost)
+    ticks: list[Cost] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    naive_list: list[Cost] = field(default_factory=list)
+    naive_scan: list[Cost] = field(default_factory=list)  # the sample's scans
+    naive_sample: int = 0
 
     @property
     def runwatch(self) -> Cost:
@@ -207,94 +207,121 @@ def median_cost(costs: list[Cost]) -> Cost:
     return ordered[(len(ordered) - 1) // 2]
 
 
-def scenario(args: argparse.Namespace, fake: FakeWandb, meter: FakeMeter, client: WandbClient,
-             timer: list[float], rows: int, state_dir: str) -> Figures:
-    import wandb
+class Scenario:
+    """``--runs`` running runs of ``rows`` rows each under an entity of their own, with their
+    own W&B source and SQLite store. Both scenarios share the fake, the wandb-core client
+    and the machine, and their ticks alternate, so both see the same conditions."""
 
-    fake.reset()
-    fake.keep_received = False
-    projects = [f"project-{p:02d}" for p in range(args.projects)]
-    created = T0 - rows
-    paths = []
-    for i in range(args.runs):
-        project = projects[i % len(projects)]
-        paths.append(fake.add_synthetic_run(ENTITY, project, f"run{i:05d}", keys=KEYS, rows=rows,
-                                            created_at=created, seed=i, tags=["bench"]))
-    length = rows
-    rule_set = load_rules([default_rules_path()], Path.cwd())
-    spec = WandbSpec.model_validate({"type": "wandb", "entity": ENTITY, "projects": projects,
-                                     "api_key": KEY, "base_url": fake.url})
-    source = WandbApiSource(spec, client=client)
-    store = open_store(f"sqlite:///{state_dir}/state-{rows}.db")
-    errors: list[str] = []
+    def __init__(self, args: argparse.Namespace, fake: FakeWandb, meter: FakeMeter,
+                 client: WandbClient, timer: list[float], rows: int, state_dir: str):
+        self.args, self.fake, self.meter, self.timer = args, fake, meter, timer
+        self.entity = f"bench-{rows}"
+        self.projects = [f"project-{p:02d}" for p in range(args.projects)]
+        self.created = T0 - rows
+        self.length = rows
+        self.paths = [
+            fake.add_synthetic_run(self.entity, self.projects[i % len(self.projects)],
+                                   f"run{i:05d}", keys=KEYS, rows=rows, created_at=self.created,
+                                   seed=i, tags=["bench"])
+            for i in range(args.runs)
+        ]
+        count = min(args.naive_sample, len(self.paths))
+        self.sample = [self.paths[round(i * (len(self.paths) - 1) / max(1, count - 1))]
+                       for i in range(count)]
+        self.rule_set = load_rules([default_rules_path()], Path.cwd())
+        spec = WandbSpec.model_validate({"type": "wandb", "entity": self.entity,
+                                         "projects": self.projects, "api_key": KEY,
+                                         "base_url": fake.url})
+        self.source = WandbApiSource(spec, client=client)
+        self.store = open_store(f"sqlite:///{state_dir}/state-{rows}.db")
+        self.figures = Figures(rows=rows, runs=args.runs, naive_sample=count)
 
-    def tick() -> tuple[Cost, int]:
-        now = created + length - 1 + 60.0  # a minute after the newest row: healthy runs
-        with Measure(fake, meter, timer) as measured:
-            report = run_tick(sources=[source], rules=rule_set.rules, aliases=rule_set.aliases,
-                              store=store, now=now)
-        errors.extend(report.errors)
+    def log(self) -> None:
+        """Every run logs ``--new`` more rows."""
+        for path in self.paths:
+            self.fake.append_rows(path, self.args.new)
+        self.length += self.args.new
+
+    def tick(self, label: str) -> Cost:
+        now = self.created + self.length - 1 + 60.0  # a minute after the newest row: healthy
+        with Measure(self.fake, self.meter, self.timer) as measured:
+            report = run_tick(sources=[self.source], rules=self.rule_set.rules,
+                              aliases=self.rule_set.aliases, store=self.store, now=now)
+        self.figures.errors.extend(report.errors)
         if report.transitions:
-            errors.append(f"{len(report.transitions)} alert transitions (expected none)")
-        return measured.cost, report.runs_checked
+            self.figures.errors.append(f"{len(report.transitions)} alert transitions"
+                                       " (healthy runs: expected none)")
+        cost = measured.cost
+        print(f"  {self.length:>7,} rows, runwatch {label}: {cost.wall:.2f} s,"
+              f" {cost.requests} requests, {cost.bytes / 1e6:.2f} MB,"
+              f" {report.runs_checked} runs checked", flush=True)
+        return cost
 
+    def naive_tick(self, label: str) -> None:
+        """What the seed scripts do: list every run, scan each one's whole history (here:
+        the sample's)."""
+        import wandb
+
+        with Measure(self.fake, self.meter) as listing:
+            api = wandb.Api(api_key=KEY, overrides={"base_url": self.fake.url}, timeout=60)
+            listed = {run.id: run for project in self.projects
+                      for run in api.runs(f"{self.entity}/{project}")}
+        with Measure(self.fake, self.meter) as scanning:
+            seen = 0
+            for path in self.sample:
+                for row in listed[path.rsplit("/", 1)[-1]].scan_history():
+                    seen += row["_step"] >= 0
+        del api, listed
+        if seen != len(self.sample) * self.length:
+            self.figures.errors.append(f"naive scans returned {seen:,} rows, expected"
+                                       f" {len(self.sample) * self.length:,}")
+        self.figures.naive_list.append(listing.cost)
+        self.figures.naive_scan.append(scanning.cost)
+        per_run = scanning.cost.scaled(1 / len(self.sample))
+        print(f"  {self.length:>7,} rows, naive {label}: listing {len(self.paths)} runs"
+              f" {listing.cost.wall:.2f} s, {listing.cost.requests} requests,"
+              f" {listing.cost.bytes / 1e6:.2f} MB; scanning {len(self.sample)} runs"
+              f" ({seen:,} rows) {scanning.cost.wall:.1f} s, per run {per_run.wall:.2f} s,"
+              f" {per_run.requests:.0f} requests, {per_run.bytes / 1e6:.2f} MB", flush=True)
+
+
+def measure(args: argparse.Namespace, fake: FakeWandb, meter: FakeMeter, client: WandbClient,
+            timer: list[float], state_dir: str) -> list[Figures]:
+    fake.keep_received = False
+    both = [Scenario(args, fake, meter, client, timer, rows, state_dir)
+            for rows in (args.rows, 2 * args.rows)]
     fake.latency = args.latency
-    print(f"\n{args.runs:,} runs x {rows:,} rows ({len(KEYS)} keys) in {len(projects)} projects,"
-          f" {args.latency * 1000:g} ms per request", flush=True)
-    first, checked = tick()
-    print(f"  runwatch first tick (sets cursors, reads the newest rows): {first.wall:.1f} s,"
-          f" {first.requests} requests, {first.bytes / 1e6:.1f} MB, {checked} runs checked",
-          flush=True)
-    ticks: list[Cost] = []
-    naive_list: list[Cost] = []
-    naive_scan: list[Cost] = []
-    sample = [paths[round(i * (len(paths) - 1) / max(1, args.naive_sample - 1))]
-              for i in range(min(args.naive_sample, len(paths)))]
+    print(f"{args.runs:,} running runs x {args.rows:,} and x {2 * args.rows:,} rows"
+          f" ({len(KEYS)} keys), {args.projects} projects, {args.new} new rows per run per"
+          f" tick, {args.latency * 1000:g} ms per request; load average"
+          f" {os.getloadavg()[0]:.2f}", flush=True)
+    for scenario in both:
+        scenario.figures.first = scenario.tick("first tick (sets the cursors)")
     for n in range(args.ticks):
-        for path in paths:
-            fake.append_rows(path, args.new)
-        length += args.new
-        cost, checked = tick()
-        ticks.append(cost)
-        print(f"  runwatch tick {n + 1}: {cost.wall:.2f} s, {cost.requests} requests,"
-              f" {cost.bytes / 1e6:.2f} MB, {checked} runs checked", flush=True)
-        if n >= args.naive_ticks:
-            continue
-        # The naive way, over the same data.
-        with Measure(fake, meter) as listing:
-            api = wandb.Api(api_key=KEY, overrides={"base_url": fake.url}, timeout=60)
-            listed = {run.id: run for project in projects
-                      for run in api.runs(f"{ENTITY}/{project}")}
-        with Measure(fake, meter) as scanning:
-            rows_seen = 0
-            for path in sample:
-                run = listed[path.rsplit("/", 1)[-1]]
-                for row in run.scan_history():
-                    rows_seen += row["_step"] >= 0
-        if rows_seen != len(sample) * length:
-            errors.append(f"naive scans returned {rows_seen:,} rows, expected"
-                          f" {len(sample) * length:,}")
-        naive_list.append(listing.cost)
-        naive_scan.append(scanning.cost)
-        per_run = scanning.cost.scaled(1 / len(sample))
-        print(f"  naive tick {n + 1}: listing {len(listed)} runs {listing.cost.wall:.2f} s,"
-              f" {listing.cost.requests} requests, {listing.cost.bytes / 1e6:.2f} MB; scanning"
-              f" {len(sample)} runs ({rows_seen:,} rows) {scanning.cost.wall:.1f} s, i.e. per"
-              f" run {per_run.wall:.2f} s, {per_run.requests:.0f} requests,"
-              f" {per_run.bytes / 1e6:.2f} MB", flush=True)
+        for scenario in both if n % 2 == 0 else both[::-1]:
+            scenario.log()
+            scenario.figures.ticks.append(scenario.tick(f"tick {n + 1}"))
+    for n in range(args.naive_ticks):  # over the history of the last runwatch tick
+        for scenario in both:
+            scenario.naive_tick(f"tick {n + 1}")
     fake.latency = 0.0
-    store.close()
-    return Figures(rows=rows, first=first, ticks=ticks, errors=errors, naive_list=naive_list,
-                   naive_scan=naive_scan, naive_sample=len(sample), runs=args.runs)
+    for scenario in both:
+        scenario.store.close()
+    return [scenario.figures for scenario in both]
 
 
 # --- the report -----------------------------------------------------------------------------
 
 
+def cpu(cost: Cost) -> float:
+    return cost.fake_cpu + cost.core_cpu + cost.python_cpu
+
+
 def breakdown(cost: Cost, latency: float) -> str:
     waited = cost.requests * latency
     return (f"latency {waited:.2f} s, fake CPU {cost.fake_cpu:.2f} s, wandb-core CPU"
-            f" {cost.core_cpu:.2f} s, Python CPU {cost.python_cpu:.2f} s")
+            f" {cost.core_cpu:.2f} s, Python CPU {cost.python_cpu:.2f} s (CPU in all"
+            f" {cpu(cost):.2f} s)")
 
 
 def report(args: argparse.Namespace, results: list[Figures], elapsed: float) -> None:
@@ -344,18 +371,34 @@ def report(args: argparse.Namespace, results: list[Figures], elapsed: float) -> 
     print(f"  tick wall time {rw.wall:.2f} s (goal < {GOAL_WALL:g} s):"
           f" {verdict(rw.wall < GOAL_WALL)}")
     two = double.runwatch
-    for what, a, b in (("requests", rw.requests, two.requests), ("bytes", rw.bytes, two.bytes),
-                       ("wall time", rw.wall, two.wall)):
+    for what, a, b, form in (("requests", rw.requests, two.requests, ",.0f"),
+                             ("bytes", rw.bytes, two.bytes, ",.0f"),
+                             ("wall time (s)", rw.wall, two.wall, ".2f")):
         change = (b - a) / a if a else 0.0
-        print(f"  {base.rows:,} -> {double.rows:,} rows: {what} {a:,.2f} -> {b:,.2f}"
+        print(f"  {base.rows:,} -> {double.rows:,} rows: {what} {a:{form}} -> {b:{form}}"
               f" ({change:+.1%}, goal within {GOAL_DOUBLING:.0%}):"
               f" {verdict(abs(change) < GOAL_DOUBLING)}")
+    change = (cpu(two) - cpu(rw)) / cpu(rw) if cpu(rw) else 0.0
+    print(f"  (for reference, CPU per tick in all processes: {cpu(rw):.2f} -> {cpu(two):.2f} s,"
+          f" {change:+.1%}; every tick's wall time, s:"
+          f" {' '.join(f'{c.wall:.2f}' for c in base.ticks)} |"
+          f" {' '.join(f'{c.wall:.2f}' for c in double.ticks)})")
     for figures in results:
         for error in dict.fromkeys(figures.errors):
             print(f"  ! {figures.rows:,} rows: {error}")
-    print(f"\n{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs,"
-          f" Python {platform.python_version()}, wandb {_wandb_version()};"
+    print(f"\n{_cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
+          f" wandb {_wandb_version()}; load average at the end {os.getloadavg()[0]:.2f};"
           f" benchmark took {elapsed / 60:.1f} min")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _wandb_version() -> str:
@@ -413,8 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         client = WandbClient(base_url=fake.url, api_key=KEY, timeout=60.0)
         timer = timed_execute(client)
         try:
-            results = [scenario(args, fake, meter, client, timer, rows, home)
-                       for rows in (args.rows, 2 * args.rows)]
+            results = measure(args, fake, meter, client, timer, home)
         finally:
             client.close()
             fake.stop()

@@ -159,6 +159,11 @@ class Daemon:
         interval = float(getattr(_spec(runtime.config, name), "interval", 60.0))
         started, clock_started = time.monotonic(), self.clock()
         with structlog.contextvars.bound_contextvars(source=name):
+            if name in self._awaiting_first_tick and hasattr(source, "check_online"):
+                # A rejected key or an unknown project, said once and plainly at start-up
+                # (ticks go on: W&B may only be down, and the tick reports that itself).
+                for line in source.check_online(timeout=max(1.0, interval / 2)):
+                    log.error("source check at start-up failed", detail=line)
             try:
                 cycle = run_cycle(runtime, self.store, clock_started, sources=[source])
             except StoreError as exc:

@@ -191,11 +191,12 @@ class SampleRuns:
 
 def demo_config(directory: Path, state_dir: Path) -> Config:
     """What a user's ``runwatch.yaml`` holds (``CONFIG_SNIPPET``) over the demo's runs,
-    with a memory store: the demo leaves no state behind."""
+    with the embedded SQLite store in the demo's scratch directory: the demo leaves no
+    state behind and never touches the user's own."""
     return Config.model_validate({
         "sources": [{"type": "rundir", "path": [str(directory)]}],
         "state_dir": str(state_dir),
-        "store": "memory://",
+        "store": "sqlite:///" + str(Path(state_dir).resolve() / "state.db"),
         # Never contacted: the demo hands the pipeline a console notifier under this name.
         "receivers": [{"name": RECEIVER,
                        "slack": {"token": "xoxb-runwatch-demo", "channel": CHANNEL}}],

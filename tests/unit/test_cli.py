@@ -266,3 +266,39 @@ def test_expiring_an_unknown_silence(tmp_path, capsys):
     config = write_config(tmp_path)
     assert main(["silence", "expire", "--config", str(config), "nope"]) == 1
     assert capsys.readouterr().err == "runwatch: silence nope: no such silence\n"
+
+
+def test_alerts_lists_what_the_store_holds(tmp_path, capsys):
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    quiet = AlertState(fingerprint="f-quiet", rule="grad-norm-spiky",
+                       run=RunRef(source="rundir", id="r2"), severity=Severity.WARNING,
+                       status=AlertStatus.RESOLVED, resolved_at=2.0)
+    store.commit_tick(source="rundir", alerts=[firing_alert(), quiet], cursors={}, now=1.0)
+    store.close()
+    args = ["alerts", "--state-dir", str(tmp_path), "--json"]
+    assert main(args) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(a["rule"], a["status"], a["run"]["path"]) for a in listed["alerts"]] == [
+        ("run-crashed", "firing", "e/p/r1")]
+    assert listed["undelivered"] == []
+    assert main([*args, "--state", "resolved"]) == 0
+    assert [a["rule"] for a in json.loads(capsys.readouterr().out)["alerts"]] == [
+        "grad-norm-spiky"]
+    assert main(["alerts", "--state-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "run-crashed" in out and "run crashed at step 7" in out
+
+
+def test_status_shows_what_the_daemon_last_did(tmp_path, capsys):
+    assert main(["status", "--state-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sources"] == {"rundir": None}
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    store.save_status("rundir", {"last_tick": 100.0, "duration": 0.25, "ok": False,
+                                 "runs": 3, "errors": ["run x: bad CRC"], "error_count": 2},
+                      100.0)
+    store.close()
+    assert main(["status", "--state-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sources"]["rundir"]["runs"] == 3
+    assert main(["status", "--state-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "failed" in out and "run x: bad CRC (+1 more)" in out

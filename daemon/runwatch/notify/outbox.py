@@ -179,6 +179,7 @@ def _deliver(
     give_up_after: float,
 ) -> tuple[str, str]:
     where = f"receiver {entry.receiver}: message {entry.id} ({entry.group_key})"
+    context = {"receiver": entry.receiver, "message_id": entry.id, "group": entry.group_key}
     try:
         message = decode_message(entry)
     except codec.CodecError as exc:
@@ -195,10 +196,12 @@ def _deliver(
         done = store.complete_outbox(entry.id, claimant=claimant, refs=delivery.refs,
                                      refs_expire_at=now + REF_RETENTION)
         if not done:
-            log.warning("%s: delivered after its claim ran out; it may arrive twice", where)
+            log.warning("%s: delivered after its claim ran out; it may arrive twice", where,
+                        extra=context)
             return "lost", ""
         log.info("%s: delivered (%s) after %d attempt(s)%s", where, message.reason,
-                 entry.attempts, f": {delivery.detail}" if delivery.detail else "")
+                 entry.attempts, f": {delivery.detail}" if delivery.detail else "",
+                 extra=context | {"reason": str(message.reason)})
         return "sent", ""
     detail = " ".join((delivery.detail or "failed without detail").split())
     if not delivery.temporary:
@@ -209,12 +212,13 @@ def _deliver(
     retry_at = now + backoff(entry.attempts, delivery.retry_after)
     store.retry_outbox(entry.id, claimant=claimant, next_attempt_at=retry_at, error=detail)
     log.warning("%s: attempt %d failed, retrying in %.0fs: %s", where, entry.attempts,
-                retry_at - now, detail)
+                retry_at - now, detail, extra=context)
     return "retrying", f"{where}: {detail} (retrying)"
 
 
 def _fail(store: Store, entry: OutboxEntry, now: float, claimant: str, error: str
           ) -> tuple[str, str]:
     store.fail_outbox(entry.id, claimant=claimant, error=error, now=now)
-    log.error("%s (not retried)", error)
+    log.error("%s (not retried)", error, extra={"receiver": entry.receiver,
+                                                "message_id": entry.id})
     return "failed", error

@@ -169,7 +169,9 @@ def _decide(store: Store, group: _Group, queued: Sequence[OutboxEntry], now: flo
                        f"failed: {entry.last_error}" if entry.failed
                        else f"{entry.attempts} attempt(s), due at {entry.next_attempt_at:.0f}")
         return _WAIT
-    dedup_log.info("%s: %s (%d firing, %d resolved)", where, reason, len(firing), len(resolved))
+    dedup_log.info("%s: %s (%d firing, %d resolved)", where, reason, len(firing), len(resolved),
+                   extra={"receiver": group.receiver, "group": group.key,
+                          "reason": str(reason)})
 
     def ordered(wanted: set[str] | frozenset[str]) -> tuple[AlertState, ...]:
         chosen = [a for a in group.alerts if a.fingerprint in wanted]
