@@ -1,25 +1,28 @@
 """What a tick of the W&B source costs over 1,000 running runs, against the naive way.
 
 1,000 running runs in 10 projects of the fake W&B server (tests/fixtures/fakewandb, real
-HTTP, ``latency`` s injected per request), each with 10 logged keys and 10,000 history
-rows (synthetic: computed from the step, so the fake holds no rows). Before every measured
-tick each run logs 100 new rows. Then, in the same process and against the same server:
+HTTP, ``--latency`` s injected per request), each with 10 logged keys and 10,000 history
+rows — synthetic: computed from the step, so the fake holds no rows — and, under another
+entity, the same 1,000 runs with twice the history. Before every measured tick each run
+logs 100 new rows. In one process, against the one server:
 
 * runwatch: the whole tick — ``run_tick`` with the W&B source (the real ``wandb.Api`` and
   its wandb-core sidecar), the packaged default rules and a SQLite store — after a first
-  tick that sets the cursors; the median of ``--ticks`` ticks.
-* naive: what the seed scripts do every tick — ``wandb.Api().runs(path)`` for every
-  project, then ``run.scan_history()`` of each run's whole history. Listing is measured
-  over every run; the scans over ``--naive-sample`` runs and extrapolated per run (every
-  run has the same length), since all 1,000 would page through 10M rows per tick.
+  tick that sets the cursors; the median of ``--ticks`` ticks. The two history lengths
+  tick alternately, so both see the same machine (other work on it included).
+* naive, afterwards: what the seed scripts do every tick — ``wandb.Api().runs(path)`` for
+  every project, then ``run.scan_history()`` of each run's whole history. The listing is
+  measured over every run; the scans over ``--naive-sample`` runs and extrapolated per run
+  (all runs have the same length): all 1,000 would page through 10M rows per tick.
 
-The same again with twice the history per run. Printed: GraphQL requests, bytes (request
-and response bodies, counted by the fake) and wall time per tick, with where the time goes
-(injected latency, the fake's own CPU, wandb-core's CPU, this Python process's CPU).
-Figures, not a test: nothing is asserted about time.
+Printed: GraphQL requests and bytes (request and response bodies, counted by the fake) and
+wall time per tick, with where the time goes: injected latency, the fake's own CPU (its
+request handlers), wandb-core's CPU, and this process's CPU without the fake's. Figures,
+not a test: nothing is asserted about time.
 
     python bench/wandb_tick.py [--runs 1000] [--projects 10] [--rows 10000] [--new 100]
-                               [--latency 0.05] [--ticks 3] [--naive-sample 30] [--quick]
+                               [--latency 0.05] [--ticks 3] [--naive-sample 30]
+                               [--naive-ticks 1] [--quick]
 """
 
 from __future__ import annotations

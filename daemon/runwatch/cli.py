@@ -162,11 +162,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in exc.errors:
             logs.get("runwatch.daemon").error("invalid config; not starting", detail=line)
         return EXIT_CONFIG
-    except StoreError as exc:
+    except StoreError as exc:  # a store that cannot be used is the config's to fix
         logs.get("runwatch.daemon").error("cannot open the store; not starting",
                                           error=str(exc))
-        return EXIT_FAILURE
-    return daemon.run()
+        return EXIT_FAILURE if exc.temporary else EXIT_CONFIG
+    try:
+        return daemon.run()
+    except ConfigError as exc:  # e.g. http.listen's port is taken
+        for line in exc.errors:
+            logs.get("runwatch.daemon").error("cannot start", detail=line)
+        return EXIT_CONFIG
 
 
 def cmd_alerts(args: argparse.Namespace) -> int:

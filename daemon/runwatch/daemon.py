@@ -27,19 +27,18 @@ from collections.abc import Callable
 from datetime import UTC
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from pydantic import BaseModel, SecretStr
 
 from runwatch import logs, sdnotify
 from runwatch.config import Config, ConfigError, load_all, rule_files
+from runwatch.logs import config_secrets
 from runwatch.metrics import HttpServer, Metrics, health_app
-from runwatch.model import AlertStatus
+from runwatch.model import AlertStatus, Severity
+from runwatch.schedule import cron_trigger
 from runwatch.service import CycleReport, Runtime, build_runtime, run_cycle
 from runwatch.store.base import Store, StoreError, open_store
 
@@ -52,68 +51,6 @@ READY_WITHIN = 3  # /readyz: every source's last good tick within this many inte
 WATCH_EVERY = 2.0  # seconds between checks of the config files with --watch-config
 
 log = structlog.get_logger("runwatch.daemon")
-
-
-def config_secrets(config: Config) -> list[str]:
-    """Every secret value the config holds, for log redaction."""
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, SecretStr):
-            found.append(value.get_secret_value())
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                walk(getattr(value, name))
-        elif isinstance(value, list | tuple):
-            for item in value:
-                walk(item)
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-
-    walk(config)
-    password = urlsplit(config.store).password
-    if password:
-        found.append(password)
-    if os.environ.get("WANDB_API_KEY"):
-        found.append(os.environ["WANDB_API_KEY"])
-    return found
-
-
-_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-
-
-def cron_trigger(expr: str, timezone: Any = None) -> CronTrigger:
-    """A crontab schedule with crontab's weekdays. APScheduler 3 numbers them from Monday
-    (``0`` = Monday), crontab from Sunday (``0``/``7`` = Sunday): numbers in the day-of-week
-    field are turned into names first, so ``0 8 * * 1-5`` means Monday to Friday."""
-    minute, hour, day, month, dow = expr.split()
-    return CronTrigger(minute=minute, hour=hour, day=day, month=month,
-                       day_of_week=_weekdays(dow), timezone=timezone or UTC)
-
-
-def _weekdays(field: str) -> str:
-    if field == "*":
-        return "*"
-    days: set[int] = set()
-    for item in field.split(","):
-        span, _, step = item.partition("/")
-        if span == "*":
-            low, high = 0, 6
-        else:
-            ends = [_day(x) for x in span.split("-")]
-            low, high = ends[0], ends[-1]
-            if len(ends) == 2 and high < low:  # e.g. 5-0 (Fri to Sun)
-                high += 7
-            if step and len(ends) == 1:
-                high = 6
-        days.update(d % 7 for d in range(low, high + 1, int(step) if step else 1))
-    return ",".join(_CRON_DAYS[d] for d in sorted(days))
-
-
-def _day(text: str) -> int:
-    text = text.lower()
-    return _CRON_DAYS.index(text[:3]) if not text.isdigit() else int(text) % 7
 
 
 class Daemon:
@@ -136,6 +73,7 @@ class Daemon:
         self._lock = threading.RLock()  # guards self.runtime against a reload mid-tick
         self._stop = threading.Event()
         self._reload = threading.Event()
+        self._flushing = False  # the final flush at a stop
         self._status: dict[str, dict[str, Any]] = {}
         self._api_seen: dict[str, tuple[int, int, int]] = {}
         self._awaiting_first_tick = {s.name for s in config.sources}
@@ -151,6 +89,8 @@ class Daemon:
 
     def tick_source(self, name: str) -> CycleReport | None:
         """One cycle over one source: poll, evaluate, commit, deliver."""
+        if self._stop.is_set():
+            return None  # jobs queued before a stop do not hold it up
         with self._lock:
             runtime = self.runtime
         source = runtime.source(name)
@@ -253,17 +193,18 @@ class Daemon:
         except StoreError as exc:
             log.error("cannot read the store for metrics", error=str(exc))
             return
-        self.metrics.alerts.clear()
-        counts: dict[tuple[str, str], int] = {}
+        counts = {(str(status), str(severity)): 0
+                  for status in (AlertStatus.FIRING, AlertStatus.PENDING) for severity in Severity}
         for alert in alerts:
-            key = (str(alert.status), str(alert.severity))
-            counts[key] = counts.get(key, 0) + 1
-        for (state, severity), n in counts.items():
+            counts[(str(alert.status), str(alert.severity))] += 1
+        for (state, severity), n in counts.items():  # set, never cleared: a scrape sees 0 or n
             self.metrics.alerts.labels(state, severity).set(n)
         self.metrics.outbox.set(depth)
 
     def flush_outbox(self) -> None:
         """Send what is due in the outbox (retries between ticks)."""
+        if self._stop.is_set() and not self._flushing:
+            return
         with self._lock:
             runtime = self.runtime
         if not runtime.config.receivers:
@@ -309,6 +250,8 @@ class Daemon:
 
     def maintenance(self) -> None:
         """Collect expired notification records, old resolved alerts and cursors."""
+        if self._stop.is_set():
+            return
         try:
             collected = self.store.collect_garbage(self.clock(),
                                                    resolved_retention=RESOLVED_RETENTION,
@@ -417,7 +360,14 @@ class Daemon:
                 self.scheduler.reschedule_job(job_id, trigger=trigger)
 
     def start(self) -> None:
-        """The scheduler and the HTTP endpoint; first ticks start at once."""
+        """The HTTP endpoint and the scheduler; first ticks start at once."""
+        http = self.config.http
+        try:
+            self.http = HttpServer(http.host, http.port, health_app(self.metrics, self.ready))
+        except OSError as exc:
+            raise ConfigError([f"{self.config_path}: http.listen {http.host}:{http.port}:"
+                               f" {exc.strerror or exc}; free the port or change http.listen"]
+                              ) from None
         self.scheduler = BackgroundScheduler(
             executors={"default": ThreadPoolExecutor(max_workers=1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
@@ -433,8 +383,6 @@ class Daemon:
             self.scheduler.add_job(self.digest, cron_trigger(digest.schedule, digest.zone),
                                    id="digest", name="digest")
         self.release_dead_claims()
-        http = self.config.http
-        self.http = HttpServer(http.host, http.port, health_app(self.metrics, self.ready))
         self.http.start()
         self.scheduler.start()
         log.info("started", sources=[s.name for s in self.config.sources],
@@ -478,14 +426,16 @@ class Daemon:
         log.info("stopping: letting the running tick finish")
         finished = self._within(deadline, self._stop_scheduler)
         if finished:
-            self._within(deadline, self.flush_outbox)
+            self._flushing = True
+            finished = self._within(deadline, self.flush_outbox)
         if self.http is not None:
             self.http.stop()
         if not finished:
-            log.warning("hard stop: a tick was still running; it is redone from its cursors"
-                        " at the next start", timeout=STOP_TIMEOUT)
+            log.warning("hard stop: work was still running; a tick is redone from its cursors"
+                        " and a message is sent from the outbox at the next start",
+                        timeout=STOP_TIMEOUT)
             _flush_logs()
-            os._exit(0)  # the worker thread cannot be interrupted; nothing is lost
+            os._exit(0)  # a worker thread cannot be interrupted; nothing is lost
         self.runtime.close()
         self.store.close()
         log.info("stopped")

@@ -10,12 +10,18 @@ keys, webhook URLs — wherever it would appear in a line, as a last line of def
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Iterable
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlsplit
 
 import structlog
+from pydantic import BaseModel, SecretStr
+
+if TYPE_CHECKING:
+    from runwatch.config import Config
 
 REDACTED = "***"
 
@@ -57,6 +63,32 @@ class Redactor:
 
 
 redactor = Redactor()
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret value the config holds, for log redaction."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, SecretStr):
+            found.append(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+
+    walk(config)
+    password = urlsplit(config.store).password
+    if password:
+        found.append(password)
+    if os.environ.get("WANDB_API_KEY"):
+        found.append(os.environ["WANDB_API_KEY"])
+    return found
 
 
 def configure(fmt: str = "auto", *, stream: TextIO | None = None,

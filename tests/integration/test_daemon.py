@@ -16,8 +16,9 @@ from freezegun import freeze_time
 
 from fixtures import logwriter as lw
 from runwatch import logs
-from runwatch.daemon import Daemon, cron_trigger
+from runwatch.daemon import Daemon
 from runwatch.metrics import HttpServer, health_app
+from runwatch.schedule import cron_trigger
 
 START = 1_800_000_000.0
 TOKEN = "xoxb-1111-2222-daemontokensecret"
@@ -280,3 +281,26 @@ def test_no_secret_reaches_a_log_line(tmp_path, fake_slack):
     assert "leak attempt: ***" in text
     for kind, secret in secrets.items():
         assert secret not in text, kind
+
+
+def test_a_taken_port_is_one_line_and_exit_2(tmp_path, fake_slack, capsys):
+    import socket
+
+    from runwatch.cli import main
+
+    (tmp_path / "runs").mkdir()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    config = write_config(tmp_path, fake_slack.api_url,
+                          extra=f"http: {{listen: '127.0.0.1:{port}'}}\n")
+    try:
+        assert main(["run", "--config", str(config), "--log-format", "json"]) == 2
+    finally:
+        taken.close()
+        logs.configure("console", stream=io.StringIO())
+    [line] = [json.loads(x) for x in capsys.readouterr().err.splitlines()
+              if "cannot start" in x]
+    assert line["detail"] == (f"{config}: http.listen 127.0.0.1:{port}: Address already in"
+                              " use; free the port or change http.listen")

@@ -67,14 +67,19 @@ class Ticker:
 
 
 def history_specs(server) -> list[tuple[str, dict]]:
-    """(run id, spec) of every history read the server answered, in order."""
+    """(run id, spec) of every history read the server answered, in order; a run's specs
+    (one per key) folded into one, its ``keys`` the keys read."""
     out = []
     for got in server.received:
         if got.op != "RunwatchHistory":
             continue
         i = 0
         while f"n{i}" in got.variables:
-            out.append((got.variables[f"n{i}"], json.loads(got.variables[f"s{i}"][0])))
+            specs = [json.loads(s) for s in got.variables[f"s{i}"]]
+            assert all(s["keys"][:2] == ["_step", "_timestamp"] for s in specs)
+            assert len({(s["minStep"], s["maxStep"], s["samples"]) for s in specs}) == 1
+            out.append((got.variables[f"n{i}"], {**specs[0],
+                                                 "keys": [s["keys"][2] for s in specs]}))
             i += 1
     return out
 
@@ -103,7 +108,7 @@ def test_only_the_keys_the_matching_rules_need_are_fetched(wandb_server):
     wandb_server.add_run("team", "p", "r1", rows=rows(0, 5, **{f"k{i}": 1.0 for i in range(10)}))
     Ticker(WandbApiSource(spec(wandb_server.url))).poll(T0 + 10)
     [(_, got)] = history_specs(wandb_server)
-    assert got["keys"] == ["_step", "_timestamp", "loss", "train/grad_norm"]
+    assert got["keys"] == ["loss", "train/grad_norm"]
 
 
 def test_runs_without_new_rows_cost_no_history_request(wandb_server):
@@ -213,7 +218,7 @@ def test_a_failed_history_read_is_retried_next_tick_and_judges_nothing(wandb_ser
     wandb_server.fail_next(2, status=500, op="RunwatchHistory")  # the try and its retry
     failed = ticker.poll(T0 + 70)
     assert failed.snapshots == () and "history of 1 runs" in failed.errors[0]
-    again = ticker.poll(T0 + 80)
+    again = ticker.poll(T0 + 70 + 120)  # the next tick, an interval later
     assert again.snapshots[0].history["loss"].steps == tuple(range(10, 15))
 
 
@@ -285,3 +290,52 @@ def test_check_gives_the_same_transitions_through_wandb_as_from_the_run_director
     assert {(r[0], r[1]) for r in through_wandb} >= {
         ("nan-loss", "loss-nonfinite"), ("crashed", "run-crashed"),
         ("exploding-grads", "grad-norm-exploding")}
+
+
+def test_a_dead_run_marked_crashed_long_after_its_last_heartbeat_is_still_seen(wandb_server):
+    """W&B marks a SIGKILLed run crashed minutes after its last heartbeat: the run is neither
+    running nor recently beating, and only its open cursor brings it back."""
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 10), heartbeat_at=T0)
+    source = WandbApiSource(spec(wandb_server.url))
+    store = MemoryStore()
+
+    def tick(now):
+        report = run_tick(sources=[source], rules=RULES, aliases=DEFAULT_ALIASES,
+                          store=store, now=now)
+        return [(t.alert.rule, str(t.status)) for t in report.transitions]
+
+    assert tick(T0 + 60) == []
+    assert ("stalled", "firing") in tick(T0 + 3600)
+    wandb_server.set_state(path, "crashed")  # the heartbeat stays at T0
+    assert sorted(tick(T0 + 7200)) == [("crashed", "firing"), ("stalled", "resolved")]
+    assert tick(T0 + 7320) == []
+    names = [r.variables["filters"] for r in wandb_server.received if r.op == "RunwatchRuns"]
+    assert '{"name": {"$in": ["r1"]}}' in names  # asked for by name, once it left "running"
+    assert names.count('{"name": {"$in": ["r1"]}}') == 1
+
+
+def test_a_run_that_ends_while_its_history_fails_gets_its_final_evaluation(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
+    source = WandbApiSource(spec(wandb_server.url, request_retries=1))
+    store = MemoryStore()
+    run_tick(sources=[source], rules=RULES, aliases=DEFAULT_ALIASES, store=store, now=T0 + 10)
+    wandb_server.append_rows(path, rows(10, 5, t=T0 + 60, loss=float("nan")))
+    wandb_server.set_state(path, "crashed", heartbeat_at=T0 + 61)
+    wandb_server.fail_next(6, status=500, op="RunwatchHistory")  # three ticks' worth
+    seen = []
+    for now in (T0 + 130, T0 + 250, T0 + 490, T0 + 970, T0 + 1930):
+        report = run_tick(sources=[source], rules=RULES, aliases=DEFAULT_ALIASES,
+                          store=store, now=now)
+        seen += [(t.alert.rule, str(t.status)) for t in report.transitions]
+    assert ("crashed", "firing") in seen and ("loss-nan", "firing") in seen
+
+
+def test_a_metric_whose_summary_is_its_minimum_is_still_read(wandb_server):
+    """``define_metric("loss", summary="min")`` leaves ``{"loss": {"min": …}}`` in the
+    summary; the run's history keys still name ``loss``."""
+    wandb_server.add_run("team", "p", "r1",
+                         rows=rows(0, 10, loss=lambda s: float("nan") if s == 4 else 1.0),
+                         summary={"loss": {"min": 0.8}})
+    report = run_tick(sources=[WandbApiSource(spec(wandb_server.url))], rules=RULES,
+                      aliases=DEFAULT_ALIASES, store=MemoryStore(), now=T0 + 10)
+    assert [(t.alert.rule, t.alert.step) for t in report.transitions] == [("loss-nan", 4)]

@@ -89,31 +89,41 @@ def test_a_runs_node_becomes_a_snapshot_without_history():
                      app_url="u").snapshot.state is RunState.RUNNING
 
 
-def test_history_reads_ask_for_every_row_in_their_inclusive_range():
-    read = HistoryRead(run_id="r", keys=("loss", "_step"), first=101, last=200)
-    assert json.loads(read.spec()) == {"keys": ["_step", "_timestamp", "loss"],
-                                       "minStep": 101, "maxStep": 200, "samples": 100}
+def test_history_reads_ask_one_spec_per_key_over_their_inclusive_range():
+    read = HistoryRead(run_id="r", keys=("grad", "loss"), first=101, last=200, samples=100)
+    assert [json.loads(spec) for spec in read.specs()] == [
+        {"keys": ["_step", "_timestamp", key], "minStep": 101, "maxStep": 200,
+         "samples": 100} for key in ("grad", "loss")]
     query = history_query(2)
     assert "r1: run(name: $n1) { sampledHistory(specs: $s1) }" in query
     variables = history_variables("e", "p", [read, read])
-    assert variables["n1"] == "r" and json.loads(variables["s0"][0])["samples"] == 100
+    assert variables["n1"] == "r" and len(variables["s0"]) == 2
 
 
 def test_history_rows_become_sorted_columns_with_both_nonfinite_forms():
-    data = {"project": {"r0": {"sampledHistory": [[
-        {"_step": 3, "_timestamp": 30.0, "loss": "NaN"},
-        {"_step": 1, "_timestamp": 10.0, "loss": 1.5, "acc": "Infinity"},
-        {"_step": 2, "_timestamp": 20.0, "loss": math.nan},
-        {"_timestamp": 99.0, "loss": 9.0},  # no step: not a row
-    ]]}, "r1": None}}
-    rows = history_rows(data, 0)
-    assert history_rows(data, 1) is None
-    series, newest = series_from_rows(rows, ("loss", "acc", "missing"))
+    data = {"project": {"r0": {"sampledHistory": [
+        [{"_step": 3, "_timestamp": 30.0, "loss": "NaN"},
+         {"_step": 1, "_timestamp": 10.0, "loss": 1.5},
+         {"_step": 2, "_timestamp": 20.0, "loss": math.nan},
+         {"_timestamp": 99.0, "loss": 9.0}],  # no step: not a row
+        [{"_step": 1, "_timestamp": 10.0, "acc": "Infinity"}],
+        [],
+    ]}, "r1": None}}
+    rows = history_rows(data, 0, ("loss", "acc", "missing"))
+    assert history_rows(data, 1, ("loss",)) is None
+    series, newest = series_from_rows(rows)
     assert series["loss"].steps == (1, 2, 3)
     assert series["loss"].values[0] == 1.5 and all(map(math.isnan, series["loss"].values[1:]))
     assert series["acc"].values == (math.inf,)
     assert "missing" not in series
     assert newest == 30.0
+
+
+def test_history_keys_complete_what_the_summary_misses():
+    node = {"name": "r", "state": "running", "summaryMetrics": '{"loss": {"min": 0.8}}',
+            "historyKeys": {"lastStep": 4, "keys": {"loss": {}, "_step": {}, "eval": {}}}}
+    snap = read_node(node, source="s", entity="e", project="p", app_url="u").snapshot
+    assert snap.keys == {"loss.min", "loss", "_step", "eval"}
 
 
 @pytest.mark.parametrize(("base", "app"), [
@@ -137,6 +147,10 @@ class _Failed(Exception):
     (_Failed("bad gateway", 502), "unavailable", True),
     (_Failed("nope", 400), "query", False),
     (_Failed("connection refused", 0), "unavailable", True),
+    (Exception("POST /graphql giving up after 2 attempt(s) while retrying: HTTP 429: slow"),
+     "rate-limited", True),
+    (Exception("POST /graphql giving up after 3 attempt(s) while retrying: HTTP 503: down"),
+     "unavailable", True),
     (Exception("the service process is busy and did not respond in time."), "timeout", True),
     (Exception("No authentication configured. Use `wandb login` to log in."), "auth", False),
 ])

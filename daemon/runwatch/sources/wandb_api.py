@@ -3,11 +3,11 @@
 A tick costs one runs query per project (paged) and a few batched history queries for the
 runs that logged new rows since their cursor — nothing for runs without new rows, and
 never a run's whole history. What a tick could not fetch is not evaluated: a run whose
-data did not arrive is not judged stalled on it. A source that gets no answer at all
-backs off (the next tick, then every second, fourth … tick, at most ten minutes between
-attempts) and, once
-that has lasted ``unreachable_after``, says so; the tick turns that into one
-``source-unreachable`` alert.
+data did not arrive is not judged stalled on it, and it is read again on the next tick.
+
+A source that gets no answer at all backs off — the next tick, then every second, fourth
+… tick, at most ten minutes apart — and once that has lasted ``unreachable_after`` it
+says so; the tick turns that into one ``source-unreachable`` alert.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from runwatch.config.sources import WandbSource as WandbSpec
+from runwatch.duration import format_duration
 from runwatch.model import RunSnapshot
 from runwatch.sources.base import Poll
 from runwatch.sources.wandb_client import WandbClient, WandbError
+from runwatch.sources.wandb_cursor import Plan, RunCursor, after_read, plan_read
 from runwatch.sources.wandb_graphql import (
     PROJECT_QUERY,
     PROJECTS_QUERY,
@@ -43,8 +45,7 @@ STATE_KEY = "~source"  # the source's own cursor entry; run keys are entity/proj
 PER_PAGE = 100
 RUNS_PER_HISTORY_QUERY = 50
 ROWS_PER_HISTORY_QUERY = 20_000
-ROWS_PER_RUN = 10_000  # a run further behind catches up over several ticks
-FIRST_READ_ROWS = 1_000  # a run first seen is read from this many steps before its newest
+NAMES_PER_QUERY = 100  # open runs looked up by name per runs query
 SKEW = 300.0  # seconds of clock difference the "ended since the last tick" filter allows
 MAX_BACKOFF = 600.0
 PROJECTS_TTL = 600.0
@@ -64,7 +65,7 @@ def app_url(base_url: str) -> str:
 class _SourceState:
     """What the source remembers between ticks, kept in the store as its own cursor."""
 
-    answered: dict[str, float] = field(default_factory=dict)  # project → last good runs query
+    answered: dict[str, float] = field(default_factory=dict)  # project → last complete read
     failing_since: float | None = None
     failures: int = 0  # consecutive ticks with no answer at all
     retry_at: float | None = None
@@ -85,27 +86,6 @@ class _SourceState:
         return json.dumps({"answered": self.answered, "failing_since": self.failing_since,
                            "failures": self.failures, "retry_at": self.retry_at,
                            "last_error": self.last_error}, sort_keys=True)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class _RunCursor:
-    step: int = -1  # last history step read
-    lines: int = 0  # historyLineCount when last read
-    ended: bool = False  # the run's final evaluation is done
-
-    @classmethod
-    def load(cls, text: str | None) -> _RunCursor | None:
-        if not text:
-            return None
-        try:
-            data = json.loads(text)
-            return cls(step=int(data["step"]), lines=int(data["lines"]),
-                       ended=bool(data.get("ended", False)))
-        except (ValueError, TypeError, KeyError):
-            return None
-
-    def dump(self) -> str:
-        return json.dumps({"step": self.step, "lines": self.lines, "ended": self.ended})
 
 
 KeysFor = Callable[[RunSnapshot], frozenset[str]]
@@ -129,12 +109,15 @@ class WandbApiSource:
             timeout=spec.request_timeout,
             retry_max=spec.request_retries,
         )
-        self._clock = clock
+        self.clock = clock  # for the tick budget only; `now` is the tick's time
         self._projects: tuple[float, tuple[str, ...]] | None = None
         self._rotation = 0
 
     def __repr__(self) -> str:
         return f"WandbApiSource({self.name!r}, {self.spec.base_url!r})"
+
+    def close(self) -> None:
+        self.client.close()
 
     # --- the tick ---------------------------------------------------------------------------
 
@@ -146,12 +129,12 @@ class WandbApiSource:
             return self._result(state, now, errors=[
                 f"source {self.name}: W&B has not answered for {_ago(state.failing_since, now)}"
                 f" ({state.last_error}); next attempt in {math.ceil(state.retry_at - now)} s"])
-        deadline = self._clock() + self.tick_timeout
-        tick = _Tick(source=self, state=state, cursors=cursors, now=now, deadline=deadline,
+        tick = _Tick(source=self, state=state, cursors=cursors, now=now,
+                     deadline=self.clock() + self.tick_timeout,
                      keys_for=keys_for or (lambda s: wanted_keys & s.keys),
                      needs_config=needs_config)
         tick.run()
-        if tick.answered:
+        if tick.reached:
             state.failing_since, state.failures, state.retry_at = None, 0, None
             state.last_error = ""
         elif tick.failed:
@@ -175,7 +158,7 @@ class WandbApiSource:
 
     # --- projects -----------------------------------------------------------------------------
 
-    def projects(self, now: float, timeout: float) -> tuple[str, ...]:
+    def projects(self, now: float, deadline: Callable[[], float]) -> tuple[str, ...]:
         if self.spec.projects != "all":
             return tuple(self.spec.projects)
         if self._projects and now - self._projects[0] < PROJECTS_TTL:
@@ -184,7 +167,7 @@ class WandbApiSource:
         cursor = None
         while True:
             data = self.client.execute(PROJECTS_QUERY, {"entity": self.entity, "cursor": cursor},
-                                       timeout=timeout)
+                                       timeout=deadline())
             models = data.get("models") or {}
             names += [e["node"]["name"] for e in models.get("edges") or ()
                       if (e.get("node") or {}).get("name")]
@@ -206,12 +189,18 @@ class WandbApiSource:
     # --- validate --online --------------------------------------------------------------------
 
     def check_online(self, timeout: float = 30.0) -> list[str]:
-        """One line per problem a user must fix: a rejected key, an unknown project."""
+        """One line per problem a user must fix — a rejected key, an unknown project — all
+        within ``timeout``; W&B being down is one line too, and ends the check."""
         where = f"source {self.name}"
+        end = self.clock() + timeout
+
+        def left() -> float:
+            return max(0.1, end - self.clock())
+
         try:
-            self.client.execute(VIEWER_QUERY, {}, timeout=timeout)
+            self.client.execute(VIEWER_QUERY, {}, timeout=left())
             if self.spec.projects == "all":
-                if not self.projects(time.time(), timeout):
+                if not self.projects(time.time(), left):
                     return [f"{where}: entity {self.entity!r} has no projects this API key can"
                             " see (unknown entity?)"]
                 return []
@@ -219,7 +208,7 @@ class WandbApiSource:
             for project in self.spec.projects:
                 data = self.client.execute(PROJECT_QUERY,
                                            {"entity": self.entity, "project": project},
-                                           timeout=timeout)
+                                           timeout=left())
                 if not data.get("project"):
                     problems.append(f"{where}: unknown project {self.entity}/{project}"
                                     f" at {self.spec.base_url}")
@@ -229,27 +218,35 @@ class WandbApiSource:
 
 
 class _Tick:
-    """One poll's work, kept out of the source so the source holds no per-tick state."""
+    """One poll's work, kept apart so the source holds no per-tick state."""
 
     def __init__(self, *, source: WandbApiSource, state: _SourceState,
                  cursors: Mapping[str, str], now: float, deadline: float,
                  keys_for: KeysFor, needs_config: bool) -> None:
         self.source = source
-        self.needs_config = needs_config
         self.state = state
         self.cursors = cursors
         self.now = now
         self.deadline = deadline
         self.keys_for = keys_for
+        self.needs_config = needs_config
         self.snapshots: list[RunSnapshot] = []
         self.new_cursors: dict[str, str] = {}
         self.errors: list[str] = []
-        self.answered = 0
         self.failed = 0
         self.last_error = ""
+        self._runs_ok = 0
+        self._history_ok = 0
+        self._history_failed = 0
+
+    @property
+    def reached(self) -> bool:
+        """W&B answered: a runs query did, and so did a history read if any failed (a server
+        whose history reads all fail leaves every run unjudged: that is unreachable too)."""
+        return self._runs_ok > 0 and (self._history_ok > 0 or self._history_failed == 0)
 
     def left(self) -> float:
-        return self.deadline - self.source._clock()
+        return self.deadline - self.source.clock()
 
     def fail(self, what: str, exc: WandbError) -> None:
         self.failed += 1
@@ -259,7 +256,7 @@ class _Tick:
     def run(self) -> None:
         src = self.source
         try:
-            projects = src.projects(self.now, self.left())
+            projects = src.projects(self.now, self.left)
         except WandbError as exc:
             self.fail(f"listing the projects of {src.entity}", exc)
             return
@@ -277,18 +274,41 @@ class _Tick:
                 if exc.kind == "auth":
                     return  # every other project would be refused the same way
                 continue
-            self.answered += 1
-            self.read_history(project, nodes)
+            self._runs_ok += 1
+            if self.read_history(project, nodes):
+                # Only a project read completely moves its "ended since" mark: a run that
+                # ended while its history could not be read is asked for again.
+                self.state.answered[project] = self.now
 
     def runs(self, project: str) -> list[RunNode]:
-        src, spec = self.source, self.source.spec
-        since = self.state.answered.get(project, self.now - spec.lookback) - SKEW
-        since = max(since, self.now - spec.lookback)
+        """The project's running runs, those whose heartbeat moved since its last complete
+        read, and the runs this source still has open that are neither (W&B may mark a dead
+        run crashed long after its last heartbeat)."""
+        spec = self.source.spec
+        since = max(self.state.answered.get(project, self.now - spec.lookback) - SKEW,
+                    self.now - spec.lookback)
         created = spec.filters.created_after.timestamp() if spec.filters.created_after else None
-        filters = runs_filter(updated_after=since, tags=spec.filters.tags,
-                              group=spec.filters.group, created_after=created,
-                              query=spec.filters.query)
-        asked_at = self.now
+        narrow = {"tags": spec.filters.tags, "group": spec.filters.group,
+                  "created_after": created, "query": spec.filters.query}
+        nodes = self._query(project, runs_filter(updated_after=since, **narrow))
+        seen = {node.snapshot.ref.path for node in nodes}
+        prefix = f"{self.source.entity}/{project}/"
+        missing = sorted(key[len(prefix):] for key, text in self.cursors.items()
+                         if key.startswith(prefix) and key not in seen
+                         and not getattr(RunCursor.load(text), "ended", True))
+        for i in range(0, len(missing), NAMES_PER_QUERY):
+            names = missing[i:i + NAMES_PER_QUERY]
+            found = self._query(project, {"name": {"$in": names}})
+            nodes += found
+            for gone in set(names) - {node.snapshot.ref.id for node in found}:
+                key = prefix + gone  # deleted (or moved): stop asking for it
+                cursor = RunCursor.load(self.cursors[key]) or RunCursor()
+                self.new_cursors[key] = replace(cursor, ended=True).dump()
+                self.errors.append(f"run {key}: gone from W&B; no longer watched")
+        return nodes
+
+    def _query(self, project: str, filters: Mapping[str, Any]) -> list[RunNode]:
+        src = self.source
         nodes: list[RunNode] = []
         cursor = None
         while True:
@@ -296,10 +316,10 @@ class _Tick:
                 "entity": src.entity, "project": project, "filters": json.dumps(filters),
                 "cursor": cursor, "perPage": PER_PAGE, "withConfig": self.needs_config,
             }, timeout=self.left())
-            runs = (data.get("project") or None)
-            if runs is None:
+            found = data.get("project") or None
+            if found is None:
                 raise WandbError(f"unknown project {src.entity}/{project}", kind="not-found")
-            runs = runs.get("runs") or {}
+            runs = found.get("runs") or {}
             for edge in runs.get("edges") or ():
                 node = edge.get("node") if isinstance(edge, dict) else None
                 if isinstance(node, dict) and node.get("name"):
@@ -307,66 +327,57 @@ class _Tick:
                                            project=project, app_url=src.app_url))
             page = runs.get("pageInfo") or {}
             if not page.get("hasNextPage") or not page.get("endCursor"):
-                break
+                return nodes
             cursor = page["endCursor"]
-        self.state.answered[project] = asked_at
-        return nodes
 
-    def read_history(self, project: str, nodes: Sequence[RunNode]) -> None:
-        reads: list[tuple[RunNode, HistoryRead]] = []
+    def read_history(self, project: str, nodes: Sequence[RunNode]) -> bool:
+        """Read and finish every run of the project; False if some could not be."""
+        reads: list[tuple[RunNode, RunCursor | None, HistoryRead]] = []
         for node in nodes:
-            snapshot = node.snapshot
-            key = snapshot.ref.path
-            before = _RunCursor.load(self.cursors.get(key))
-            ended = snapshot.state.ended
-            if before is not None and before.ended and ended and before.lines == node.history_lines:
-                continue  # its final evaluation is done and nothing changed since
-            last = node.summary_step
-            wanted = tuple(sorted(self.keys_for(snapshot)))
-            first = (before.step + 1 if before is not None
-                     else max(0, (last or 0) - FIRST_READ_ROWS + 1))
-            if last is None or last < first or not wanted:
-                step = before.step if before is not None else (last if last is not None else -1)
-                if last is not None and not wanted:
-                    step = max(step, last)  # nothing to read: nothing to read again later
-                self.finish(node, _RunCursor(step=step, lines=node.history_lines,
-                                             ended=ended), history=None)
+            before = RunCursor.load(self.cursors.get(node.snapshot.ref.path))
+            plan: Plan = plan_read(before, node, tuple(sorted(self.keys_for(node.snapshot))))
+            if plan.skip:
                 continue
-            read = HistoryRead(run_id=snapshot.ref.id, keys=wanted, first=first,
-                               last=min(last, first + ROWS_PER_RUN - 1))
-            reads.append((node, read))
+            if plan.read is None:
+                self.finish(node, plan.after, history=None)
+            else:
+                reads.append((node, before, plan.read))
+        complete = True
         for batch in _batches(reads):
             if self.left() <= 0:
-                names = ", ".join(n.snapshot.ref.path for n, _ in batch)
+                names = ", ".join(n.snapshot.ref.path for n, _, _ in batch)
                 self.errors.append(f"source {self.source.name}: tick budget spent before the"
                                    f" history of {names}; read on the next tick")
+                complete = False
                 continue
-            self.read_batch(project, batch)
+            complete &= self.read_batch(project, batch)
+        return complete
 
-    def read_batch(self, project: str, batch: Sequence[tuple[RunNode, HistoryRead]]) -> None:
+    def read_batch(self, project: str,
+                   batch: Sequence[tuple[RunNode, RunCursor | None, HistoryRead]]) -> bool:
         src = self.source
         try:
             data = src.client.execute(
                 history_query(len(batch)),
-                history_variables(src.entity, project, [read for _, read in batch]),
+                history_variables(src.entity, project, [read for _, _, read in batch]),
                 timeout=self.left())
         except WandbError as exc:
             # Not evaluated this tick: their new rows are read on the next one.
             self.fail(f"history of {len(batch)} runs in {src.entity}/{project}", exc)
-            return
-        for i, (node, read) in enumerate(batch):
-            rows = history_rows(data, i)
+            self._history_failed += 1
+            return False
+        self._history_ok += 1
+        for i, (node, before, read) in enumerate(batch):
+            rows = history_rows(data, i, read.keys)
             if rows is None:
                 self.errors.append(f"run {node.snapshot.ref.path}: gone from W&B")
                 continue
-            series, newest = series_from_rows(rows, read.keys)
-            done = read.last >= (node.summary_step or -1)
-            self.finish(node, _RunCursor(step=read.last, lines=node.history_lines,
-                                         ended=node.snapshot.state.ended and done),
-                        history=series, newest=newest)
+            series, newest = series_from_rows(rows)
+            self.finish(node, after_read(before, node, read), history=series, newest=newest)
+        return True
 
-    def finish(self, node: RunNode, cursor: _RunCursor, *, history: Mapping[str, Any] | None,
-               newest: float | None = None) -> None:
+    def finish(self, node: RunNode, cursor: RunCursor | None, *,
+               history: Mapping[str, Any] | None, newest: float | None = None) -> None:
         snapshot = node.snapshot
         progress = snapshot.progress
         if newest is not None and (progress is None or newest > progress):
@@ -376,15 +387,16 @@ class _Tick:
             heartbeat = self.now  # a server clock ahead of ours does not make a run younger
         self.snapshots.append(replace(snapshot, history=history or {}, progress=progress,
                                       heartbeat=heartbeat))
-        self.new_cursors[snapshot.ref.path] = cursor.dump()
+        if cursor is not None:
+            self.new_cursors[snapshot.ref.path] = cursor.dump()
 
 
-def _batches(reads: Sequence[tuple[RunNode, HistoryRead]]
-             ) -> Iterator[list[tuple[RunNode, HistoryRead]]]:
-    batch: list[tuple[RunNode, HistoryRead]] = []
+def _batches(reads: Sequence[tuple[RunNode, RunCursor | None, HistoryRead]]
+             ) -> Iterator[list[tuple[RunNode, RunCursor | None, HistoryRead]]]:
+    batch: list[tuple[RunNode, RunCursor | None, HistoryRead]] = []
     rows = 0
     for item in reads:
-        size = item[1].rows
+        size = item[2].expected
         if batch and (len(batch) >= RUNS_PER_HISTORY_QUERY or rows + size > ROWS_PER_HISTORY_QUERY):
             yield batch
             batch, rows = [], 0
@@ -395,6 +407,4 @@ def _batches(reads: Sequence[tuple[RunNode, HistoryRead]]
 
 
 def _ago(since: float | None, now: float) -> str:
-    from runwatch.duration import format_duration
-
     return format_duration(max(0.0, now - since)) if since is not None else "?"

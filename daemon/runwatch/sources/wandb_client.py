@@ -17,6 +17,7 @@ at most ``timeout`` for the sidecar (the caller passes what is left of its tick 
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -52,6 +53,9 @@ def classify(exc: BaseException) -> WandbError:
     response = getattr(exc, "response", None)
     status = getattr(response, "http_status", None) or None
     text = " ".join(str(exc).split()) or type(exc).__name__
+    if status is None:  # wandb-core's retry errors carry the status only in their text
+        found = _STATUS.search(text)
+        status = int(found.group(1)) if found else None
     lowered = text.lower()
     if status in (401, 403) or "api key" in lowered or "authenticat" in lowered \
             or "unauthorized" in lowered or "not logged in" in lowered:
@@ -73,6 +77,9 @@ def classify(exc: BaseException) -> WandbError:
         return WandbError(f"not found (404): {_short(text)}", kind="not-found", status=status)
     return WandbError(f"W&B refused the request (HTTP {status}): {_short(text)}", kind="query",
                       status=status)
+
+
+_STATUS = re.compile(r"\bHTTP (\d{3})\b")
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -145,5 +152,7 @@ class WandbClient:
         return data if isinstance(data, dict) else {}
 
     def close(self) -> None:
+        """Drop the client; wandb releases its sidecar session when the ``Api`` object is
+        collected (its finalizer), and the sidecar itself at exit."""
         with self._lock:
             self._api = None

@@ -3,8 +3,10 @@
 Two operations carry a tick: one runs query per project (paged) with exactly the fields
 a tick needs, and history queries that read many runs' new rows at once — one aliased
 ``run(name:) { sampledHistory(specs:) }`` per run, each spec bounded to the steps after
-the run's cursor. ``sampledHistory`` treats ``maxStep`` as inclusive and returns at most
-``samples`` rows, so asking ``maxStep - minStep + 1`` samples reads every row exactly.
+the run's cursor. ``sampledHistory`` treats ``maxStep`` as inclusive, returns only rows
+that hold *every* key of a spec, and at most ``samples`` of them (evenly thinned): so a
+run's keys are read with one spec each (``_step``, ``_timestamp`` and the key), and
+``samples`` never below the rows the range can hold.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ query RunwatchRuns($entity: String!, $project: String!, $filters: JSONString,
   project(name: $project, entityName: $entity) {
     runs(filters: $filters, after: $cursor, first: $perPage, order: "+created_at") {
       edges { node { name displayName state createdAt heartbeatAt tags group
-                     historyLineCount summaryMetrics config @include(if: $withConfig) } }
+                     historyLineCount historyKeys summaryMetrics
+                     config @include(if: $withConfig) } }
       pageInfo { endCursor hasNextPage }
     }
   }
@@ -183,11 +186,21 @@ def read_node(node: Mapping[str, Any], *, source: str, entity: str, project: str
         group=str(node.get("group") or ""),
         config=plain_config(node.get("config")),
         summary=summary,
-        keys=frozenset(summary),
+        keys=frozenset(summary) | history_keys(node.get("historyKeys")),
     )
     lines = node.get("historyLineCount")
     return RunNode(snapshot=snapshot, history_lines=lines if isinstance(lines, int) else 0,
                    summary_step=step)
+
+
+def history_keys(raw: Any) -> frozenset[str]:
+    """The keys a run has logged, from ``historyKeys`` (``{"keys": {"loss": {...}}}``):
+    the summary alone misses a metric defined with ``define_metric(summary="min")`` (its
+    summary holds ``{"min": …}``) or ``summary="none"``."""
+    data = _json(raw)
+    keys = data.get("keys") if isinstance(data, dict) else None
+    return frozenset(k for k in keys if isinstance(k, str)) if isinstance(keys, dict) \
+        else frozenset()
 
 
 def history_query(count: int) -> str:
@@ -201,21 +214,26 @@ def history_query(count: int) -> str:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class HistoryRead:
-    """One run's slice of a history query: these keys, steps ``first``..``last`` inclusive."""
+    """One run's slice of a history query: these keys, steps ``first``..``last`` inclusive,
+    at most ``samples`` rows per key (at least as many as the range can hold)."""
 
     run_id: str
     keys: tuple[str, ...]
     first: int
     last: int
+    samples: int
+    expected_rows: int = 0  # what the range likely holds: the size of the answer
 
     @property
-    def rows(self) -> int:
-        return self.last - self.first + 1
+    def expected(self) -> int:
+        """Values the answer likely carries, for batching reads into requests."""
+        return max(1, self.expected_rows or self.samples) * len(self.keys)
 
-    def spec(self) -> str:
-        keys = ["_step", "_timestamp", *(k for k in self.keys if k not in ("_step", "_timestamp"))]
-        return json.dumps({"keys": keys, "minStep": self.first, "maxStep": self.last,
-                           "samples": self.rows})
+    def specs(self) -> list[str]:
+        """One spec per key: W&B returns only rows holding every key of a spec."""
+        return [json.dumps({"keys": ["_step", "_timestamp", key], "minStep": self.first,
+                            "maxStep": self.last, "samples": self.samples})
+                for key in self.keys]
 
 
 def history_variables(entity: str, project: str,
@@ -223,39 +241,44 @@ def history_variables(entity: str, project: str,
     variables: dict[str, Any] = {"entity": entity, "project": project}
     for i, read in enumerate(reads):
         variables[f"n{i}"] = read.run_id
-        variables[f"s{i}"] = [read.spec()]
+        variables[f"s{i}"] = read.specs()
     return variables
 
 
-def history_rows(data: Mapping[str, Any] | None, index: int) -> list[Mapping[str, Any]] | None:
-    """The rows of the ``index``-th aliased run; None when the run is gone."""
+def history_rows(data: Mapping[str, Any] | None, index: int,
+                 keys: Sequence[str]) -> dict[str, list[Mapping[str, Any]]] | None:
+    """The ``index``-th aliased run's rows by key (one spec per key, in ``keys`` order);
+    None when the run is gone."""
     project = (data or {}).get("project") or {}
     run = project.get(f"r{index}")
     if not isinstance(run, dict):
         return None
     specs = _json(run.get("sampledHistory")) or []
-    rows = _json(specs[0]) if specs else []
-    return [row for row in rows or () if isinstance(row, dict)]
+    out: dict[str, list[Mapping[str, Any]]] = {}
+    for key, rows in zip(keys, specs, strict=False):
+        rows = _json(rows) or []
+        out[key] = [row for row in rows if isinstance(row, dict)]
+    return out
 
 
-def series_from_rows(rows: Iterable[Mapping[str, Any]],
-                     keys: Iterable[str]) -> tuple[dict[str, Series], float | None]:
-    """History rows as columns per key (sorted by step), and the newest row's time."""
-    columns: dict[str, tuple[list[int], list[float], list[float]]] = {k: ([], [], []) for k in keys}
+def series_from_rows(rows_by_key: Mapping[str, Iterable[Mapping[str, Any]]]
+                     ) -> tuple[dict[str, Series], float | None]:
+    """Each key's rows as a column (sorted by step), and the newest row's time."""
+    series: dict[str, Series] = {}
     newest = None
-    stepped = [row for row in rows if isinstance(row.get("_step"), int)]
-    for row in sorted(stepped, key=lambda r: r["_step"]):
-        step = row["_step"]
-        when = number(row.get("_timestamp"))
-        when = when if when is not None and math.isfinite(when) else math.nan
-        if not math.isnan(when):
-            newest = when if newest is None else max(newest, when)
-        for key, (steps, times, values) in columns.items():
-            value = number(row.get(key)) if key in row else None
-            if value is None:
+    for key, rows in rows_by_key.items():
+        points = []
+        for row in rows:
+            step, value = row.get("_step"), number(row.get(key))
+            if not isinstance(step, int) or value is None:
                 continue
-            steps.append(step)
-            times.append(when)
-            values.append(value)
-    return ({k: Series(steps=tuple(s), times=tuple(t), values=tuple(v))
-             for k, (s, t, v) in columns.items() if s}, newest)
+            when = number(row.get("_timestamp"))
+            when = when if when is not None and math.isfinite(when) else math.nan
+            if not math.isnan(when):
+                newest = when if newest is None else max(newest, when)
+            points.append((step, when, value))
+        if points:
+            points.sort(key=lambda p: p[0])
+            steps, times, values = zip(*points, strict=True)
+            series[key] = Series(steps=steps, times=times, values=values)
+    return series, newest
