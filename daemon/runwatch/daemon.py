@@ -305,7 +305,12 @@ class Daemon:
             return False
         with self._lock:
             old, self.runtime = self.runtime, runtime
-        old.close(keep=runtime)
+        if self.scheduler is not None and self.scheduler.running:
+            # On the worker, after the tick that may still be using them.
+            self.scheduler.add_job(old.close, kwargs={"keep": runtime},
+                                   name="close replaced receivers and sources")
+        else:
+            old.close(keep=runtime)
         logs.redactor.update(config_secrets(config))
         if config.http != old.config.http:
             log.warning("http.listen changed: takes effect at the next restart")

@@ -36,11 +36,15 @@ class Runtime:
         return next((s for s in self.sources if s.name == name), None)
 
     def close(self, *, keep: Runtime | None = None) -> None:
-        """Close the notifiers ``keep`` does not reuse."""
-        kept = set(map(id, keep.notifiers.values())) if keep else set()
+        """Close the notifiers and sources ``keep`` does not reuse."""
+        kept = set(map(id, keep.notifiers.values())) | set(map(id, keep.sources)) if keep \
+            else set()
         for notifier in self.notifiers.values():
             if id(notifier) not in kept:
                 notifier.close()
+        for source in self.sources:
+            if id(source) not in kept and hasattr(source, "close"):
+                source.close()
 
 
 def build_runtime(config: Config, rule_set: RuleSet, *, previous: Runtime | None = None,

@@ -79,16 +79,27 @@ def test_run_delivers_once_stops_cleanly_and_restarts_without_duplicates(
         "store: sqlite:///state.db\nhttp: {listen: '127.0.0.1:0'}\n"
         f"receivers:\n  - name: s\n    slack: {{token: {TOKEN}, channel: '#a',"
         f" api_url: '{fake_slack.api_url}'}}\n")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rules:\n  - {name: run-crashed, kind: state, severity: critical}\n")
+    config.write_text(config.read_text() + "rules: [rules.yaml]\n")
     proc = start(config, notify, tmp_path)
     try:
         notify.wait_for("READY=1")
         assert "WATCHDOG=1" in notify.seen
         assert len(rule_posts(fake_slack, "run-crashed")) == 1
+        rules.write_text("rules:\n  - {name: oops, kind: thresold}\n")  # broken
+        notify.seen.clear()
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING=1")
+        notify.wait_for("READY=1")
     finally:
         code, took, err = stop(proc)
     assert code == 0 and took < STOP_TIMEOUT, err
     assert "STOPPING=1" in notify.seen or notify.sock.recv(4096) == b"STOPPING=1"
     assert TOKEN not in err and '"event": "stopped"' in err
+    assert "reload refused; the running config stays" in err
+    assert "rules.yaml:2: rule 'oops': unknown kind 'thresold'" in err
+    rules.write_text("rules:\n  - {name: run-crashed, kind: state, severity: critical}\n")
 
     proc = start(config, notify, tmp_path)  # a restart: same store
     try:

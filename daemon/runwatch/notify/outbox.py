@@ -111,11 +111,12 @@ def ref_keys(alerts: tuple[AlertState, ...]) -> set[str]:
 
 
 def backoff(attempts: int, retry_after: float | None = None) -> float:
-    """Seconds to wait before attempt ``attempts + 1``."""
-    delay = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(attempts - 1, 0))
+    """Seconds to wait before attempt ``attempts + 1``: what the receiver asked for when it
+    said (a rate limit says when it lifts: doubling on top would only delay the burst),
+    else 30 s doubling to the cap."""
     if retry_after is not None and retry_after > 0:
-        delay = max(delay, min(retry_after, RETRY_AFTER_CAP))
-    return delay
+        return min(retry_after, RETRY_AFTER_CAP)
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(attempts - 1, 0))
 
 
 # --- draining -----------------------------------------------------------------------------
