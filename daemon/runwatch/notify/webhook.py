@@ -157,13 +157,13 @@ class WebhookNotifier:
 
     def __init__(self, name: str, *, url: str, bearer_token: str | None = None,
                  hmac_secret: str | None = None, timeout: float = 10.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] | None = None):
         self.name = name
         self.url = url
         self._bearer_token = bearer_token
         self._hmac_secret = hmac_secret
         self.timeout = timeout
-        self._clock = clock
+        self._clock = clock or (lambda: time.time())  # looked up per call (freezegun)
         self._opener = urllib.request.build_opener(_NoRedirects())
 
     def close(self) -> None:
