@@ -35,6 +35,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from runwatch import logs, sdnotify
 from runwatch.config import Config, ConfigError, load_all, rule_files
+from runwatch.engine import retire
 from runwatch.logs import config_secrets
 from runwatch.metrics import HttpServer, Metrics, health_app
 from runwatch.model import AlertStatus, Severity
@@ -312,6 +313,8 @@ class Daemon:
         else:
             old.close(keep=runtime)
         logs.redactor.update(config_secrets(config))
+        self._retire_sources({s.name for s in old.config.sources}
+                             - {s.name for s in config.sources})
         if config.http != old.config.http:
             log.warning("http.listen changed: takes effect at the next restart")
         for line in runtime.problems:
@@ -323,6 +326,23 @@ class Daemon:
         log.info("config reloaded", rules=len(rule_set.rules),
                  sources=[s.name for s in config.sources])
         return True
+
+    def _retire_sources(self, removed: set[str]) -> None:
+        """What fired on the runs of a source that is gone resolves: nobody evaluates it."""
+        if not removed:
+            return
+        try:
+            holding = self.store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING))
+            retired = retire([a for a in holding if a.run.source in removed], (), self.clock())
+            if retired.alerts:
+                self.store.commit_tick(source="", alerts=retired.alerts, cursors={},
+                                       now=self.clock())
+        except StoreError as exc:
+            log.error("cannot resolve the alerts of removed sources", error=str(exc))
+            return
+        for t in retired.transitions:
+            log.info("alert resolved: its source was removed", rule=t.alert.rule,
+                     run=t.alert.run.path, source=t.alert.run.source)
 
     def _file_signature(self) -> tuple[Any, ...]:
         """What --watch-config compares: each file's real path and identity. A Kubernetes

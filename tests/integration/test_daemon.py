@@ -18,6 +18,7 @@ from fixtures import logwriter as lw
 from runwatch import logs
 from runwatch.daemon import Daemon
 from runwatch.metrics import HttpServer, health_app
+from runwatch.model import AlertStatus
 from runwatch.schedule import cron_trigger
 
 START = 1_800_000_000.0
@@ -304,3 +305,23 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path, fake_slack, capsys):
               if "cannot start" in x]
     assert line["detail"] == (f"{config}: http.listen 127.0.0.1:{port}: Address already in"
                               " use; free the port or change http.listen")
+
+
+def test_removing_a_source_resolves_what_fired_on_its_runs(daemon, tmp_path):
+    run = daemon.live_run
+    run.step(START + 70, **{"train/grad_norm": 50.0})
+    with at(START + 75):
+        daemon.tick_source("rundir")
+    assert {a.rule for a in daemon.store.alerts(status=AlertStatus.FIRING)} == {
+        "grad-norm-exploding", "grad-norm-spiky"}
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    config = tmp_path / "runwatch.yaml"
+    config.write_text(config.read_text().replace(
+        f"{{type: rundir, path: {tmp_path / 'runs'}, interval: 60s}}",
+        f"{{type: rundir, path: {other}, name: other}}"))
+    with at(START + 90):
+        assert daemon.reload()
+    assert daemon.store.alerts(status=AlertStatus.FIRING) == []
+    assert {a.resolved_at for a in daemon.store.alerts(status=AlertStatus.RESOLVED)} == {
+        START + 90}
