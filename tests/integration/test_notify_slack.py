@@ -131,11 +131,14 @@ def test_a_group_spanning_runs_threads_every_run_on_its_message(fake_slack, slac
     here = f"CTRAININGAL:{post.ts}"
     assert delivery.refs["thread:team/pretrain/r1"] == here
     assert delivery.refs["thread:team/pretrain/r2"] == here
-    # Later, a group whose lead run (most severe) has no thread uses the next run's.
+    # Later news about several runs goes to the channel, not into one run's thread.
     c = alert("other", run_id="r3", name="three")
     refs = {"thread:team/pretrain/r2": here}
     assert slack.send(message([c, alert("x", run_id="r2")], refs=refs, id="o2")).ok
-    assert fake_slack.calls_to("chat.postMessage")[1].thread_ts == post.ts
+    assert fake_slack.calls_to("chat.postMessage")[1].thread_ts is None
+    # … and news about one run into its thread.
+    assert slack.send(message([alert("y", run_id="r2")], refs=refs, id="o3")).ok
+    assert fake_slack.calls_to("chat.postMessage")[2].thread_ts == post.ts
 
 
 def test_a_deleted_thread_starts_a_new_one(fake_slack, slack):

@@ -416,3 +416,46 @@ def test_lost_claim_is_reported(store):
 
     report = outbox.drain(store, {"slack": Slow("slack")}, T0)
     assert (report.sent, report.lost) == (0, 1)
+
+
+INHIBIT = [{"source": {"rule": "run-crashed"}, "target": {"rule": "run-stalled"},
+            "equal": ["run"]}]
+
+
+def test_an_announced_stall_is_closed_when_its_run_crashes_and_inhibits_it(store):
+    cfg, sent = config(inhibit=INHIBIT, routes=[]), notifiers("slack")
+    commit(store, alert("run-stalled"))
+    notify_after_tick(store, cfg, sent, T0)
+    commit(store, alert("run-stalled", status=AlertStatus.RESOLVED, at=T0 + 60),
+           alert("run-crashed", at=T0 + 60), now=T0 + 60)
+    notify_after_tick(store, cfg, sent, T0 + 60)
+    told = sorted((m.group_labels["rule"], m.reason, len(m.firing), len(m.resolved))
+                  for m in sent["slack"].sent)
+    assert told == [("run-crashed", Reason.FIRST, 1, 0),
+                    ("run-stalled", Reason.FIRST, 1, 0),
+                    ("run-stalled", Reason.RESOLVED, 0, 1)]
+
+
+def test_a_stall_that_fired_and_resolved_under_an_inhibition_stays_quiet(store):
+    cfg, sent = config(inhibit=INHIBIT, routes=[]), notifiers("slack")
+    commit(store, alert("run-crashed"), alert("run-stalled", status=AlertStatus.RESOLVED))
+    notify_after_tick(store, cfg, sent, T0)
+    assert [m.group_labels["rule"] for m in sent["slack"].sent] == ["run-crashed"]
+
+
+def test_an_entry_older_than_what_was_sent_since_is_dropped_unsent(store):
+    """A process claims a "firing" entry and dies; the next run sends "resolved". When the
+    dead claim runs out, the old "firing" must not arrive after the newer news."""
+    cfg = config(routes=[], receivers=[{"name": "slack",
+                                         "webhook": {"url": "https://example.com/s"}}])
+    sent = notifiers("slack")
+    commit(store, alert())
+    plan(store, cfg, T0)
+    [stale] = store.claim_outbox(T0, claimant="dead", lease=300)
+    commit(store, alert(status=AlertStatus.RESOLVED, at=T0 + 60), now=T0 + 60)
+    notify_after_tick(store, cfg, sent, T0 + 60)
+    assert [m.reason for m in sent["slack"].sent] == [Reason.FIRST]  # the flash, resolved
+    report = notify_after_tick(store, cfg, sent, T0 + 400)  # the dead claim ran out
+    assert len(sent["slack"].sent) == 1
+    assert store.outbox() == [] and report.pending == 0
+    assert stale.id not in {m.id for m in sent["slack"].sent}

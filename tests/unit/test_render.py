@@ -99,7 +99,7 @@ def test_blocks_show_severity_rule_linked_run_metric_value_step_age_summary():
         "type": "plain_text", "emoji": True,
         "text": "🔴 CRITICAL grad-norm-exploding: llama-7b"}}
     section = blocks[1]
-    assert section["text"] == {"type": "mrkdwn", "text": (
+    assert section["text"] == {"type": "mrkdwn", "verbatim": True, "text": (
         "🔴 *CRITICAL* <https://wandb.ai/team/pretrain/runs/abc123|llama-7b>")}
     assert [f["text"] for f in section["fields"]] == [
         "Rule: grad-norm-exploding", "train/grad_norm = 12.3 at step 1200",

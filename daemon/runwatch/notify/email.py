@@ -68,8 +68,12 @@ def build_email(message: Message, *, sender: str, to: Sequence[str],
         chart = message.charts.get(alert.fingerprint)
         if chart is None or len(images) >= max_charts:
             continue
-        png = chart_png(chart, title=render.truncate(
-            render.one_line(f"{alert.rule} · {alert.run.display_name} · {chart.metric}"), 100))
+        try:  # a chart is a bonus: one that cannot be drawn must not cost the email
+            png = chart_png(chart, title=render.truncate(
+                render.one_line(f"{alert.rule} · {alert.run.display_name} · {chart.metric}"),
+                100))
+        except Exception:
+            png = None
         if png is not None:
             cid = make_msgid(domain="runwatch.invalid")
             images[alert.fingerprint] = (cid, png)

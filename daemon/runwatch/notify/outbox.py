@@ -128,6 +128,7 @@ class DrainReport:
     retrying: int = 0  # failed for now, scheduled again
     failed: int = 0  # failed for good
     lost: int = 0  # delivered, but another process had taken the entry meanwhile
+    superseded: int = 0  # dropped unsent: a newer message about its group went out first
     errors: tuple[str, ...] = ()  # one line per failure, naming the receiver
     by_receiver: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
@@ -155,7 +156,7 @@ def drain(
     """
     claimant = claimant or new_claimant()
     live = set(notifiers)
-    counts = {"sent": 0, "retrying": 0, "failed": 0, "lost": 0}
+    counts = {"sent": 0, "retrying": 0, "failed": 0, "lost": 0, "superseded": 0}
     errors: list[str] = []
     per_receiver: dict[str, dict[str, int]] = {}
     for _ in range(max_sends):
@@ -181,6 +182,14 @@ def _deliver(
 ) -> tuple[str, str]:
     where = f"receiver {entry.receiver}: message {entry.id} ({entry.group_key})"
     context = {"receiver": entry.receiver, "message_id": entry.id, "group": entry.group_key}
+    last = store.last_notification(entry.group_key, entry.receiver)
+    if last is not None and last.sent_at > entry.created_at:
+        # A newer message about this group was delivered meanwhile (this one's claim ran
+        # out after a crash): sending it now would tell the receiver something older.
+        store.complete_outbox(entry.id, claimant=claimant, refs={}, refs_expire_at=now)
+        log.info("%s: dropped, a newer message about the group was sent at %.0f", where,
+                 last.sent_at, extra=context)
+        return "superseded", ""
     try:
         message = decode_message(entry)
     except codec.CodecError as exc:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from runwatch.model import AlertState, AlertStatus
@@ -90,7 +90,12 @@ def plan(store: Store, config: object, now: float, *,
                  silences=store.silences(now), now=now)
     for m in muted.values():
         log.debug("alert %s muted by %s", m.fingerprint, m.by)
-    groups = _groups([a for a in alerts if a.fingerprint not in muted], labels, routes)
+    # A resolution that an inhibit rule mutes still closes what a receiver was told (a
+    # stall announced before its run crashed): it stays in its group, but only as that.
+    closing = {fp for fp, m in muted.items() if m.inhibited}
+    groups = _groups([a for a in alerts if a.fingerprint not in muted
+                      or (a.status == AlertStatus.RESOLVED and a.fingerprint in closing)],
+                     labels, routes)
     queued_by_key: dict[tuple[str, str], list[OutboxEntry]] = {}
     for entry in store.outbox():
         queued_by_key.setdefault(entry.key, []).append(entry)
@@ -102,7 +107,8 @@ def plan(store: Store, config: object, now: float, *,
     entries, messages, waiting = [], [], 0
     for group in groups:
         message = _decide(store, group, queued_by_key.get((group.key, group.receiver), []),
-                          now, {} if group.receiver in no_charts else charts or {})
+                          now, {} if group.receiver in no_charts else charts or {},
+                          quiet=closing)
         if message is _WAIT:
             waiting += 1
         elif isinstance(message, Message):
@@ -130,12 +136,14 @@ def _groups(alerts: Sequence[AlertState], labels: Mapping[str, Mapping[str, str]
                 if group is None:
                     group = groups[(key, receiver)] = _Group(
                         route=route, receiver=receiver, key=key, labels=group_labels)
-                group.alerts.append(alert)
+                if alert not in group.alerts:  # two routes alike, both `continue`
+                    group.alerts.append(alert)
     return list(groups.values())
 
 
 def _decide(store: Store, group: _Group, queued: Sequence[OutboxEntry], now: float,
-            charts: Mapping[str, Chart]) -> Message | object | None:
+            charts: Mapping[str, Chart], *, quiet: Collection[str] = ()
+            ) -> Message | object | None:
     """The message to queue for ``group``; None if there is no news, ``_WAIT`` if the
     news must wait (already queued, or group_wait)."""
     route = group.route
@@ -146,7 +154,8 @@ def _decide(store: Store, group: _Group, queued: Sequence[OutboxEntry], now: flo
         resolved=frozenset(a.fingerprint for a in group.alerts
                            if a.status == AlertStatus.RESOLVED),
         flashed={a.fingerprint: a.fired_at for a in group.alerts
-                 if a.status == AlertStatus.RESOLVED and a.fired_at is not None})
+                 if a.status == AlertStatus.RESOLVED and a.fired_at is not None
+                 and a.fingerprint not in quiet})
     last = store.last_notification(group.key, group.receiver)
     reason = needs_notify(last, state, now, route.repeat_interval, route.send_resolved)
     where = f"group {group.key} → {group.receiver}"

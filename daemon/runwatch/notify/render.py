@@ -46,7 +46,9 @@ NAME_LIMIT = 120  # one untrusted name (run, rule, metric) where space is short
 SUMMARY_LIMIT = 1000
 SUBJECT_LIMIT = 200
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Control characters, line separators and bidi overrides/isolates (a run name must not
+# reverse the text around it).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 # A marker between two letters or digits (grad_norm) can neither open nor close formatting;
 # only those at a word's edge are fenced, so ordinary names stay copyable.
 _FORMATTING = re.compile(r"(?<![^\W_])([*_~`])|([*_~`])(?![^\W_])")
@@ -241,7 +243,9 @@ def _plain(text: str, limit: int = SECTION_LIMIT) -> dict[str, Any]:
 
 
 def _md(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text}
+    # verbatim: Slack must not turn bare URLs, channel names or @mentions in untrusted text
+    # into links or pings; what should be a link is written as one.
+    return {"type": "mrkdwn", "text": text, "verbatim": True}
 
 
 def slack_alert_blocks(alert: AlertState, now: float) -> list[dict[str, Any]]:

@@ -235,6 +235,10 @@ class Muted:
     fingerprint: str
     by: str
 
+    @property
+    def inhibited(self) -> bool:
+        return self.by.startswith("inhibit ")
+
 
 def mute(
     alerts: Sequence[AlertState],

@@ -71,10 +71,15 @@ TEMPORARY_ERRORS = frozenset({
     "request_timeout", "team_added_to_org",
 })
 # chat.postMessage failures when a thread's parent is gone: post at the top level instead.
-GONE_THREAD_ERRORS = frozenset({"thread_not_found", "message_not_found"})
+# A threaded post that fails with one of these goes to the top of the receiver's channel
+# instead: the thread's first message is gone, or its channel is (renamed in the config,
+# archived, or left by the bot).
+GONE_THREAD_ERRORS = frozenset({"thread_not_found", "message_not_found", "not_in_channel",
+                                "channel_not_found", "is_archived", "channel_is_archived"})
 # chat.update failures that leave the resolve reply still worth posting.
 STALE_MESSAGE_ERRORS = frozenset({"message_not_found", "cant_update_message",
-                                  "edit_window_closed"})
+                                  "edit_window_closed", "not_in_channel", "channel_not_found",
+                                  "is_archived", "channel_is_archived"})
 
 
 class _BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
@@ -197,6 +202,8 @@ class SlackNotifier:
     # --- steps ----------------------------------------------------------------------
 
     def _thread(self, message: Message) -> tuple[str, str] | None:
+        if len({a.run.path for a in render.ordered(message)}) > 1:
+            return None  # news about several runs belongs in the channel, not one run's thread
         for alert in render.ordered(message):
             ref = message.refs.get(f"thread:{alert.run.path}")
             if ref and parse_ref(ref):
@@ -268,7 +275,11 @@ class SlackNotifier:
             if chart is None or drawn >= MAX_CHARTS:
                 continue
             title = f"{alert.rule} · {alert.run.display_name} · {chart.metric}"
-            png = chart_png(chart, title=render.truncate(render.one_line(title), 100))
+            try:  # the message is out: a chart that cannot be drawn is a note, not a failure
+                png = chart_png(chart, title=render.truncate(render.one_line(title), 100))
+            except Exception as exc:
+                notes.append(f"chart not drawn ({type(exc).__name__})")
+                continue
             if png is None:
                 continue
             drawn += 1
