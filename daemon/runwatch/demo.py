@@ -36,7 +36,7 @@ from rich.text import Text
 
 from runwatch import demo_runs
 from runwatch.config import Config
-from runwatch.model import AlertStatus
+from runwatch.model import AlertStatus, RunState
 from runwatch.notify.console import ConsoleNotifier, printable
 from runwatch.notify.pipeline import notify_after_tick
 from runwatch.store.base import Store, open_store
@@ -315,12 +315,21 @@ _VERB: Mapping[str, str] = {"firing": "fired", "pending": "pending", "resolved":
 def quiet_note(store: Store, told: set[str], repeat_interval: float) -> str:
     """What the receiver was not told this tick, and why: still firing, already told.
     Empty when every firing alert was in this tick's messages."""
-    quiet = sorted(f"{a.rule} ({a.run.display_name})"
-                   for a in store.alerts(status=AlertStatus.FIRING) if a.fingerprint not in told)
-    if not quiet:
+    firing = [a for a in store.alerts(status=AlertStatus.FIRING) if a.fingerprint not in told]
+    live = sorted(f"{a.rule} ({a.run.display_name})" for a in firing
+                  if a.run_state == RunState.RUNNING)
+    ended = sorted(f"{a.rule} ({a.run.display_name})" for a in firing
+                   if a.run_state != RunState.RUNNING)
+    if not firing:
         return "" if told else "nothing to tell."
-    return (f"still firing, already told, not repeated before {repeat_interval / 3600:g}h: "
-            + printable(", ".join(quiet)))
+    notes = []
+    if live:
+        notes.append(f"still firing, already told, not repeated before"
+                     f" {repeat_interval / 3600:g}h: " + printable(", ".join(live)))
+    if ended:
+        notes.append("told once, never repeated (the run has ended): "
+                     + printable(", ".join(ended)))
+    return "\n".join(notes)
 
 
 def what_next(kept: Path | None) -> Panel:

@@ -51,7 +51,7 @@ def test_demo_writes_runs_and_prints_each_alert_as_slack_would_get_it(tmp_path, 
     for resolved in ("grad-norm-exploding: exploding-grads", "grad-norm-spiky: exploding-grads",
                      "loss-nonfinite: nan-loss"):
         assert f"✅ RESOLVED {resolved}" in second
-    assert "not repeated before 4h: run-crashed (crashed)" in second
+    assert "told once, never repeated (the run has ended): run-crashed (crashed)" in second
     assert "CRITICAL run-crashed" not in second  # told once
 
     # +40 min: the stall is critical; nothing that was told is told again.
@@ -59,7 +59,8 @@ def test_demo_writes_runs_and_prints_each_alert_as_slack_would_get_it(tmp_path, 
     assert "🔴 CRITICAL run-stalled: stalled" in third
     assert re.search(r"no heartbeat for 4[0-4]m", third)
     assert "the training process is gone" in third
-    assert "not repeated before 4h: run-crashed (crashed), run-slow (stalled)" in third
+    assert "not repeated before 4h: run-slow (stalled)" in third
+    assert "told once, never repeated (the run has ended): run-crashed (crashed)" in third
     assert third.count("╭─") == 2  # the run-stalled message and the "what next" block
 
     # What a user does next.

@@ -19,10 +19,11 @@ def told(firing=(), resolved=(), *, at=T0) -> NotificationRecord:
                               expires_at=record_expiry(at, REPEAT))
 
 
-def now_(firing=(), resolved=(), fired_at=T0 - 60, flashed=()) -> GroupState:
-    """``flashed``: resolved alerts that fired (at T0 + 30) — pass them in ``resolved`` too."""
+def now_(firing=(), resolved=(), fired_at=T0 - 60, flashed=(), live=True) -> GroupState:
+    """``flashed``: resolved alerts that fired (at T0 + 30) — pass them in ``resolved`` too.
+    ``live``: whether a firing alert's run is still running."""
     return GroupState(firing={fp: fired_at for fp in firing}, resolved=frozenset(resolved),
-                      flashed={fp: T0 + 30 for fp in flashed})
+                      flashed={fp: T0 + 30 for fp in flashed}, live=live)
 
 
 CASES = [
@@ -42,6 +43,10 @@ CASES = [
     ("same alert still firing", told({"a"}), now_({"a"}), HOUR, True, Reason.NONE),
     ("a new alert joins", told({"a"}), now_({"a", "b"}), 60, True, Reason.CHANGED),
     ("repeat interval elapsed", told({"a"}), now_({"a"}), REPEAT, True, Reason.REPEAT),
+    ("... but the run has ended: a crash is told once", told({"a"}), now_({"a"}, live=False),
+     REPEAT, True, Reason.NONE),
+    ("... though a new alert on it is news", told({"a"}), now_({"a", "b"}, live=False),
+     REPEAT, True, Reason.CHANGED),
     ("just before the repeat interval", told({"a"}), now_({"a"}), REPEAT - 1, True,
      Reason.NONE),
     ("one of two told resolved", told({"a", "b"}), now_({"a"}, {"b"}), 60, True,

@@ -129,6 +129,7 @@ def full_alert() -> AlertState:
             "note": 'with "quotes" and \n newline',
             "$float": "not a tag when not alone",
         },
+        run_state="crashed",
     )
 
 

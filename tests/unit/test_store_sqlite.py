@@ -140,10 +140,10 @@ def test_older_database_is_migrated_keeping_its_data(
     conn = raw(db)
     for statement in MIGRATIONS[0]:
         conn.execute(statement)
-    columns = ", ".join(codec.ALERT_COLUMNS)
-    marks = ", ".join("?" * len(codec.ALERT_COLUMNS))
-    row = codec.alert_to_row(alert(), T0)
-    conn.execute(f"INSERT INTO alerts ({columns}) VALUES ({marks})", row)
+    v1 = [c for c in codec.ALERT_COLUMNS if c != "run_state"]  # added by schema 4
+    row = dict(zip(codec.ALERT_COLUMNS, codec.alert_to_row(alert(), T0), strict=True))
+    conn.execute(f"INSERT INTO alerts ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
+                 [row[c] for c in v1])
     conn.execute("INSERT INTO cursors VALUES ('wandb', 'r1', '{\"o\": 1}', ?)", (T0,))
     conn.execute("PRAGMA user_version = 1")
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")

@@ -119,6 +119,7 @@ def test_an_ended_run_resolves_what_fired_while_it_ran(store):
     report = tick([src], store, T0 + 60)
     assert [(t.alert.rule, t.previous, t.status) for t in report.transitions] == [
         ("grad-high", AlertStatus.FIRING, AlertStatus.RESOLVED)]
+    assert report.transitions[0].alert.run_state == "finished"  # what repeats look at
 
 
 def test_a_rule_reading_a_key_no_matched_run_logs_is_a_warning(store):

@@ -31,6 +31,9 @@ class GroupState:
     resolved: frozenset[str] = frozenset()
     # Resolved alerts that did fire, by when they (last) started firing.
     flashed: Mapping[str, float] = field(default_factory=dict)
+    # Whether a firing alert's run is still live: a crash reported once is not repeated
+    # every repeat interval for a run that will never change again.
+    live: bool = True
 
     def unannounced(self, last: NotificationRecord | None, now: float,
                     repeat_interval: float) -> frozenset[str]:
@@ -70,7 +73,8 @@ def needs_notify(
       that started firing again after it was sent, or one fired and resolved unannounced;
     * ``RESOLVED``: alerts the receiver was told were firing have resolved, and
       ``send_resolved``;
-    * ``REPEAT``: alerts still fire and ``repeat_interval`` has passed since ``sent_at``.
+    * ``REPEAT``: alerts still fire, on a run still live, and ``repeat_interval`` has
+      passed since ``sent_at``.
 
     Resolved alerts the receiver was never told were firing are never news.
     """
@@ -84,6 +88,6 @@ def needs_notify(
         return Reason.CHANGED
     if send_resolved and group.announced_resolved(last):
         return Reason.RESOLVED
-    if group.firing and now - last.sent_at >= repeat_interval:
+    if group.firing and group.live and now - last.sent_at >= repeat_interval:
         return Reason.REPEAT
     return Reason.NONE

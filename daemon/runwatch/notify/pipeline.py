@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from runwatch.model import AlertState, AlertStatus
+from runwatch.model import AlertState, AlertStatus, RunState
 from runwatch.notify.base import Chart, Message, Notifier, Reason
 from runwatch.notify.dedup import GroupState, needs_notify, record_expiry
 from runwatch.notify.outbox import DrainReport, drain, new_entry
@@ -141,6 +141,13 @@ def _groups(alerts: Sequence[AlertState], labels: Mapping[str, Mapping[str, str]
     return list(groups.values())
 
 
+def _ended(alert: AlertState) -> bool:
+    try:
+        return RunState(alert.run_state).ended
+    except ValueError:
+        return False  # unknown (stored before runwatch kept it): treated as live
+
+
 def _decide(store: Store, group: _Group, queued: Sequence[OutboxEntry], now: float,
             charts: Mapping[str, Chart], *, quiet: Collection[str] = ()
             ) -> Message | object | None:
@@ -155,7 +162,8 @@ def _decide(store: Store, group: _Group, queued: Sequence[OutboxEntry], now: flo
                            if a.status == AlertStatus.RESOLVED),
         flashed={a.fingerprint: a.fired_at for a in group.alerts
                  if a.status == AlertStatus.RESOLVED and a.fired_at is not None
-                 and a.fingerprint not in quiet})
+                 and a.fingerprint not in quiet},
+        live=any(not _ended(a) for a in group.alerts if a.status == AlertStatus.FIRING))
     last = store.last_notification(group.key, group.receiver)
     reason = needs_notify(last, state, now, route.repeat_interval, route.send_resolved)
     where = f"group {group.key} → {group.receiver}"

@@ -98,6 +98,7 @@ ALERT_COLUMNS = (
     "summary",
     "labels",
     "memory",
+    "run_state",
     "updated_at",
 )
 
@@ -152,6 +153,7 @@ def alert_to_row(alert: AlertState, updated_at: float) -> tuple[Any, ...]:
             str(alert.summary),
             encode_json(labels),
             encode_json(alert.memory),
+            str(alert.run_state),
             float(updated_at),
         )
     except (TypeError, ValueError) as exc:
@@ -187,6 +189,7 @@ def alert_from_row(row: Sequence[Any]) -> AlertState:
         summary,
         labels,
         memory,
+        run_state,
         _updated_at,
     ) = row
     try:
@@ -215,6 +218,7 @@ def alert_from_row(row: Sequence[Any]) -> AlertState:
             summary=summary,
             labels=decode_json(labels),
             memory=decode_json(memory),
+            run_state=run_state or "",
         )
     except (TypeError, ValueError) as exc:
         raise CodecError(f"stored alert {fingerprint} unreadable: {exc}") from None
@@ -233,7 +237,9 @@ def alert_to_data(alert: AlertState, *, memory: bool = True) -> dict[str, Any]:
 def alert_from_data(data: Mapping[str, Any]) -> AlertState:
     """The inverse of ``alert_to_data``; CodecError if ``data`` is not one."""
     try:
-        row = [data[name] for name in ALERT_COLUMNS[:-1]]
+        # run_state arrived in schema 4: payloads queued before it have none.
+        row = [data.get(name, "") if name == "run_state" else data[name]
+               for name in ALERT_COLUMNS[:-1]]
     except (KeyError, TypeError) as exc:
         raise CodecError(f"stored alert unreadable: missing {exc}") from None
     index = ALERT_COLUMNS.index
