@@ -159,3 +159,28 @@ def test_failures_say_whether_retrying_helps(exc, kind, temporary):
     assert isinstance(got, WandbError)
     assert (got.kind, got.temporary) == (kind, temporary)
     assert "\n" not in str(got)
+
+
+def test_without_any_key_the_client_says_so_instead_of_prompting(tmp_path, monkeypatch):
+    from runwatch.sources.wandb_client import WandbClient
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # none there
+    client = WandbClient(base_url="http://127.0.0.1:9", api_key=None)
+    with pytest.raises(WandbError) as caught:
+        client.execute("query { viewer { id } }")
+    assert caught.value.kind == "auth"
+    assert str(caught.value).startswith("no W&B API key for http://127.0.0.1:9")
+
+
+def test_a_key_from_netrc_is_found_as_wandb_login_writes_it(tmp_path, monkeypatch):
+    from runwatch.sources.wandb_client import _stored_key
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password k123\n")
+    (tmp_path / "netrc").chmod(0o600)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert _stored_key("https://api.wandb.ai") == "k123"
+    assert _stored_key("https://wandb.corp.example") is None
+    monkeypatch.setenv("WANDB_API_KEY", "from-env")
+    assert _stored_key("https://api.wandb.ai") == "from-env"

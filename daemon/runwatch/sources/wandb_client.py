@@ -17,10 +17,13 @@ at most ``timeout`` for the sidecar (the caller passes what is left of its tick 
 from __future__ import annotations
 
 import json
+import netrc
+import os
 import re
 import threading
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 # Retry settings handed to wandb-core for this client's requests.
 RETRY_MAX = 2
@@ -79,6 +82,19 @@ def classify(exc: BaseException) -> WandbError:
                       status=status)
 
 
+def _stored_key(base_url: str) -> str | None:
+    """The key wandb itself would find without asking: WANDB_API_KEY, else ~/.netrc (or
+    $NETRC) for the API host — what `wandb login` writes."""
+    if os.environ.get("WANDB_API_KEY"):
+        return os.environ["WANDB_API_KEY"]
+    try:
+        found = netrc.netrc(os.environ.get("NETRC")).authenticators(
+            urlsplit(base_url).hostname or "")
+    except (OSError, netrc.NetrcParseError):
+        return None
+    return found[2] if found and found[2] else None
+
+
 _STATUS = re.compile(r"\bHTTP (\d{3})\b")
 
 
@@ -120,9 +136,13 @@ class WandbClient:
                 x_graphql_timeout_seconds=self._timeout,
                 silent=True,
             ))
+            key = self._api_key or _stored_key(self.base_url)
+            if not key:  # wandb.Api would prompt for one on a terminal: a daemon must not
+                raise WandbError(f"no W&B API key for {self.base_url}: set api_key (or"
+                                 " api_key_file) in the source, WANDB_API_KEY, or run"
+                                 " `wandb login`", kind="auth")
             try:
-                api = wandb.Api(api_key=self._api_key or None,
-                                overrides={"base_url": self.base_url},
+                api = wandb.Api(api_key=key, overrides={"base_url": self.base_url},
                                 timeout=int(max(1, self._timeout)))
             except Exception as exc:
                 raise classify(exc) from None
