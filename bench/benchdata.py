@@ -20,12 +20,12 @@ sys.path[:0] = [str(REPO / "daemon"), str(REPO / "tests")]
 from wandb.proto import wandb_internal_pb2 as pb  # noqa: E402
 
 from fixtures import logwriter, runmaker  # noqa: E402
+from runwatch.keys import DEFAULT_ALIASES  # noqa: E402
 
 CACHE = REPO / ".fixture-cache" / "bench"
 
-LOSS = ("train/loss", "loss", "train_loss", "training_loss")
-GRAD = ("train/grad_norm", "grad_norm", "gradient_norm")
-DEFAULT_WANTED = frozenset(LOSS + GRAD)  # the metrics of the default rules
+# The metrics of the default rules: every key the loss and grad norm aliases stand for.
+DEFAULT_WANTED = frozenset(DEFAULT_ALIASES["loss"] + DEFAULT_ALIASES["grad_norm"])
 
 
 def _prune(prefix: str, keep: Path) -> None:

@@ -42,3 +42,38 @@ def snapshot(history: Mapping[str, Series] | None = None, *, state: RunState = R
         last_step=last_step, tags=tuple(tags), group=group, config=dict(config or {}),
         keys=frozenset(keys if keys is not None else history), history=history,
     )
+
+
+# --- notify: alerts and messages as the notifiers get them --------------------------------
+# (imported here so this section stays self-contained below the builders above)
+
+from runwatch.model import AlertState, AlertStatus, Severity, fingerprint  # noqa: E402
+from runwatch.notify.base import Chart, Message, Reason  # noqa: E402
+
+
+def notify_alert(rule: str = "grad-norm-exploding", *, run_id: str = "abc123",
+                 name: str = "llama-7b", status: str = "firing", severity: str = "critical",
+                 summary: str = "grad norm 12.3 > 10", metric: str | None = "grad_norm",
+                 location: str | None = None, labels: Mapping[str, str] | None = None,
+                 fired_at: float = T0 - 3600) -> AlertState:
+    """A firing (or resolved, at T0) alert of a W&B run; its page is the run's location
+    unless ``location`` says otherwise."""
+    run = RunRef(source="wandb", id=run_id, name=name, project="pretrain", entity="team",
+                 location=(location if location is not None
+                           else f"https://wandb.ai/team/pretrain/runs/{run_id}"))
+    return AlertState(
+        fingerprint=fingerprint(rule, run), rule=rule, run=run, severity=Severity(severity),
+        status=AlertStatus(status), fired_at=fired_at,
+        resolved_at=T0 if status == "resolved" else None, metric=metric, value=12.3,
+        step=1200, summary=summary, labels=dict(labels or {}),
+    )
+
+
+def notify_message(firing: Sequence[AlertState] = (), resolved: Sequence[AlertState] = (), *,
+                   receiver: str, group_key: str = "g", id: str = "out-1",
+                   reason: Reason = Reason.FIRST, refs: Mapping[str, str] | None = None,
+                   charts: Mapping[str, Chart] | None = None, **fields: Any) -> Message:
+    """A message decided at T0."""
+    return Message(id=id, receiver=receiver, group_key=group_key, firing=tuple(firing),
+                   resolved=tuple(resolved), created_at=T0, reason=reason,
+                   refs=dict(refs or {}), charts=dict(charts or {}), **fields)

@@ -12,7 +12,6 @@ import math
 import os
 import sys
 import time
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from runwatch import __version__
 from runwatch.config import Config, ConfigError, RuleSet, default_config, load_all
 from runwatch.duration import format_duration
 from runwatch.model import AlertStatus, Transition
+from runwatch.notify.render import printable  # what every terminal output goes through
 from runwatch.service import build_runtime, run_cycle
 from runwatch.store.base import StoreError, open_store, redact_url
 from runwatch.tick import TickReport
@@ -191,13 +191,11 @@ def cmd_alerts(args: argparse.Namespace) -> int:
                           "undelivered": [outbox_json(e) for e in outbox]},
                          indent=2, allow_nan=False))
         return EXIT_OK
-    from rich.table import Table
     from rich.text import Text
 
     now = time.time()
-    table = Table(title=f"{len(alerts)} alerts ({', '.join(states)})", title_justify="left")
-    for column in ("status", "severity", "rule", "run", "since", "value", "summary"):
-        table.add_column(column)
+    table = _titled_table(f"{len(alerts)} alerts ({', '.join(states)})",
+                          "status", "severity", "rule", "run", "since", "value", "summary")
     for a in alerts:
         since = a.fired_at if a.status == AlertStatus.FIRING else a.active_since
         table.add_row(str(a.status), str(a.severity), Text(printable(a.rule)),
@@ -246,13 +244,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"sources": {n: saved.get(n) for n in names}, "outbox": depth,
                           "firing": firing}, indent=2, allow_nan=False))
         return EXIT_OK
-    from rich.table import Table
     from rich.text import Text
 
     now = time.time()
-    table = Table(title="what the daemon last did", title_justify="left")
-    for column in ("source", "last tick", "took", "runs", "result", "errors"):
-        table.add_column(column)
+    table = _titled_table("what the daemon last did",
+                          "source", "last tick", "took", "runs", "result", "errors")
     for name in names:
         st = saved.get(name)
         if st is None:
@@ -308,7 +304,6 @@ def print_notifications(summary: dict[str, Any]) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     config, rule_set = _load(args)
-    sources = build_sources(config)  # refuses what this version cannot read, as `check` would
     from runwatch.notify.routing import rule_name_problems
 
     for line in rule_name_problems(config.routes, config.inhibit,
@@ -316,7 +311,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"warning: {config.path or 'config'}: {line}", file=sys.stderr)
     problems = [f"{config.path or 'config'}: {line}" for line in _receiver_problems(config)]
     if args.online:
-        problems += [line for source in sources
+        problems += [line for source in build_sources(config)
                      for line in getattr(source, "check_online", list)()]
     for line in problems:
         print(line, file=sys.stderr)
@@ -535,10 +530,10 @@ def report_json(report: TickReport) -> dict[str, Any]:
     }
 
 
-def printable(text: str) -> str:
-    """``text`` without control or format characters (ESC sequences, RTL overrides,
-    newlines), each shown as U+FFFD, so an untrusted name cannot rewrite the terminal."""
-    return "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
+def _titled_table(title: str, *columns: str) -> Any:
+    from rich.table import Table
+
+    return Table(*columns, title=title, title_justify="left")
 
 
 def _console(*, stderr: bool = False) -> Any:

@@ -23,8 +23,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
-from datetime import UTC
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from runwatch import logs, sdnotify
 from runwatch.config import Config, ConfigError, load_all, rule_files
 from runwatch.engine import retire
 from runwatch.logs import config_secrets
-from runwatch.metrics import HttpServer, Metrics, health_app
+from runwatch.metrics import HttpServer, Metrics, StoreGauges, health_app
 from runwatch.model import AlertStatus, Severity
 from runwatch.schedule import cron_trigger
 from runwatch.service import CycleReport, Runtime, build_runtime, run_cycle
@@ -68,6 +69,7 @@ class Daemon:
         self.metrics.reload_ok.set(1)
         logs.redactor.update(config_secrets(config))
         self.store: Store = open_store(config.store)
+        self.metrics.read_at_scrape(self._store_gauges)
         self.runtime: Runtime = build_runtime(config, rule_set)
         for line in self.runtime.problems:
             log.error("receiver cannot be set up", detail=line)
@@ -75,7 +77,7 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._flushing = False  # the final flush at a stop
-        self._status: dict[str, dict[str, Any]] = {}
+        self._last_ok: dict[str, float] = {}  # per source: when its last good tick began
         self._api_seen: dict[str, tuple[int, int, int]] = {}
         self._awaiting_first_tick = {s.name for s in config.sources}
         self._watched = self._file_signature()
@@ -97,7 +99,7 @@ class Daemon:
         source = runtime.source(name)
         if source is None:  # removed by a reload while this job was queued
             return None
-        interval = float(getattr(_spec(runtime.config, name), "interval", 60.0))
+        interval = float(getattr(runtime.spec(name), "interval", 60.0))
         started, clock_started = time.monotonic(), self.clock()
         with structlog.contextvars.bound_contextvars(source=name):
             if name in self._awaiting_first_tick and hasattr(source, "check_online"):
@@ -137,10 +139,7 @@ class Daemon:
             log.info("alert " + str(t.status), rule=t.alert.rule, run=t.alert.run.path,
                      severity=str(t.alert.severity), summary=t.alert.summary)
         notes = cycle.notifications or {}
-        for receiver, counts in (notes.get("receivers") or {}).items():
-            for outcome in ("sent", "failed", "retrying"):
-                if counts.get(outcome):
-                    m.notifications.labels(receiver, outcome).inc(counts[outcome])
+        self._count_notifications(notes)
         for line in notes.get("errors") or ():
             log.warning("notification problem", detail=line)  # the outbox logs each failure
         if duration > interval:
@@ -151,7 +150,6 @@ class Daemon:
         self._save_status(name, started_at=started_at, ok=ok, runs=report.runs_checked,
                           errors=list(report.errors), duration=duration,
                           transitions=len(report.transitions))
-        self._refresh_gauges()
         sdnotify.watchdog()
         if self._awaiting_first_tick:
             self._awaiting_first_tick.discard(name)
@@ -172,35 +170,40 @@ class Daemon:
         self.metrics.api_bytes.labels(name, "sent").inc(now[1] - before[1])
         self.metrics.api_bytes.labels(name, "received").inc(now[2] - before[2])
 
+    def _count_notifications(self, summary: Mapping[str, Any]) -> None:
+        """The pipeline's per-receiver counts (after a tick or an outbox drain) as metrics."""
+        for receiver, counts in (summary.get("receivers") or {}).items():
+            for outcome in ("sent", "failed", "retrying"):
+                if counts.get(outcome):
+                    self.metrics.notifications.labels(receiver, outcome).inc(counts[outcome])
+
     def _save_status(self, name: str, *, started_at: float, ok: bool, runs: int,
                      errors: list[str], duration: float, transitions: int = 0) -> None:
+        if ok:
+            self._last_ok[name] = started_at
         status = {"last_tick": started_at, "duration": round(duration, 3), "ok": ok,
                   "runs": runs, "transitions": transitions, "errors": errors[:20],
                   "error_count": len(errors), "pid": os.getpid()}
-        if ok:
-            status["last_ok"] = started_at
-        elif name in self._status and "last_ok" in self._status[name]:
-            status["last_ok"] = self._status[name]["last_ok"]
-        self._status[name] = status
+        if name in self._last_ok:
+            status["last_ok"] = self._last_ok[name]
         try:
             self.store.save_status(name, status, started_at)
         except StoreError as exc:
             log.error("cannot save source status", error=str(exc))
 
-    def _refresh_gauges(self) -> None:
+    def _store_gauges(self) -> StoreGauges | None:
+        """What ``/metrics`` shows of the store, read when it is scraped (on the HTTP
+        thread) rather than after every tick: every (state, severity), 0 or n."""
         try:
             alerts = self.store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING))
             depth = len(self.store.outbox())
         except StoreError as exc:
             log.error("cannot read the store for metrics", error=str(exc))
-            return
-        counts = {(str(status), str(severity)): 0
-                  for status in (AlertStatus.FIRING, AlertStatus.PENDING) for severity in Severity}
-        for alert in alerts:
-            counts[(str(alert.status), str(alert.severity))] += 1
-        for (state, severity), n in counts.items():  # set, never cleared: a scrape sees 0 or n
-            self.metrics.alerts.labels(state, severity).set(n)
-        self.metrics.outbox.set(depth)
+            return None
+        found = Counter((str(a.status), str(a.severity)) for a in alerts)
+        every = [(str(status), str(severity))
+                 for status in (AlertStatus.FIRING, AlertStatus.PENDING) for severity in Severity]
+        return {key: found[key] for key in every}, depth
 
     def flush_outbox(self) -> None:
         """Send what is due in the outbox (retries between ticks)."""
@@ -218,14 +221,10 @@ class Daemon:
             log.error("cannot drain the outbox: the store is unavailable", error=str(exc))
             return
         result = report.as_json()
-        for receiver, counts in (result.get("receivers") or {}).items():
-            for outcome in ("sent", "failed", "retrying"):
-                if counts.get(outcome):
-                    self.metrics.notifications.labels(receiver, outcome).inc(counts[outcome])
+        self._count_notifications(result)
         if result.get("sent") or result.get("failed"):
             log.info("outbox drained", sent=result.get("sent"), failed=result.get("failed"),
                      retrying=result.get("retrying"))
-        self._refresh_gauges()
 
     def release_dead_claims(self) -> int:
         """Outbox entries claimed by a process of this host that is gone (a crash, a
@@ -280,7 +279,7 @@ class Daemon:
         with self._lock:
             config = self.runtime.config
         for spec in config.sources:
-            last = self._status.get(spec.name, {}).get("last_ok")
+            last = self._last_ok.get(spec.name)
             if last is None or now - last > READY_WITHIN * spec.interval:
                 late.append(spec.name)
         if late:
@@ -489,13 +488,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _spec(config: Config, name: str) -> Any:
-    return next((s for s in config.sources if s.name == name), None)
-
-
-def _utcnow() -> Any:
-    from datetime import datetime
-
+def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 

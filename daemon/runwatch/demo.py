@@ -3,9 +3,10 @@
 Five runs (``demo_runs.py``: healthy, exploding gradients, NaN loss, crashed, stalled) are
 written in parallel subprocesses in offline mode — no account, no network — into a fresh
 directory. Then the demo ticks three times with explicit clocks (nothing waits for real
-time): right away, 15 and 40 minutes later. Each tick is ``run_tick`` followed by
-``notify_after_tick``, the very path of ``runwatch check`` and the daemon, over a memory
-store (the user's state directory is never touched). The config is the one a user writes —
+time): right away, 15 and 40 minutes later. Each tick is ``service.tick`` followed by
+``service.deliver`` — ``run_cycle``'s two halves, the very path of ``runwatch check`` and
+the daemon, with the tick's header printed between them — over a SQLite store in scratch
+space (the user's state directory is never touched). The config is the one a user writes —
 the default rules, one Slack receiver — except that the pipeline is handed a
 :class:`~runwatch.notify.console.ConsoleNotifier` under that receiver's name, so every
 message is printed as a panel instead of posted.
@@ -26,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -34,14 +35,13 @@ from rich.console import Console, Group
 from rich.panel import Panel
 from rich.text import Text
 
-from runwatch import demo_runs
+from runwatch import demo_runs, service
 from runwatch.config import Config
 from runwatch.model import AlertStatus, RunState
-from runwatch.notify.console import ConsoleNotifier, printable
-from runwatch.notify.pipeline import notify_after_tick
+from runwatch.notify.console import ConsoleNotifier
+from runwatch.notify.render import printable
 from runwatch.store.base import Store, open_store
-from runwatch.tick import TickReport, run_tick
-from runwatch.wiring import build_sources
+from runwatch.tick import TickReport
 
 RECEIVER = "team-slack"
 CHANNEL = "#training-alerts"
@@ -261,10 +261,10 @@ def _write(console: Console, runs: SampleRuns) -> None:
 
 def _watch(console: Console, runs: SampleRuns, directory: Path, state_dir: Path) -> None:
     config = demo_config(directory, state_dir)
-    rule_set = config.rule_set()
-    sources = build_sources(config)
-    store = open_store(config.store)
     notifier = ConsoleNotifier(RECEIVER, console=console, destination=f"{CHANNEL} (Slack)")
+    runtime = replace(service.build_runtime(config, config.rule_set(), notify=False),
+                      notifiers={RECEIVER: notifier})
+    store = open_store(config.store)
     start = time.time()
     try:
         for tick in TICKS:
@@ -274,17 +274,15 @@ def _watch(console: Console, runs: SampleRuns, directory: Path, state_dir: Path)
                 console.print()
                 console.print(Text(tick.before, style="italic"))
             now = start + tick.offset
-            report = run_tick(sources=sources, rules=rule_set.rules, aliases=rule_set.aliases,
-                              store=store, now=now)
+            report = service.tick(runtime, store, now)
             console.print()
             console.rule(Text(tick_header(report, now, tick.offset), style="bold"),
                          align="left")
             for line in (*report.errors, *report.warnings):
                 console.print(Text(f"warning: {printable(line)}", style="yellow"))
             printed = len(notifier.sent)
-            notified = notify_after_tick(store, config, {RECEIVER: notifier}, now,
-                                         charts=report.charts)
-            for line in notified.errors:
+            notified = service.deliver(runtime, store, now, charts=report.charts)
+            for line in notified["errors"]:
                 console.print(Text(f"warning: {printable(line)}", style="yellow"))
             told = {a.fingerprint for m in notifier.sent[printed:]
                     for a in (*m.firing, *m.resolved)}
@@ -293,7 +291,7 @@ def _watch(console: Console, runs: SampleRuns, directory: Path, state_dir: Path)
                 console.print(Text(note, style="dim"))
     finally:
         store.close()
-        notifier.close()
+        runtime.close()
 
 
 def tick_header(report: TickReport, now: float, offset: float) -> str:

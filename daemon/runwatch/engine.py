@@ -132,7 +132,7 @@ def step_alert(
     holding = before.status in _HOLDING
     common = {
         "run": snapshot.ref, "severity": rule.severity, "labels": dict(rule.labels),
-        "memory": memory, "last_seen": now, "run_state": str(snapshot.state),
+        "memory": memory, "last_seen": now, "run_state": snapshot.state,
     }
     step = verdict.step if verdict.step is not None else snapshot.last_step
     if verdict.active is not None:

@@ -15,8 +15,9 @@ def one_or_many(value: Any) -> Any:
     return (value,) if isinstance(value, str) else value
 
 
-def _text(value: Any) -> Any:
-    """A scalar as the text it was written as (``match: {step: 5}`` means "5")."""
+def scalar_text(value: Any) -> Any:
+    """A scalar as the text it was written as (``match: {step: 5}`` means "5"); anything
+    else as it is."""
     if isinstance(value, bool):
         return str(value).lower()
     return str(value) if isinstance(value, int | float) else value
@@ -34,4 +35,4 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 Interval = Annotated[float, BeforeValidator(_positive_duration)]
 """A duration that must be more than zero."""
 Names = Annotated[tuple[str, ...], BeforeValidator(one_or_many)]
-Labels = Mapping[str, Annotated[str, BeforeValidator(_text)]]
+Labels = Mapping[str, Annotated[str, BeforeValidator(scalar_text)]]

@@ -8,12 +8,17 @@ server in a thread; prometheus_client renders the metrics.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# What the store holds, for /metrics: alerts by (state, severity), and the outbox's depth.
+StoreGauges = tuple[Mapping[tuple[str, str], int], int]
 
 
 class Metrics:
@@ -27,8 +32,6 @@ class Metrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r)
         self.runs = Gauge("runwatch_runs_watched", "Runs evaluated in the last tick",
                           ["source"], registry=r)
-        self.alerts = Gauge("runwatch_alerts", "Alerts in the store by state and severity",
-                            ["state", "severity"], registry=r)
         self.source_errors = Counter("runwatch_source_errors", "Errors reported by sources",
                                      ["source"], registry=r)
         self.last_tick = Gauge("runwatch_last_tick_timestamp_seconds",
@@ -37,8 +40,6 @@ class Metrics:
         self.notifications = Counter("runwatch_notifications",
                                      "Notifications by receiver and outcome (sent, failed,"
                                      " retrying)", ["receiver", "outcome"], registry=r)
-        self.outbox = Gauge("runwatch_outbox_depth", "Notifications waiting in the outbox",
-                            registry=r)
         self.api_requests = Counter("runwatch_api_requests", "Requests to a source's API",
                                     ["source"], registry=r)
         self.api_bytes = Counter("runwatch_api_bytes", "Bytes sent and received from a"
@@ -47,6 +48,38 @@ class Metrics:
                                ["outcome"], registry=r)
         self.reload_ok = Gauge("runwatch_config_last_reload_successful",
                                "1 when the last reload succeeded", registry=r)
+
+    def read_at_scrape(self, read: Callable[[], StoreGauges | None]) -> None:
+        """``runwatch_alerts`` and ``runwatch_outbox_depth`` from ``read()`` at each scrape:
+        they live in the store, and reading it after every tick would put that I/O on the
+        tick's path. ``read()`` returns None when the store does not answer."""
+        self.registry.register(_StoreCollector(read))
+
+
+class _StoreCollector(Collector):
+    def __init__(self, read: Callable[[], StoreGauges | None]) -> None:
+        self._read = read
+        self._last: StoreGauges = ({}, 0)
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return self._families(({}, 0))  # without it, registering would read the store
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        read = self._read()
+        if read is not None:  # a store that does not answer: its last figures stay
+            self._last = read
+        return self._families(self._last)
+
+    @staticmethod
+    def _families(gauges: StoreGauges) -> list[GaugeMetricFamily]:
+        counts, depth = gauges
+        alerts = GaugeMetricFamily("runwatch_alerts", "Alerts in the store by state and"
+                                   " severity", labels=["state", "severity"])
+        for (state, severity), n in counts.items():
+            alerts.add_metric([state, severity], n)
+        outbox = GaugeMetricFamily("runwatch_outbox_depth", "Notifications waiting in the"
+                                   " outbox", value=depth)
+        return [alerts, outbox]
 
 
 class _Server(ThreadingMixIn, WSGIServer):

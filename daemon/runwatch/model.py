@@ -139,7 +139,7 @@ class AlertState:
     summary: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     memory: Any = None
-    run_state: str = ""  # the run's state (a RunState value) when last evaluated
+    run_state: RunState = RunState.UNKNOWN  # the run's state when last evaluated
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

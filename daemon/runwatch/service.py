@@ -35,6 +35,10 @@ class Runtime:
     def source(self, name: str) -> Source | None:
         return next((s for s in self.sources if s.name == name), None)
 
+    def spec(self, name: str) -> Any:
+        """The config of the source called ``name``, or None."""
+        return next((s for s in self.config.sources if s.name == name), None)
+
     def close(self, *, keep: Runtime | None = None) -> None:
         """Close the notifiers and sources ``keep`` does not reuse."""
         kept = set(map(id, keep.notifiers.values())) | set(map(id, keep.sources)) if keep \
@@ -55,7 +59,7 @@ def build_runtime(config: Config, rule_set: RuleSet, *, previous: Runtime | None
     fresh = {s.name: s for s in build_sources(config)}  # builds contact nothing
     for spec in config.sources:
         old = previous.source(spec.name) if previous else None
-        old_spec = _spec_of(previous.config, spec.name) if previous else None
+        old_spec = previous.spec(spec.name) if previous else None
         sources.append(old if old is not None and old_spec == spec else fresh[spec.name])
     notifiers: dict[str, Notifier] = {}
     problems: list[str] = []
@@ -75,10 +79,6 @@ def build_runtime(config: Config, rule_set: RuleSet, *, previous: Runtime | None
                    notifiers=notifiers, problems=tuple(problems))
 
 
-def _spec_of(config: Config, name: str) -> Any:
-    return next((s for s in config.sources if s.name == name), None)
-
-
 @dataclass(frozen=True, kw_only=True)
 class CycleReport:
     tick: TickReport
@@ -88,13 +88,19 @@ class CycleReport:
 def run_cycle(runtime: Runtime, store: Store, now: float, *,
               sources: Sequence[Source] | None = None, dry_run: bool = False) -> CycleReport:
     """One tick over ``sources`` (default: all), then delivery through the notifiers."""
-    report = run_tick(sources=runtime.sources if sources is None else sources,
-                      rules=runtime.rule_set.rules, aliases=runtime.rule_set.aliases,
-                      store=store, now=now, dry_run=dry_run)
+    report = tick(runtime, store, now, sources=sources, dry_run=dry_run)
     if dry_run:
         return CycleReport(tick=report, notifications=None)
     return CycleReport(tick=report, notifications=deliver(runtime, store, now,
                                                           charts=report.charts))
+
+
+def tick(runtime: Runtime, store: Store, now: float, *,
+         sources: Sequence[Source] | None = None, dry_run: bool = False) -> TickReport:
+    """The cycle's first half: read ``sources`` (default: all), evaluate, commit."""
+    return run_tick(sources=runtime.sources if sources is None else sources,
+                    rules=runtime.rule_set.rules, aliases=runtime.rule_set.aliases,
+                    store=store, now=now, dry_run=dry_run)
 
 
 def deliver(runtime: Runtime, store: Store, now: float, *,

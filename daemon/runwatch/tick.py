@@ -57,11 +57,14 @@ def keys_for_run(rules: Sequence[Rule], aliases: Mapping[str, tuple[str, ...]]
                  ) -> Callable[[RunSnapshot], frozenset[str]]:
     """The history keys the rules matching one run read, resolved against its keys: what a
     source that pays per key fetched asks for."""
+    # Rules that read no history (state, heartbeat) need no matching per run.
+    reading = [(rule.match, metrics) for rule in rules if (metrics := rule.metrics())]
+
     def keys_for(snapshot: RunSnapshot) -> frozenset[str]:
         found = set()
-        for rule in rules:
-            if rule.match.matches(snapshot):
-                for metric in rule.metrics():
+        for match, metrics in reading:
+            if match.matches(snapshot):
+                for metric in metrics:
                     key = keys.resolve(metric, snapshot.keys, aliases)
                     if key is not None:
                         found.add(key)
@@ -103,7 +106,8 @@ def run_tick(
         if not poll.reachable:
             failed.append(source.name)
         alerts = []
-        previous = store.load_alerts(_fingerprints(rules, poll.snapshots))
+        about_key = fingerprint(SOURCE_UNREACHABLE, source_ref(source.name))
+        previous = store.load_alerts([about_key, *_fingerprints(rules, poll.snapshots)])
         for snapshot in poll.snapshots:
             try:
                 result = evaluate(rules, snapshot, previous, now, aliases)
@@ -119,7 +123,7 @@ def run_tick(
                     if drawn is not None:
                         charts[fired.alert.fingerprint] = drawn
         snapshots.extend(poll.snapshots)
-        about_source = source_alert(source.name, poll, store, now)
+        about_source = source_alert(source.name, poll, previous.get(about_key), now)
         if about_source is not None:
             alerts.append(about_source.alert)
             transitions.append(about_source)
@@ -158,17 +162,21 @@ def chart(alert: AlertState, snapshot: RunSnapshot, rule: Rule | None) -> Chart 
                  firing_step=alert.step)
 
 
-def source_alert(name: str, poll: Poll, store: Store, now: float) -> Transition | None:
-    """The `source-unreachable` alert's change this tick, if any: it fires once the source
-    says it has been unreachable too long, and resolves on the first tick it answers."""
-    ref = RunRef(source=name, id=name, name=f"source {name}")
-    key = fingerprint(SOURCE_UNREACHABLE, ref)
-    if poll.unreachable is None and not poll.reachable:
-        return None  # failing, not yet for long: no change
-    before = store.load_alerts([key]).get(key)
+def source_ref(name: str) -> RunRef:
+    """The run a source's own alert is about: the source itself."""
+    return RunRef(source=name, id=name, name=f"source {name}")
+
+
+def source_alert(name: str, poll: Poll, before: AlertState | None,
+                 now: float) -> Transition | None:
+    """The `source-unreachable` alert's change this tick, if any, given its stored state
+    ``before``: it fires once the source says it has been unreachable too long, and
+    resolves on the first tick it answers."""
     firing = before is not None and before.status == AlertStatus.FIRING
     if poll.unreachable is not None and not firing:
-        alert = AlertState(fingerprint=key, rule=SOURCE_UNREACHABLE, run=ref,
+        ref = source_ref(name)
+        alert = AlertState(fingerprint=fingerprint(SOURCE_UNREACHABLE, ref),
+                           rule=SOURCE_UNREACHABLE, run=ref,
                            severity=Severity.CRITICAL, status=AlertStatus.FIRING,
                            active_since=now, fired_at=now, first_seen=now, last_seen=now,
                            summary=poll.unreachable, labels={"source": name})

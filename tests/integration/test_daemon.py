@@ -98,12 +98,13 @@ def get(server: HttpServer, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def metric(text: str, name: str, **labels: str) -> float:
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """The sample's value; None when the scrape has no such series (so `== 0` means 0)."""
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
         if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(name + " ")):
             return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    return None
 
 
 def test_an_alert_arrives_once_repeats_after_the_interval_and_resolves_once(daemon,
@@ -119,6 +120,9 @@ def test_an_alert_arrives_once_repeats_after_the_interval_and_resolves_once(daem
     [first] = fake_slack.calls_to("chat.postMessage")
     assert "grad-norm-exploding" in json.dumps(first.blocks)
     assert "grad-norm-spiky" not in json.dumps(first.blocks)  # inhibited
+    firing = {sev: daemon.metrics.registry.get_sample_value(
+        "runwatch_alerts", {"state": "firing", "severity": sev}) for sev in ("critical", "warning")}
+    assert firing == {"critical": 1, "warning": 1}  # read from the store when scraped
 
     for minutes in (5, 30, 59):  # no new points: the alert keeps firing, quietly
         run.step(START + 75 + minutes * 60 - 5, **{"train/grad_norm": 40.0})
@@ -158,6 +162,7 @@ def test_an_alert_arrives_once_repeats_after_the_interval_and_resolves_once(daem
                   outcome="sent") == 3
     assert metric(text, "runwatch_runs_watched", source="rundir") == 1
     assert metric(text, "runwatch_outbox_depth") == 0
+    assert metric(text, "runwatch_alerts", state="firing", severity="critical") == 0
     assert metric(text, "runwatch_tick_duration_seconds_count", source="rundir") == 8
     saved = daemon.store.load_status()["rundir"]
     assert saved["ok"] and saved["runs"] == 1

@@ -8,35 +8,20 @@ import socket
 
 import pytest
 
+from builders import notify_alert as alert
+from builders import notify_message
 from runwatch.config.receivers import Receiver
-from runwatch.model import AlertState, AlertStatus, RunRef, Severity, fingerprint
 from runwatch.notify.base import Chart, Message, Reason
 from runwatch.notify.charts import PNG_SIGNATURE
 from runwatch.notify.receivers import build_notifier
 from runwatch.notify.slack import SlackNotifier, SlackWebhookNotifier
 
-T0 = 1_760_000_000.0
 TOKEN = "xoxb-1111-2222-secretsecret"
 
 
-def alert(rule: str = "grad-norm-exploding", *, run_id: str = "abc123",
-          name: str = "llama-7b", status: str = "firing",
-          severity: str = "critical", summary: str = "grad norm 12.3 > 10") -> AlertState:
-    run = RunRef(source="wandb", id=run_id, name=name, project="pretrain", entity="team",
-                 location=f"https://wandb.ai/team/pretrain/runs/{run_id}")
-    return AlertState(
-        fingerprint=fingerprint(rule, run), rule=rule, run=run, severity=Severity(severity),
-        status=AlertStatus(status), fired_at=T0 - 3600,
-        resolved_at=T0 if status == "resolved" else None, metric="grad_norm", value=12.3,
-        step=1200, summary=summary,
-    )
-
-
 def message(firing=(), resolved=(), *, refs=None, charts=None, id="out-1") -> Message:
-    return Message(id=id, receiver="team-slack", group_key="g", firing=tuple(firing),
-                   resolved=tuple(resolved), created_at=T0,
-                   reason=Reason.RESOLVED if not firing else Reason.FIRST,
-                   refs=dict(refs or {}), charts=dict(charts or {}))
+    return notify_message(firing, resolved, receiver="team-slack", refs=refs, charts=charts,
+                          id=id, reason=Reason.RESOLVED if not firing else Reason.FIRST)
 
 
 @pytest.fixture

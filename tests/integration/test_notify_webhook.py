@@ -10,33 +10,25 @@ import socket
 import pytest
 
 import runwatch
+from builders import T0, notify_alert, notify_message
 from runwatch.config.receivers import Receiver
-from runwatch.model import AlertState, AlertStatus, RunRef, Severity, fingerprint
-from runwatch.notify.base import Message, Reason
+from runwatch.model import AlertState
+from runwatch.notify.base import Message
 from runwatch.notify.receivers import build_notifier
 from runwatch.notify.webhook import WebhookNotifier, payload
-
-T0 = 1_760_000_000.0  # 2025-10-09T08:53:20Z
 
 
 def alert(rule: str = "grad-norm-exploding", *, run_id: str = "abc123",
           name: str = "llama-7b", status: str = "firing", location: str | None = None,
           labels=None) -> AlertState:
-    run = RunRef(source="wandb", id=run_id, name=name, project="pretrain", entity="team",
-                 location=(location if location is not None
-                           else f"https://wandb.ai/team/pretrain/runs/{run_id}"))
-    return AlertState(
-        fingerprint=fingerprint(rule, run), rule=rule, run=run, severity=Severity.CRITICAL,
-        status=AlertStatus(status), fired_at=T0 - 3600,
-        resolved_at=T0 if status == "resolved" else None, metric="grad_norm", value=12.3,
-        step=1200, summary="grad norm 12.3 > 10", labels=labels or {"team": "llm"},
-    )
+    return notify_alert(rule, run_id=run_id, name=name, status=status, location=location,
+                        labels=labels or {"team": "llm"})
 
 
 def message(firing=(), resolved=()) -> Message:
-    return Message(id="out-1", receiver="ops-hook", group_key="{}:{alertname=\"x\"}",
-                   group_labels={"alertname": "grad-norm-exploding"}, firing=tuple(firing),
-                   resolved=tuple(resolved), created_at=T0, reason=Reason.FIRST)
+    return notify_message(firing, resolved, receiver="ops-hook",
+                          group_key="{}:{alertname=\"x\"}",
+                          group_labels={"alertname": "grad-norm-exploding"})
 
 
 def test_the_payload_follows_alertmanagers_webhook_format(webhook_server):

@@ -13,6 +13,7 @@ import pytest
 from wandb.proto import wandb_internal_pb2 as pb
 
 from fixtures import logwriter as lw
+from runwatch.keys import DEFAULT_ALIASES
 from runwatch.model import RunSnapshot, RunState
 from runwatch.sources import rundir
 from runwatch.sources.base import Poll, Source
@@ -21,11 +22,9 @@ from runwatch.sources.wandbfile import HISTORY, SUMMARY, LogReader
 
 pytestmark = pytest.mark.sdk
 
-LOSS = ("train/loss", "loss", "train_loss", "training_loss")
-GRAD = ("train/grad_norm", "grad_norm", "gradient_norm")
-EVAL_LOSS = ("eval/loss", "eval_loss")
-EVAL_ACC = ("eval/accuracy", "eval_acc")
-STEP = ("train/global_step", "global_step", "step", "_step")
+LOSS, GRAD, EVAL_LOSS, EVAL_ACC, STEP = (
+    DEFAULT_ALIASES[name] for name in ("loss", "grad_norm", "eval_loss", "eval_accuracy", "step")
+)
 WANTED = frozenset(LOSS + GRAD + EVAL_LOSS + EVAL_ACC + STEP)
 NOW = 2_000_000_000.0
 

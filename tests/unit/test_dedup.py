@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from runwatch.notify.base import Reason
-from runwatch.notify.dedup import RECORD_RETENTION, GroupState, needs_notify, record_expiry
+from runwatch.notify.dedup import (
+    RECORD_RETENTION,
+    GroupState,
+    needs_notify,
+    record_expiry,
+    resolved_news,
+)
 from runwatch.store.base import NotificationRecord
 
 T0 = 1_700_000_000.0
@@ -87,6 +93,21 @@ def test_announced_resolved_are_only_those_told_firing():
     group = now_({"a"}, {"b", "c"})
     assert group.announced_resolved(told({"a", "b"})) == {"b"}
     assert group.announced_resolved(None) == set()
+
+
+def test_resolved_news_is_what_was_told_firing_and_what_flashed_unannounced():
+    group = now_({"a"}, {"b", "c", "d"}, flashed={"d"})
+    last = told({"a", "b"})
+    assert resolved_news(last, group, T0 + 60, REPEAT, True) == {"b", "d"}
+    assert resolved_news(last, group, T0 + 60, REPEAT, False) == {"d"}
+
+
+def test_resolved_news_reads_an_expired_record_as_none():
+    # needs_notify says FIRST: the message must not close what a forgotten record told.
+    group = now_({"a"}, {"b"})
+    late = T0 + REPEAT + RECORD_RETENTION
+    assert needs_notify(told({"a", "b"}), group, late, REPEAT, True) is Reason.FIRST
+    assert resolved_news(told({"a", "b"}), group, late, REPEAT, True) == set()
 
 
 def test_records_outlive_the_repeat_interval():

@@ -11,7 +11,7 @@ from runwatch.config.receivers import Receiver
 from runwatch.model import AlertState, AlertStatus, RunRef, Severity, fingerprint
 from runwatch.notify import render
 from runwatch.notify.base import Chart, Message, Reason
-from runwatch.notify.charts import PNG_SIGNATURE, chart_png
+from runwatch.notify.charts import PNG_SIGNATURE, chart_png, firing_charts
 from runwatch.notify.receivers import receiver_problems
 
 T0 = 1_760_000_000.0
@@ -219,6 +219,21 @@ def test_chart_is_a_png_even_for_hostile_metric_names():
 def test_no_chart_without_a_finite_point():
     assert chart_png(Chart(metric="loss", steps=(1, 2), values=(float("nan"),) * 2)) is None
     assert chart_png(Chart(metric="loss", steps=(), values=())) is None
+
+
+def test_firing_charts_draws_the_lead_first_and_notes_what_cannot_be_drawn():
+    good = Chart(metric="grad_norm", steps=(0, 1, 2), values=(1.0, 2.0, 12.3), threshold=10.0)
+    broken = Chart(metric="loss", steps=(0, 1), values=(1.0, 2.0),
+                   threshold="ten")  # type: ignore[arg-type]
+    warn, crit, bad = (alert("w", severity="warning"), alert("c"), alert("b"))
+    msg = message([warn, crit, bad], charts={a.fingerprint: good for a in (warn, crit)}
+                  | {bad.fingerprint: broken})
+    drawn, notes = firing_charts(msg, limit=2)  # order: c, b (undrawable), w
+    assert [(a.rule, png.startswith(PNG_SIGNATURE)) for a, _, png in drawn] == [
+        ("c", True), ("w", True)]
+    assert notes == ["chart not drawn (TypeError)"]
+    assert [a.rule for a, _, _ in firing_charts(msg, limit=1)[0]] == ["c"]
+    assert firing_charts(msg, limit=0) == ([], [])
 
 
 # --- receivers: offline checks --------------------------------------------------------

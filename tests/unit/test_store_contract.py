@@ -514,6 +514,12 @@ def test_enqueue_supersedes_pending_entries_of_the_group(store: Store) -> None:
     assert claimed.id == "other"
 
 
+def test_an_older_decision_written_late_does_not_supersede_a_newer_one(store: Store) -> None:
+    store.enqueue([entry("newer", at=T0 + 5)])
+    assert store.enqueue([entry("older", at=T0)]) == 0
+    assert [e.id for e in store.outbox()] == ["older", "newer"]
+
+
 def test_enqueue_keeps_failed_entries(store: Store) -> None:
     store.enqueue([entry("old")])
     assert len(store.claim_outbox(T0, claimant="x", lease=60)) == 1
@@ -697,6 +703,14 @@ def test_source_status_is_replaced_per_source(store: Store) -> None:
         "rundir": {"last_tick": T0, "runs": 3},
         "wandb:team": {"last_tick": T0 + 60, "errors": [], "ok": True},
     }
+
+
+def test_source_status_that_is_not_strict_json_is_refused(store: Store) -> None:
+    for status in ({"duration": math.nan}, {"when": object()}):
+        with pytest.raises(StoreError, match="cannot store status of source 'rundir'") as err:
+            store.save_status("rundir", status, T0)
+        assert not err.value.temporary
+    assert store.load_status() == {}
 
 
 def test_ping(store: Store) -> None:

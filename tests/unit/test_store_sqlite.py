@@ -121,6 +121,16 @@ def test_nan_is_stored_as_text_not_null(store: SqliteStore, db: Path) -> None:
 # --- migrations ---------------------------------------------------------------------------
 
 
+def test_unreadable_source_status_is_a_store_error(store: SqliteStore, db: Path) -> None:
+    conn = raw(db)
+    conn.execute("INSERT INTO source_status VALUES ('rundir', '{not json', ?)", (T0,))
+    conn.close()
+    with pytest.raises(StoreError, match="status of source 'rundir' unreadable") as caught:
+        store.load_status()
+    assert_one_line_naming(caught.value, db)
+    assert not caught.value.temporary
+
+
 def test_version_zero_database_is_migrated(db: Path) -> None:
     conn = raw(db)
     conn.execute("PRAGMA user_version = 0")
@@ -140,7 +150,7 @@ def test_older_database_is_migrated_keeping_its_data(
     conn = raw(db)
     for statement in MIGRATIONS[0]:
         conn.execute(statement)
-    v1 = [c for c in codec.ALERT_COLUMNS if c != "run_state"]  # added by schema 4
+    v1 = [c for c in codec.ALERT_COLUMNS if c not in codec.ADDED_COLUMNS]
     row = dict(zip(codec.ALERT_COLUMNS, codec.alert_to_row(alert(), T0), strict=True))
     conn.execute(f"INSERT INTO alerts ({', '.join(v1)}) VALUES ({', '.join('?' * len(v1))})",
                  [row[c] for c in v1])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from builders import snapshot
@@ -19,8 +21,8 @@ KEYS = ("loss",)
 
 
 def node(last: int | None, lines: int, state: RunState = RunState.RUNNING) -> RunNode:
-    return RunNode(snapshot=snapshot(state=state, run_id="r"), history_lines=lines,
-                   summary_step=last)
+    return RunNode(snapshot=replace(snapshot(state=state, run_id="r"), last_step=last),
+                   history_lines=lines)
 
 
 def cursor(step: int, lines: int, ended: bool = False) -> RunCursor:

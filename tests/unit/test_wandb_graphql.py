@@ -84,7 +84,7 @@ def test_a_runs_node_becomes_a_snapshot_without_history():
     assert math.isnan(snap.summary["loss"])
     assert snap.keys == {"_step", "_timestamp", "loss"}
     assert snap.config == {"lr": 0.1}
-    assert (got.history_lines, got.summary_step) == (7, 6)
+    assert (got.history_lines, got.snapshot.last_step) == (7, 6)
     assert read_node({"name": "r", "state": "preempting"}, source="s", entity="e", project="p",
                      app_url="u").snapshot.state is RunState.RUNNING
 
@@ -146,6 +146,9 @@ class _Failed(Exception):
     (_Failed("slow down", 429), "rate-limited", True),
     (_Failed("bad gateway", 502), "unavailable", True),
     (_Failed("nope", 400), "query", False),
+    # The status decides before the text does: these bodies name the key, yet retrying helps.
+    (_Failed("rate limit exceeded for this API key", 429), "rate-limited", True),
+    (_Failed("authentication service unavailable", 503), "unavailable", True),
     (_Failed("connection refused", 0), "unavailable", True),
     (Exception("POST /graphql giving up after 2 attempt(s) while retrying: HTTP 429: slow"),
      "rate-limited", True),

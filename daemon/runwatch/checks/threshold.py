@@ -60,10 +60,10 @@ class ThresholdRule(RuleBase):
         return self._points(ctx, key, series)
 
     def _crosses(self, value: float, in_run: bool) -> bool:
-        # NaN and ±inf are the nonfinite kind's to report (the scan skips them): an
-        # overflowing grad norm is not also "vanishing", and a NaN crosses nothing.
+        # Only finite values get here (the scan skips NaN and ±inf: they are the nonfinite
+        # kind's to report; an overflowing grad norm is not also "vanishing").
         bound = self.resolve_value if in_run and self.resolve_value is not None else self.value
-        return math.isfinite(value) and _OPS[self.op](value, bound)
+        return _OPS[self.op](value, bound)
 
     def _points(self, ctx: Context, key: str | None, series: Series) -> Verdict:
         trailing = tuple(ctx.memory) if ctx.memory else None

@@ -36,7 +36,7 @@ from runwatch.config.fields import (
 from runwatch.config.receivers import Receiver
 from runwatch.config.rules import RuleSet, load_rules, rule_files
 from runwatch.config.sources import Source
-from runwatch.fieldtypes import Duration, Interval, Names, one_or_many
+from runwatch.fieldtypes import Duration, Interval, Names, one_or_many, scalar_text
 from runwatch.store.base import Matcher
 
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
@@ -45,11 +45,10 @@ _SELECTOR_HELP = ("expected a mapping of label: value (literal or glob, or a lis
 
 
 def _label_text(value: Any) -> str:
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str | int | float):
-        return str(value)  # `match: {step: 5}` means "5"
-    raise ValueError(f"{_SELECTOR_HELP}, got {value!r}")
+    text = scalar_text(value)
+    if not isinstance(text, str):
+        raise ValueError(f"{_SELECTOR_HELP}, got {value!r}")
+    return text
 
 
 def _selector(value: Any) -> Mapping[str, str | tuple[str, ...]] | tuple[str, ...]:

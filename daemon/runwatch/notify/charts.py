@@ -14,7 +14,9 @@ import math
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from runwatch.notify.base import Chart
+from runwatch.model import AlertState
+from runwatch.notify import render
+from runwatch.notify.base import Chart, Message
 
 MAX_POINTS = 2000  # more than a 600-pixel-wide chart can show
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -57,6 +59,32 @@ def chart_png(chart: Chart, *, title: str = "") -> bytes | None:
     out = io.BytesIO()
     figure.savefig(out, format="png")
     return out.getvalue()
+
+
+def chart_title(alert: AlertState, chart: Chart) -> str:
+    """``rule · run · metric``, one line (untrusted parts: cap it where it is used)."""
+    return render.one_line(f"{alert.rule} · {alert.run.display_name} · {chart.metric}")
+
+
+def firing_charts(message: Message, limit: int
+                  ) -> tuple[list[tuple[AlertState, Chart, bytes]], list[str]]:
+    """PNGs of the charts ``message`` carries for its firing alerts, most severe first, at
+    most ``limit``; and a note per chart that could not be drawn. A chart is a bonus: one
+    that cannot be drawn must never cost the message it belongs to."""
+    drawn: list[tuple[AlertState, Chart, bytes]] = []
+    notes: list[str] = []
+    for alert in render.ordered(message)[: len(message.firing)]:
+        chart = message.charts.get(alert.fingerprint)
+        if chart is None or len(drawn) >= limit:
+            continue
+        try:
+            png = chart_png(chart, title=render.truncate(chart_title(alert, chart), 100))
+        except Exception as exc:
+            notes.append(f"chart not drawn ({type(exc).__name__})")
+            continue
+        if png is not None:
+            drawn.append((alert, chart, png))
+    return drawn, notes
 
 
 def _firing_point(chart: Chart, finite: list[tuple[int, float]]) -> tuple[int, float] | None:

@@ -11,7 +11,6 @@ as U+FFFD.
 
 from __future__ import annotations
 
-import unicodedata
 from typing import IO
 
 from rich.console import Console, Group, RenderableType
@@ -30,6 +29,7 @@ from runwatch.notify.render import (
     mark,
     measurement,
     ordered,
+    printable,
     run_link,
     severity_word,
     truncate,
@@ -38,13 +38,6 @@ from runwatch.notify.render import (
 STYLE = {Severity.CRITICAL: "bold red", Severity.WARNING: "bold yellow",
          Severity.INFO: "bold cyan"}
 RESOLVED_STYLE = "bold green"
-
-
-def printable(text: str) -> str:
-    """``text`` with control and format characters (ESC, CR, RTL overrides) as U+FFFD, so
-    an untrusted name can neither restyle nor rewrite the terminal. (``cli.printable``'s
-    twin: the notifiers do not import the CLI.)"""
-    return "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
 
 
 def _style(alert: AlertState) -> str:

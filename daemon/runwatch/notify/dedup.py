@@ -1,8 +1,9 @@
 """Whether a receiver needs to hear about an alert group now: Alertmanager's nflog check.
 
-A pure function of the notification log's last record for (group, receiver), the group
-as it is now and ``now``. It returns a :class:`Reason`, which the pipeline logs with
-every decision.
+Pure functions of the notification log's last record for (group, receiver), the group
+as it is now and ``now``: :func:`needs_notify` returns a :class:`Reason`, which the
+pipeline logs with every decision, and :func:`resolved_news` the resolved alerts the
+message then shows. Both read an expired record as no record.
 """
 
 from __future__ import annotations
@@ -78,8 +79,7 @@ def needs_notify(
 
     Resolved alerts the receiver was never told were firing are never news.
     """
-    if last is not None and last.expired(now):
-        last = None
+    last = _unexpired(last, now)
     flashes = group.unannounced(last, now, repeat_interval)
     if last is None:
         return Reason.FIRST if group.firing or flashes else Reason.NONE
@@ -91,3 +91,21 @@ def needs_notify(
     if group.firing and group.live and now - last.sent_at >= repeat_interval:
         return Reason.REPEAT
     return Reason.NONE
+
+
+def resolved_news(
+    last: NotificationRecord | None,
+    group: GroupState,
+    now: float,
+    repeat_interval: float,
+    send_resolved: bool,
+) -> frozenset[str]:
+    """The resolved alerts a message about ``group`` shows: those the receiver was told
+    were firing (with ``send_resolved``), and those that fired and resolved unannounced."""
+    last = _unexpired(last, now)
+    told = group.announced_resolved(last) if send_resolved else frozenset()
+    return told | group.unannounced(last, now, repeat_interval)
+
+
+def _unexpired(last: NotificationRecord | None, now: float) -> NotificationRecord | None:
+    return None if last is not None and last.expired(now) else last

@@ -10,7 +10,7 @@ run, and later emails about it carry ``In-Reply-To``/``References`` so mail clie
 them — the same rule as Slack's threads. The ``Message-ID`` derives from the outbox id, so
 a retried send is recognisably the same email.
 
-Every header value built from untrusted text goes through :func:`render.header_safe`
+Every header value built from untrusted text goes through :func:`render.single_line`
 (control characters out) before the ``email`` package sees it.
 """
 
@@ -25,7 +25,7 @@ from email.utils import formatdate, make_msgid
 
 from runwatch.notify import render
 from runwatch.notify.base import Delivery, Message
-from runwatch.notify.charts import chart_png
+from runwatch.notify.charts import firing_charts
 
 MAX_CHARTS = 3
 _MESSAGE_ID = re.compile(r"^<[!-;=?-~]{1,250}@[!-;=?-~]{1,250}>$")  # printable, no space, no <>
@@ -60,23 +60,12 @@ def build_email(message: Message, *, sender: str, to: Sequence[str],
         email["In-Reply-To"] = parent
         email["References"] = parent
     email["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to us
-    email["X-Runwatch-Group"] = render.header_safe(message.group_key, 200)
-    email["X-Runwatch-Reason"] = render.header_safe(str(message.reason), 40)
+    email["X-Runwatch-Group"] = render.single_line(message.group_key, 200)
+    email["X-Runwatch-Reason"] = render.single_line(str(message.reason), 40)
 
-    images: dict[str, tuple[str, bytes]] = {}
-    for alert in render.ordered(message)[: len(message.firing)]:
-        chart = message.charts.get(alert.fingerprint)
-        if chart is None or len(images) >= max_charts:
-            continue
-        try:  # a chart is a bonus: one that cannot be drawn must not cost the email
-            png = chart_png(chart, title=render.truncate(
-                render.one_line(f"{alert.rule} · {alert.run.display_name} · {chart.metric}"),
-                100))
-        except Exception:
-            png = None
-        if png is not None:
-            cid = make_msgid(domain="runwatch.invalid")
-            images[alert.fingerprint] = (cid, png)
+    drawn, _ = firing_charts(message, max_charts)
+    images = {alert.fingerprint: (make_msgid(domain="runwatch.invalid"), png)
+              for alert, _, png in drawn}
 
     email.set_content(render.text(message))
     email.add_alternative(
@@ -95,8 +84,8 @@ def classify(receiver: str, exc: Exception) -> Delivery:
     """An SMTP failure as a Delivery: 4xx, refused, timeouts are temporary; 5xx and a
     rejected login are permanent."""
     def failed(what: str, temporary: bool) -> Delivery:
-        what = render.truncate(" ".join(render.one_line(what).split()), 300)
-        return Delivery(ok=False, detail=f"email receiver {receiver!r}: {what}",
+        return Delivery(ok=False,
+                        detail=f"email receiver {receiver!r}: {render.single_line(what, 300)}",
                         temporary=temporary)
 
     if isinstance(exc, smtplib.SMTPRecipientsRefused):

@@ -17,9 +17,9 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from runwatch.model import AlertState, AlertStatus, RunState
+from runwatch.model import AlertState, AlertStatus
 from runwatch.notify.base import Chart, Message, Notifier, Reason
-from runwatch.notify.dedup import GroupState, needs_notify, record_expiry
+from runwatch.notify.dedup import GroupState, needs_notify, record_expiry, resolved_news
 from runwatch.notify.outbox import DrainReport, drain, new_entry
 from runwatch.notify.routing import (
     RouteSpec,
@@ -142,10 +142,7 @@ def _groups(alerts: Sequence[AlertState], labels: Mapping[str, Mapping[str, str]
 
 
 def _ended(alert: AlertState) -> bool:
-    try:
-        return RunState(alert.run_state).ended
-    except ValueError:
-        return False  # unknown (stored before runwatch kept it): treated as live
+    return alert.run_state.ended  # UNKNOWN (stored before runwatch kept it) counts as live
 
 
 def _decide(store: Store, group: _Group, queued: Sequence[OutboxEntry], now: float,
@@ -176,8 +173,7 @@ def _decide(store: Store, group: _Group, queued: Sequence[OutboxEntry], now: flo
             dedup_log.info("%s: %s, held for group_wait until %.0f", where, reason,
                            oldest + route.group_wait)
             return _WAIT
-    resolved = (state.announced_resolved(last) if route.send_resolved else frozenset()) \
-        | state.unannounced(last, now, route.repeat_interval)
+    resolved = resolved_news(last, state, now, route.repeat_interval, route.send_resolved)
     same = [e for e in queued if e.firing == set(firing) and e.resolved == resolved
             and now - e.created_at < route.repeat_interval]
     if same:

@@ -12,7 +12,9 @@ piece of them is treated as hostile here, once, for every receiver:
   so they cannot open or close bold, italics, strikethrough or code (inside a word, as in
   ``grad_norm``, they cannot anyway, and stay as they are).
 - HTML: ``html.escape``; only ``http(s)://`` locations become links.
-- Email headers: control characters (CR, LF, …) become spaces, then the length is capped.
+- Email headers and one-line details: control characters (CR, LF, …) become spaces,
+  then the length is capped (:func:`single_line`).
+- A terminal: control and format characters become U+FFFD (:func:`printable`).
 
 Slack's limits (header 150 characters, section text 3000, a field 2000, 50 blocks a
 message) are met by construction: the first :data:`DETAILED` alerts get a section each,
@@ -24,6 +26,7 @@ from __future__ import annotations
 import html as _html
 import math
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -67,9 +70,16 @@ def truncate(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
-def header_safe(text: str, limit: int = SUBJECT_LIMIT) -> str:
-    """Fit for an email header: one line, no control character, at most ``limit`` long."""
+def single_line(text: str, limit: int = SUBJECT_LIMIT) -> str:
+    """One line, no control character, runs of spaces squeezed, at most ``limit`` long: fit
+    for an email header or a receiver's one-line error detail."""
     return truncate(" ".join(one_line(text).split()), limit)
+
+
+def printable(text: str) -> str:
+    """``text`` with control and format characters (ESC, CR, RTL overrides) as U+FFFD, so
+    an untrusted name can neither restyle nor rewrite a terminal."""
+    return "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)
 
 
 def mrkdwn(text: str) -> str:
@@ -202,7 +212,7 @@ def title(firing: Sequence[AlertState], resolved: Sequence[AlertState] = ()) -> 
 
 def subject(message: Message) -> str:
     """The email subject: ``[runwatch] CRITICAL grad-norm-exploding: llama-7b (+2 more)``."""
-    return header_safe(f"[runwatch] {headline(message)}")
+    return single_line(f"[runwatch] {headline(message)}")
 
 
 # --- plain text -----------------------------------------------------------------------
@@ -251,11 +261,9 @@ def _md(text: str) -> dict[str, Any]:
 def slack_alert_blocks(alert: AlertState, now: float) -> list[dict[str, Any]]:
     """One alert: a section (severity, run link; fields: rule, measurement, age) and, when
     it has one, its summary as plain text in a context block."""
-    fields = [_plain(f"Rule: {alert.rule}", FIELD_LIMIT)]
-    if measurement(alert):
-        fields.append(_plain(measurement(alert), FIELD_LIMIT))
-    if age(alert, now):
-        fields.append(_plain(age(alert, now).capitalize(), FIELD_LIMIT))
+    fields = [_plain(text, FIELD_LIMIT)
+              for text in (f"Rule: {alert.rule}", measurement(alert), age(alert, now).capitalize())
+              if text]
     blocks: list[dict[str, Any]] = [{
         "type": "section",
         "text": _md(f"{mark(alert)} *{severity_word(alert)}* {slack_run(alert.run)}"),

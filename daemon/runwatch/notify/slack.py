@@ -49,7 +49,7 @@ from slack_sdk.webhook import WebhookClient
 from runwatch.model import AlertState
 from runwatch.notify import render
 from runwatch.notify.base import Delivery, Message
-from runwatch.notify.charts import chart_png
+from runwatch.notify.charts import chart_title, firing_charts
 
 MAX_CHARTS = 3
 METADATA_EVENT = "runwatch_notification"
@@ -142,17 +142,13 @@ def classify(receiver: str, call: str, exc: Exception, *, secrets: tuple[str, ..
             else f"HTTP {status}"
     elif isinstance(exc, OSError | SlackClientError):  # refused, reset, timeout, DNS …
         temporary = True
-        what = _one_line(f"{type(exc).__name__}: {exc}")
+        what = render.single_line(f"{type(exc).__name__}: {exc}", 300)
     else:  # a bug of ours, or of the SDK: retrying the same message will not help
         temporary = False
-        what = _one_line(f"{type(exc).__name__}: {exc}")
+        what = render.single_line(f"{type(exc).__name__}: {exc}", 300)
     detail = f"slack receiver {receiver!r}: {call} failed: {what}"
     return Delivery(ok=False, detail=_scrub(detail, secrets), temporary=temporary,
                     retry_after=retry_after if temporary else None)
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    return render.truncate(" ".join(render.one_line(text).split()), limit)
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
@@ -202,18 +198,14 @@ class SlackNotifier:
     # --- steps ----------------------------------------------------------------------
 
     def _thread(self, message: Message) -> tuple[str, str] | None:
-        if len({a.run.path for a in render.ordered(message)}) > 1:
+        runs = {a.run.path for a in (*message.firing, *message.resolved)}
+        if len(runs) > 1:
             return None  # news about several runs belongs in the channel, not one run's thread
-        for alert in render.ordered(message):
-            ref = message.refs.get(f"thread:{alert.run.path}")
-            if ref and parse_ref(ref):
-                return parse_ref(ref)
+        keys = [f"thread:{path}" for path in runs]
         if not message.firing:  # a resolve with no thread: reply to the announcement
-            for alert in message.resolved:
-                ref = message.refs.get(f"message:{alert.fingerprint}")
-                if ref and parse_ref(ref):
-                    return parse_ref(ref)
-        return None
+            keys += [f"message:{a.fingerprint}" for a in message.resolved]
+        found = (parse_ref(message.refs.get(key, "")) for key in keys)
+        return next((ref for ref in found if ref is not None), None)
 
     def _update_resolved(self, message: Message) -> list[str]:
         """Rewrite each message that announced an alert now resolved; idempotent."""
@@ -268,26 +260,13 @@ class SlackNotifier:
     def _upload_charts(self, message: Message, channel: str, thread_ts: str) -> list[str]:
         if not self.charts:
             return []
-        notes = []
-        drawn = 0
-        for alert in render.ordered(message)[: len(message.firing)]:
-            chart = message.charts.get(alert.fingerprint)
-            if chart is None or drawn >= MAX_CHARTS:
-                continue
-            title = f"{alert.rule} · {alert.run.display_name} · {chart.metric}"
-            try:  # the message is out: a chart that cannot be drawn is a note, not a failure
-                png = chart_png(chart, title=render.truncate(render.one_line(title), 100))
-            except Exception as exc:
-                notes.append(f"chart not drawn ({type(exc).__name__})")
-                continue
-            if png is None:
-                continue
-            drawn += 1
+        drawn, notes = firing_charts(message, MAX_CHARTS)
+        for alert, chart, png in drawn:
             try:
                 self._client.files_upload_v2(
                     channel=channel, thread_ts=thread_ts, file=png,
                     filename=f"{alert.fingerprint}.png",
-                    title=render.truncate(render.one_line(title), 250),
+                    title=render.truncate(chart_title(alert, chart), 250),
                     alt_txt=render.truncate(render.one_line(f"chart of {chart.metric}"), 1000),
                 )
             except Exception as exc:  # the message is out; a chart is a bonus
@@ -332,7 +311,7 @@ class SlackWebhookNotifier:
             )
         except Exception as exc:  # a Notifier answers, never raises
             return classify(self.name, "webhook", exc, secrets=(self._url,))
-        status, body = response.status_code, _one_line(response.body or "", 120)
+        status, body = response.status_code, render.single_line(response.body or "", 120)
         if status == 200:
             return Delivery(ok=True, detail=f"slack receiver {self.name!r}: webhook {body}")
         temporary = status == 429 or status >= 500

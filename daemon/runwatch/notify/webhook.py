@@ -173,7 +173,7 @@ class WebhookNotifier:
         body = json.dumps(payload(message), ensure_ascii=False, allow_nan=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8",
                    "User-Agent": f"runwatch/{runwatch.__version__}",
-                   "X-Runwatch-Delivery": render.header_safe(message.id, 200)}
+                   "X-Runwatch-Delivery": render.single_line(message.id, 200)}
         if self._bearer_token:
             headers["Authorization"] = f"Bearer {self._bearer_token}"
         if self._hmac_secret:
@@ -208,4 +208,4 @@ class WebhookNotifier:
         for secret in (self._bearer_token, self._hmac_secret):
             if secret:
                 text = text.replace(secret, "***")
-        return render.truncate(" ".join(render.one_line(text).split()), 400)
+        return render.single_line(text, 400)

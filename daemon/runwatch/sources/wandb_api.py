@@ -89,6 +89,8 @@ class _SourceState:
 
 
 KeysFor = Callable[[RunSnapshot], frozenset[str]]
+# A run whose new rows a tick reads: its node, its cursor before, and the read.
+_Read = tuple[RunNode, RunCursor | None, HistoryRead]
 
 
 class WandbApiSource:
@@ -110,6 +112,12 @@ class WandbApiSource:
             retry_max=spec.request_retries,
         )
         self.clock = clock  # for the tick budget only; `now` is the tick's time
+        created = spec.filters.created_after
+        # The configured filters, in every runs query this source sends.
+        self.narrow: dict[str, Any] = {
+            "tags": spec.filters.tags, "group": spec.filters.group,
+            "created_after": created.timestamp() if created else None,
+            "query": spec.filters.query}
         self._projects: tuple[float, tuple[str, ...]] | None = None
         self._rotation = 0
 
@@ -225,11 +233,13 @@ class _Tick:
                  keys_for: KeysFor, needs_config: bool) -> None:
         self.source = source
         self.state = state
-        self.cursors = cursors
         self.now = now
         self.deadline = deadline
         self.keys_for = keys_for
         self.needs_config = needs_config
+        # Every run cursor parsed once: the open-run lookup and the history plans share them.
+        self.run_cursors = {key: RunCursor.load(text) for key, text in cursors.items()
+                            if key != STATE_KEY}
         self.snapshots: list[RunSnapshot] = []
         self.new_cursors: dict[str, str] = {}
         self.errors: list[str] = []
@@ -284,26 +294,23 @@ class _Tick:
         """The project's running runs, those whose heartbeat moved since its last complete
         read, and the runs this source still has open that are neither (W&B may mark a dead
         run crashed long after its last heartbeat)."""
-        spec = self.source.spec
-        since = max(self.state.answered.get(project, self.now - spec.lookback) - SKEW,
-                    self.now - spec.lookback)
-        created = spec.filters.created_after.timestamp() if spec.filters.created_after else None
-        narrow = {"tags": spec.filters.tags, "group": spec.filters.group,
-                  "created_after": created, "query": spec.filters.query}
-        nodes = self._query(project, runs_filter(updated_after=since, **narrow))
+        lookback = self.source.spec.lookback
+        since = max(self.state.answered.get(project, self.now - lookback) - SKEW,
+                    self.now - lookback)
+        nodes = self._query(project, runs_filter(updated_after=since, **self.source.narrow))
         seen = {node.snapshot.ref.path for node in nodes}
         prefix = f"{self.source.entity}/{project}/"
-        missing = sorted(key[len(prefix):] for key, text in self.cursors.items()
-                         if key.startswith(prefix) and key not in seen
-                         and not getattr(RunCursor.load(text), "ended", True))
+        open_runs = {key[len(prefix):]: cursor for key, cursor in self.run_cursors.items()
+                     if key.startswith(prefix) and key not in seen
+                     and cursor is not None and not cursor.ended}
+        missing = sorted(open_runs)
         for i in range(0, len(missing), NAMES_PER_QUERY):
             names = missing[i:i + NAMES_PER_QUERY]
             found = self._query(project, {"name": {"$in": names}})
             nodes += found
             for gone in set(names) - {node.snapshot.ref.id for node in found}:
                 key = prefix + gone  # deleted (or moved): stop asking for it
-                cursor = RunCursor.load(self.cursors[key]) or RunCursor()
-                self.new_cursors[key] = replace(cursor, ended=True).dump()
+                self.new_cursors[key] = replace(open_runs[gone], ended=True).dump()
                 self.errors.append(f"run {key}: gone from W&B; no longer watched")
         return nodes
 
@@ -332,9 +339,9 @@ class _Tick:
 
     def read_history(self, project: str, nodes: Sequence[RunNode]) -> bool:
         """Read and finish every run of the project; False if some could not be."""
-        reads: list[tuple[RunNode, RunCursor | None, HistoryRead]] = []
+        reads: list[_Read] = []
         for node in nodes:
-            before = RunCursor.load(self.cursors.get(node.snapshot.ref.path))
+            before = self.run_cursors.get(node.snapshot.ref.path)
             plan: Plan = plan_read(before, node, tuple(sorted(self.keys_for(node.snapshot))))
             if plan.skip:
                 continue
@@ -353,8 +360,7 @@ class _Tick:
             complete &= self.read_batch(project, batch)
         return complete
 
-    def read_batch(self, project: str,
-                   batch: Sequence[tuple[RunNode, RunCursor | None, HistoryRead]]) -> bool:
+    def read_batch(self, project: str, batch: Sequence[_Read]) -> bool:
         src = self.source
         try:
             data = src.client.execute(
@@ -391,9 +397,10 @@ class _Tick:
             self.new_cursors[snapshot.ref.path] = cursor.dump()
 
 
-def _batches(reads: Sequence[tuple[RunNode, RunCursor | None, HistoryRead]]
-             ) -> Iterator[list[tuple[RunNode, RunCursor | None, HistoryRead]]]:
-    batch: list[tuple[RunNode, RunCursor | None, HistoryRead]] = []
+def _batches(reads: Sequence[_Read]) -> Iterator[list[_Read]]:
+    """Reads grouped into requests of at most RUNS_PER_HISTORY_QUERY runs and, unless one
+    read alone is bigger, ROWS_PER_HISTORY_QUERY values."""
+    batch: list[_Read] = []
     rows = 0
     for item in reads:
         size = item[2].expected

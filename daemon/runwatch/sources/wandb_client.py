@@ -59,17 +59,22 @@ def classify(exc: BaseException) -> WandbError:
     if status is None:  # wandb-core's retry errors carry the status only in their text
         found = _STATUS.search(text)
         status = int(found.group(1)) if found else None
-    lowered = text.lower()
-    if status in (401, 403) or "api key" in lowered or "authenticat" in lowered \
-            or "unauthorized" in lowered or "not logged in" in lowered:
-        code = f" (HTTP {status})" if status else ""
-        return WandbError(f"W&B rejected the API key{code}: {_short(text)}", kind="auth",
-                          status=status)
+    # A status says what happened; the text is read only where there is none to go by (a
+    # 429 or 503 whose body mentions the API key is still temporary).
+    if status in (401, 403):
+        return WandbError(f"W&B rejected the API key (HTTP {status}): {_short(text)}",
+                          kind="auth", status=status)
     if status == 429:
         return WandbError(f"W&B rate limit (429): {_short(text)}", kind="rate-limited",
                           status=status)
-    if status is not None and (status >= 500 or status in (408,)):
+    if status is not None and (status >= 500 or status == 408):
         return WandbError(f"W&B unavailable (HTTP {status}): {_short(text)}", kind="unavailable",
+                          status=status)
+    lowered = text.lower()
+    if "api key" in lowered or "authenticat" in lowered or "unauthorized" in lowered \
+            or "not logged in" in lowered:
+        code = f" (HTTP {status})" if status else ""
+        return WandbError(f"W&B rejected the API key{code}: {_short(text)}", kind="auth",
                           status=status)
     if "did not respond in time" in lowered or "timeout" in lowered or "timed out" in lowered \
             or "deadline exceeded" in lowered:

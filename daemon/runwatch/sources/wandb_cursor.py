@@ -55,7 +55,7 @@ class Plan:
 def plan_read(before: RunCursor | None, node: RunNode, wanted: tuple[str, ...]) -> Plan:
     """The next read of ``node`` given its cursor and the keys its rules read."""
     ended = node.snapshot.state.ended
-    lines, last = node.history_lines, node.summary_step
+    lines, last = node.history_lines, node.snapshot.last_step
     if before is not None and before.ended and ended and before.lines == lines:
         return Plan(skip=True)  # its final evaluation is done and nothing changed since
     if before is None:
@@ -84,7 +84,7 @@ def plan_read(before: RunCursor | None, node: RunNode, wanted: tuple[str, ...]) 
 
 def after_read(before: RunCursor | None, node: RunNode, read: HistoryRead) -> RunCursor:
     """The cursor once ``read`` of ``node`` succeeded."""
-    last = node.summary_step if node.summary_step is not None else read.last
+    last = node.snapshot.last_step if node.snapshot.last_step is not None else read.last
     if read.last >= last:
         return RunCursor(step=read.last, lines=node.history_lines,
                          ended=node.snapshot.state.ended)

@@ -156,9 +156,8 @@ def plain_config(raw: Any) -> dict[str, Any]:
 class RunNode:
     """One run as the runs query returned it, before its history is read."""
 
-    snapshot: RunSnapshot  # without history
+    snapshot: RunSnapshot  # without history; ``last_step`` is the summary's ``_step``
     history_lines: int
-    summary_step: int | None
 
 
 def read_node(node: Mapping[str, Any], *, source: str, entity: str, project: str,
@@ -189,8 +188,7 @@ def read_node(node: Mapping[str, Any], *, source: str, entity: str, project: str
         keys=frozenset(summary) | history_keys(node.get("historyKeys")),
     )
     lines = node.get("historyLineCount")
-    return RunNode(snapshot=snapshot, history_lines=lines if isinstance(lines, int) else 0,
-                   summary_step=step)
+    return RunNode(snapshot=snapshot, history_lines=lines if isinstance(lines, int) else 0)
 
 
 def history_keys(raw: Any) -> frozenset[str]:

@@ -13,7 +13,7 @@ import os
 import re
 import secrets
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Protocol
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -248,6 +248,9 @@ class OutboxEntry:
     def claimed(self, now: float) -> bool:
         return self.claimed_until is not None and now < self.claimed_until
 
+    def due(self, now: float) -> bool:
+        return not self.failed and self.next_attempt_at <= now and not self.claimed(now)
+
     def record(self) -> NotificationRecord:
         """What the notification log says once this entry has been delivered.
 
@@ -280,8 +283,7 @@ class Collected:
 
     @property
     def total(self) -> int:
-        return (self.notifications + self.alerts + self.cursors + self.silences + self.outbox
-                + self.refs)
+        return sum(getattr(self, f.name) for f in fields(self))
 
 
 # Statuses whose alerts may be collected once nothing has touched them for a retention.
@@ -378,9 +380,11 @@ class Store(Protocol):
     def enqueue(self, entries: Iterable[OutboxEntry]) -> int:
         """Add ``entries`` in one transaction, before anything is sent.
 
-        Each supersedes the pending entries of its (group, receiver) that nobody holds a
-        live claim on at its ``created_at``: those are deleted, and their number
-        returned. Failed entries are kept. ValueError if an id is already there.
+        Each supersedes the pending entries of its (group, receiver) that were decided no
+        later than it and that nobody holds a live claim on at its ``created_at``: those
+        are deleted, and their number returned (an older decision written late by another
+        process never deletes a newer one). Failed entries are kept. ValueError if an id
+        is already there.
         """
         ...
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from runwatch.model import AlertState, AlertStatus, RunRef, Severity
+from runwatch.model import AlertState, AlertStatus, RunRef, RunState, Severity
 from runwatch.store.base import Matcher, MatchOp, NotificationRecord, OutboxEntry, Silence
 
 
@@ -102,6 +102,10 @@ ALERT_COLUMNS = (
     "updated_at",
 )
 
+# Columns a later schema added, with the value its migration gave the rows already there.
+# Outbox payloads queued before then lack them too, and read back the same way.
+ADDED_COLUMNS: Mapping[str, Any] = {"run_state": ""}  # schema 4
+
 _TIME_FIELDS = ("active_since", "fired_at", "resolved_at", "first_seen", "last_seen")
 
 
@@ -153,7 +157,7 @@ def alert_to_row(alert: AlertState, updated_at: float) -> tuple[Any, ...]:
             str(alert.summary),
             encode_json(labels),
             encode_json(alert.memory),
-            str(alert.run_state),
+            RunState(alert.run_state).value,
             float(updated_at),
         )
     except (TypeError, ValueError) as exc:
@@ -218,7 +222,7 @@ def alert_from_row(row: Sequence[Any]) -> AlertState:
             summary=summary,
             labels=decode_json(labels),
             memory=decode_json(memory),
-            run_state=run_state or "",
+            run_state=RunState(run_state or RunState.UNKNOWN),  # '': stored before schema 4
         )
     except (TypeError, ValueError) as exc:
         raise CodecError(f"stored alert {fingerprint} unreadable: {exc}") from None
@@ -237,9 +241,8 @@ def alert_to_data(alert: AlertState, *, memory: bool = True) -> dict[str, Any]:
 def alert_from_data(data: Mapping[str, Any]) -> AlertState:
     """The inverse of ``alert_to_data``; CodecError if ``data`` is not one."""
     try:
-        # run_state arrived in schema 4: payloads queued before it have none.
-        row = [data.get(name, "") if name == "run_state" else data[name]
-               for name in ALERT_COLUMNS[:-1]]
+        given = {**ADDED_COLUMNS, **data}
+        row = [given[name] for name in ALERT_COLUMNS[:-1]]
     except (KeyError, TypeError) as exc:
         raise CodecError(f"stored alert unreadable: missing {exc}") from None
     index = ALERT_COLUMNS.index
@@ -331,6 +334,12 @@ def silence_from_row(row: Sequence[Any]) -> Silence:
 
 # --- outbox -------------------------------------------------------------------------------
 
+
+def one_line(error: str) -> str:
+    """An error as the outbox keeps it: one line, whatever the cause said."""
+    return " ".join(error.split())
+
+
 OUTBOX_COLUMNS = (
     "id",
     "group_key",
@@ -366,7 +375,7 @@ def outbox_to_row(entry: OutboxEntry) -> tuple[Any, ...]:
             float(entry.expires_at),
             int(entry.attempts),
             float(entry.next_attempt_at),
-            " ".join(str(entry.last_error).split()),  # one line, whatever the cause said
+            one_line(str(entry.last_error)),
             _optional_time(entry.failed_at),
             str(entry.claimed_by),
             _optional_time(entry.claimed_until),
@@ -386,3 +395,25 @@ def outbox_from_row(row: Sequence[Any]) -> OutboxEntry:
 
 
 REF_COLUMNS = ("receiver", "key", "value", "expires_at")
+
+
+# --- source status ------------------------------------------------------------------------
+
+
+def status_to_text(source: str, status: Mapping[str, Any]) -> str:
+    """A source's status as strict JSON: ``runwatch status --json`` prints it as it is, so
+    NaN is refused rather than tagged."""
+    try:
+        return json.dumps(dict(status), sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"cannot store status of source {source!r}: {exc}") from None
+
+
+def status_from_text(source: str, text: str) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"stored status of source {source!r} unreadable: {exc}") from None
+    if not isinstance(data, dict):
+        raise CodecError(f"stored status of source {source!r} unreadable: not a mapping")
+    return data

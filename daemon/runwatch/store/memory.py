@@ -10,7 +10,6 @@ atomic step.
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
@@ -53,7 +52,7 @@ class MemoryStore:
         self._lock = threading.Lock()
         self._closed = False
         self._alerts: dict[str, tuple[Any, ...]] = {}  # fingerprint → codec.alert_to_row
-        self._status: dict[str, dict[str, Any]] = {}
+        self._status: dict[str, str] = {}  # source → codec.status_to_text
         self._cursors: dict[str, dict[str, tuple[str, float]]] = {}  # source → key → (v, updated)
         self._notifications: dict[tuple[str, str], NotificationRecord] = {}
         self._silences: dict[str, Silence] = {}
@@ -158,9 +157,13 @@ class MemoryStore:
             raise self._refuse(exc) from None
         with self._lock:
             self._check_open()
-            stored = self._notifications.get(record.key)
-            if stored is None or record.sent_at >= stored.sent_at:
-                self._notifications[record.key] = record
+            self._record(record)
+
+    def _record(self, record: NotificationRecord) -> None:
+        # As the SQL upsert: an older record never replaces a newer one.
+        stored = self._notifications.get(record.key)
+        if stored is None or record.sent_at >= stored.sent_at:
+            self._notifications[record.key] = record
 
     # --- silences -------------------------------------------------------------------------
 
@@ -233,6 +236,7 @@ class MemoryStore:
                     if old.key == entry.key
                     and not old.failed
                     and not old.claimed(entry.created_at)
+                    and old.created_at <= entry.created_at
                 ]
                 for old_id in stale:
                     del self._outbox[old_id]
@@ -274,10 +278,7 @@ class MemoryStore:
                 (
                     e
                     for e in self._outbox.values()
-                    if not e.failed
-                    and e.next_attempt_at <= now
-                    and not e.claimed(now)
-                    and (wanted is None or e.receiver in wanted)
+                    if e.due(now) and (wanted is None or e.receiver in wanted)
                 ),
                 key=lambda e: (e.created_at, e.id),
             )[: max(limit, 0)]
@@ -313,10 +314,7 @@ class MemoryStore:
             entry = self._held(entry_id, claimant)
             if entry is None:
                 return False
-            record = entry.record()
-            stored = self._notifications.get(record.key)
-            if stored is None or record.sent_at >= stored.sent_at:
-                self._notifications[record.key] = record
+            self._record(entry.record())
             for key, value in new_refs.items():
                 self._refs[(entry.receiver, key)] = value
             del self._outbox[entry_id]
@@ -325,25 +323,20 @@ class MemoryStore:
     def retry_outbox(
         self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str
     ) -> bool:
-        with self._lock:
-            self._check_open()
-            entry = self._held(entry_id, claimant)
-            if entry is None:
-                return False
-            self._outbox[entry_id] = self._copy(dataclasses.replace(
-                entry, next_attempt_at=float(next_attempt_at), last_error=error,
-                claimed_by="", claimed_until=None,
-            ))
-            return True
+        return self._release(entry_id, claimant, error, next_attempt_at=float(next_attempt_at))
 
     def fail_outbox(self, entry_id: str, *, claimant: str | None, error: str, now: float) -> bool:
+        return self._release(entry_id, claimant, error, failed_at=float(now))
+
+    def _release(self, entry_id: str, claimant: str | None, error: str, **changes: Any) -> bool:
+        """Let go of a held entry, noting ``error`` and ``changes``; False if not held."""
         with self._lock:
             self._check_open()
             entry = self._held(entry_id, claimant)
             if entry is None:
                 return False
             self._outbox[entry_id] = self._copy(dataclasses.replace(
-                entry, failed_at=float(now), last_error=error, claimed_by="", claimed_until=None,
+                entry, last_error=error, claimed_by="", claimed_until=None, **changes,
             ))
             return True
 
@@ -428,15 +421,22 @@ class MemoryStore:
         )
 
     def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
-        data = json.loads(json.dumps(dict(status), allow_nan=False))  # what SQLite would keep
+        try:
+            text = codec.status_to_text(source, status)
+        except codec.CodecError as exc:
+            raise self._refuse(exc) from None
         with self._lock:
             self._check_open()
-            self._status[source] = data
+            self._status[source] = text
 
     def load_status(self) -> dict[str, dict[str, Any]]:
         with self._lock:
             self._check_open()
-            return {k: json.loads(json.dumps(v)) for k, v in sorted(self._status.items())}
+            saved = sorted(self._status.items())
+        try:
+            return {source: codec.status_from_text(source, text) for source, text in saved}
+        except codec.CodecError as exc:
+            raise self._refuse(exc) from None
 
     def ping(self) -> None:
         with self._lock:

@@ -13,7 +13,7 @@ transaction. A database newer than this code is refused, never touched.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import sqlite3
 import threading
@@ -197,12 +197,14 @@ _INSERT_OUTBOX = (
 # Pending entries of the same (group, receiver) that no live claim holds.
 _SUPERSEDE_OUTBOX = (
     "DELETE FROM outbox WHERE group_key = ?1 AND receiver = ?2 AND failed_at IS NULL"
-    " AND (claimed_until IS NULL OR claimed_until <= ?3) AND id != ?4"
+    " AND (claimed_until IS NULL OR claimed_until <= ?3) AND created_at <= ?3 AND id != ?4"
 )
+# OutboxEntry.due in SQL.
 _DUE_OUTBOX = (
     "failed_at IS NULL AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)"
 )
 _UPSERT_REF = _upsert("delivery_refs", codec.REF_COLUMNS, ("receiver", "key"))
+_UPSERT_STATUS = _upsert("source_status", ("source", "data", "updated_at"), ("source",))
 
 # The later of resolved_at and last_seen, else updated_at: base.alert_touched in SQL.
 _ALERT_TOUCHED = (
@@ -537,7 +539,7 @@ class SqliteStore:
         limit: int = 100,
     ) -> list[OutboxEntry]:
         now = float(now)
-        sql = f"SELECT id FROM outbox WHERE {_DUE_OUTBOX}"
+        sql = f"{_SELECT_OUTBOX} WHERE {_DUE_OUTBOX}"
         params: list[Any] = [now, now]
         if receivers is not None:
             wanted = sorted(set(receivers))
@@ -550,15 +552,16 @@ class SqliteStore:
         # BEGIN IMMEDIATE holds the write lock from the select to the update: no other
         # process can take the same entries (PostgreSQL: FOR UPDATE SKIP LOCKED).
         with self._transaction("cannot claim outbox entries") as conn:
-            ids = [row[0] for row in conn.execute(sql, params).fetchall()]
+            taken = [
+                dataclasses.replace(entry, claimed_by=claimant, claimed_until=now + float(lease),
+                                    attempts=entry.attempts + 1)
+                for entry in map(codec.outbox_from_row, conn.execute(sql, params).fetchall())
+            ]
             conn.executemany(
-                "UPDATE outbox SET claimed_by = ?, claimed_until = ?, attempts = attempts + 1"
-                " WHERE id = ?",
-                [(claimant, now + float(lease), entry_id) for entry_id in ids],
+                "UPDATE outbox SET claimed_by = ?, claimed_until = ?, attempts = ? WHERE id = ?",
+                [(e.claimed_by, e.claimed_until, e.attempts, e.id) for e in taken],
             )
-            rows = [conn.execute(f"{_SELECT_OUTBOX} WHERE id = ?", (i,)).fetchone() for i in ids]
-        with self._errors("cannot claim outbox entries"):
-            return [codec.outbox_from_row(row) for row in rows]
+        return taken
 
     @staticmethod
     def _held(conn: sqlite3.Connection, entry_id: str, claimant: str | None) -> Any:
@@ -593,24 +596,25 @@ class SqliteStore:
     def retry_outbox(
         self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str
     ) -> bool:
-        with self._transaction("cannot reschedule outbox entry") as conn:
-            changed = conn.execute(
-                "UPDATE outbox SET next_attempt_at = ?, last_error = ?, claimed_by = '',"
-                " claimed_until = NULL WHERE id = ? AND claimed_by = ? AND failed_at IS NULL",
-                (float(next_attempt_at), " ".join(error.split()), entry_id, claimant),
-            ).rowcount
-        return changed > 0
+        return self._release("cannot reschedule outbox entry", entry_id, claimant, error,
+                             "next_attempt_at", float(next_attempt_at))
 
     def fail_outbox(self, entry_id: str, *, claimant: str | None, error: str, now: float) -> bool:
+        return self._release("cannot mark outbox entry failed", entry_id, claimant, error,
+                             "failed_at", float(now))
+
+    def _release(self, action: str, entry_id: str, claimant: str | None, error: str,
+                 column: str, value: float) -> bool:
+        """Let go of a held entry, noting ``error`` and setting ``column``; False if not held."""
         sql = (
-            "UPDATE outbox SET failed_at = ?, last_error = ?, claimed_by = '',"
+            f"UPDATE outbox SET {column} = ?, last_error = ?, claimed_by = '',"
             " claimed_until = NULL WHERE id = ? AND failed_at IS NULL"
         )
-        params: tuple[Any, ...] = (float(now), " ".join(error.split()), entry_id)
+        params: tuple[Any, ...] = (value, codec.one_line(error), entry_id)
         if claimant is not None:
             sql += " AND claimed_by = ?"
             params = (*params, claimant)
-        with self._transaction("cannot mark outbox entry failed") as conn:
+        with self._transaction(action) as conn:
             changed = conn.execute(sql, params).rowcount
         return changed > 0
 
@@ -661,15 +665,14 @@ class SqliteStore:
         return Collected(**deleted)
 
     def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
-        data = json.dumps(dict(status), sort_keys=True, allow_nan=False)
         with self._transaction("cannot save source status") as conn:
-            conn.execute(_upsert("source_status", ("source", "data", "updated_at"), ("source",)),
-                         (source, data, now))
+            conn.execute(_UPSERT_STATUS, (source, codec.status_to_text(source, status), float(now)))
 
     def load_status(self) -> dict[str, dict[str, Any]]:
         rows = self._query("cannot load source status",
                            "SELECT source, data FROM source_status ORDER BY source")
-        return {source: json.loads(data) for source, data in rows}
+        with self._errors("cannot load source status"):
+            return {source: codec.status_from_text(source, data) for source, data in rows}
 
     def ping(self) -> None:
         rows = self._query("not answering", "PRAGMA user_version")
