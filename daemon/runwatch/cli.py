@@ -128,6 +128,10 @@ def _parser() -> argparse.ArgumentParser:
     _config_args(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
+
+    from runwatch.cli_reports import add_commands
+
+    add_commands(sub)
     return parser
 
 

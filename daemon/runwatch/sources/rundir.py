@@ -97,6 +97,11 @@ class RundirSource:
         self._reported: dict[str, str] = {}
         self._wanted_cache: tuple[frozenset[str], frozenset[str]] | None = None
 
+    @property
+    def path_errors(self) -> tuple[str, ...]:
+        """The configured paths the last full search could not search, a line each."""
+        return tuple(self._path_errors)
+
     # -- discovery --
 
     def runs(self, now: float) -> dict[str, str]:

@@ -1,0 +1,227 @@
+"""The report commands of ``runwatch``: ``characterize``, ``watch`` and ``compare``.
+
+Thin, like ``cli``: parse, read the runs (``reports``), judge them (``analysis``), print
+(``notify.report_view`` on a terminal, ``notify.report_json`` with ``--json``). The rules
+are the config's (``--config``) or the shipped defaults, so a report judges a run exactly as
+the daemon's alerts do. A run that cannot be found or read is one line naming it, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from runwatch.config import Config, ConfigError, RuleSet, default_config, load_all
+from runwatch.notify.render import printable
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def add_commands(sub: Any) -> None:
+    char = sub.add_parser("characterize", help="one run's health: loss trend, grad norm,"
+                                               " evals, pace and ETA, verdict")
+    char.add_argument("run", metavar="RUN",
+                      help="entity/project/run_id, a W&B run URL, or a local run directory")
+    _common(char)
+    char.set_defaults(func=cmd_characterize)
+
+    watch = sub.add_parser("watch", help="every running run worst first, and the runs that"
+                                         " ended lately")
+    watch.add_argument("entity", nargs="?", metavar="ENTITY",
+                       help="a W&B entity (without it: --rundir, or the config's sources)")
+    which = watch.add_mutually_exclusive_group()
+    which.add_argument("--projects", metavar="A,B", help="these W&B projects of ENTITY")
+    which.add_argument("--all-projects", action="store_true",
+                       help="every project of ENTITY (the default with ENTITY)")
+    watch.add_argument("--hours", type=float, default=24.0,
+                       help="how far back ended runs are listed (default 24)")
+    watch.add_argument("--rundir", action="append", default=[], metavar="DIR",
+                       help="a directory searched for wandb run directories (repeatable)")
+    _common(watch)
+    watch.set_defaults(func=cmd_watch)
+
+    comp = sub.add_parser("compare", help="two runs side by side, and which is ahead")
+    comp.add_argument("run_a", metavar="RUN_A")
+    comp.add_argument("run_b", metavar="RUN_B")
+    _common(comp)
+    comp.set_defaults(func=cmd_compare)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", type=Path, metavar="FILE",
+                        help="daemon config: its rules, aliases and W&B access (default: the"
+                             " shipped rules; W&B from WANDB_API_KEY/WANDB_BASE_URL)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _rules(args: argparse.Namespace) -> tuple[Config | None, RuleSet]:
+    if args.config is not None:
+        config, rule_set = load_all(args.config)
+        return config, rule_set
+    config = default_config([Path(".")])
+    return None, config.rule_set()
+
+
+def _access(config: Config | None, entity: str | None = None) -> Any:
+    from runwatch.reports import WandbAccess
+
+    specs = [s for s in (config.sources if config else ()) if s.type == "wandb"]
+    chosen = next((s for s in specs if entity is None or s.entity == entity),
+                  specs[0] if specs else None)
+    return WandbAccess.from_spec(chosen)
+
+
+def _fail(line: str) -> int:
+    print(f"runwatch: {printable(line)}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+@contextlib.contextmanager
+def _status(text: str) -> Iterator[None]:
+    """A spinner on stderr while a long read runs, when stderr is a terminal."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(text):
+        yield
+
+
+def _print(renderable: Any) -> None:
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    console.print(renderable)
+
+
+def _load(spec_text: str, rule_set: RuleSet, access: Any) -> Any:
+    from runwatch.analysis import report_keys
+    from runwatch.reports import load_run, parse_run
+
+    spec = parse_run(spec_text)
+    with _status(f"reading {spec_text}"):
+        return load_run(spec, report_keys(rule_set.rules, rule_set.aliases), access=access)
+
+
+def cmd_characterize(args: argparse.Namespace) -> int:
+    from runwatch.analysis import characterize
+    from runwatch.reports import ReportError
+
+    config, rule_set = _rules(args)
+    access = _access(config)
+    try:
+        run = _load(args.run, rule_set, access)
+    except ReportError as exc:
+        return _fail(str(exc))
+    finally:
+        access.close()
+    report = characterize(run, rules=rule_set.rules, aliases=rule_set.aliases, now=time.time())
+    if args.json:
+        from runwatch.notify.report_json import SCHEMA_VERSION, run_json
+
+        print(json.dumps({"version": SCHEMA_VERSION, **run_json(report)}, indent=2,
+                         allow_nan=False))
+    else:
+        from runwatch.notify.report_view import characterize_view
+
+        _print(characterize_view(report))
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from runwatch.analysis import compare
+    from runwatch.reports import ReportError
+
+    config, rule_set = _rules(args)
+    access = _access(config)
+    try:
+        a = _load(args.run_a, rule_set, access)
+        b = _load(args.run_b, rule_set, access)
+    except ReportError as exc:
+        return _fail(str(exc))
+    finally:
+        access.close()
+    result = compare(a, b, rules=rule_set.rules, aliases=rule_set.aliases, now=time.time())
+    if args.json:
+        from runwatch.notify.report_json import compare_json
+
+        print(json.dumps(compare_json(result), indent=2, allow_nan=False))
+    else:
+        from runwatch.notify.report_view import compare_view
+
+        _print(compare_view(result))
+    return EXIT_OK
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from runwatch.analysis import report_keys, watch
+    from runwatch.reports import rundir_runs, wandb_runs
+
+    if args.config is not None and args.rundir:
+        raise ConfigError([f"{args.config}: --rundir cannot be combined with --config"])
+    if (args.projects or args.all_projects) and not args.entity:
+        return _fail("watch: --projects and --all-projects need an ENTITY")
+    config, rule_set = _rules(args)
+    now = time.time()
+    since = now - args.hours * 3600
+    keys = report_keys(rule_set.rules, rule_set.aliases)
+    runs: list[Any] = []
+    errors: list[str] = []
+    if args.entity:
+        access = _access(config, args.entity)
+        projects = [p for p in (args.projects or "").split(",") if p] or None
+        try:
+            with _status(f"reading the runs of {args.entity}"):
+                found = wandb_runs(access, entity=args.entity, projects=projects, since=since,
+                                   keys=keys)
+        finally:
+            access.close()
+        runs += found.runs
+        errors += found.errors
+        if not found.runs and found.errors:
+            for line in errors:
+                print(f"runwatch: {printable(line)}", file=sys.stderr)
+            return EXIT_CONFIG
+    elif config is None:
+        with _status("reading run directories"):
+            found = rundir_runs(args.rundir or ["."], keys, now)
+        runs += found.runs
+        errors += found.errors
+    else:
+        for spec in config.sources:
+            if spec.type == "rundir":
+                found = rundir_runs([str(p) for p in spec.paths], keys, now)
+            else:
+                from runwatch.reports import WandbAccess
+
+                access = WandbAccess.from_spec(spec)
+                try:
+                    projects = None if spec.projects == "all" else list(spec.projects)
+                    found = wandb_runs(access, entity=spec.entity, projects=projects,
+                                       since=since, keys=keys)
+                finally:
+                    access.close()
+            runs += found.runs
+            errors += found.errors
+    report = watch(runs, since=since, now=now, rules=rule_set.rules, aliases=rule_set.aliases)
+    for line in errors:
+        print(f"warning: {printable(line)}", file=sys.stderr)
+    if args.json:
+        from runwatch.notify.report_json import watch_json
+
+        print(json.dumps(watch_json(report), indent=2, allow_nan=False))
+    else:
+        from runwatch.notify.report_view import watch_view
+
+        _print(watch_view(report))
+    return EXIT_OK

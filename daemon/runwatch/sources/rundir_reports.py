@@ -1,0 +1,95 @@
+"""Whole runs read from their run directories, for health reports.
+
+A tick reads a run's log from its cursor; a report wants the run's whole history of the
+keys it shows (``keys`` is any container: the report's ``KeyFilter`` is asked about each
+key as the reader meets it). Nothing here touches cursors or alert state, and the reader
+is the tick's own (``runlog``), so a run reads the same in both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
+
+from runwatch.model import RunSnapshot
+from runwatch.sources.rundir import RundirSource
+from runwatch.sources.runlog import KINDS, LogRead, RunLog, id_from_dir
+from runwatch.sources.wandbfile import LogReader
+
+
+class RunNotFound(LookupError):
+    """No run directory at the path given; the message names it."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RundirRead:
+    runs: tuple[RunSnapshot, ...]
+    errors: tuple[str, ...]
+
+
+def log_path(path: str | os.PathLike[str]) -> str:
+    """The ``.wandb`` log of the run directory ``path`` names: the run directory itself,
+    a ``wandb/`` directory (its ``latest-run``) or the folder holding that ``wandb/``."""
+    text = os.path.abspath(os.fspath(path))
+    for candidate in (text, os.path.join(text, "latest-run"),
+                      os.path.join(text, "wandb", "latest-run")):
+        real = os.path.realpath(candidate)
+        log = os.path.join(real, f"run-{id_from_dir(real)}.wandb")
+        if os.path.isfile(log):
+            return log
+    raise RunNotFound(f"{text}: not a wandb run directory (no run-<id>.wandb inside)")
+
+
+def read_log(log: str, keys: Container[str], *, source: str = "rundir"
+             ) -> tuple[RunSnapshot, list[str]]:
+    """The run whose log is ``log``, with the history of ``keys``, and one line per damaged
+    place found (the records before it are used). OSError if the log cannot be read."""
+    stat = os.stat(log)
+    run = RunLog(key=os.path.dirname(log), log=log, size=stat.st_size,
+                 mtime_ns=stat.st_mtime_ns, dev=stat.st_dev, ino=stat.st_ino)
+    reader = LogReader(log, 0, kinds=KINDS)
+    reading = LogRead(run, keys)  # type: ignore[arg-type]  # any container answers `in`
+    reading.consume(reader)
+    reading.finish()
+    errors = [damage.message(log) for damage in reading.damaged]
+    if reader.corruption is not None:
+        errors.append(reader.corruption.message(log))
+    snapshot = RunSnapshot(
+        ref=run.ref(source), state=run.state,
+        heartbeat=run.heartbeat if run.heartbeat is not None else stat.st_mtime,
+        progress=run.progress, started=run.started, last_step=run.last_step, tags=run.tags,
+        group=run.group, config=run.config, summary=run.summary_view(), keys=run.keys_view(),
+        history=reading.series(),
+    )
+    return snapshot, errors
+
+
+def read_run(path: str | os.PathLike[str], keys: Container[str], *, source: str = "rundir"
+             ) -> tuple[RunSnapshot, list[str]]:
+    """One run directory (see ``log_path``); RunNotFound or OSError when it cannot be read."""
+    return read_log(log_path(path), keys, source=source)
+
+
+def read_tree(paths: Iterable[str | os.PathLike[str]], keys: Container[str], now: float, *,
+              source: str = "rundir") -> RundirRead:
+    """Every run found under ``paths`` (as the ``rundir`` source finds them), read whole;
+    a run that cannot be read is one error line, the others are still read."""
+    finder = RundirSource(source, paths)
+    logs = finder.runs(now)
+    runs: list[RunSnapshot] = []
+    errors: list[str] = list(finder.path_errors)
+    for log in sorted(logs.values()):
+        try:
+            snapshot, damage = read_log(log, keys, source=source)
+        except FileNotFoundError:
+            continue  # the SDK creates the directory before the log
+        except OSError as exc:
+            errors.append(f"{log}: cannot read: {exc.strerror or exc}")
+            continue
+        except Exception as exc:  # one run's surprise must not hide the others
+            errors.append(f"{log}: cannot read: {type(exc).__name__}: {exc}")
+            continue
+        runs.append(snapshot)
+        errors += damage
+    return RundirRead(runs=tuple(runs), errors=tuple(errors))
