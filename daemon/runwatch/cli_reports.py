@@ -46,6 +46,20 @@ def add_commands(sub: Any) -> None:
     _common(watch)
     watch.set_defaults(func=cmd_watch)
 
+    digest = sub.add_parser("digest", help="the daily digest: show it, or send it now")
+    digest.add_argument("--config", "-c", type=Path, metavar="FILE", required=True,
+                        help="daemon config (YAML): its sources, store, rules and receivers")
+    digest.add_argument("--now", metavar="TIME",
+                        help="compose it as of TIME (ISO 8601, e.g. 2026-12-02T08:00:00+01:00,"
+                             " or Unix seconds); default: now")
+    digest.add_argument("--receiver", action="append", metavar="NAME",
+                        help="send to this receiver (repeatable; default: the digest's)")
+    digest.add_argument("--dry-run", action="store_true",
+                        help="print it to the terminal; send nothing, record nothing")
+    digest.add_argument("--json", action="store_true", help="with --dry-run: print the"
+                                                            " webhook's JSON body")
+    digest.set_defaults(func=cmd_digest)
+
     comp = sub.add_parser("compare", help="two runs side by side, and which is ahead")
     comp.add_argument("run_a", metavar="RUN_A")
     comp.add_argument("run_b", metavar="RUN_B")
@@ -225,3 +239,79 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
         _print(watch_view(report))
     return EXIT_OK
+
+
+def parse_time(text: str) -> float:
+    """ISO 8601 (a time without a zone is UTC) or Unix seconds."""
+    from datetime import UTC, datetime
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"invalid time {text!r}: expected ISO 8601 (2026-12-02T08:00:00Z)"
+                         " or Unix seconds") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    from runwatch import digests
+    from runwatch.store.base import open_store
+
+    config, rule_set = load_all(args.config)
+    try:
+        now = parse_time(args.now) if args.now else time.time()
+    except ValueError as exc:
+        return _fail(f"digest: {exc}")
+    receivers = list(args.receiver or (config.digest.receivers if config.digest else ()))
+    for name in receivers:
+        if config.receiver(name) is None:
+            known = ", ".join(r.name for r in config.receivers) or "none"
+            return _fail(f"digest: receiver {name}: not in {args.config} (receivers: {known})")
+    if not receivers and not args.dry_run:
+        return _fail(f"digest: {args.config} names no digest receivers; use --receiver NAME"
+                     " or --dry-run")
+    _, zone = digests.trigger_of(config)
+    store = open_store(config.store)
+    try:
+        sent = [t for name in receivers if (t := digests.sent_at(store, name)) is not None]
+        start = max(max(sent, default=now - 86400.0), now - digests.MAX_PERIOD)
+        with _status("reading the runs"):
+            digest = digests.build(config, rule_set, store,
+                                   digests.Period(start=min(start, now), end=now))
+        if args.dry_run:
+            if args.json:
+                from runwatch.notify.digest_render import body
+
+                print(json.dumps(body(digest), indent=2, allow_nan=False))
+            else:
+                from runwatch.notify.report_view import digest_view
+
+                _print(digest_view(digest, zone))
+            return EXIT_OK
+        return _send_digest(config, store, digests.content(digest, zone), receivers, now)
+    finally:
+        store.close()
+
+
+def _send_digest(config: Config, store: Any, rendered: Any, receivers: list[str],
+                 now: float) -> int:
+    from runwatch import digests
+    from runwatch.notify.outbox import drain
+    from runwatch.notify.receivers import build_notifier
+
+    notifiers = {name: build_notifier(config.receiver(name)) for name in receivers}
+    try:
+        digests.queue(store, rendered, receivers, now)
+        report = drain(store, notifiers, max(now, time.time()))
+    finally:
+        for notifier in notifiers.values():
+            notifier.close()
+    for line in report.errors:
+        print(f"runwatch: {printable(line)}", file=sys.stderr)
+    print(f"digest: {report.sent} sent, {report.retrying} waiting for a retry (the daemon"
+          f" sends it), {report.failed} failed")
+    return EXIT_OK if not report.failed else EXIT_FAILURE

@@ -262,8 +262,28 @@ class Daemon:
         log.info("maintenance", collected=collected.total)
 
     def digest(self) -> None:
-        # The daily digest's slot: its model and rendering arrive in a later version.
-        log.info("digest is scheduled; composing digests is not part of this version")
+        """Queue the digest for every digest receiver that is due one, then send it. Runs on
+        the schedule and once at start-up (a digest missed while down, within the grace)."""
+        if self._stop.is_set():
+            return
+        from runwatch.digests import run_scheduled
+
+        with self._lock:
+            runtime = self.runtime
+        try:
+            done = run_scheduled(runtime.config, runtime.rule_set, self.store, self.clock())
+        except StoreError as exc:
+            log.error("digest not sent: the store is unavailable", error=str(exc))
+            return
+        for receiver, why in done.skipped.items():
+            log.info("no digest", receiver=receiver, reason=why)
+        if done.digest is not None:
+            for line in done.digest.errors:
+                log.warning("digest: a source could not be read", detail=line)
+            log.info("digest queued", receivers=list(done.queued),
+                     runs=len(done.digest.running), ended=len(done.digest.ended),
+                     fired=len(done.digest.fired))
+            self.flush_outbox()
 
     # --- readiness -------------------------------------------------------------------------
 
@@ -319,6 +339,8 @@ class Daemon:
         for line in runtime.problems:
             log.error("receiver cannot be set up", detail=line)
         self._schedule_sources()
+        if self.scheduler is not None:
+            self._schedule_digest(startup=False)
         self._watched = self._file_signature()
         self.metrics.reloads.labels("success").inc()
         self.metrics.reload_ok.set(1)
@@ -383,6 +405,26 @@ class Daemon:
             else:
                 self.scheduler.reschedule_job(job_id, trigger=trigger)
 
+    def _schedule_digest(self, *, startup: bool) -> None:
+        """The digest's cron job (gone when the config has no digest). At start-up it also
+        runs once, after the first ticks: a digest missed while down is sent if its time
+        passed less than ``digest.grace`` ago."""
+        digest = self.config.digest
+        job = self.scheduler.get_job("digest")
+        if digest is None:
+            if job is not None:
+                job.remove()
+            return
+        trigger = cron_trigger(digest.schedule, digest.zone)
+        grace = max(1, int(digest.grace))
+        if job is None:
+            first = {"next_run_time": _utcnow()} if startup else {}
+            self.scheduler.add_job(self.digest, trigger, id="digest", name="digest",
+                                   misfire_grace_time=grace, **first)
+        else:
+            self.scheduler.modify_job("digest", misfire_grace_time=grace)
+            self.scheduler.reschedule_job("digest", trigger=trigger)
+
     def start(self) -> None:
         """The HTTP endpoint and the scheduler; first ticks start at once."""
         http = self.config.http
@@ -402,10 +444,7 @@ class Daemon:
                                id="outbox", name="outbox")
         self.scheduler.add_job(self.maintenance, IntervalTrigger(seconds=MAINTENANCE_INTERVAL),
                                id="maintenance", name="maintenance", next_run_time=_utcnow())
-        digest = self.config.digest
-        if digest is not None:
-            self.scheduler.add_job(self.digest, cron_trigger(digest.schedule, digest.zone),
-                                   id="digest", name="digest")
+        self._schedule_digest(startup=True)
         self.release_dead_claims()
         self.http.start()
         self.scheduler.start()

@@ -185,6 +185,9 @@ class Digest(StrictModel):
     schedule: Annotated[str, AfterValidator(_cron)] = "0 8 * * *"
     timezone: Annotated[str, AfterValidator(_zone)] | None = None  # the host's when unset
     receivers: Annotated[Names, Field(min_length=1)]
+    # A digest missed while runwatch was down is sent at start-up if its time passed less
+    # than this long ago; an older one is skipped (yesterday's news), and said so.
+    grace: Interval = 6 * 3600.0
 
     @property
     def zone(self) -> zoneinfo.ZoneInfo | None:

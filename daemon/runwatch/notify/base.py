@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from runwatch.model import AlertState
 
@@ -25,6 +25,7 @@ class Reason(enum.StrEnum):
     RESOLVED = "resolved"  # alerts the receiver was told about have resolved
     NONE = "do-not-notify"
     TEST = "test"  # `runwatch notify-test`
+    DIGEST = "digest"  # the scheduled digest
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -36,6 +37,23 @@ class Chart:
     values: tuple[float, ...]
     threshold: float | None = None
     firing_step: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DigestContent:
+    """A digest as every kind of receiver sends it, rendered once when it was composed (the
+    outbox keeps it as it was: a retry an hour later sends the same morning's digest)."""
+
+    title: str  # the email's subject
+    summary: str  # one line of counts: beside the title where there is no room for more
+    text: str  # plain text: the email's text part
+    blocks: tuple[Mapping[str, Any], ...]  # Slack Block Kit, within Slack's limits
+    html: str  # the email's HTML part; the image is ``cid:`` DIGEST_IMAGE_CID
+    body: Mapping[str, Any]  # a webhook's JSON body
+    image: bytes | None = None  # PNG: the running runs' loss curves
+
+
+DIGEST_IMAGE_CID = "digest-chart@runwatch.invalid"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,6 +76,7 @@ class Message:
     created_at: float  # when it was decided: "firing for 2h" is measured against it
     charts: Mapping[str, Chart] = field(default_factory=dict)  # by alert fingerprint
     refs: Mapping[str, str] = field(default_factory=dict)
+    digest: DigestContent | None = None  # set: this message is a digest, not alert news
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

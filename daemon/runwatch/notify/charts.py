@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -17,6 +19,9 @@ from matplotlib.figure import Figure
 from runwatch.model import AlertState
 from runwatch.notify import render
 from runwatch.notify.base import Chart, Message
+
+if TYPE_CHECKING:
+    from runwatch.analysis.characterize import RunReport
 
 MAX_POINTS = 2000  # more than a 600-pixel-wide chart can show
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -95,3 +100,45 @@ def _firing_point(chart: Chart, finite: list[tuple[int, float]]) -> tuple[int, f
         return at[-1]
     before = [(s, v) for s, v in finite if s <= chart.firing_step]
     return before[-1] if before else None
+
+
+# --- the digest's grid of loss curves -------------------------------------------------------
+
+DIGEST_PANELS = 9  # running runs drawn, worst first; the rest are in the text
+DIGEST_COLUMNS = 3
+
+
+def digest_png(runs: Sequence[RunReport], alerts: Sequence[AlertState] = (), *,
+               panels: int = DIGEST_PANELS) -> bytes | None:
+    """A small grid of the running runs' loss curves (the first ``panels``, worst first),
+    each alert firing on a run marked where it fired; None when no run has a curve."""
+    drawn = [r for r in runs if r.curves.get("loss") is not None][:panels]
+    if not drawn:
+        return None
+    marks: dict[str, list[AlertState]] = {}
+    for alert in alerts:
+        if alert.step is not None:
+            marks.setdefault(alert.run.path, []).append(alert)
+    columns = min(DIGEST_COLUMNS, len(drawn))
+    rows = math.ceil(len(drawn) / columns)
+    figure = Figure(figsize=(2.6 * columns, 1.9 * rows), dpi=100)
+    FigureCanvasAgg(figure)
+    for i, report in enumerate(drawn):
+        axes = figure.add_subplot(rows, columns, i + 1)
+        curve = report.curves["loss"]
+        values = [v if math.isfinite(v) else math.nan for v in curve.values]
+        axes.plot(curve.steps, values, linewidth=1.0, color=_HEALTH_COLOUR[str(report.health)])
+        for alert in marks.get(report.run.path, ()):
+            axes.axvline(alert.step, color="#c62828" if alert.severity == "critical"
+                         else "#ef6c00", linestyle=":", linewidth=1)
+        axes.set_title(render.truncate(render.one_line(report.run.display_name), 28),
+                       fontsize=7, loc="left", parse_math=False)
+        axes.tick_params(labelsize=5)
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    out = io.BytesIO()
+    figure.savefig(out, format="png")
+    return out.getvalue()
+
+
+_HEALTH_COLOUR = {"healthy": "#1565c0", "warning": "#ef6c00", "critical": "#c62828"}

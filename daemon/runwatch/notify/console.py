@@ -103,7 +103,12 @@ class ConsoleNotifier:
 
     def send(self, message: Message) -> Delivery:
         try:
-            self.console.print(message_panel(message, destination=self.destination))
+            if message.digest is not None:
+                self.console.print(Panel(Text(printable(message.digest.text)),
+                                         title=Text(printable(message.digest.title)),
+                                         title_align="left", expand=True))
+            else:
+                self.console.print(message_panel(message, destination=self.destination))
         except OSError as exc:  # a closed pipe or a full disk: the contract says report it
             return Delivery(ok=False, detail=f"cannot print: {exc}", temporary=False)
         self.sent.append(message)

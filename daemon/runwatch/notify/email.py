@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from runwatch.notify import render
-from runwatch.notify.base import Delivery, Message
+from runwatch.notify.base import DIGEST_IMAGE_CID, Delivery, DigestContent, Message, Reason
 from runwatch.notify.charts import firing_charts
 
 MAX_CHARTS = 3
@@ -49,6 +49,8 @@ def _thread_parent(message: Message) -> str | None:
 def build_email(message: Message, *, sender: str, to: Sequence[str],
                 max_charts: int = MAX_CHARTS) -> EmailMessage:
     """The email for ``message``: headers, text and HTML parts, inline charts."""
+    if message.digest is not None:
+        return digest_email(message, message.digest, sender=sender, to=to)
     email = EmailMessage()
     email["Subject"] = render.subject(message)
     email["From"] = sender
@@ -77,6 +79,28 @@ def build_email(message: Message, *, sender: str, to: Sequence[str],
         for fingerprint, (cid, png) in images.items():
             html_part.add_related(png, "image", "png", cid=cid,
                                   filename=f"{fingerprint}.png", disposition="inline")
+    return email
+
+
+def digest_email(message: Message, digest: DigestContent, *, sender: str,
+                 to: Sequence[str]) -> EmailMessage:
+    """A digest: its text and HTML, the chart inline in the HTML (the digest's chart is its
+    point, so it goes with or without the receiver's ``charts``)."""
+    email = EmailMessage()
+    email["Subject"] = render.single_line(digest.title)
+    email["From"] = sender
+    email["To"] = ", ".join(to)
+    email["Date"] = formatdate(message.created_at, usegmt=True)
+    email["Message-ID"] = message_id(message, sender)
+    email["Auto-Submitted"] = "auto-generated"
+    email["X-Runwatch-Group"] = render.single_line(message.group_key, 200)
+    email["X-Runwatch-Reason"] = str(Reason.DIGEST)
+    email.set_content(digest.text)
+    email.add_alternative(digest.html, subtype="html")
+    if digest.image:
+        email.get_payload()[1].add_related(digest.image, "image", "png",
+                                           cid=f"<{DIGEST_IMAGE_CID}>", filename="digest.png",
+                                           disposition="inline")
     return email
 
 

@@ -21,6 +21,7 @@ entry once.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 import os
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runwatch.model import AlertState
-from runwatch.notify.base import Chart, Delivery, Message, Notifier, Reason
+from runwatch.notify.base import Chart, Delivery, DigestContent, Message, Notifier, Reason
 from runwatch.store import codec
 from runwatch.store.base import OutboxEntry, Store
 
@@ -51,14 +52,32 @@ REF_RETENTION = 14 * 86400.0  # how long a Slack thread or message id is remembe
 
 def encode_message(message: Message) -> str:
     """``message`` as the outbox's payload text (alerts without their check memory)."""
-    return codec.encode_json({
+    data = {
         "v": PAYLOAD_VERSION,
         "group_labels": dict(message.group_labels),
         "reason": str(message.reason),
         "firing": [codec.alert_to_data(a, memory=False) for a in message.firing],
         "resolved": [codec.alert_to_data(a, memory=False) for a in message.resolved],
         "charts": {fp: dataclasses.asdict(chart) for fp, chart in message.charts.items()},
-    })
+    }
+    if message.digest is not None:
+        data["digest"] = _digest_data(message.digest)
+    return codec.encode_json(data)
+
+
+def _digest_data(digest: DigestContent) -> dict[str, Any]:
+    return {"title": digest.title, "summary": digest.summary, "text": digest.text,
+            "blocks": list(digest.blocks), "html": digest.html, "body": dict(digest.body),
+            "image": base64.b64encode(digest.image).decode() if digest.image else None}
+
+
+def _digest(data: Mapping[str, Any] | None) -> DigestContent | None:
+    if data is None:
+        return None
+    image = data.get("image")
+    return DigestContent(title=data["title"], summary=data["summary"], text=data["text"],
+                         blocks=tuple(data["blocks"]), html=data["html"], body=data["body"],
+                         image=base64.b64decode(image) if image else None)
 
 
 def decode_message(entry: OutboxEntry, refs: Mapping[str, str] | None = None) -> Message:
@@ -78,6 +97,7 @@ def decode_message(entry: OutboxEntry, refs: Mapping[str, str] | None = None) ->
             created_at=entry.created_at,
             charts={fp: _chart(c) for fp, c in data["charts"].items()},
             refs=dict(refs or {}),
+            digest=_digest(data.get("digest")),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise codec.CodecError(f"outbox entry {entry.id} unreadable: {exc}") from None

@@ -191,3 +191,47 @@ def compare_view(c: Comparison) -> RenderableType:
 
 def _rate(rate: float | None) -> str:
     return "—" if not rate else f"{rate * 3600:,.0f}"
+
+
+def digest_view(digest: Any, zone: Any = None) -> RenderableType:
+    """The digest on a terminal: what its Slack message says, as tables."""
+    from runwatch.notify import digest_render as words
+
+    parts: list[RenderableType] = [
+        Text(words.title(digest, zone), style="bold"),
+        Text(words.period(digest, zone), style="dim"),
+        Text(words.summary_line(digest)),
+    ]
+    for s in digest.sections:
+        parts.append(Text(f"\n{printable(s.project)}", style="bold underline"))
+        if s.running:
+            table = Table("health", "run", "step", "ETA", "loss", "reason", box=None,
+                          title=f"running ({len(s.running)})", title_justify="left")
+            for r in s.running:
+                table.add_row(health_text(r.health), Text(printable(r.run.display_name)),
+                              progress_text(r), eta_text(r), sparkline(r.curves.get("loss"), 12),
+                              Text(printable(r.reasons[0].text if r.reasons else "")))
+            parts.append(table)
+        if s.ended:
+            table = Table("outcome", "run", "step", "health", "reason", box=None,
+                          title=f"ended ({len(s.ended)})", title_justify="left")
+            for r in s.ended:
+                table.add_row(str(r.state), Text(printable(r.run.display_name)),
+                              progress_text(r), health_text(r.health),
+                              Text(printable(r.reasons[0].text if r.reasons else "")))
+            parts.append(table)
+        for heading, alerts in (("alerts fired", s.fired), ("still firing", s.firing)):
+            if not alerts:
+                continue
+            table = Table("", "rule", "run", "summary", box=None,
+                          title=f"{heading} ({len(alerts)})", title_justify="left")
+            for a in alerts:
+                mark, what, why = words.alert_words(a)
+                table.add_row(mark, Text(printable(what)), Text(printable(a.run.display_name)),
+                              Text(printable(why)))
+            parts.append(table)
+    if not digest.sections:
+        parts.append(Text("Nothing ran and nothing fired."))
+    for error in digest.errors:
+        parts.append(Text(f"not read: {printable(error)}", style="yellow"))
+    return Group(*parts)

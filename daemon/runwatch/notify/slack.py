@@ -48,7 +48,7 @@ from slack_sdk.webhook import WebhookClient
 
 from runwatch.model import AlertState
 from runwatch.notify import render
-from runwatch.notify.base import Delivery, Message
+from runwatch.notify.base import Delivery, DigestContent, Message
 from runwatch.notify.charts import chart_title, firing_charts
 
 MAX_CHARTS = 3
@@ -158,6 +158,12 @@ def _scrub(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
+def digest_fallback(digest: DigestContent) -> str:
+    """The ``text`` beside a digest's blocks (notifications, screen readers)."""
+    return render.truncate(render.mrkdwn(f"{digest.title}: {digest.summary}"),
+                           render.FALLBACK_LIMIT)
+
+
 class SlackNotifier:
     """A bot token (``xoxb-``) posting to one channel through ``chat.postMessage``."""
 
@@ -177,6 +183,8 @@ class SlackNotifier:
         pass  # urllib opens a connection per request; nothing is held
 
     def send(self, message: Message) -> Delivery:
+        if message.digest is not None:
+            return self._send_digest(message, message.digest)
         call = "chat.postMessage"
         try:
             call = "chat.update"
@@ -194,6 +202,29 @@ class SlackNotifier:
         if notes:
             detail += "; " + "; ".join(notes)
         return Delivery(ok=True, detail=_scrub(detail, (self._token,)), refs=refs)
+
+    def _send_digest(self, message: Message, digest: DigestContent) -> Delivery:
+        """The digest to the channel, its chart into the post's thread (best effort)."""
+        try:
+            response = self._client.chat_postMessage(
+                channel=self.channel, text=digest_fallback(digest),
+                blocks=list(digest.blocks), unfurl_links=False, unfurl_media=False,
+                metadata={"event_type": METADATA_EVENT,
+                          "event_payload": {"outbox_id": message.id}})
+        except Exception as exc:  # a Notifier answers, never raises
+            return classify(self.name, "chat.postMessage", exc, secrets=(self._token,))
+        channel, ts = str(response["channel"]), str(response["ts"])
+        detail = f"slack receiver {self.name!r}: posted the digest {ts} to {channel}"
+        if digest.image:
+            try:
+                self._client.files_upload_v2(
+                    channel=channel, thread_ts=ts, file=digest.image, filename="digest.png",
+                    title=render.truncate(render.one_line(digest.title), 250),
+                    alt_txt="loss curves of the running runs")
+            except Exception as exc:  # the digest is out; its chart is a bonus
+                failed = classify(self.name, "files_upload_v2", exc, secrets=(self._token,))
+                detail += f"; chart not uploaded ({failed.detail.rsplit(': ', 1)[-1]})"
+        return Delivery(ok=True, detail=_scrub(detail, (self._token,)))
 
     # --- steps ----------------------------------------------------------------------
 
@@ -304,11 +335,17 @@ class SlackWebhookNotifier:
         pass
 
     def send(self, message: Message) -> Delivery:
+        digest = message.digest
         try:
-            response = self._client.send(
-                text=render.slack_fallback(message), blocks=render.slack_blocks(message),
-                unfurl_links=False, unfurl_media=False,
-            )
+            if digest is not None:  # no files through a webhook: the blocks alone
+                response = self._client.send(
+                    text=digest_fallback(digest),
+                    blocks=list(digest.blocks), unfurl_links=False, unfurl_media=False)
+            else:
+                response = self._client.send(
+                    text=render.slack_fallback(message), blocks=render.slack_blocks(message),
+                    unfurl_links=False, unfurl_media=False,
+                )
         except Exception as exc:  # a Notifier answers, never raises
             return classify(self.name, "webhook", exc, secrets=(self._url,))
         status, body = response.status_code, render.single_line(response.body or "", 120)

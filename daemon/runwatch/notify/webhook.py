@@ -170,7 +170,8 @@ class WebhookNotifier:
         pass
 
     def request(self, message: Message) -> urllib.request.Request:
-        body = json.dumps(payload(message), ensure_ascii=False, allow_nan=False).encode()
+        data = dict(message.digest.body) if message.digest is not None else payload(message)
+        body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8",
                    "User-Agent": f"runwatch/{runwatch.__version__}",
                    "X-Runwatch-Delivery": render.single_line(message.id, 200)}
