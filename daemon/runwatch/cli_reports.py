@@ -97,6 +97,21 @@ def _fail(line: str) -> int:
 
 
 @contextlib.contextmanager
+def _progress(text: str) -> Iterator[Any]:
+    """A progress bar on stderr, when stderr is a terminal: yields ``update(done, total)``."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield None
+        return
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task(text, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+@contextlib.contextmanager
 def _status(text: str) -> Iterator[None]:
     """A spinner on stderr while a long read runs, when stderr is a terminal."""
     from rich.console import Console
@@ -179,7 +194,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_watch(args: argparse.Namespace) -> int:
     from runwatch.analysis import report_keys, watch
-    from runwatch.reports import rundir_runs, wandb_runs
+    from runwatch.reports import config_runs, rundir_runs, wandb_runs
 
     if args.config is not None and args.rundir:
         raise ConfigError([f"{args.config}: --rundir cannot be combined with --config"])
@@ -189,46 +204,28 @@ def cmd_watch(args: argparse.Namespace) -> int:
     now = time.time()
     since = now - args.hours * 3600
     keys = report_keys(rule_set.rules, rule_set.aliases)
-    runs: list[Any] = []
-    errors: list[str] = []
     if args.entity:
         access = _access(config, args.entity)
         projects = [p for p in (args.projects or "").split(",") if p] or None
         try:
-            with _status(f"reading the runs of {args.entity}"):
+            with _progress(f"reading the projects of {args.entity}") as update:
                 found = wandb_runs(access, entity=args.entity, projects=projects, since=since,
-                                   keys=keys)
+                                   keys=keys, progress=update)
         finally:
             access.close()
-        runs += found.runs
-        errors += found.errors
-        if not found.runs and found.errors:
-            for line in errors:
+        if not found.runs and found.errors:  # W&B said no to everything: nothing to show
+            for line in found.errors:
                 print(f"runwatch: {printable(line)}", file=sys.stderr)
             return EXIT_CONFIG
     elif config is None:
         with _status("reading run directories"):
             found = rundir_runs(args.rundir or ["."], keys, now)
-        runs += found.runs
-        errors += found.errors
     else:
-        for spec in config.sources:
-            if spec.type == "rundir":
-                found = rundir_runs([str(p) for p in spec.paths], keys, now)
-            else:
-                from runwatch.reports import WandbAccess
-
-                access = WandbAccess.from_spec(spec)
-                try:
-                    projects = None if spec.projects == "all" else list(spec.projects)
-                    found = wandb_runs(access, entity=spec.entity, projects=projects,
-                                       since=since, keys=keys)
-                finally:
-                    access.close()
-            runs += found.runs
-            errors += found.errors
-    report = watch(runs, since=since, now=now, rules=rule_set.rules, aliases=rule_set.aliases)
-    for line in errors:
+        with _status("reading the runs of every source"):
+            found = config_runs(config, keys, since=since, now=now)
+    report = watch(found.runs, since=since, now=now, rules=rule_set.rules,
+                   aliases=rule_set.aliases)
+    for line in found.errors:
         print(f"warning: {printable(line)}", file=sys.stderr)
     if args.json:
         from runwatch.notify.report_json import watch_json

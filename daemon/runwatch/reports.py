@@ -149,9 +149,10 @@ def rundir_runs(paths: Iterable[str], keys: KeyFilter, now: float) -> Found:
 def wandb_runs(access: WandbAccess, *, entity: str, projects: Sequence[str] | None,
                since: float, keys: KeyFilter, samples: int | None = None,
                recent: int | None = None,
-               progress: Callable[[str], None] | None = None) -> Found:
+               progress: Callable[[int, int], None] | None = None) -> Found:
     """The running runs of ``projects`` (None: all the entity's) and those that ended
-    since ``since``, with their sampled history; a project that fails is one error line."""
+    since ``since``, with their sampled history; a project that fails is one error line.
+    ``progress(done, total)`` is told of every project read."""
     from runwatch.sources import wandb_reports
     from runwatch.sources.wandb_client import WandbError
 
@@ -165,9 +166,9 @@ def wandb_runs(access: WandbAccess, *, entity: str, projects: Sequence[str] | No
             return Found(runs=(), errors=(f"entity {entity}: {exc}",))
     runs: list[RunSnapshot] = []
     errors: list[str] = []
-    for project in projects:
+    for done, project in enumerate(projects):
         if progress:
-            progress(project)
+            progress(done, len(projects))
         try:
             nodes = wandb_reports.list_runs(client, entity=entity, project=project,
                                             source="wandb", app_url=app, ended_since=since,
@@ -181,6 +182,8 @@ def wandb_runs(access: WandbAccess, *, entity: str, projects: Sequence[str] | No
             continue
         for node in nodes:
             runs.append(read.get(node.snapshot.ref.path, node.snapshot))
+    if progress:
+        progress(len(projects), len(projects))
     return Found(runs=tuple(runs), errors=tuple(errors))
 
 

@@ -170,3 +170,14 @@ def test_watch_command_over_a_wandb_entity(wandb_server, wandb_runs, capsys, mon
     assert [r["run"]["name"] for r in data["running"]] == ["killed"]
     assert {r["run"]["name"]: r["health"] for r in data["ended"]} == {
         "exploding-grads": "critical", "healthy": "healthy"}
+
+
+def test_watch_command_over_a_configs_sources(wandb_runs, tmp_path, capsys):
+    config = tmp_path / "runwatch.yaml"
+    healthy, crashed = wandb_runs.runs["healthy"], wandb_runs.runs["crashed"]
+    config.write_text(f"sources:\n  - {{type: rundir, name: a, path: {healthy}}}\n"
+                      f"  - {{type: rundir, name: b, path: {crashed}}}\n"
+                      "store: sqlite:///state.db\n")
+    data = run_json(capsys, "watch", "--config", str(config), "--hours", "100000")
+    assert [(r["run"]["name"], r["health"]) for r in data["ended"]] == [
+        ("crashed", "critical"), ("healthy", "healthy")]

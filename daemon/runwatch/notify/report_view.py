@@ -92,7 +92,7 @@ def characterize_view(r: RunReport) -> RenderableType:
     for reason in r.reasons:
         facts.add_row(Text(str(reason.severity), style=HEALTH_STYLE[Health(
             "critical" if reason.severity == "critical" else "warning")]),
-            Text(printable(reason.text) + (f"  [{reason.rule}]" if reason.rule else "")))
+            Text(printable(reason.text) + (f"  ({reason.rule})" if reason.rule else "")))
     if r.loss is not None:
         loss = r.loss
         change = f"{loss.change:+.1%}, " if loss.finite else ""
@@ -116,13 +116,14 @@ def characterize_view(r: RunReport) -> RenderableType:
                                    f"{e.best_step:,})"))
     facts.add_row("heartbeat", ago(r.heartbeat_age))
     facts.add_row("last row", ago(r.progress_age))
-    facts.add_row("step", progress_text(r) + (f"  [{r.pace.step_key}]" if r.pace.step_key else ""))
+    facts.add_row("step", Text(progress_text(r) + (f"  ({printable(r.pace.step_key)})"
+                                                   if r.pace.step_key else "")))
     if r.pace.rate:
         facts.add_row("pace", f"{r.pace.rate * 3600:,.0f} steps/h")
     if r.tokens_per_s is not None:
         facts.add_row("tokens/s", format_value(r.tokens_per_s))
-    facts.add_row("ETA", eta_text(r) + (f" (total from {r.pace.total_from})"
-                                       if r.pace.total_from and not r.ended else ""))
+    facts.add_row("ETA", Text(eta_text(r) + (f" (total from {printable(r.pace.total_from)})"
+                                             if r.pace.total_from and not r.ended else "")))
     facts.add_row("started", _when(r.started))
     if r.config:
         facts.add_row("config", Text(printable(", ".join(
