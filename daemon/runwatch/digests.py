@@ -180,9 +180,10 @@ def run_scheduled(config: Config, rule_set: RuleSet, store: Store, now: float,
             periods[name] = period
     if not periods:
         return DigestRun(queued=(), skipped=skipped)
-    # One digest for every receiver due: the widest period any of them needs.
-    period = Period(start=min(p.start for p in periods.values()),
-                    end=max(p.end for p in periods.values()))
-    digest = build(config, rule_set, store, period)
+    # One digest for every receiver due, covering the widest period any of them needs, up
+    # to now: a digest sent late at start-up also tells what happened since its time (the
+    # next one starts where this one ends).
+    digest = build(config, rule_set, store,
+                   Period(start=min(p.start for p in periods.values()), end=now))
     queue(store, content(digest, zone), periods, now)
     return DigestRun(queued=tuple(periods), skipped=skipped, digest=digest)
