@@ -37,8 +37,6 @@ RECORD_TTL = 45 * 86400.0  # how long "this period was sent" is remembered
 LOOKBACK = 8 * 86400.0  # how far back the schedule is searched for the last digest time
 MAX_PERIOD = 7 * 86400.0  # a digest never covers more than a week
 DEFAULT_SCHEDULE = "0 8 * * *"
-# Reads for a digest: fewer points per run than an on-demand report, for many more runs.
-SAMPLES, RECENT = 120, 60
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -114,8 +112,7 @@ def build(config: Config, rule_set: RuleSet, store: Store | None, period: Period
     from runwatch.reports import config_runs
 
     keys = report_keys(rule_set.rules, rule_set.aliases)
-    found = config_runs(config, keys, since=period.start, now=period.end, samples=SAMPLES,
-                        recent=RECENT)
+    found = config_runs(config, keys, since=period.start, now=period.end)
     alerts = []
     if store is not None:
         alerts = [a for a in store.alerts(status=(AlertStatus.FIRING, AlertStatus.RESOLVED))

@@ -20,6 +20,9 @@ from runwatch.config.sources import WandbSource as WandbSpec
 from runwatch.model import RunSnapshot
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
+# Points per key a run costs when many runs are read (watch, the digest); one run's report
+# reads wandb_reports' larger defaults.
+MANY_SAMPLES, MANY_RECENT = 120, 60
 _PATH = re.compile(r"^([\w.-]+)/([\w.-]+)/(?:runs/)?([\w.-]+)$")
 
 
@@ -173,10 +176,10 @@ def wandb_runs(access: WandbAccess, *, entity: str, projects: Sequence[str] | No
             nodes = wandb_reports.list_runs(client, entity=entity, project=project,
                                             source="wandb", app_url=app, ended_since=since,
                                             timeout=access.timeout)
-            budget = {k: v for k, v in (("samples", samples), ("recent", recent)) if v}
             read = wandb_reports.read_histories(
                 client, entity=entity, project=project, nodes=nodes,
-                keys=lambda snap: keys.pick(snap.keys), timeout=access.timeout, **budget)
+                keys=lambda snap: keys.pick(snap.keys), timeout=access.timeout,
+                samples=samples or MANY_SAMPLES, recent=recent or MANY_RECENT)
         except WandbError as exc:
             errors.append(f"project {entity}/{project}: {exc}")
             continue

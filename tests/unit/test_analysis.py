@@ -51,6 +51,33 @@ def test_trend_is_smoothed_over_windows_not_single_points():
     assert t.change < -0.5
 
 
+def test_a_sampled_curve_has_the_trend_of_the_whole_one():
+    # What a W&B report reads of a 100,000-step run: 300 evenly spaced points and the
+    # newest 200 exactly. Windows are spans of steps, so it trends like every row.
+    n = 100_000
+    whole = series([2.0 / (1 + 1e-3 * i) * (1 + 0.05 * ((i * 7919) % 13 - 6) / 6)
+                    for i in range(n)])  # ±5 % noise on a falling loss
+    picked = sorted({round(i * (n - 1) / 299) for i in range(300)} | set(range(n - 200, n)))
+    sampled = Series(steps=tuple(whole.steps[i] for i in picked),
+                     times=tuple(whole.times[i] for i in picked),
+                     values=tuple(whole.values[i] for i in picked))
+    a, b = trend(whole), trend(sampled)
+    assert a.direction == b.direction == Direction.IMPROVING
+    assert b.change == pytest.approx(a.change, abs=0.01)
+    assert b.first == pytest.approx(a.first, rel=0.05)
+    assert b.last == pytest.approx(a.last, rel=0.05)
+
+
+def test_reports_read_no_step_column():
+    from runwatch.analysis import report_keys
+
+    keys = report_keys(RULES, DEFAULT_ALIASES)
+    assert "_step" not in keys and "_timestamp" in keys and "train/global_step" in keys
+    assert "eval/bleu" in keys and "perf/tokens_seen" in keys and "layer3/act" not in keys
+    assert keys.pick(["_step", "_timestamp", "train/loss", "eval/bleu"]) == [
+        "train/loss", "eval/bleu"]
+
+
 def test_trend_of_higher_is_better_reports_real_values():
     t = trend(series([0.5 + 0.004 * i for i in range(100)]), higher_is_better=True)
     assert t.direction == Direction.IMPROVING and t.change > 0 and t.last > t.first

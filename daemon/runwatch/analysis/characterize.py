@@ -18,7 +18,7 @@ from typing import Any
 from runwatch import keys as keynames
 from runwatch.analysis import curves, runconfig
 from runwatch.analysis.curves import Direction, Trend
-from runwatch.analysis.replay import DEFAULT_TICK, replay
+from runwatch.analysis.replay import DEFAULT_TICK, MAX_TICKS, replay
 from runwatch.checks import Rule
 from runwatch.model import AlertState, AlertStatus, RunRef, RunSnapshot, RunState, Series, Severity
 
@@ -144,7 +144,7 @@ class KeyFilter:
     exact: frozenset[str]
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
+        if not isinstance(key, str) or key == "_step":  # every row's step comes anyway
             return False
         if key in self.exact or key == "_timestamp":
             return True
@@ -162,19 +162,21 @@ def report_keys(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -
     found = {k for rule in rules for m in rule.metrics() for k in keynames.candidates(m, aliases)}
     for name in ("loss", "grad_norm", "step", "eval_loss", "eval_accuracy"):
         found.update(keynames.candidates(name, aliases))
-    return KeyFilter(frozenset(found))
+    return KeyFilter(frozenset(found - {"_step"}))
 
 
 def characterize(run: RunSnapshot, *, rules: Sequence[Rule],
                  aliases: Mapping[str, tuple[str, ...]], now: float,
-                 stored: Iterable[AlertState] = (), tick: float = DEFAULT_TICK) -> RunReport:
+                 stored: Iterable[AlertState] = (), tick: float = DEFAULT_TICK,
+                 max_ticks: int = MAX_TICKS) -> RunReport:
     """The health report of ``run`` (a snapshot carrying its history, whole or sampled).
 
     ``stored`` are the daemon's alerts for the run, if a store is at hand: one firing there
     counts as firing here too, so a report never calls healthy what the channel was told
-    is broken.
+    is broken. ``tick`` and ``max_ticks`` size the replay (see ``replay``): the digest,
+    judging a thousand runs, replays in fewer, longer slices.
     """
-    judged = replay(rules, run, now, aliases, tick=tick)
+    judged = replay(rules, run, now, aliases, tick=tick, max_ticks=max_ticks)
     holding = {a.rule: a for a in judged.holding()}
     for alert in stored:
         if alert.status == AlertStatus.FIRING and alert.rule not in holding:

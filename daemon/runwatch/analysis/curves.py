@@ -1,23 +1,26 @@
 """Numbers read off a metric's curve: its trend, its pace, its value at a step. Pure.
 
 Single points lie — a loss logged per batch jumps by tens of percent from one step to the
-next — so every figure here is taken over a window of points: the mean of the first and
-the last tenth of the curve (at most ``MAX_WINDOW`` points), the best such block, the
-step rate over the newest rows. Non-finite points are left out of the means; a curve
-whose last window holds only NaN or inf says so (``finite=False``).
+next — so every figure here is taken over a window: the median of the first and the last
+tenth of the steps a curve spans, the best such tenth, the step rate over the newest rows,
+a value at a step over the points before it (at most ``MAX_WINDOW``). Non-finite points
+are left out of the medians; a curve whose last window holds only NaN or inf says so
+(``finite=False``).
 """
 
 from __future__ import annotations
 
 import bisect
 import enum
+import itertools
 import math
 import statistics
 from dataclasses import dataclass
 
 from runwatch.model import Series
 
-MAX_WINDOW = 100
+BLOCKS = 10  # a trend's windows: tenths of the steps a curve spans
+MAX_WINDOW = 100  # points a value is smoothed over (value_at, a grad norm's recent max)
 FLAT = 0.01  # a change within ±1 % of the start is flat
 DIVERGING = 0.10  # risen 10 % above its best window, and still rising: diverging
 RATE_ROWS = 200  # the newest rows a step rate is measured over
@@ -41,7 +44,7 @@ class Trend:
     change: float  # (last - first) / |first|: -0.4 is 40 % lower
     direction: Direction
     points: int
-    window: int
+    window: int  # steps per window
     first_step: int
     last_step: int
 
@@ -74,24 +77,38 @@ def _relative(value: float, base: float) -> float:
     return (value - base) / abs(base)
 
 
+def _blocks(series: Series) -> list[tuple[int, int, int]]:
+    """The curve cut into ``BLOCKS`` equal spans of steps: (first index, end index, first
+    step) of each block that holds a point. Spans of steps, not counts of points, so a
+    W&B curve (evenly sampled, plus its newest rows exact) and the run directory's every
+    row give the same windows."""
+    steps = series.steps
+    first, span = steps[0], steps[-1] - steps[0]
+    if span <= 0:
+        return [(0, len(steps), first)]
+    cuts = [bisect.bisect_left(steps, first + span * k / BLOCKS) for k in range(BLOCKS)]
+    cuts.append(len(steps))
+    return [(lo, hi, steps[lo]) for lo, hi in itertools.pairwise(cuts) if hi > lo]
+
+
 def trend(series: Series, *, higher_is_better: bool = False) -> Trend | None:
     """The trend of a curve, or None for one without a finite point.
 
-    Diverging: the last window is ``DIVERGING`` above the best window and above the window
-    before it — a loss that climbs back up, however slowly, before any threshold fires.
+    Its windows are tenths of the steps it spans: the first against the last, the best
+    of them, and the one before the last. Diverging: the last window is ``DIVERGING``
+    above the best and above the one before it — a loss that climbs back up, however
+    slowly, before any threshold fires.
     """
     values = series.values
     n = len(values)
     if not n or not any(math.isfinite(v) for v in values):
         return None
     sign = -1.0 if higher_is_better else 1.0
-    w = window_size(n)
-    blocks = [(sign * _mean(values[i:i + w]), series.steps[i]) for i in range(0, n - w + 1, w)]
+    blocks = [(sign * _mean(values[lo:hi]), step) for lo, hi, step in _blocks(series)]
     finite_blocks = [b for b in blocks if math.isfinite(b[0])]
     best, best_step = min(finite_blocks) if finite_blocks else (math.nan, series.steps[0])
-    first = sign * _mean(values[:w])
-    last = sign * _mean(values[-w:])
-    previous = sign * _mean(values[-2 * w:-w]) if n >= 2 * w else first
+    first, last = blocks[0][0], blocks[-1][0]
+    previous = blocks[-2][0] if len(blocks) > 1 else first
     change = _relative(last, first)
     if not math.isfinite(last) or (_relative(last, best) > DIVERGING and last > previous):
         direction = Direction.DIVERGING
@@ -101,9 +118,11 @@ def trend(series: Series, *, higher_is_better: bool = False) -> Trend | None:
         direction = Direction.WORSENING
     else:
         direction = Direction.FLAT
+    window = max(1, round((series.steps[-1] - series.steps[0]) / BLOCKS))
     return Trend(first=sign * first, last=sign * last, best=sign * best, best_step=best_step,
                  change=change if not higher_is_better else -change, direction=direction,
-                 points=n, window=w, first_step=series.steps[0], last_step=series.steps[-1])
+                 points=n, window=window, first_step=series.steps[0],
+                 last_step=series.steps[-1])
 
 
 def step_rate(steps: tuple[float, ...], times: tuple[float, ...], *,

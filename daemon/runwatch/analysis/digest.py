@@ -17,6 +17,9 @@ from runwatch.analysis.watch import OUTCOMES, watch
 from runwatch.checks import Rule
 from runwatch.model import AlertState, AlertStatus, RunSnapshot, RunState
 
+# A digest judges every run of a team: its replays take fewer, longer slices than an
+# on-demand report's (a spike shorter than a slice can then hide between two of them).
+DIGEST_TICKS = 100
 NO_PROJECT = "other"  # the section of alerts and runs without a project (a source's own)
 _RANK = {"critical": 0, "warning": 1, "info": 2}
 
@@ -93,7 +96,8 @@ def compose(*, runs: Sequence[RunSnapshot], alerts: Sequence[AlertState], start:
     stored: dict[str, list[AlertState]] = {}
     for alert in firing:
         stored.setdefault(alert.run.path, []).append(alert)
-    report = watch(runs, since=start, now=end, rules=rules, aliases=aliases, stored=stored)
+    report = watch(runs, since=start, now=end, rules=rules, aliases=aliases, stored=stored,
+                   max_ticks=DIGEST_TICKS)
     fired = [a for a in alerts if a.fired_at is not None and start <= a.fired_at < end]
     projects: dict[str, dict[str, list]] = {}
 

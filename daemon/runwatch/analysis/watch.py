@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from runwatch.analysis.characterize import RunReport, characterize
+from runwatch.analysis.replay import MAX_TICKS
 from runwatch.checks import Rule
 from runwatch.model import AlertState, RunSnapshot, RunState
 
@@ -33,7 +34,8 @@ def worst_first(report: RunReport) -> tuple[int, int, str]:
 
 def watch(runs: Sequence[RunSnapshot], *, since: float, now: float, rules: Sequence[Rule],
           aliases: Mapping[str, tuple[str, ...]],
-          stored: Mapping[str, Sequence[AlertState]] | None = None) -> WatchReport:
+          stored: Mapping[str, Sequence[AlertState]] | None = None,
+          max_ticks: int = MAX_TICKS) -> WatchReport:
     """Characterize the running runs and those that ended since ``since``; ``stored`` holds
     the daemon's alerts by run path, when a store is at hand."""
     stored = stored or {}
@@ -45,7 +47,7 @@ def watch(runs: Sequence[RunSnapshot], *, since: float, now: float, rules: Seque
             if last is None or last < since:
                 continue
         report = characterize(run, rules=rules, aliases=aliases, now=now,
-                              stored=stored.get(run.ref.path, ()))
+                              stored=stored.get(run.ref.path, ()), max_ticks=max_ticks)
         (ended if report.ended else running).append(report)
     running.sort(key=worst_first)
     order = {state: i for i, state in enumerate(OUTCOMES)}
