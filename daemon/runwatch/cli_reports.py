@@ -91,6 +91,30 @@ def _access(config: Config | None, entity: str | None = None) -> Any:
     return WandbAccess.from_spec(chosen)
 
 
+def _stored(config: Config | None) -> dict[str, list[Any]]:
+    """The daemon's firing alerts by run path, when a config names its store: a report
+    counts them too. A store that cannot be read is a warning, not a failure."""
+    if config is None:
+        return {}
+    from runwatch.model import AlertStatus
+    from runwatch.store.base import StoreError, open_store
+
+    try:
+        store = open_store(config.store)
+        try:
+            alerts = store.alerts(status=AlertStatus.FIRING)
+        finally:
+            store.close()
+    except StoreError as exc:
+        print(f"warning: {printable(str(exc))}; the daemon's alerts are not counted",
+              file=sys.stderr)
+        return {}
+    found: dict[str, list[Any]] = {}
+    for alert in alerts:
+        found.setdefault(alert.run.path, []).append(alert)
+    return found
+
+
 def _fail(line: str) -> int:
     print(f"runwatch: {printable(line)}", file=sys.stderr)
     return EXIT_CONFIG
@@ -154,7 +178,8 @@ def cmd_characterize(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     finally:
         access.close()
-    report = characterize(run, rules=rule_set.rules, aliases=rule_set.aliases, now=time.time())
+    report = characterize(run, rules=rule_set.rules, aliases=rule_set.aliases, now=time.time(),
+                          stored=_stored(config).get(run.ref.path, ()))
     if args.json:
         from runwatch.notify.report_json import SCHEMA_VERSION, run_json
 
@@ -180,7 +205,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     finally:
         access.close()
-    result = compare(a, b, rules=rule_set.rules, aliases=rule_set.aliases, now=time.time())
+    result = compare(a, b, rules=rule_set.rules, aliases=rule_set.aliases, now=time.time(),
+                     stored=_stored(config))
     if args.json:
         from runwatch.notify.report_json import compare_json
 
@@ -224,7 +250,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         with _status("reading the runs of every source"):
             found = config_runs(config, keys, since=since, now=now)
     report = watch(found.runs, since=since, now=now, rules=rule_set.rules,
-                   aliases=rule_set.aliases)
+                   aliases=rule_set.aliases, stored=_stored(config))
     for line in found.errors:
         print(f"warning: {printable(line)}", file=sys.stderr)
     if args.json:

@@ -181,3 +181,25 @@ def test_watch_command_over_a_configs_sources(wandb_runs, tmp_path, capsys):
     data = run_json(capsys, "watch", "--config", str(config), "--hours", "100000")
     assert [(r["run"]["name"], r["health"]) for r in data["ended"]] == [
         ("crashed", "critical"), ("healthy", "healthy")]
+
+
+def test_with_a_config_the_daemons_firing_alerts_count(wandb_runs, tmp_path, capsys):
+    from runwatch.model import AlertState, Severity, fingerprint
+    from runwatch.store.base import open_store
+
+    run_dir = wandb_runs.runs["healthy"]
+    config = tmp_path / "runwatch.yaml"
+    config.write_text(f"sources:\n  - {{type: rundir, path: {run_dir}}}\n"
+                      "store: sqlite:///state.db\n")
+    snap, _ = read_run(run_dir, KEYS)
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    told = AlertState(fingerprint=fingerprint("told", snap.ref), rule="told", run=snap.ref,
+                      severity=Severity.WARNING, status=AlertStatus.FIRING,
+                      summary="the channel was told")
+    store.commit_tick(source="rundir", alerts=[told], cursors={}, now=time.time())
+    store.close()
+    data = run_json(capsys, "characterize", str(run_dir), "--config", str(config))
+    assert data["health"] == "warning"
+    assert [(r["rule"], r["text"]) for r in data["reasons"]] == [
+        ("told", "the channel was told")]
+    assert run_json(capsys, "characterize", str(run_dir))["health"] == "healthy"

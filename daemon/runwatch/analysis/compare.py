@@ -16,7 +16,7 @@ from typing import Any
 from runwatch.analysis import curves, runconfig
 from runwatch.analysis.characterize import RunReport, characterize, higher_is_better
 from runwatch.checks import Rule
-from runwatch.model import RunSnapshot, Series
+from runwatch.model import AlertState, RunSnapshot, Series
 
 CHECKPOINTS = 5
 CLEAR_MARGIN = 0.01  # a metric better by less than 1 % is no clear win
@@ -57,9 +57,14 @@ class Comparison:
 
 def compare(a: RunSnapshot, b: RunSnapshot, *, rules: Sequence[Rule],
             aliases: Mapping[str, tuple[str, ...]], now: float,
+            stored: Mapping[str, Sequence[AlertState]] | None = None,
             checkpoints: int = CHECKPOINTS) -> Comparison:
-    ra = characterize(a, rules=rules, aliases=aliases, now=now)
-    rb = characterize(b, rules=rules, aliases=aliases, now=now)
+    """``stored``: the daemon's firing alerts by run path, when a store is at hand."""
+    stored = stored or {}
+    ra = characterize(a, rules=rules, aliases=aliases, now=now,
+                      stored=stored.get(a.ref.path, ()))
+    rb = characterize(b, rules=rules, aliases=aliases, now=now,
+                      stored=stored.get(b.ref.path, ()))
     loss = aligned(_series(a, ra.loss_key), _series(b, rb.loss_key), checkpoints)
     grad_a = ra.grad.key if ra.grad else None
     grad_b = rb.grad.key if rb.grad else None

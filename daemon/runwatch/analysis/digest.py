@@ -34,16 +34,6 @@ class Section:
     fired: tuple[AlertState, ...]  # fired in the period, worst first
     firing: tuple[AlertState, ...]  # firing at the end of the period, worst first
 
-    def ended_by(self) -> dict[RunState, tuple[RunReport, ...]]:
-        return {state: runs for state in OUTCOMES
-                if (runs := tuple(r for r in self.ended if r.state == state))}
-
-    def health_counts(self) -> dict[Health, int]:
-        counts = dict.fromkeys(Health, 0)
-        for report in self.running:
-            counts[report.health] += 1
-        return counts
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Digest:
