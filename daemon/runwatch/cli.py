@@ -22,7 +22,7 @@ from runwatch.duration import format_duration
 from runwatch.model import AlertStatus, Transition
 from runwatch.notify.render import printable  # what every terminal output goes through
 from runwatch.service import build_runtime, run_cycle
-from runwatch.store.base import StoreError, open_store, redact_url
+from runwatch.store.base import StoreError, WriterBusy, open_store, redact_url, writer_name
 from runwatch.tick import TickReport
 from runwatch.wiring import build_sources
 
@@ -36,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
+        return EXIT_CONFIG
+    except WriterBusy as exc:  # another process ticks into this store: a setup to fix
+        print(f"runwatch: {exc}; stop it, or use --dry-run to look without writing",
+              file=sys.stderr)
         return EXIT_CONFIG
     except StoreError as exc:
         print(f"runwatch: {exc}", file=sys.stderr)
@@ -275,6 +279,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     runtime = build_runtime(config, rule_set, notify=not args.dry_run)
     store = open_store(config.store)
     try:
+        if not args.dry_run:
+            store.claim_writer(writer_name("check"))
         cycle = run_cycle(runtime, store, time.time(), dry_run=args.dry_run)
         firing = None if args.dry_run else len(store.alerts(status=AlertStatus.FIRING))
     finally:

@@ -42,7 +42,7 @@ from runwatch.metrics import HttpServer, Metrics, StoreGauges, health_app
 from runwatch.model import AlertStatus, Severity
 from runwatch.schedule import cron_trigger
 from runwatch.service import CycleReport, Runtime, build_runtime, run_cycle
-from runwatch.store.base import Store, StoreError, open_store
+from runwatch.store.base import Store, StoreError, open_store, writer_name
 
 STOP_TIMEOUT = 10.0  # seconds from a stop signal to exit
 OUTBOX_INTERVAL = 15.0  # seconds between retries of notifications that could not be sent
@@ -69,6 +69,11 @@ class Daemon:
         self.metrics.reload_ok.set(1)
         logs.redactor.update(config_secrets(config))
         self.store: Store = open_store(config.store)
+        try:
+            self.store.claim_writer(writer_name("run"))  # WriterBusy: the caller exits 2
+        except StoreError:
+            self.store.close()
+            raise
         self.metrics.read_at_scrape(self._store_gauges)
         self.runtime: Runtime = build_runtime(config, rule_set)
         for line in self.runtime.problems:

@@ -144,3 +144,36 @@ def test_a_sigkill_in_the_middle_of_a_tick_loses_nothing_and_sends_nothing_twice
     finally:
         stop(proc)
     assert len(rule_posts(fake_slack, "loss-nonfinite")) == 1
+
+
+def test_one_writer_per_store_a_second_process_is_refused(wandb_runs, fake_slack, notify,
+                                                          tmp_path, capsys, monkeypatch):
+    from runwatch.cli import main
+
+    config = tmp_path / "runwatch.yaml"
+    config.write_text(
+        f"sources:\n  - {{type: rundir, path: {wandb_runs.runs['crashed']}, interval: 30s}}\n"
+        "store: sqlite:///state.db\nhttp: {listen: '127.0.0.1:0'}\n"
+        f"receivers:\n  - name: s\n    slack: {{token: {TOKEN}, channel: '#a',"
+        f" api_url: '{fake_slack.api_url}'}}\n")
+    proc = start(config, notify, tmp_path)
+    try:
+        notify.wait_for("READY=1")
+        monkeypatch.chdir(tmp_path)
+        capsys.readouterr()
+        assert main(["check", "--config", str(config)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert f"held by runwatch run, pid {proc.pid} on {socket.gethostname()}" in err
+        assert main(["check", "--config", str(config), "--dry-run", "--json"]) == 0  # looks
+        second = subprocess.run([sys.executable, "-m", "runwatch", "run", "--config",
+                                 str(config), "--log-format", "json"], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2
+        assert f"held by runwatch run, pid {proc.pid}" in second.stderr
+    finally:
+        code, _, err = stop(proc)
+    assert code == 0, err
+    posts = [c for c in fake_slack.calls_to("chat.postMessage") if "run-crashed" in (c.text or "")]
+    assert len(posts) == 1  # neither the refused check nor the dry run told Slack again
+    assert main(["check", "--config", str(config)]) == 0  # the daemon is gone: the lock too

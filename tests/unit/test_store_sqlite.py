@@ -406,3 +406,27 @@ def test_open_store_reports_a_bad_file(db: Path) -> None:
     with pytest.raises(StoreError) as caught:
         open_store(f"sqlite:///{db}")
     assert_one_line_naming(caught.value, db)
+
+
+def test_one_writer_at_a_time(tmp_path):
+    from runwatch.store.base import WriterBusy
+
+    path = tmp_path / "state.db"
+    first, second = SqliteStore(path), SqliteStore(path)
+    try:
+        first.claim_writer("runwatch run, pid 4242 on host-a")
+        first.claim_writer("runwatch run, pid 4242 on host-a")  # again: harmless
+        with pytest.raises(WriterBusy) as busy:
+            second.claim_writer("runwatch check, pid 1 on host-b")
+        assert str(busy.value) == f"store {path}: held by runwatch run, pid 4242 on host-a"
+        assert not busy.value.temporary
+        second.load_alerts()  # reading is not writing: still allowed
+        first.close()  # the lock goes with the holder
+        second.claim_writer("runwatch check, pid 1 on host-b")
+        third = SqliteStore(path)
+        with pytest.raises(WriterBusy, match="held by runwatch check, pid 1 on host-b"):
+            third.claim_writer("x")
+        third.close()
+    finally:
+        first.close()
+        second.close()

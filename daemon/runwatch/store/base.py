@@ -35,6 +35,23 @@ class StoreError(Exception):
         super().__init__(f"store {store}: {self.detail}")
 
 
+class WriterBusy(StoreError):
+    """Another process ticks into the store: ``holder`` says which (``runwatch run, pid 4242
+    on host-a``). Not temporary: running two writers is a setup to fix, not to wait out."""
+
+    def __init__(self, holder: str, *, store: str) -> None:
+        self.holder = holder
+        super().__init__(f"held by {holder}", store=store, temporary=False)
+
+
+def writer_name(command: str) -> str:
+    """Who this process is, as a store's writer: ``runwatch run, pid 4242 on host-a``."""
+    import os
+    import socket
+
+    return f"runwatch {command}, pid {os.getpid()} on {socket.gethostname()}"
+
+
 # --- silences -----------------------------------------------------------------------------
 
 
@@ -479,6 +496,13 @@ class Store(Protocol):
 
     def ping(self) -> None:
         """Raise ``StoreError`` unless the store answers."""
+        ...
+
+    def claim_writer(self, holder: str) -> None:
+        """Become the one process that ticks into this store, until ``close``. Two ticking
+        processes would each read alerts, evaluate and overwrite the other's states unseen
+        — and both notify. ``WriterBusy`` names the holder when another process is it;
+        claiming again in the same store object is harmless."""
         ...
 
     def close(self) -> None: ...

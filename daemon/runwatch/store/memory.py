@@ -442,6 +442,10 @@ class MemoryStore:
         with self._lock:
             self._check_open()
 
+    def claim_writer(self, holder: str) -> None:
+        with self._lock:  # a memory store lives in one process: it has one writer
+            self._check_open()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

@@ -14,6 +14,7 @@ transaction. A database newer than this code is refused, never touched.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import sqlite3
 import threading
@@ -31,6 +32,7 @@ from runwatch.store.base import (
     OutboxEntry,
     Silence,
     StoreError,
+    WriterBusy,
     new_silence,
 )
 
@@ -220,6 +222,7 @@ class SqliteStore:
         self._local = threading.local()
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._closed = False
+        self._writer: int | None = None  # the writer lock's file, once claimed
         parent = os.path.dirname(self.path)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -683,9 +686,37 @@ class SqliteStore:
                 temporary=False,
             )
 
+    def claim_writer(self, holder: str) -> None:
+        """An exclusive ``flock`` on ``<store>.writer``, held until ``close`` (or the
+        process's end: the kernel drops it with the process, however it dies). The file
+        names the holder for the one refused."""
+        with self._lock:
+            if self._writer is not None:
+                return
+            path = self.path + ".writer"
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise StoreError(f"cannot open {path}: {exc.strerror or exc}",
+                                 store=self.path, temporary=False) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                try:
+                    held = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip()
+                finally:
+                    os.close(fd)
+                raise WriterBusy(held or "another process", store=self.path) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, holder.encode(), 0)
+            self._writer = fd
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
+            if self._writer is not None:
+                os.close(self._writer)  # releases the flock
+                self._writer = None
             connections = list(self._connections.values())
             self._connections.clear()
         for conn in connections:
