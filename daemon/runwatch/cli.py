@@ -318,7 +318,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
     for line in rule_name_problems(config.routes, config.inhibit,
                                    [r.name for r in rule_set.rules]):
-        print(f"warning: {config.path or 'config'}: {line}", file=sys.stderr)
+        print(f"warning: {_where(config, line)}: {line}", file=sys.stderr)
     problems = [f"{config.path or 'config'}: {line}" for line in _receiver_problems(config)]
     if args.online:
         problems += [line for source in build_sources(config)
@@ -332,6 +332,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"ok: {len(rule_set.rules)} rules, sources: {names}, receivers: {receivers}, "
           f"store: {redact_url(config.store)}")
     return EXIT_OK
+
+
+def _where(config: Config, problem: str) -> str:
+    """``file:line`` of the config entry a problem names (``inhibit[0].source: …``)."""
+    if config.path is None:
+        return "config"
+    import re
+
+    from runwatch.config.document import parse
+
+    found = re.match(r"(\w+)\[(\d+)\]\.(\w+):", problem)
+    try:
+        doc, _ = parse(config.path.read_text(encoding="utf-8"), str(config.path))
+    except (OSError, UnicodeDecodeError):
+        doc = None
+    if found is None or doc is None:
+        return str(config.path)
+    line = doc.line_of((found.group(1), int(found.group(2)), found.group(3)))
+    return f"{config.path}:{line}" if line else str(config.path)
 
 
 def _receiver_problems(config: Config) -> list[str]:
@@ -481,7 +500,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    _, rule_set = _load(args)
+    config, rule_set = _load(args)
     if args.json:
         print(json.dumps([
             {"name": r.name, "kind": r.kind, "severity": str(r.severity),
@@ -495,7 +514,19 @@ def cmd_rules(args: argparse.Namespace) -> int:
         table.add_row(r.name, r.kind, str(r.severity), describe(r),
                       rule_set.origins.get(r.name, ""))
     _console().print(table)
+    inhibit = Table("inhibit: a firing …", "mutes …", "on the same", box=None)
+    for entry in config.inhibit:
+        inhibit.add_row(_selector_text(entry.source), _selector_text(entry.target),
+                        ", ".join(entry.equal) or "(anything)")
+    _console().print(inhibit if config.inhibit else "inhibit: none")
     return EXIT_OK
+
+
+def _selector_text(selector: Any) -> str:
+    if isinstance(selector, dict):
+        return ", ".join(f"{k}={'|'.join([v] if isinstance(v, str) else v)}"
+                         for k, v in selector.items())
+    return ", ".join(map(str, selector))
 
 
 def describe(rule: Any) -> str:

@@ -217,7 +217,7 @@ def test_validate_reports_receiver_problems_and_rule_typos(tmp_path, capsys):
     assert main(["validate", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"warning: {config}: inhibit[0].source: rule=run-crashd matches none of the loaded"
+        f"warning: {config}:9: inhibit[0].source: rule=run-crashd matches none of the loaded"
         " rules",
         f"{config}: receiver 'team-slack': slack token is a user token (xoxp-); runwatch"
         " needs a bot token (xoxb-)",
@@ -302,3 +302,17 @@ def test_status_shows_what_the_daemon_last_did(tmp_path, capsys):
     assert main(["status", "--state-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "failed" in out and "run x: bad CRC (+1 more)" in out
+
+
+def test_rules_lists_the_inhibition_too(tmp_path, capsys):
+    config = write_config(tmp_path, extra=(
+        "inhibit:\n"
+        "  - source: {rule: run-crashed}\n"
+        "    target: {rule: [run-stalled, run-slow]}\n"
+        "    equal: [run]\n"))
+    assert main(["rules", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    [row] = [line.split() for line in out.splitlines() if "rule=run-crashed" in line]
+    assert row == ["rule=run-crashed", "rule=run-stalled|run-slow", "run"]
+    assert main(["rules", "--rundir", str(tmp_path)]) == 0
+    assert "inhibit: none" in capsys.readouterr().out
