@@ -256,18 +256,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     now = time.time()
     table = _titled_table("what the daemon last did",
-                          "source", "last tick", "took", "runs", "result", "errors")
+                          "source", "last tick", "by", "took", "runs", "result", "errors")
     for name in names:
         st = saved.get(name)
         if st is None:
-            table.add_row(Text(printable(name)), "never", "", "", "", "")
+            table.add_row(Text(printable(name)), "never", "", "", "", "", "")
             continue
         ago = format_duration(max(0.0, now - st["last_tick"])) + " ago"
         result = Text("ok", style="green") if st.get("ok") else Text("failed", style="red")
         first = printable(st["errors"][0]) if st.get("errors") else ""
         more = f" (+{st['error_count'] - 1} more)" if st.get("error_count", 0) > 1 else ""
-        table.add_row(Text(printable(name)), ago, f"{st['duration']:.2f}s", str(st["runs"]),
-                      result, Text(first + more))
+        by = f"{st.get('by', 'run')} (pid {st['pid']})" if st.get("pid") else st.get("by", "")
+        table.add_row(Text(printable(name)), ago, by, f"{st['duration']:.2f}s",
+                      str(st["runs"]), result, Text(first + more))
     _console().print(table)
     _console().print(Text(f"{firing} alerts firing; {depth} notifications waiting in the"
                           " outbox"))
@@ -281,8 +282,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         if not args.dry_run:
             store.claim_writer(writer_name("check"))
-        cycle = run_cycle(runtime, store, time.time(), dry_run=args.dry_run)
-        firing = None if args.dry_run else len(store.alerts(status=AlertStatus.FIRING))
+        now, started = time.time(), time.monotonic()
+        cycle = run_cycle(runtime, store, now, dry_run=args.dry_run)
+        firing = None
+        if not args.dry_run:
+            firing = len(store.alerts(status=AlertStatus.FIRING))
+            _save_statuses(store, cycle, now, time.monotonic() - started)
     finally:
         runtime.close()
         store.close()
@@ -295,6 +300,20 @@ def cmd_check(args: argparse.Namespace) -> int:
         if notified is not None:
             print_notifications(notified)
     return EXIT_OK
+
+
+def _save_statuses(store: Any, cycle: Any, now: float, duration: float) -> None:
+    """``runwatch status`` shows a check's ticks beside the daemon's."""
+    from runwatch.service import source_status
+
+    transitions: dict[str, int] = {}
+    for t in cycle.tick.transitions:
+        transitions[t.alert.run.source] = transitions.get(t.alert.run.source, 0) + 1
+    for name, result in cycle.tick.by_source.items():
+        store.save_status(name, source_status(
+            started_at=now, duration=duration, ok=result.ok, runs=result.runs,
+            errors=result.errors, transitions=transitions.get(name, 0), by="check",
+            last_ok=now if result.ok else None), now)
 
 
 def print_notifications(summary: dict[str, Any]) -> None:

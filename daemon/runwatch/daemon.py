@@ -41,7 +41,7 @@ from runwatch.logs import config_secrets
 from runwatch.metrics import HttpServer, Metrics, StoreGauges, health_app
 from runwatch.model import AlertStatus, Severity
 from runwatch.schedule import cron_trigger
-from runwatch.service import CycleReport, Runtime, build_runtime, run_cycle
+from runwatch.service import CycleReport, Runtime, build_runtime, run_cycle, source_status
 from runwatch.store.base import Store, StoreError, open_store, writer_name
 
 STOP_TIMEOUT = 10.0  # seconds from a stop signal to exit
@@ -186,11 +186,9 @@ class Daemon:
                      errors: list[str], duration: float, transitions: int = 0) -> None:
         if ok:
             self._last_ok[name] = started_at
-        status = {"last_tick": started_at, "duration": round(duration, 3), "ok": ok,
-                  "runs": runs, "transitions": transitions, "errors": errors[:20],
-                  "error_count": len(errors), "pid": os.getpid()}
-        if name in self._last_ok:
-            status["last_ok"] = self._last_ok[name]
+        status = source_status(started_at=started_at, duration=duration, ok=ok, runs=runs,
+                               errors=errors, transitions=transitions, by="run",
+                               last_ok=self._last_ok.get(name))
         try:
             self.store.save_status(name, status, started_at)
         except StoreError as exc:

@@ -114,3 +114,18 @@ def deliver(runtime: Runtime, store: Store, now: float, *,
                                charts=charts).as_json()
     result["errors"] = list(runtime.problems) + list(result["errors"])
     return result
+
+
+def source_status(*, started_at: float, duration: float, ok: bool, runs: int,
+                  errors: Sequence[str], transitions: int = 0, by: str = "run",
+                  last_ok: float | None = None) -> dict[str, Any]:
+    """What ``runwatch status`` shows of one source's last tick, as the store keeps it."""
+    import os
+
+    status: dict[str, Any] = {
+        "last_tick": started_at, "duration": round(duration, 3), "ok": ok, "runs": runs,
+        "transitions": transitions, "errors": list(errors)[:20], "error_count": len(errors),
+        "pid": os.getpid(), "by": by}
+    if last_ok is not None:
+        status["last_ok"] = last_ok
+    return status

@@ -32,6 +32,15 @@ SOURCE_UNREACHABLE = "source-unreachable"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class SourceTick:
+    """What one source's part of a tick came to: for ``runwatch status``."""
+
+    ok: bool  # answered, and raised nothing
+    runs: int
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TickReport:
     transitions: tuple[Transition, ...]
     runs_checked: int
@@ -43,6 +52,7 @@ class TickReport:
     # Sources that raised, or got no answer from where their runs live: their runs were
     # not judged this tick (what `/readyz` and `runwatch status` report).
     failed_sources: tuple[str, ...] = ()
+    by_source: Mapping[str, SourceTick] = field(default_factory=dict)
 
 
 def wanted_keys(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
@@ -92,6 +102,7 @@ def run_tick(
     errors: list[str] = []
     snapshots: list[RunSnapshot] = []
     failed: list[str] = []
+    by_source: dict[str, SourceTick] = {}
     for source in sources:
         cursors = store.load_cursors(source.name)  # a store failure fails the tick, loudly
         try:
@@ -101,10 +112,14 @@ def run_tick(
             what = exc if isinstance(exc, OSError) else f"unexpected {type(exc).__name__}: {exc}"
             errors.append(f"source {source.name}: {what}")
             failed.append(source.name)
+            by_source[source.name] = SourceTick(ok=False, runs=0,
+                                                errors=(f"source {source.name}: {what}",))
             continue
         errors.extend(poll.errors)
         if not poll.reachable:
             failed.append(source.name)
+        by_source[source.name] = SourceTick(ok=poll.reachable, runs=len(poll.snapshots),
+                                            errors=tuple(poll.errors))
         alerts = []
         about_key = fingerprint(SOURCE_UNREACHABLE, source_ref(source.name))
         previous = store.load_alerts([about_key, *_fingerprints(rules, poll.snapshots)])
@@ -137,7 +152,7 @@ def run_tick(
     return TickReport(transitions=tuple(transitions), runs_checked=len(snapshots),
                       errors=tuple(errors),
                       warnings=tuple(unlogged_metrics(rules, snapshots, aliases)),
-                      charts=charts, failed_sources=tuple(failed))
+                      charts=charts, failed_sources=tuple(failed), by_source=by_source)
 
 
 CHART_POINTS = 500

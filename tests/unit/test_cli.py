@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -302,6 +303,21 @@ def test_status_shows_what_the_daemon_last_did(tmp_path, capsys):
     assert main(["status", "--state-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "failed" in out and "run x: bad CRC (+1 more)" in out
+
+
+def test_status_shows_the_ticks_of_check_too(tmp_path, capsys):
+    config = write_config(tmp_path)
+    assert main(["check", "--config", str(config), "--dry-run"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sources"] == {"rundir": None}  # dry: no
+    assert main(["check", "--config", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["status", "--config", str(config), "--json"]) == 0
+    st = json.loads(capsys.readouterr().out)["sources"]["rundir"]
+    assert (st["by"], st["ok"], st["runs"], st["pid"]) == ("check", True, 0, os.getpid())
+    assert main(["status", "--config", str(config)]) == 0
+    assert f"check (pid {os.getpid()})" in capsys.readouterr().out
 
 
 def test_rules_lists_the_inhibition_too(tmp_path, capsys):
