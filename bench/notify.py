@@ -4,20 +4,17 @@ limited Slack: figures, not a test.
 The real pieces: a SQLite store in a temp dir, ``notify_after_tick`` (plan → outbox →
 drain) then ``drain_only`` until the outbox is empty, the real ``SlackNotifier`` (slack_sdk
 WebClient) against the fake Slack Web API (tests/fixtures/fakeslack.py), which answers
-every second API call with 429 and ``Retry-After``. Two ways to meet a 429 are measured:
-
-* ``client``: the notifier as shipped — slack_sdk's retry handler sleeps Retry-After and
-  tries again inside the send (2 retries), so a drain runs to the end in one go;
-* ``outbox``: the notifier with no client retries — a 429 goes back to the outbox, which
-  defers that entry (backoff, at least Retry-After) and leaves the receiver alone for the
-  rest of the drain; the bench drains again ``Retry-After`` later on the store's clock
-  (explicit ``now``), the way the daemon's next drain would.
+every second API call with 429 and ``Retry-After``. A 429 goes back to the outbox (the
+notifier never sleeps on one), which defers that entry (backoff, at least Retry-After) and
+leaves the receiver alone for the rest of the drain; the bench drains again
+``Retry-After`` later on the store's clock (explicit ``now``), the way the daemon's next
+drain would.
 
 Two groupings: ``group_by: ["..."]`` (one message per alert: the 1,000-message burst) and
 the default ``group_by: [rule]`` (one message per rule). Duplicates are counted from what
 Slack received: posts carrying the same outbox id (message metadata) or the same alert.
 
-Run: .venv/bin/python bench/notify.py [--retry-after 1] [--quick]
+Run: .venv/bin/python bench/notify.py [--retry-after 1]
 """
 
 from __future__ import annotations
@@ -76,8 +73,7 @@ def run(fake: FakeSlack, *, mode: str, group_by: list[str], retry_after: int) ->
         burst = alerts()
         store.commit_tick(source="bench", now=T0, cursors={}, alerts=burst)
         notifier = SlackNotifier("team-slack", token=TOKEN, channel="#training-alerts",
-                                 base_url=fake.api_url, timeout=10,
-                                 retries=2 if mode == "client" else 0)
+                                 base_url=fake.api_url, timeout=10)
         notifiers = {"team-slack": notifier}
         now, drains = T0, 1
         started = time.perf_counter()
@@ -122,8 +118,6 @@ def _subject(post, group_by: list[str]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--retry-after", type=int, default=1, help="seconds (default 1)")
-    parser.add_argument("--quick", action="store_true",
-                        help="skip the client-retry burst (about 500 x Retry-After seconds)")
     args = parser.parse_args()
     logging.getLogger("runwatch").setLevel(logging.ERROR)  # a line per 429 otherwise
     print(f"config: {RUNS} runs x {RULES} rules = {RUNS * RULES} firing alerts, one receiver"
@@ -131,10 +125,7 @@ def main() -> None:
           f" with Retry-After: {args.retry_after}s; SQLite store in a temp dir")
     fake = FakeSlack()
     try:
-        cases = [("outbox", ["..."]), ("outbox", ["rule"]), ("client", ["rule"])]
-        if not args.quick:
-            cases.append(("client", ["..."]))
-        for mode, group_by in cases:
+        for mode, group_by in (("outbox", ["..."]), ("outbox", ["rule"])):
             print(json.dumps(run(fake, mode=mode, group_by=group_by,
                                  retry_after=args.retry_after)), flush=True)
     finally:

@@ -65,6 +65,26 @@ class Redactor:
 redactor = Redactor()
 
 
+class OncePerStall(logging.Filter):
+    """APScheduler warns "Execution of job … skipped: maximum number of running instances
+    reached" every time a job comes due while the worker is busy — each second for a stuck
+    worker. One line per stall is enough: a job's next skip within ``quiet`` seconds of its
+    last is dropped."""
+
+    def __init__(self, quiet: float = 600.0) -> None:
+        super().__init__()
+        self.quiet = quiet
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "maximum number of running instances" not in str(record.msg):
+            return True
+        job = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
+        last = self._last.get(job)
+        self._last[job] = record.created
+        return last is None or record.created - last >= self.quiet
+
+
 def config_secrets(config: Config) -> list[str]:
     """Every secret value the config holds, for log redaction."""
     found: list[str] = []
@@ -119,6 +139,9 @@ def configure(fmt: str = "auto", *, stream: TextIO | None = None,
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    scheduler = logging.getLogger("apscheduler.scheduler")
+    if not any(isinstance(f, OncePerStall) for f in scheduler.filters):
+        scheduler.addFilter(OncePerStall())
     for noisy in ("apscheduler", "urllib3", "slack_sdk", "wandb", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     structlog.configure(

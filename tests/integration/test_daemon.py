@@ -330,3 +330,23 @@ def test_removing_a_source_resolves_what_fired_on_its_runs(daemon, tmp_path):
     assert daemon.store.alerts(status=AlertStatus.FIRING) == []
     assert {a.resolved_at for a in daemon.store.alerts(status=AlertStatus.RESOLVED)} == {
         START + 90}
+
+
+def test_a_rate_limit_defers_in_the_outbox_and_the_worker_keeps_ticking(daemon, fake_slack):
+    run = daemon.live_run
+    fake_slack.fail(status=429, error="ratelimited", retry_after=120, times=100)
+    run.step(START + 70, **{"train/grad_norm": 50.0})
+    with at(START + 75):
+        assert daemon.tick_source("rundir") is not None
+    assert len(fake_slack.calls_to("chat.postMessage", ok=None)) == 1  # asked once, no sleep
+    [entry] = daemon.store.outbox()
+    assert entry.next_attempt_at == START + 75 + 120 and "ratelimited" in entry.last_error
+    for seconds in (60, 119):  # ticks go on; the deferred message waits its Retry-After
+        run.step(START + 75 + seconds - 5, **{"train/grad_norm": 50.0})
+        with at(START + 75 + seconds):
+            assert daemon.tick_source("rundir") is not None
+    assert len(fake_slack.calls_to("chat.postMessage", ok=None)) == 1
+    fake_slack.reset()
+    with at(START + 75 + 121):
+        daemon.flush_outbox()
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1 and daemon.store.outbox() == []

@@ -23,9 +23,10 @@ the post but before the outbox recorded it posts it again once the claim's lease
 (``event_type`` :data:`METADATA_EVENT`), so such a repeat can be told apart — and could be
 looked up (``conversations.history`` with ``include_all_metadata``) before re-posting.
 
-Retries within one send are slack_sdk's own handlers with small bounded counts; a 429
-whose Retry-After exceeds :data:`MAX_RETRY_WAIT` is not slept on here but handed back as
-a temporary failure with ``retry_after``, for the outbox to wait without a blocked thread.
+Retries within one send are slack_sdk's own handlers with small bounded counts, for a reset
+connection or a 5xx only. A 429 is never slept on here: it is handed back at once as a
+temporary failure with ``retry_after``, and the outbox waits it out without a blocked
+thread.
 """
 
 from __future__ import annotations
@@ -37,13 +38,9 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import (
     ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.handler import RetryHandler
-from slack_sdk.http_retry.request import HttpRequest
-from slack_sdk.http_retry.response import HttpResponse
-from slack_sdk.http_retry.state import RetryState
 from slack_sdk.webhook import WebhookClient
 
 from runwatch.model import AlertState
@@ -53,7 +50,6 @@ from runwatch.notify.charts import chart_title, firing_charts
 
 MAX_CHARTS = 3
 METADATA_EVENT = "runwatch_notification"
-MAX_RETRY_WAIT = 30.0  # seconds; a longer Retry-After goes back to the outbox
 RETRIES = 2
 
 # ok:false errors that no retry can fix (https://api.slack.com/methods/chat.postMessage).
@@ -82,28 +78,13 @@ STALE_MESSAGE_ERRORS = frozenset({"message_not_found", "cant_update_message",
                                   "is_archived", "channel_is_archived"})
 
 
-class _BoundedRateLimitRetryHandler(RateLimitErrorRetryHandler):
-    """slack_sdk's 429 handler (sleeps Retry-After), only for waits up to ``max_wait``."""
-
-    def __init__(self, max_retry_count: int, max_wait: float):
-        super().__init__(max_retry_count=max_retry_count)
-        self.max_wait = max_wait
-
-    def _can_retry(self, *, state: RetryState, request: HttpRequest,
-                   response: HttpResponse | None = None,
-                   error: Exception | None = None) -> bool:
-        if not super()._can_retry(state=state, request=request, response=response,
-                                  error=error):
-            return False
-        wait = retry_after_seconds(response.headers if response is not None else {})
-        return wait is None or wait <= self.max_wait
-
-
-def retry_handlers(retries: int = RETRIES,
-                   max_wait: float = MAX_RETRY_WAIT) -> list[RetryHandler]:
+def retry_handlers(retries: int = RETRIES) -> list[RetryHandler]:
+    """Retries inside a send for what passes in a moment (a reset connection, a 5xx). A
+    429 is not among them: slack_sdk would sleep its Retry-After in the send, holding the
+    daemon's one worker — and every tick — through a burst. It goes back to the outbox,
+    deferred by its Retry-After, and the worker moves on."""
     return [
         ConnectionErrorRetryHandler(max_retry_count=retries),
-        _BoundedRateLimitRetryHandler(max_retry_count=retries, max_wait=max_wait),
         ServerErrorRetryHandler(max_retry_count=retries),
     ]
 
@@ -169,14 +150,14 @@ class SlackNotifier:
 
     def __init__(self, name: str, *, token: str, channel: str, charts: bool = False,
                  base_url: str | None = None, timeout: float = 10.0,
-                 retries: int = RETRIES, max_retry_wait: float = MAX_RETRY_WAIT):
+                 retries: int = RETRIES):
         self.name = name
         self.channel = channel
         self.charts = charts
         self._token = token
         self._client = WebClient(
             token=token, base_url=base_url or WebClient.BASE_URL, timeout=timeout,  # type: ignore[arg-type]
-            retry_handlers=retry_handlers(retries, max_retry_wait),
+            retry_handlers=retry_handlers(retries),
         )
 
     def close(self) -> None:
@@ -325,11 +306,11 @@ class SlackWebhookNotifier:
     """An incoming webhook: the same blocks, no threads, no updates, no files."""
 
     def __init__(self, name: str, *, url: str, timeout: float = 10.0,
-                 retries: int = RETRIES, max_retry_wait: float = MAX_RETRY_WAIT):
+                 retries: int = RETRIES):
         self.name = name
         self._url = url
         self._client = WebhookClient(url=url, timeout=timeout,  # type: ignore[arg-type]
-                                     retry_handlers=retry_handlers(retries, max_retry_wait))
+                                     retry_handlers=retry_handlers(retries))
 
     def close(self) -> None:
         pass
