@@ -226,7 +226,8 @@ def alert_json(a: Any) -> dict[str, Any]:
             "run": {"path": a.run.path, "id": a.run.id, "name": a.run.name,
                     "location": a.run.location},
             "active_since": a.active_since, "fired_at": a.fired_at,
-            "resolved_at": a.resolved_at, "last_seen": a.last_seen, "metric": a.metric,
+            "resolved_at": a.resolved_at, "resolution": a.resolution or None,
+            "last_seen": a.last_seen, "metric": a.metric,
             "value": _number(a.value), "step": a.step, "summary": a.summary,
             "labels": dict(a.labels)}
 
@@ -578,6 +579,7 @@ def transition_json(t: Transition) -> dict[str, Any]:
         "run": {"id": a.run.id, "name": a.run.name, "project": a.run.project,
                 "entity": a.run.entity, "path": a.run.path},
         "metric": a.metric, "value": _number(a.value), "step": a.step, "summary": a.summary,
+        "resolution": a.resolution or None,
     }
 
 

@@ -357,7 +357,8 @@ class Daemon:
             return
         try:
             holding = self.store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING))
-            retired = retire([a for a in holding if a.run.source in removed], (), self.clock())
+            retired = retire([a for a in holding if a.run.source in removed], (), self.clock(),
+                             reason="source removed")
             if retired.alerts:
                 self.store.commit_tick(source="", alerts=retired.alerts, cursors={},
                                        now=self.clock())

@@ -73,16 +73,19 @@ def evaluate(
             # The run's last word: what fired on it resolves with it, so nothing stays
             # firing for a run that will never be read again.
             resolved = replace(after, status=AlertStatus.RESOLVED, resolved_at=now,
-                               active_since=None, since_step=None)
+                               active_since=None, since_step=None,
+                               resolution=f"run ended: {snapshot.state}")
             transitions.append(Transition(alert=resolved, previous=AlertStatus.FIRING))
             after = resolved
         alerts.append(after)
     return Evaluation(alerts=tuple(alerts), transitions=tuple(transitions))
 
 
-def retire(alerts: Iterable[AlertState], rule_names: Collection[str], now: float) -> Evaluation:
+def retire(alerts: Iterable[AlertState], rule_names: Collection[str], now: float, *,
+           reason: str = "rule removed") -> Evaluation:
     """Alerts of rules that are no longer loaded (removed or renamed): what fired resolves,
-    what was pending is dropped — nothing stays firing for a rule nobody evaluates."""
+    what was pending is dropped — nothing stays firing for a rule nobody evaluates.
+    ``reason`` is the resolution the resolved ones carry."""
     kept: list[AlertState] = []
     transitions: list[Transition] = []
     for alert in alerts:
@@ -90,7 +93,8 @@ def retire(alerts: Iterable[AlertState], rule_names: Collection[str], now: float
             continue
         if alert.status == AlertStatus.FIRING:
             after = replace(alert, status=AlertStatus.RESOLVED, resolved_at=now,
-                            active_since=None, since_step=None, last_seen=now)
+                            active_since=None, since_step=None, last_seen=now,
+                            resolution=reason)
             transitions.append(Transition(alert=after, previous=alert.status))
         else:
             after = replace(alert, status=AlertStatus.INACTIVE, active_since=None,
@@ -145,7 +149,7 @@ def step_alert(
     if not active:
         if before.status == AlertStatus.FIRING:
             return replace(before, **common, status=AlertStatus.RESOLVED, resolved_at=now,
-                           active_since=None, since_step=None)
+                           active_since=None, since_step=None, resolution="condition cleared")
         status = AlertStatus.RESOLVED if before.status == AlertStatus.RESOLVED else (
             AlertStatus.INACTIVE)
         return replace(before, **common, status=status, active_since=None, since_step=None)
@@ -167,7 +171,7 @@ def step_alert(
         common["summary"] = render(rule.summary_template(),
                                    summary_fields(rule, snapshot, verdict, step))
     return replace(before, **common, status=status, active_since=since,
-                   since_step=since_step, resolved_at=None)
+                   since_step=since_step, resolved_at=None, resolution="")
 
 
 def _held_long_enough(rule: Rule, snapshot: RunSnapshot, since: float | None,

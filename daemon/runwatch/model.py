@@ -140,6 +140,10 @@ class AlertState:
     labels: Mapping[str, str] = field(default_factory=dict)
     memory: Any = None
     run_state: RunState = RunState.UNKNOWN  # the run's state when last evaluated
+    # Why it resolved, in words every receiver shows: "condition cleared", "run ended:
+    # killed", "rule removed", "source removed", "source answers again". Empty unless
+    # resolved (and for alerts resolved before runwatch said why).
+    resolution: str = ""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

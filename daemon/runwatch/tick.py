@@ -199,7 +199,8 @@ def source_alert(name: str, poll: Poll, before: AlertState | None,
     if poll.reachable and firing:
         assert before is not None
         return Transition(alert=replace(before, status=AlertStatus.RESOLVED, resolved_at=now,
-                                        last_seen=now), previous=AlertStatus.FIRING)
+                                        last_seen=now, resolution="source answers again"),
+                          previous=AlertStatus.FIRING)
     return None
 
 

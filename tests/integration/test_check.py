@@ -62,6 +62,9 @@ def test_check_finds_what_needs_attention_once(runs, tmp_path, capsys):
         ("nan-loss", "loss-nonfinite", "resolved"),
         ("crashed", "run-crashed", "firing"),
     }
+    ended = next(x for x in first["transitions"]
+                 if x["rule"] == "loss-nonfinite" and x["status"] == "resolved")
+    assert ended["resolution"] == "run ended: finished"  # not "fixed"
     nan = next(x for x in first["transitions"] if x["rule"] == "loss-nonfinite")
     assert nan["value"] == "NaN" and nan["metric"] == "train/loss"
     assert nan["run"]["path"].endswith(nan["run"]["id"])  # the run dir: offline, no entity

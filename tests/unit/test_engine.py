@@ -198,3 +198,30 @@ def test_a_quiet_alert_that_stays_quiet_is_not_rewritten():
     new_points = evaluate([hb, grad_rule], grad([3], 2), previous, T0 + 120, DEFAULT_ALIASES)
     assert {a.rule: a.step for a in new_points.alerts} == {"r": 2, "g": 2}  # news: stored
     assert new_points.alerts[1].value == 3.0
+
+
+@pytest.mark.parametrize(("end", "why"), [
+    (grad([3], 1), "condition cleared"),
+    (grad([12], 1, state=RunState.KILLED), "run ended: killed"),
+    (grad([12], 1, state=RunState.FINISHED), "run ended: finished"),
+    (grad([12], 1, state=RunState.CRASHED), "run ended: crashed"),
+])
+def test_a_resolution_says_why(end, why):
+    r = rule(kind="threshold", metric="grad_norm", op=">", value=10)
+    _, _, previous = run_ticks(r, [(T0, grad([11])), (T0 + 60, end)])
+    (alert,) = previous.values()
+    assert (alert.status, alert.resolution) == (R, why)
+
+
+def test_firing_again_forgets_the_old_resolution_and_retiring_says_so():
+    from runwatch.engine import retire
+
+    r = rule(kind="threshold", metric="grad_norm", op=">", value=10)
+    _, _, previous = run_ticks(r, [
+        (T0, grad([11])), (T0 + 60, grad([1], 1)), (T0 + 120, grad([12], 2))])
+    (alert,) = previous.values()
+    assert (alert.status, alert.resolution) == (F, "")
+    (gone,) = retire([alert], {"other-rule"}, T0 + 180).alerts
+    assert (gone.status, gone.resolution) == (R, "rule removed")
+    (moved,) = retire([alert], (), T0 + 180, reason="source removed").alerts
+    assert moved.resolution == "source removed"

@@ -270,3 +270,13 @@ def test_clear_text_secrets_are_named():
         "receiver 'team': webhook sends its bearer token in clear over http://",
         "receiver 'team': webhook hmac_secret is shorter than 16 characters",
     ]
+
+
+def test_a_resolution_is_shown_with_its_reason():
+    import dataclasses
+
+    done = dataclasses.replace(alert(status="resolved", fired_at=T0 - 600),
+                               resolution="run ended: killed")
+    assert render.age(done, T0 + 9999) == "resolved after 10m (run ended: killed)"
+    unstarted = dataclasses.replace(done, fired_at=None, active_since=None)
+    assert render.age(unstarted, T0 + 9999) == "resolved (run ended: killed)"

@@ -161,10 +161,12 @@ def age(alert: AlertState, now: float) -> str:
     """How long the alert has fired (or did, until it resolved), as of ``now``."""
     start = since(alert)
     if start is None:
-        return ""
+        resolved = alert.status is AlertStatus.RESOLVED and alert.resolution
+        return f"resolved ({alert.resolution})" if resolved else ""
     if alert.status is AlertStatus.RESOLVED:
         end = alert.resolved_at if alert.resolved_at is not None else now
-        return f"resolved after {duration(end - start)}"
+        why = f" ({alert.resolution})" if alert.resolution else ""
+        return f"resolved after {duration(end - start)}{why}"
     return f"firing for {duration(now - start)}"
 
 

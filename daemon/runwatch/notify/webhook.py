@@ -88,6 +88,8 @@ def alert_annotations(alert: AlertState) -> dict[str, str]:
         annotations["value"] = render.format_value(alert.value)
     if alert.step is not None:
         annotations["step"] = str(alert.step)
+    if alert.status is AlertStatus.RESOLVED and alert.resolution:
+        annotations["resolution"] = alert.resolution
     return annotations
 
 

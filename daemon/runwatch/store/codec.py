@@ -99,12 +99,13 @@ ALERT_COLUMNS = (
     "labels",
     "memory",
     "run_state",
+    "resolution",
     "updated_at",
 )
 
 # Columns a later schema added, with the value its migration gave the rows already there.
 # Outbox payloads queued before then lack them too, and read back the same way.
-ADDED_COLUMNS: Mapping[str, Any] = {"run_state": ""}  # schema 4
+ADDED_COLUMNS: Mapping[str, Any] = {"run_state": "", "resolution": ""}  # schemas 4, 5
 
 _TIME_FIELDS = ("active_since", "fired_at", "resolved_at", "first_seen", "last_seen")
 
@@ -158,6 +159,7 @@ def alert_to_row(alert: AlertState, updated_at: float) -> tuple[Any, ...]:
             encode_json(labels),
             encode_json(alert.memory),
             RunState(alert.run_state).value,
+            str(alert.resolution),
             float(updated_at),
         )
     except (TypeError, ValueError) as exc:
@@ -194,6 +196,7 @@ def alert_from_row(row: Sequence[Any]) -> AlertState:
         labels,
         memory,
         run_state,
+        resolution,
         _updated_at,
     ) = row
     try:
@@ -223,6 +226,7 @@ def alert_from_row(row: Sequence[Any]) -> AlertState:
             labels=decode_json(labels),
             memory=decode_json(memory),
             run_state=RunState(run_state or RunState.UNKNOWN),  # '': stored before schema 4
+            resolution=resolution or "",
         )
     except (TypeError, ValueError) as exc:
         raise CodecError(f"stored alert {fingerprint} unreadable: {exc}") from None

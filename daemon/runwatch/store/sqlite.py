@@ -142,8 +142,11 @@ _V3 = (
 # The run's state at the alert's last evaluation: repeats stop once a run has ended.
 _V4 = ("ALTER TABLE alerts ADD COLUMN run_state TEXT NOT NULL DEFAULT ''",)
 
+# Why an alert resolved: receivers say "run ended: killed", not just "resolved".
+_V5 = ("ALTER TABLE alerts ADD COLUMN resolution TEXT NOT NULL DEFAULT ''",)
+
 # One entry per schema version, in order; append, never edit a released step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
 
 # Primary result codes after which the same call may well succeed later.
 _TEMPORARY_CODES = frozenset(
