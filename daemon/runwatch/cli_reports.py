@@ -162,8 +162,13 @@ def _load(spec_text: str, rule_set: RuleSet, access: Any) -> Any:
     from runwatch.reports import load_run, parse_run
 
     spec = parse_run(spec_text)
+    warnings: list[str] = []
     with _status(f"reading {spec_text}"):
-        return load_run(spec, report_keys(rule_set.rules, rule_set.aliases), access=access)
+        run = load_run(spec, report_keys(rule_set.rules, rule_set.aliases), access=access,
+                       warnings=warnings)
+    for line in warnings:
+        print(f"warning: {printable(line)}", file=sys.stderr)
+    return run
 
 
 def cmd_characterize(args: argparse.Namespace) -> int:

@@ -111,18 +111,25 @@ def parse_run(text: str) -> RunSpec:
                       " or a W&B run URL")
 
 
-def load_run(spec: RunSpec, keys: KeyFilter, *, access: WandbAccess) -> RunSnapshot:
+def load_run(spec: RunSpec, keys: KeyFilter, *, access: WandbAccess,
+             warnings: list[str] | None = None) -> RunSnapshot:
     """The run ``spec`` names, with the history of ``keys``; ReportError naming it if it
-    cannot be found or read."""
+    cannot be found or read. What was read around (a damaged record, a log with nothing
+    readable) goes into ``warnings``, a line each."""
     if spec.directory is not None:
         from runwatch.sources.rundir_reports import RunNotFound, read_run
 
         try:
-            snapshot, _ = read_run(spec.directory, keys)
+            snapshot, damage = read_run(spec.directory, keys)
         except RunNotFound as exc:
             raise ReportError(f"run {exc}") from None
         except OSError as exc:
             raise ReportError(f"run {spec.text}: cannot read: {exc.strerror or exc}") from None
+        if warnings is not None:
+            warnings += damage
+            if snapshot.started is None and not snapshot.keys and not snapshot.config:
+                warnings.append(f"run {snapshot.ref.location}: its log holds no record"
+                                " runwatch can read (yet): the report knows nothing of it")
         return snapshot
     from runwatch.sources import wandb_reports
     from runwatch.sources.wandb_client import WandbError
@@ -167,6 +174,9 @@ def wandb_runs(access: WandbAccess, *, entity: str, projects: Sequence[str] | No
                                                    timeout=access.timeout)
         except WandbError as exc:
             return Found(runs=(), errors=(f"entity {entity}: {exc}",))
+        if not projects:
+            return Found(runs=(), errors=(f"entity {entity}: no projects this API key can see"
+                                          " (unknown entity?)",))
     runs: list[RunSnapshot] = []
     errors: list[str] = []
     for done, project in enumerate(projects):

@@ -203,3 +203,27 @@ def test_with_a_config_the_daemons_firing_alerts_count(wandb_runs, tmp_path, cap
     assert [(r["rule"], r["text"]) for r in data["reasons"]] == [
         ("told", "the channel was told")]
     assert run_json(capsys, "characterize", str(run_dir))["health"] == "healthy"
+
+
+def test_a_damaged_log_is_reported_not_hidden(wandb_runs, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "copy" / "wandb" / wandb_runs.runs["healthy"].name
+    shutil.copytree(wandb_runs.runs["healthy"], run, symlinks=True)
+    next(run.glob("run-*.wandb")).write_bytes(b"garbage")
+    # no latest-run link in this wandb/ folder: its newest run directory is the one
+    capsys.readouterr()
+    assert main(["characterize", str(tmp_path / "copy"), "--json"]) == 0
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert data["run"]["id"] == run.name.rsplit("-", 1)[-1]
+    assert "not a W&B transaction log (bad header) at offset 0" in err
+    assert "its log holds no record runwatch can read" in err
+
+
+def test_watch_an_unknown_entity_is_one_line_and_exit_2(wandb_server, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", KEY)
+    monkeypatch.setenv("WANDB_BASE_URL", wandb_server.url)
+    assert main(["watch", "nobody", "--all-projects"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "runwatch: entity nobody: no projects this API key can see (unknown entity?)"

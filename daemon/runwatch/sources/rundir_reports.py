@@ -30,15 +30,28 @@ class RundirRead:
 
 def log_path(path: str | os.PathLike[str]) -> str:
     """The ``.wandb`` log of the run directory ``path`` names: the run directory itself,
-    a ``wandb/`` directory (its ``latest-run``) or the folder holding that ``wandb/``."""
+    a ``wandb/`` directory or the folder holding it — their ``latest-run``, else their
+    newest run directory (``run-<time>-<id>`` names sort by time)."""
     text = os.path.abspath(os.fspath(path))
-    for candidate in (text, os.path.join(text, "latest-run"),
-                      os.path.join(text, "wandb", "latest-run")):
-        real = os.path.realpath(candidate)
-        log = os.path.join(real, f"run-{id_from_dir(real)}.wandb")
-        if os.path.isfile(log):
-            return log
+    for folder in (text, os.path.join(text, "wandb")):
+        for candidate in (folder, os.path.join(folder, "latest-run"), _newest_run(folder)):
+            if candidate is None:
+                continue
+            real = os.path.realpath(candidate)
+            log = os.path.join(real, f"run-{id_from_dir(real)}.wandb")
+            if os.path.isfile(log):
+                return log
     raise RunNotFound(f"{text}: not a wandb run directory (no run-<id>.wandb inside)")
+
+
+def _newest_run(folder: str) -> str | None:
+    try:
+        names = [n for n in os.listdir(folder) if n.startswith(("run-", "offline-run-"))]
+    except OSError:
+        return None
+    if not names:
+        return None
+    return os.path.join(folder, max(names, key=lambda n: n.removeprefix("offline-")))
 
 
 def read_log(log: str, keys: Container[str], *, source: str = "rundir"
