@@ -140,7 +140,8 @@ def step_alert(
     }
     step = verdict.step if verdict.step is not None else snapshot.last_step
     if verdict.active is not None:
-        common |= {"metric": verdict.metric, "value": verdict.value, "step": step}
+        common |= {"metric": verdict.metric, "value": verdict.value, "step": step,
+                   "latest_value": verdict.latest, "latest_step": verdict.latest_step}
     active = verdict.active
     if active is None:  # nothing new to decide on: keep the status
         active = holding
@@ -152,11 +153,15 @@ def step_alert(
                            active_since=None, since_step=None, resolution="condition cleared")
         status = AlertStatus.RESOLVED if before.status == AlertStatus.RESOLVED else (
             AlertStatus.INACTIVE)
-        return replace(before, **common, status=status, active_since=None, since_step=None)
+        return replace(before, **common, status=status, active_since=None, since_step=None,
+                       first_value=None)
 
+    first_value = before.first_value if holding else None
     if verdict.active is None:  # still holding, no new facts: only the `for:` clock moves
         since, since_step = before.active_since, before.since_step
     else:
+        if first_value is None or before.since_step is None:
+            first_value = verdict.first_value
         since = before.active_since if holding and before.active_since is not None else (
             verdict.since if verdict.since is not None else now)
         since_step = before.since_step if holding and before.since_step is not None else (
@@ -168,10 +173,11 @@ def step_alert(
     if status == AlertStatus.FIRING and before.status != AlertStatus.FIRING:
         common["fired_at"] = now
     if verdict.active is not None:
-        common["summary"] = render(rule.summary_template(),
-                                   summary_fields(rule, snapshot, verdict, step))
+        common["summary"] = render(rule.summary_template(), summary_fields(
+            rule, snapshot, verdict, step, since_step=since_step, first_value=first_value))
     return replace(before, **common, status=status, active_since=since,
-                   since_step=since_step, resolved_at=None, resolution="")
+                   since_step=since_step, first_value=first_value, resolved_at=None,
+                   resolution="")
 
 
 def _held_long_enough(rule: Rule, snapshot: RunSnapshot, since: float | None,
@@ -186,7 +192,8 @@ def _held_long_enough(rule: Rule, snapshot: RunSnapshot, since: float | None,
 
 
 def summary_fields(rule: Rule, snapshot: RunSnapshot, verdict: Verdict,
-                   step: int | None) -> dict[str, object]:
+                   step: int | None, *, since_step: int | None = None,
+                   first_value: float | None = None) -> dict[str, object]:
     """The documented template fields (see ``runwatch.template.FIELDS``)."""
     ref = snapshot.ref
     return {
@@ -196,4 +203,6 @@ def summary_fields(rule: Rule, snapshot: RunSnapshot, verdict: Verdict,
         "value": verdict.value, "step": step, "threshold": verdict.threshold,
         "age": format_duration(verdict.age) if verdict.age is not None else None,
         "for": str(rule.hold) if rule.hold else None,
+        "since_step": since_step, "first_value": first_value,
+        "latest": verdict.latest, "latest_step": verdict.latest_step,
     }

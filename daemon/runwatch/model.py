@@ -134,8 +134,11 @@ class AlertState:
     first_seen: float | None = None
     last_seen: float | None = None  # last evaluation
     metric: str | None = None
-    value: float | None = None
+    value: float | None = None  # the worst point (or, for a held condition, the newest)
     step: int | None = None
+    first_value: float | None = None  # the first bad point: its value at ``since_step``
+    latest_value: float | None = None  # the newest point read, bad or not, and its step
+    latest_step: int | None = None
     summary: str = ""
     labels: Mapping[str, str] = field(default_factory=dict)
     memory: Any = None

@@ -14,6 +14,7 @@ from typing import Any
 FIELDS = frozenset({
     "rule", "severity", "run", "run_id", "path", "project", "entity", "group", "state",
     "metric", "value", "step", "threshold", "age", "for",
+    "since_step", "first_value", "latest", "latest_step",
 })
 
 _FORMATTER = string.Formatter()

@@ -225,3 +225,34 @@ def test_firing_again_forgets_the_old_resolution_and_retiring_says_so():
     assert (gone.status, gone.resolution) == (R, "rule removed")
     (moved,) = retire([alert], (), T0 + 180, reason="source removed").alerts
     assert moved.resolution == "source removed"
+
+
+def test_an_alert_names_the_step_where_it_began_the_worst_and_the_newest():
+    from runwatch.config.models import default_rules_path
+    from runwatch.config.rules import load_rules
+
+    exploding = next(r for r in load_rules([default_rules_path()], __import__("pathlib").Path(
+        ".")).rules if r.name == "grad-norm-exploding")
+    values = [1.0] * 35 + [12.0, 30.0, 80.0, 150.0, 220.0, 300.0, 390.0, 410.0, 450.0, 420.0]
+    _, _, previous = run_ticks(exploding, [(T0, grad(values))])
+    (alert,) = previous.values()
+    assert (alert.since_step, alert.first_value) == (35, 12.0)  # where it began
+    assert (alert.step, alert.value) == (43, 450.0)  # the worst point
+    assert (alert.latest_step, alert.latest_value) == (44, 420.0)  # the newest
+    assert alert.summary == "grad norm > 10 since step 35, now 420 (worst 450 at step 43)"
+    # the next tick: still above; where it began stays, the newest moves on
+    result = evaluate([exploding], grad([380.0], 45), previous, T0 + 60, DEFAULT_ALIASES)
+    (later,) = result.alerts
+    assert (later.since_step, later.first_value, later.latest_value) == (35, 12.0, 380.0)
+    assert later.summary == "grad norm > 10 since step 35, now 380 (worst 380 at step 45)"
+
+
+def test_memory_written_before_first_values_were_kept_still_reads():
+    r = rule(kind="threshold", metric="grad_norm", op=">", value=10, **{"for": "3 steps"})
+    fp = fingerprint("r", grad([1]).ref)
+    snap = grad([12, 13, 14], 5)
+    before = {fp: dataclasses.replace(
+        evaluate([r], grad([12], 4), {}, T0, DEFAULT_ALIASES).alerts[0],
+        memory=[r.memory_tag, [4, T0]])}  # [step, time]: no value remembered
+    (after,) = evaluate([r], snap, before, T0 + 60, DEFAULT_ALIASES).alerts
+    assert after.status == F and after.since_step == 4

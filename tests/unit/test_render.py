@@ -280,3 +280,12 @@ def test_a_resolution_is_shown_with_its_reason():
     assert render.age(done, T0 + 9999) == "resolved after 10m (run ended: killed)"
     unstarted = dataclasses.replace(done, fired_at=None, active_since=None)
     assert render.age(unstarted, T0 + 9999) == "resolved (run ended: killed)"
+
+
+def test_a_measurement_says_where_the_condition_began_and_where_it_is_now():
+    import dataclasses
+
+    a = dataclasses.replace(alert(), value=450.0, step=43, since_step=35, first_value=12.0,
+                            latest_value=420.0, latest_step=44)
+    assert render.measurement(a) == (
+        "train/grad_norm = 450 at step 43, since step 35 (12), now 420")

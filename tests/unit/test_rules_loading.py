@@ -50,8 +50,9 @@ ERRORS = {
     ],
     "bad-summary.yaml": [
         "rules/bad-summary.yaml:6: rule 'loss-nan': summary: template 'loss is"
-        " {value} on {hostname}': unknown field {hostname} (allowed: age, entity, for, group,"
-        " metric, path, project, rule, run, run_id, severity, state, step, threshold, value)",
+        " {value} on {hostname}': unknown field {hostname} (allowed: age, entity,"
+        " first_value, for, group, latest, latest_step, metric, path, project, rule, run,"
+        " run_id, severity, since_step, state, step, threshold, value)",
     ],
     "bad-match.yaml": [
         "rules/bad-match.yaml:7: rule 'loss-nan': match: unknown field 'projects'"

@@ -430,3 +430,19 @@ def test_one_writer_at_a_time(tmp_path):
     finally:
         first.close()
         second.close()
+
+
+def test_where_an_alert_began_and_its_newest_value_are_kept(tmp_path):
+    import math
+
+    store = SqliteStore(tmp_path / "state.db")
+    try:
+        kept = alert(status=AlertStatus.FIRING, since_step=35, first_value=12.5,
+                     latest_value=float("inf"), latest_step=44, resolution="")
+        nan = alert("fp2", first_value=float("nan"))
+        store.commit_tick(source="s", alerts=[kept, nan], cursors={}, now=T0)
+        loaded = store.load_alerts()
+        assert loaded["fp1"] == kept
+        assert math.isnan(loaded["fp2"].first_value)  # not NULL: REAL columns lose NaN
+    finally:
+        store.close()

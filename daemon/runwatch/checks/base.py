@@ -144,6 +144,9 @@ class Verdict:
     since_step: int | None = None
     threshold: Any = None
     age: float | None = None
+    first_value: float | None = None  # the value at ``since_step``: the first bad point
+    latest: float | None = None  # the newest point judged, and its step
+    latest_step: int | None = None
 
 
 _NOT_SHAPE = frozenset({"severity", "description", "labels", "summary", "resolve_on_end",

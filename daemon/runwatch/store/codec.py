@@ -100,12 +100,17 @@ ALERT_COLUMNS = (
     "memory",
     "run_state",
     "resolution",
+    "first_value",
+    "latest_value",
+    "latest_step",
     "updated_at",
 )
 
 # Columns a later schema added, with the value its migration gave the rows already there.
 # Outbox payloads queued before then lack them too, and read back the same way.
-ADDED_COLUMNS: Mapping[str, Any] = {"run_state": "", "resolution": ""}  # schemas 4, 5
+ADDED_COLUMNS: Mapping[str, Any] = {  # schemas 4, 5, 6
+    "run_state": "", "resolution": "", "first_value": None, "latest_value": None,
+    "latest_step": None}
 
 _TIME_FIELDS = ("active_since", "fired_at", "resolved_at", "first_seen", "last_seen")
 
@@ -122,6 +127,11 @@ def _time(alert: AlertState, name: str) -> float | None:
 
 def _int(value: int | None) -> int | None:
     return None if value is None else int(value)
+
+
+def _number_text(value: float | None) -> str | None:
+    """A metric value as text: SQL REAL columns turn NaN into NULL."""
+    return None if value is None else repr(float(value))
 
 
 def alert_to_row(alert: AlertState, updated_at: float) -> tuple[Any, ...]:
@@ -153,13 +163,16 @@ def alert_to_row(alert: AlertState, updated_at: float) -> tuple[Any, ...]:
             times["first_seen"],
             times["last_seen"],
             alert.metric,
-            None if alert.value is None else repr(float(alert.value)),
+            _number_text(alert.value),
             _int(alert.step),
             str(alert.summary),
             encode_json(labels),
             encode_json(alert.memory),
             RunState(alert.run_state).value,
             str(alert.resolution),
+            _number_text(alert.first_value),
+            _number_text(alert.latest_value),
+            _int(alert.latest_step),
             float(updated_at),
         )
     except (TypeError, ValueError) as exc:
@@ -197,6 +210,9 @@ def alert_from_row(row: Sequence[Any]) -> AlertState:
         memory,
         run_state,
         resolution,
+        first_value,
+        latest_value,
+        latest_step,
         _updated_at,
     ) = row
     try:
@@ -227,6 +243,9 @@ def alert_from_row(row: Sequence[Any]) -> AlertState:
             memory=decode_json(memory),
             run_state=RunState(run_state or RunState.UNKNOWN),  # '': stored before schema 4
             resolution=resolution or "",
+            first_value=None if first_value is None else float(first_value),
+            latest_value=None if latest_value is None else float(latest_value),
+            latest_step=latest_step,
         )
     except (TypeError, ValueError) as exc:
         raise CodecError(f"stored alert {fingerprint} unreadable: {exc}") from None

@@ -145,8 +145,13 @@ _V4 = ("ALTER TABLE alerts ADD COLUMN run_state TEXT NOT NULL DEFAULT ''",)
 # Why an alert resolved: receivers say "run ended: killed", not just "resolved".
 _V5 = ("ALTER TABLE alerts ADD COLUMN resolution TEXT NOT NULL DEFAULT ''",)
 
+# Where an alert began and where it is now: "> 10 since step 35 (10.4), now 450".
+_V6 = ("ALTER TABLE alerts ADD COLUMN first_value TEXT",
+       "ALTER TABLE alerts ADD COLUMN latest_value TEXT",
+       "ALTER TABLE alerts ADD COLUMN latest_step INTEGER")
+
 # One entry per schema version, in order; append, never edit a released step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 
 # Primary result codes after which the same call may well succeed later.
 _TEMPORARY_CODES = frozenset(
