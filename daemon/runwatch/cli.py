@@ -336,8 +336,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     config, rule_set = _load(args)
     from runwatch.notify.routing import rule_name_problems
 
-    for line in rule_name_problems(config.routes, config.inhibit,
-                                   [r.name for r in rule_set.rules]):
+    inhibit = () if config.inhibit_is_default else config.inhibit  # the defaults: no noise
+    for line in rule_name_problems(config.routes, inhibit, [r.name for r in rule_set.rules]):
         print(f"warning: {_where(config, line)}: {line}", file=sys.stderr)
     problems = [f"{config.path or 'config'}: {line}" for line in _receiver_problems(config)]
     if args.online:
@@ -534,10 +534,11 @@ def cmd_rules(args: argparse.Namespace) -> int:
         table.add_row(r.name, r.kind, str(r.severity), describe(r),
                       rule_set.origins.get(r.name, ""))
     _console().print(table)
-    inhibit = Table("inhibit: a firing …", "mutes …", "on the same", box=None)
+    origin = "default" if config.inhibit_is_default else str(config.path or "config")
+    inhibit = Table("inhibit: a firing …", "mutes …", "on the same", "origin", box=None)
     for entry in config.inhibit:
         inhibit.add_row(_selector_text(entry.source), _selector_text(entry.target),
-                        ", ".join(entry.equal) or "(anything)")
+                        ", ".join(entry.equal) or "(anything)", origin)
     _console().print(inhibit if config.inhibit else "inhibit: none")
     return EXIT_OK
 

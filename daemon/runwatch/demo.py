@@ -286,7 +286,7 @@ def _watch(console: Console, runs: SampleRuns, directory: Path, state_dir: Path)
                 console.print(Text(f"warning: {printable(line)}", style="yellow"))
             told = {a.fingerprint for m in notifier.sent[printed:]
                     for a in (*m.firing, *m.resolved)}
-            note = quiet_note(store, told, config.repeat_interval)
+            note = quiet_note(store, told, config)
             if note:
                 console.print(Text(note, style="dim"))
     finally:
@@ -310,17 +310,30 @@ def tick_header(report: TickReport, now: float, offset: float) -> str:
 _VERB: Mapping[str, str] = {"firing": "fired", "pending": "pending", "resolved": "resolved"}
 
 
-def quiet_note(store: Store, told: set[str], repeat_interval: float) -> str:
-    """What the receiver was not told this tick, and why: still firing, already told.
-    Empty when every firing alert was in this tick's messages."""
-    firing = [a for a in store.alerts(status=AlertStatus.FIRING) if a.fingerprint not in told]
+def quiet_note(store: Store, told: set[str], config: Config) -> str:
+    """What the receiver was not told this tick, and why: muted by an inhibit rule, or
+    still firing and already told. Empty when every firing alert was in this tick's
+    messages."""
+    from runwatch.notify.routing import alert_labels, inhibit_rules, mute
+
+    repeat_interval = config.repeat_interval
+    every = store.alerts(status=AlertStatus.FIRING)
+    labels = {a.fingerprint: alert_labels(a) for a in every}
+    muted = mute(every, labels, inhibit=inhibit_rules(config.inhibit), silences=(), now=0.0)
+    firing = [a for a in every if a.fingerprint not in told]
+    inhibited = sorted(f"{a.rule} ({a.run.display_name})" for a in firing
+                       if a.fingerprint in muted)
+    firing = [a for a in firing if a.fingerprint not in muted]
     live = sorted(f"{a.rule} ({a.run.display_name})" for a in firing
                   if a.run_state == RunState.RUNNING)
     ended = sorted(f"{a.rule} ({a.run.display_name})" for a in firing
                    if a.run_state != RunState.RUNNING)
-    if not firing:
+    if not firing and not inhibited:
         return "" if told else "nothing to tell."
     notes = []
+    if inhibited:
+        notes.append("muted while a worse alert of the same run fires (default inhibition): "
+                     + printable(", ".join(inhibited)))
     if live:
         notes.append(f"still firing, already told, not repeated before"
                      f" {repeat_interval / 3600:g}h: " + printable(", ".join(live)))

@@ -329,6 +329,11 @@ def test_rules_lists_the_inhibition_too(tmp_path, capsys):
     assert main(["rules", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     [row] = [line.split() for line in out.splitlines() if "rule=run-crashed" in line]
-    assert row == ["rule=run-crashed", "rule=run-stalled|run-slow", "run"]
-    assert main(["rules", "--rundir", str(tmp_path)]) == 0
-    assert "inhibit: none" in capsys.readouterr().out
+    assert row == ["rule=run-crashed", "rule=run-stalled|run-slow", "run", str(config)]
+    assert main(["rules", "--rundir", str(tmp_path)]) == 0  # the shipped inhibition
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()
+            if line.strip().endswith(" default")]
+    assert rows == [["rule=grad-norm-exploding", "rule=grad-norm-spiky", "run", "default"],
+                    ["rule=run-stalled", "rule=run-slow", "run", "default"],
+                    ["rule=run-crashed", "rule=run-stalled|run-slow|progress-stalled", "run",
+                     "default"]]

@@ -395,8 +395,12 @@ sources:
     assert config.sqlite_path == state_dir / "state.db"
     assert config.rules == (default_rules_path(),)
     assert dict(config.aliases) == dict(keys.DEFAULT_ALIASES)
-    assert (config.receivers, config.routes, config.inhibit, config.digest) == ((), (), (),
-                                                                                 None)
+    assert (config.receivers, config.routes, config.digest) == ((), (), None)
+    assert config.inhibit_is_default
+    assert [(i.source, i.target) for i in config.inhibit] == [
+        ({"rule": "grad-norm-exploding"}, {"rule": "grad-norm-spiky"}),
+        ({"rule": "run-stalled"}, {"rule": "run-slow"}),
+        ({"rule": "run-crashed"}, {"rule": ("run-stalled", "run-slow", "progress-stalled")})]
     assert config.repeat_interval == 4 * 3600
     assert config.send_resolved is True
     assert (config.http.listen, config.http.host, config.http.port) == (

@@ -37,6 +37,7 @@ def config(tmp_path: Path | None = None, **settings: Any) -> Config:
                       {"name": "mail", "webhook": {"url": "https://example.com/mail"}}],
         "routes": [{"match": {"severity": "critical"}, "receivers": ["slack", "mail"]},
                    {"receivers": ["slack"]}],
+        "inhibit": [],  # the outbox's business here, not the default inhibition's
     }
     data.update(settings)
     return Config.model_validate(data, context={"base_dir": tmp_path or Path("/tmp")})

@@ -219,3 +219,25 @@ def test_rule_name_problems_point_at_typos():
     inhibit = [SimpleNamespace(source=["rule=run-crashed"], target={"rule": "run-stalled*"})]
     assert rule_name_problems(config_routes, inhibit, ["run-crashed", "run-stalled"]) == [
         "routes[0].match: rule=run-stalld matches none of the loaded rules"]
+
+
+def test_an_alert_muted_while_it_fired_stays_quiet_once_resolved():
+    import dataclasses
+
+    from runwatch.config.models import default_inhibit
+    from runwatch.notify.routing import inhibited_while_firing
+
+    def span(a, fired, resolved=None):
+        status = RESOLVED if resolved is not None else AlertStatus.FIRING
+        return dataclasses.replace(a, status=status, fired_at=fired, resolved_at=resolved)
+
+    rules = inhibit_rules(default_inhibit())
+    exploding = span(alert("grad-norm-exploding"), T0 + 10, T0 + 100)
+    spiky = span(alert("grad-norm-spiky", severity="warning"), T0, T0 + 100)
+    other_run = span(alert("grad-norm-spiky", "r2", severity="warning"), T0, T0 + 100)
+    before = span(alert("grad-norm-spiky", "r3", severity="warning"), T0, T0 + 5)
+    later = span(alert("grad-norm-exploding", "r3"), T0 + 50)  # began after it resolved
+    alerts = [exploding, spiky, other_run, before, later]
+    labels = {a.fingerprint: alert_labels(a) for a in alerts}
+    assert inhibited_while_firing(alerts, labels, rules) == {spiky.fingerprint}
+    assert inhibited_while_firing(alerts, labels, ()) == set()

@@ -118,6 +118,22 @@ class Inhibit(StrictModel):
         return self
 
 
+# Inhibition out of the box, for the shipped rules: on one run, the critical alert of a
+# family mutes its warning, and a crashed run is not also stalled or slow. A config's own
+# `inhibit:` replaces these (`inhibit: []`: none).
+DEFAULT_INHIBIT: tuple[Mapping[str, Any], ...] = (
+    {"source": {"rule": "grad-norm-exploding"}, "target": {"rule": "grad-norm-spiky"},
+     "equal": ["run"]},
+    {"source": {"rule": "run-stalled"}, "target": {"rule": "run-slow"}, "equal": ["run"]},
+    {"source": {"rule": "run-crashed"},
+     "target": {"rule": ["run-stalled", "run-slow", "progress-stalled"]}, "equal": ["run"]},
+)
+
+
+def default_inhibit() -> tuple[Inhibit, ...]:
+    return tuple(Inhibit.model_validate(entry) for entry in DEFAULT_INHIBIT)
+
+
 def _canonical(selector: Any) -> Any:
     if isinstance(selector, Mapping):
         return sorted((k, (v,) if isinstance(v, str) else tuple(v)) for k, v in selector.items())
@@ -250,7 +266,7 @@ class Config(StrictModel):
     routes: tuple[Route, ...] = ()
     repeat_interval: Interval = 4 * 3600.0
     send_resolved: bool = True
-    inhibit: tuple[Inhibit, ...] = ()
+    inhibit: tuple[Inhibit, ...] = Field(default_factory=default_inhibit)
     digest: Digest | None = None
     http: Http = Field(default_factory=Http)
 
@@ -295,6 +311,11 @@ class Config(StrictModel):
     @classmethod
     def _merged(cls, value: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
         return keys.merge_aliases(value)
+
+    @property
+    def inhibit_is_default(self) -> bool:
+        """Whether ``inhibit`` is the shipped default (the config file says nothing of it)."""
+        return "inhibit" not in self.model_fields_set
 
     @property
     def path(self) -> Path | None:

@@ -25,6 +25,7 @@ from runwatch.notify.routing import (
     RouteSpec,
     alert_labels,
     inhibit_rules,
+    inhibited_while_firing,
     matching_routes,
     mute,
     route_specs,
@@ -86,13 +87,15 @@ def plan(store: Store, config: object, now: float, *,
         return PlanReport()
     alerts = store.alerts(status=(AlertStatus.FIRING, AlertStatus.RESOLVED))
     labels = {a.fingerprint: alert_labels(a) for a in alerts}
-    muted = mute(alerts, labels, inhibit=inhibit_rules(config.inhibit),  # type: ignore[attr-defined]
-                 silences=store.silences(now), now=now)
+    inhibit = inhibit_rules(config.inhibit)  # type: ignore[attr-defined]
+    muted = mute(alerts, labels, inhibit=inhibit, silences=store.silences(now), now=now)
     for m in muted.values():
         log.debug("alert %s muted by %s", m.fingerprint, m.by)
     # A resolution that an inhibit rule mutes still closes what a receiver was told (a
     # stall announced before its run crashed): it stays in its group, but only as that.
+    # One that was muted while it fired was never news: its resolution is no news either.
     closing = {fp for fp, m in muted.items() if m.inhibited}
+    closing |= inhibited_while_firing(alerts, labels, inhibit)
     groups = _groups([a for a in alerts if a.fingerprint not in muted
                       or (a.status == AlertStatus.RESOLVED and a.fingerprint in closing)],
                      labels, routes)

@@ -279,6 +279,42 @@ def mute(
     return muted
 
 
+def inhibited_while_firing(
+    alerts: Sequence[AlertState],
+    labels: Mapping[str, Mapping[str, str]],
+    inhibit: Sequence[InhibitRule],
+) -> set[str]:
+    """Resolved alerts that an inhibit rule muted while they fired: a source alert with the
+    same ``equal`` labels fired at some time while they did. Such an alert was never news
+    (a spiky grad norm under an exploding one); once both have resolved, its resolution must
+    not be announced as "fired and resolved unseen" either."""
+    if not inhibit:
+        return set()
+    spans = [(a, a.fired_at, a.resolved_at if a.status == AlertStatus.RESOLVED else None)
+             for a in alerts if a.fired_at is not None
+             and a.status in (AlertStatus.FIRING, AlertStatus.RESOLVED)]
+    found: set[str] = set()
+    for target, start, end in spans:
+        if target.status != AlertStatus.RESOLVED:
+            continue
+        own = labels[target.fingerprint]
+        for rule in inhibit:
+            if not rule.target.matches(own):
+                continue
+            key = tuple(own.get(n, "") for n in rule.equal)
+            for source, s_start, s_end in spans:
+                theirs = labels[source.fingerprint]
+                if (source.fingerprint != target.fingerprint and rule.source.matches(theirs)
+                        and tuple(theirs.get(n, "") for n in rule.equal) == key
+                        and s_start <= (end if end is not None else s_start)
+                        and (s_end is None or s_end >= start)):
+                    found.add(target.fingerprint)
+                    break
+            if target.fingerprint in found:
+                break
+    return found
+
+
 def _sources_by_key(
     rule: InhibitRule, firing: Sequence[AlertState], labels: Mapping[str, Mapping[str, str]]
 ) -> dict[tuple[str, ...], set[str]]:
