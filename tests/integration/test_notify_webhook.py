@@ -41,6 +41,7 @@ def test_the_payload_follows_alertmanagers_webhook_format(webhook_server):
     assert request.path == "/hook"
     assert request.headers["content-type"] == "application/json; charset=utf-8"
     assert request.headers["x-runwatch-delivery"] == "out-1"
+    assert request.headers["idempotency-key"] == "out-1"  # the same on every retry
     assert "authorization" not in request.headers
     assert "x-runwatch-signature" not in request.headers
     assert request.json == {

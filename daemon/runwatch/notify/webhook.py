@@ -27,7 +27,9 @@ Payload (``Content-Type: application/json``, UTF-8)::
 Label and annotation values are strings (as in Alertmanager); the run fields come from
 whoever launched the run and are not escaped — a consumer rendering them must.
 
-Headers: ``X-Runwatch-Delivery: <id>``; ``Authorization: Bearer <token>`` with
+Headers: ``X-Runwatch-Delivery: <id>`` and ``Idempotency-Key: <id>``, the outbox id, the
+same on every retry of one message: delivery is at least once, and a receiver that keeps
+the keys it saw drops a repeat; ``Authorization: Bearer <token>`` with
 ``bearer_token``; with ``hmac_secret``, ``X-Runwatch-Timestamp: <unix seconds>`` and
 ``X-Runwatch-Signature: sha256=<hex>``, the HMAC-SHA256 under the secret of
 ``<timestamp> + "." + <body bytes>``. A receiver recomputes it over the raw body, compares
@@ -176,7 +178,8 @@ class WebhookNotifier:
         body = json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8",
                    "User-Agent": f"runwatch/{runwatch.__version__}",
-                   "X-Runwatch-Delivery": render.single_line(message.id, 200)}
+                   "X-Runwatch-Delivery": render.single_line(message.id, 200),
+                   "Idempotency-Key": render.single_line(message.id, 200)}
         if self._bearer_token:
             headers["Authorization"] = f"Bearer {self._bearer_token}"
         if self._hmac_secret:
