@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from runwatch.config import Config, ConfigError, RuleSet, default_config, load_a
 from runwatch.duration import format_duration
 from runwatch.model import AlertStatus, Transition
 from runwatch.notify.render import printable  # what every terminal output goes through
+from runwatch.notify.report_json import number  # JSON has no NaN: W&B's strings
 from runwatch.service import build_runtime, run_cycle
 from runwatch.store.base import StoreError, WriterBusy, open_store, redact_url, writer_name
 from runwatch.tick import TickReport
@@ -228,7 +228,7 @@ def alert_json(a: Any) -> dict[str, Any]:
             "active_since": a.active_since, "fired_at": a.fired_at,
             "resolved_at": a.resolved_at, "resolution": a.resolution or None,
             "last_seen": a.last_seen, "metric": a.metric,
-            "value": _number(a.value), "step": a.step, "summary": a.summary,
+            "value": number(a.value), "step": a.step, "summary": a.summary,
             "labels": dict(a.labels)}
 
 
@@ -566,20 +566,13 @@ def describe(rule: Any) -> str:
     return parts + (f" for {rule.hold}" if rule.hold else "")
 
 
-def _number(value: float | None) -> float | str | None:
-    """JSON has no NaN/inf: say them as the strings W&B itself uses."""
-    if value is None or math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-
-
 def transition_json(t: Transition) -> dict[str, Any]:
     a = t.alert
     return {
         "rule": a.rule, "severity": str(a.severity), "status": str(a.status),
         "run": {"id": a.run.id, "name": a.run.name, "project": a.run.project,
                 "entity": a.run.entity, "path": a.run.path},
-        "metric": a.metric, "value": _number(a.value), "step": a.step, "summary": a.summary,
+        "metric": a.metric, "value": number(a.value), "step": a.step, "summary": a.summary,
         "resolution": a.resolution or None,
     }
 

@@ -17,10 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from runwatch.cli import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, _console  # the same terminal
 from runwatch.config import Config, ConfigError, RuleSet, default_config, load_all
 from runwatch.notify.render import printable
-
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
 def add_commands(sub: Any) -> None:
@@ -91,9 +90,10 @@ def _access(config: Config | None, entity: str | None = None) -> Any:
     return WandbAccess.from_spec(chosen)
 
 
-def _stored(config: Config | None) -> dict[str, list[Any]]:
-    """The daemon's firing alerts by run path, when a config names its store: a report
-    counts them too. A store that cannot be read is a warning, not a failure."""
+def _stored(config: Config | None, run_path: str | None = None) -> dict[str, list[Any]]:
+    """The daemon's firing alerts (of ``run_path`` only, if given) by run path, when a
+    config names its store: a report counts them too. A store that cannot be read is a
+    warning, not a failure."""
     if config is None:
         return {}
     from runwatch.model import AlertStatus
@@ -102,7 +102,7 @@ def _stored(config: Config | None) -> dict[str, list[Any]]:
     try:
         store = open_store(config.store)
         try:
-            alerts = store.alerts(status=AlertStatus.FIRING)
+            alerts = store.alerts(status=AlertStatus.FIRING, run_path=run_path)
         finally:
             store.close()
     except StoreError as exc:
@@ -149,12 +149,7 @@ def _status(text: str) -> Iterator[None]:
 
 
 def _print(renderable: Any) -> None:
-    from rich.console import Console
-
-    console = Console()
-    if not console.is_terminal:
-        console = Console(width=200)
-    console.print(renderable)
+    _console().print(renderable)
 
 
 def _load(spec_text: str, rule_set: RuleSet, access: Any) -> Any:
@@ -171,56 +166,54 @@ def _load(spec_text: str, rule_set: RuleSet, access: Any) -> Any:
     return run
 
 
-def cmd_characterize(args: argparse.Namespace) -> int:
-    from runwatch.analysis import characterize
-    from runwatch.reports import ReportError
-
+def _runs(args: argparse.Namespace, *texts: str) -> tuple[Config | None, RuleSet, list[Any]]:
+    """The rules, and the runs ``texts`` name, read; ReportError naming one that fails."""
     config, rule_set = _rules(args)
     access = _access(config)
     try:
-        run = _load(args.run, rule_set, access)
-    except ReportError as exc:
-        return _fail(str(exc))
+        return config, rule_set, [_load(text, rule_set, access) for text in texts]
     finally:
         access.close()
-    report = characterize(run, rules=rule_set.rules, aliases=rule_set.aliases, now=time.time(),
-                          stored=_stored(config).get(run.ref.path, ()))
+
+
+def _show(args: argparse.Namespace, value: Any, as_json: Any, view: Any) -> int:
+    """``value`` as JSON with ``--json``, else its rich view."""
     if args.json:
-        from runwatch.notify.report_json import SCHEMA_VERSION, run_json
-
-        print(json.dumps({"version": SCHEMA_VERSION, **run_json(report)}, indent=2,
-                         allow_nan=False))
+        print(json.dumps(as_json(value), indent=2, allow_nan=False))
     else:
-        from runwatch.notify.report_view import characterize_view
-
-        _print(characterize_view(report))
+        _print(view(value))
     return EXIT_OK
+
+
+def cmd_characterize(args: argparse.Namespace) -> int:
+    from runwatch.analysis import characterize
+    from runwatch.notify.report_json import SCHEMA_VERSION, run_json
+    from runwatch.notify.report_view import characterize_view
+    from runwatch.reports import ReportError
+
+    try:
+        config, rule_set, (run,) = _runs(args, args.run)
+    except ReportError as exc:
+        return _fail(str(exc))
+    report = characterize(run, rules=rule_set.rules, aliases=rule_set.aliases, now=time.time(),
+                          stored=_stored(config, run.ref.path).get(run.ref.path, ()))
+    return _show(args, report, lambda r: {"version": SCHEMA_VERSION, **run_json(r)},
+                 characterize_view)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from runwatch.analysis import compare
+    from runwatch.notify.report_json import compare_json
+    from runwatch.notify.report_view import compare_view
     from runwatch.reports import ReportError
 
-    config, rule_set = _rules(args)
-    access = _access(config)
     try:
-        a = _load(args.run_a, rule_set, access)
-        b = _load(args.run_b, rule_set, access)
+        config, rule_set, (a, b) = _runs(args, args.run_a, args.run_b)
     except ReportError as exc:
         return _fail(str(exc))
-    finally:
-        access.close()
     result = compare(a, b, rules=rule_set.rules, aliases=rule_set.aliases, now=time.time(),
                      stored=_stored(config))
-    if args.json:
-        from runwatch.notify.report_json import compare_json
-
-        print(json.dumps(compare_json(result), indent=2, allow_nan=False))
-    else:
-        from runwatch.notify.report_view import compare_view
-
-        _print(compare_view(result))
-    return EXIT_OK
+    return _show(args, result, compare_json, compare_view)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
@@ -258,15 +251,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                    aliases=rule_set.aliases, stored=_stored(config))
     for line in found.errors:
         print(f"warning: {printable(line)}", file=sys.stderr)
-    if args.json:
-        from runwatch.notify.report_json import watch_json
+    from runwatch.notify.report_json import watch_json
+    from runwatch.notify.report_view import watch_view
 
-        print(json.dumps(watch_json(report), indent=2, allow_nan=False))
-    else:
-        from runwatch.notify.report_view import watch_view
-
-        _print(watch_view(report))
-    return EXIT_OK
+    return _show(args, report, watch_json, watch_view)
 
 
 def parse_time(text: str) -> float:
@@ -311,15 +299,10 @@ def cmd_digest(args: argparse.Namespace) -> int:
             digest = digests.build(config, rule_set, store,
                                    digests.Period(start=min(start, now), end=now))
         if args.dry_run:
-            if args.json:
-                from runwatch.notify.digest_render import body
+            from runwatch.notify.digest_render import body
+            from runwatch.notify.report_view import digest_view
 
-                print(json.dumps(body(digest), indent=2, allow_nan=False))
-            else:
-                from runwatch.notify.report_view import digest_view
-
-                _print(digest_view(digest, zone))
-            return EXIT_OK
+            return _show(args, digest, body, lambda d: digest_view(d, zone))
         return _send_digest(config, store, digests.content(digest, zone), receivers, now)
     finally:
         store.close()

@@ -20,6 +20,14 @@ class Severity(enum.StrEnum):
     WARNING = "warning"
     CRITICAL = "critical"
 
+    @property
+    def rank(self) -> int:
+        """0 for info up to 2 for critical: the worse, the higher."""
+        return _SEVERITY_RANKS[self]
+
+
+_SEVERITY_RANKS = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
 
 class RunState(enum.StrEnum):
     RUNNING = "running"

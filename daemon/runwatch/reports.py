@@ -12,12 +12,16 @@ import os
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from runwatch.analysis.characterize import KeyFilter
 from runwatch.config import Config
 from runwatch.config.sources import WandbSource as WandbSpec
 from runwatch.model import RunSnapshot
+
+if TYPE_CHECKING:
+    from runwatch.sources.wandb_client import WandbClient
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 # Points per key a run costs when many runs are read (watch, the digest); one run's report
@@ -50,7 +54,7 @@ class WandbAccess:
     api_key: str | None = None
     app_url: str | None = None
     timeout: float = 60.0
-    clients: dict[str, object] = field(default_factory=dict)
+    clients: dict[str, WandbClient] = field(default_factory=dict)
 
     @classmethod
     def from_spec(cls, spec: WandbSpec | None) -> WandbAccess:
@@ -60,7 +64,7 @@ class WandbAccess:
                    api_key=spec.api_key.get_secret_value() if spec.api_key else None,
                    app_url=spec.app_url, timeout=max(spec.request_timeout, 30.0))
 
-    def client(self, base_url: str | None = None):  # -> WandbClient
+    def client(self, base_url: str | None = None) -> WandbClient:
         from runwatch.sources.wandb_client import WandbClient
 
         url = base_url or self.base_url
@@ -76,14 +80,14 @@ class WandbAccess:
         return self.app_url if self.app_url and url == self.base_url else app_url(url)
 
     def requests(self) -> int:
-        return sum(getattr(c, "requests", 0) for c in self.clients.values())
+        return sum(c.requests for c in self.clients.values())
 
     def bytes_received(self) -> int:
-        return sum(getattr(c, "bytes_received", 0) for c in self.clients.values())
+        return sum(c.bytes_received for c in self.clients.values())
 
     def close(self) -> None:
         for client in self.clients.values():
-            client.close()  # type: ignore[attr-defined]
+            client.close()
         self.clients.clear()
 
 
@@ -97,12 +101,11 @@ def parse_run(text: str) -> RunSpec:
         if not found:
             raise ReportError(f"run {text}: not a W&B run URL"
                               " (expected https://HOST/ENTITY/PROJECT/runs/RUN_ID)")
-        host = parts.netloc
-        api = f"{parts.scheme}://api.{host}" if host in ("wandb.ai", "www.wandb.ai") else \
-            f"{parts.scheme}://{host}"
+        # W&B cloud serves its API from api.wandb.ai; a W&B Server, from its own address
+        cloud = parts.netloc in ("wandb.ai", "www.wandb.ai")
+        api = f"{parts.scheme}://api.wandb.ai" if cloud else f"{parts.scheme}://{parts.netloc}"
         entity, project, run_id = found.groups()
-        return RunSpec(text=text, entity=entity, project=project, run_id=run_id,
-                       base_url=api.replace("api.www.", "api."))
+        return RunSpec(text=text, entity=entity, project=project, run_id=run_id, base_url=api)
     found = _PATH.match(text.strip("/"))
     if found and not os.path.exists(text):
         entity, project, run_id = found.groups()

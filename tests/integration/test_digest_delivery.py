@@ -95,6 +95,14 @@ def close(d: Daemon) -> None:
     d.store.close()
 
 
+def digest_job_at(config: Path, when: float) -> None:
+    """A daemon started at ``when`` runs its digest job then (what start-up does)."""
+    d = daemon_at(config, when)
+    with at(when):
+        d.digest()
+    close(d)
+
+
 def test_the_digest_goes_out_once_a_period_across_restarts(tmp_path, runs, fake_slack):
     config = write_config(tmp_path, slack_receiver(fake_slack.api_url),
                           digest_receivers="team-slack")
@@ -135,10 +143,7 @@ def test_a_digest_missed_while_down_is_sent_within_the_grace(tmp_path, runs, fak
                                                              down_until, sent):
     config = write_config(tmp_path, slack_receiver(fake_slack.api_url),
                           digest_receivers="team-slack")
-    d = daemon_at(config, down_until)  # started after 08:00: what start-up runs
-    with at(down_until):
-        d.digest()
-    close(d)
+    digest_job_at(config, down_until)  # started after 08:00: what start-up runs
     assert len(digests_posted(fake_slack)) == int(sent)
 
 
@@ -171,10 +176,7 @@ def test_the_digest_by_email_has_text_html_and_the_chart_inline(tmp_path, runs, 
                 " username: alice, password: secret, from: runwatch@example.com,"
                 " to: [ml@example.com]}\n")
     config = write_config(tmp_path, receiver, digest_receivers="oncall")
-    d = daemon_at(config, EIGHT + 10)
-    with at(EIGHT + 10):
-        d.digest()
-    close(d)
+    digest_job_at(config, EIGHT + 10)
     [got] = mail_server.received
     email = got.message
     assert email["Subject"] == "runwatch digest, Wed 02 Dec 2026"
@@ -191,10 +193,7 @@ def test_the_digest_by_email_has_text_html_and_the_chart_inline(tmp_path, runs, 
 def test_the_digest_to_a_webhook_is_its_json_body(tmp_path, runs, webhook_server):
     receiver = f"  - name: hook\n    webhook: {{url: '{webhook_server.url}/digest'}}\n"
     config = write_config(tmp_path, receiver, digest_receivers="hook")
-    d = daemon_at(config, EIGHT + 10)
-    with at(EIGHT + 10):
-        d.digest()
-    close(d)
+    digest_job_at(config, EIGHT + 10)
     [request] = webhook_server.requests
     body = request.json
     assert body["kind"] == "digest"
@@ -218,10 +217,7 @@ def test_a_digest_of_wandb_runs(tmp_path, wandb_server, fake_slack):
               f" base_url: '{wandb_server.url}'}}\n")
     config = write_config(tmp_path, slack_receiver(fake_slack.api_url),
                           digest_receivers="team-slack", sources=source)
-    d = daemon_at(config, EIGHT + 10)
-    with at(EIGHT + 10):
-        d.digest()
-    close(d)
+    digest_job_at(config, EIGHT + 10)
     [post] = digests_posted(fake_slack)
     text = json.dumps(post.blocks, ensure_ascii=False)
     assert "3 running" in text and "1 ended (1 crashed)" in text
@@ -246,10 +242,7 @@ def test_digest_command_dry_run_and_send(tmp_path, runs, fake_slack, capsys):
     assert "1 sent" in capsys.readouterr().out
     assert len(digests_posted(fake_slack)) == 1
     # The daemon's job at 08:00 finds the period sent.
-    d = daemon_at(config, EIGHT + 30)
-    with at(EIGHT + 30):
-        d.digest()
-    close(d)
+    digest_job_at(config, EIGHT + 30)
     assert len(digests_posted(fake_slack)) == 1
 
 

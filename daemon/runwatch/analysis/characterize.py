@@ -18,7 +18,7 @@ from typing import Any
 from runwatch import keys as keynames
 from runwatch.analysis import curves, runconfig
 from runwatch.analysis.curves import Direction, Trend
-from runwatch.analysis.replay import DEFAULT_TICK, MAX_TICKS, replay
+from runwatch.analysis.replay import DEFAULT_TICK, MAX_TICKS, replay, worst_first
 from runwatch.checks import Rule
 from runwatch.model import AlertState, AlertStatus, RunRef, RunSnapshot, RunState, Series, Severity
 
@@ -181,7 +181,7 @@ def characterize(run: RunSnapshot, *, rules: Sequence[Rule],
     for alert in stored:
         if alert.status == AlertStatus.FIRING and alert.rule not in holding:
             holding[alert.rule] = alert
-    alerts = tuple(sorted(holding.values(), key=_worst_first))
+    alerts = tuple(sorted(holding.values(), key=worst_first))
     reasons = [Reason(severity=a.severity, text=a.summary or a.rule, rule=a.rule, step=a.step)
                for a in alerts]
 
@@ -201,7 +201,7 @@ def characterize(run: RunSnapshot, *, rules: Sequence[Rule],
              (("loss", loss_series), ("grad_norm", grad_series)) if s is not None and s.values}
     return RunReport(
         run=run.ref, state=run.state, now=now, health=health,
-        reasons=tuple(sorted(reasons, key=lambda r: -_SEVERITY_RANK[r.severity])),
+        reasons=tuple(sorted(reasons, key=lambda r: -r.severity.rank)),
         liveness=_liveness(run, alerts, kinds), heartbeat_age=_age(run.heartbeat, now),
         progress_age=_age(run.progress, now), started=run.started,
         loss_key=loss_key, loss=loss,
@@ -211,15 +211,8 @@ def characterize(run: RunSnapshot, *, rules: Sequence[Rule],
     )
 
 
-_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
-
-
-def _worst_first(alert: AlertState) -> tuple[int, int, str]:
-    return (alert.status != AlertStatus.FIRING, -_SEVERITY_RANK[alert.severity], alert.rule)
-
-
 def _health(reasons: Sequence[Reason]) -> Health:
-    worst = max((_SEVERITY_RANK[r.severity] for r in reasons), default=0)
+    worst = max((r.severity.rank for r in reasons), default=0)
     return (Health.HEALTHY, Health.WARNING, Health.CRITICAL)[worst]
 
 
@@ -311,12 +304,11 @@ def _pace(run: RunSnapshot, aliases: Mapping[str, tuple[str, ...]]) -> Pace:
 
 
 def _tokens(history: Mapping[str, Series]) -> float | None:
-    """Tokens per second: a logged rate's recent mean, else a token count's pace."""
+    """Tokens per second: a logged rate's recent median, else a token count's pace."""
     for key, series in sorted(history.items()):
         lowered = key.lower()
         if any(h in lowered for h in TOKEN_RATE_HINTS) and series.values:
-            w = curves.window_size(len(series.values))
-            value = curves.value_at(series, series.steps[-1]) if w else None
+            value = curves.value_at(series, series.steps[-1])
             if value is not None and math.isfinite(value):
                 return value
     for key, series in sorted(history.items()):

@@ -21,7 +21,6 @@ from runwatch.model import AlertState, AlertStatus, RunSnapshot, RunState
 # on-demand report's (a spike shorter than a slice can then hide between two of them).
 DIGEST_TICKS = 100
 NO_PROJECT = "other"  # the section of alerts and runs without a project (a source's own)
-_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -72,7 +71,7 @@ class Digest:
 
 
 def worst_alert_first(alert: AlertState) -> tuple[int, int, float, str]:
-    return (alert.status != AlertStatus.FIRING, _RANK.get(alert.severity, 3),
+    return (alert.status != AlertStatus.FIRING, -alert.severity.rank,
             -(alert.fired_at or 0.0), alert.rule)
 
 

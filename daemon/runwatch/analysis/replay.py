@@ -38,26 +38,24 @@ class Replay:
 
     def holding(self) -> list[AlertState]:
         """The alerts firing or pending at the end, worst first."""
-        order = {"critical": 0, "warning": 1, "info": 2}
-        held = [a for a in self.alerts.values() if a.status in _HOLDING]
-        return sorted(held, key=lambda a: (a.status != AlertStatus.FIRING,
-                                           order.get(a.severity, 3), a.rule))
+        return sorted((a for a in self.alerts.values() if a.status in _HOLDING),
+                      key=worst_first)
+
+
+def worst_first(alert: AlertState) -> tuple[bool, int, str]:
+    """Firing before pending, the most severe first, then by rule: how alerts are listed."""
+    return (alert.status != AlertStatus.FIRING, -alert.severity.rank, alert.rule)
 
 
 def replay(rules: Sequence[Rule], snapshot: RunSnapshot, now: float,
            aliases: Mapping[str, tuple[str, ...]], *, tick: float = DEFAULT_TICK,
            max_ticks: int = MAX_TICKS) -> Replay:
     cuts = _cuts(snapshot.history, tick, max_ticks)
-    states: dict[str, AlertState] = {}
     by_fp: dict[str, AlertState] = {}
     start = None
-    for end_step, end_time in cuts[:-1]:
+    for end_step, when in cuts[:-1]:  # a slice's time: its newest row's, on the timeline
         part = _slice(snapshot.history, start, end_step)
         start = end_step
-        if not part:
-            continue
-        times = [s.times[-1] for s in part.values() if s.times and math.isfinite(s.times[-1])]
-        when = max(times) if times else end_time
         moment = replace(snapshot, state=RunState.RUNNING, heartbeat=when, progress=when,
                          last_step=end_step, history=part)
         _apply(evaluate(rules, moment, by_fp, when, aliases).alerts, by_fp)
@@ -73,9 +71,7 @@ def replay(rules: Sequence[Rule], snapshot: RunSnapshot, now: float,
         _apply(evaluate(end_rules, final, by_fp, now, aliases).alerts, by_fp)
     else:
         _apply(evaluate(rules, final, by_fp, now, aliases).alerts, by_fp)
-    for alert in by_fp.values():
-        states[alert.rule] = alert
-    return Replay(alerts=states, ticks=len(cuts))
+    return Replay(alerts={a.rule: a for a in by_fp.values()}, ticks=len(cuts))
 
 
 def _apply(alerts: Sequence[AlertState], by_fp: dict[str, AlertState]) -> None:

@@ -94,15 +94,14 @@ def _shown(value: Any) -> bool:
 
 
 def _positive(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                return None
-        else:
-            return None
-    return float(value) if math.isfinite(value) and value > 0 else None
+    """A config number (or numeric text) above zero; None for anything else (booleans too)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def total_steps(config: Mapping[str, Any]) -> tuple[int, str] | None:

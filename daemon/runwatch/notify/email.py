@@ -24,7 +24,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from runwatch.notify import render
-from runwatch.notify.base import DIGEST_IMAGE_CID, Delivery, DigestContent, Message, Reason
+from runwatch.notify.base import DIGEST_IMAGE_CID, Delivery, DigestContent, Message
 from runwatch.notify.charts import firing_charts
 
 MAX_CHARTS = 3
@@ -51,19 +51,11 @@ def build_email(message: Message, *, sender: str, to: Sequence[str],
     """The email for ``message``: headers, text and HTML parts, inline charts."""
     if message.digest is not None:
         return digest_email(message, message.digest, sender=sender, to=to)
-    email = EmailMessage()
-    email["Subject"] = render.subject(message)
-    email["From"] = sender
-    email["To"] = ", ".join(to)
-    email["Date"] = formatdate(message.created_at, usegmt=True)
-    email["Message-ID"] = message_id(message, sender)
+    email = _headed(message, render.subject(message), sender=sender, to=to)
     parent = _thread_parent(message)
     if parent is not None:
         email["In-Reply-To"] = parent
         email["References"] = parent
-    email["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to us
-    email["X-Runwatch-Group"] = render.single_line(message.group_key, 200)
-    email["X-Runwatch-Reason"] = render.single_line(str(message.reason), 40)
 
     drawn, _ = firing_charts(message, max_charts)
     images = {alert.fingerprint: (make_msgid(domain="runwatch.invalid"), png)
@@ -82,19 +74,26 @@ def build_email(message: Message, *, sender: str, to: Sequence[str],
     return email
 
 
-def digest_email(message: Message, digest: DigestContent, *, sender: str,
-                 to: Sequence[str]) -> EmailMessage:
-    """A digest: its text and HTML, the chart inline in the HTML (the digest's chart is its
-    point, so it goes with or without the receiver's ``charts``)."""
+def _headed(message: Message, subject: str, *, sender: str, to: Sequence[str]
+            ) -> EmailMessage:
+    """An email with the headers every runwatch mail has."""
     email = EmailMessage()
-    email["Subject"] = render.single_line(digest.title)
+    email["Subject"] = subject
     email["From"] = sender
     email["To"] = ", ".join(to)
     email["Date"] = formatdate(message.created_at, usegmt=True)
     email["Message-ID"] = message_id(message, sender)
-    email["Auto-Submitted"] = "auto-generated"
+    email["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to us
     email["X-Runwatch-Group"] = render.single_line(message.group_key, 200)
-    email["X-Runwatch-Reason"] = str(Reason.DIGEST)
+    email["X-Runwatch-Reason"] = render.single_line(str(message.reason), 40)
+    return email
+
+
+def digest_email(message: Message, digest: DigestContent, *, sender: str,
+                 to: Sequence[str]) -> EmailMessage:
+    """A digest: its text and HTML, the chart inline in the HTML (the digest's chart is its
+    point, so it goes with or without the receiver's ``charts``)."""
+    email = _headed(message, render.single_line(digest.title), sender=sender, to=to)
     email.set_content(digest.text)
     email.add_alternative(digest.html, subtype="html")
     if digest.image:

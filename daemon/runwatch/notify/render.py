@@ -35,7 +35,6 @@ from runwatch.notify.base import Message
 
 MARK = {Severity.CRITICAL: "🔴", Severity.WARNING: "🟠", Severity.INFO: "🔵"}
 RESOLVED_MARK = "✅"
-_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 # Slack Block Kit limits (https://api.slack.com/reference/block-kit/blocks).
 HEADER_LIMIT = 150
@@ -124,7 +123,7 @@ def slack_run(run: RunRef, limit: int = NAME_LIMIT) -> str:
 def ordered(message: Message) -> tuple[AlertState, ...]:
     """Firing alerts, most severe first (stable among equals), then resolved ones. The
     first is the group's *lead*: it names the subject and its run keys Slack threads."""
-    firing = sorted(message.firing, key=lambda a: -_RANK.get(a.severity, 0))
+    firing = sorted(message.firing, key=lambda a: -a.severity.rank)
     return (*firing, *message.resolved)
 
 
@@ -208,7 +207,7 @@ def headline(message: Message) -> str:
 
 def title(firing: Sequence[AlertState], resolved: Sequence[AlertState] = ()) -> str:
     """The headline of some alerts: the lead's severity, rule and run, and a count."""
-    lead = sorted(firing, key=lambda a: -_RANK.get(a.severity, 0))[0] if firing \
+    lead = sorted(firing, key=lambda a: -a.severity.rank)[0] if firing \
         else resolved[0]
     word = str(lead.severity).upper() if firing else "RESOLVED"
     count = len(firing) if firing else len(resolved)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
@@ -21,6 +20,7 @@ from runwatch.analysis.compare import Aligned, Comparison
 from runwatch.analysis.watch import WatchReport
 from runwatch.duration import format_duration
 from runwatch.model import Series
+from runwatch.notify.digest_render import when
 from runwatch.notify.render import format_value, printable
 
 HEALTH_STYLE = {Health.HEALTHY: "green", Health.WARNING: "yellow", Health.CRITICAL: "bold red"}
@@ -60,9 +60,7 @@ def health_text(health: Health) -> Text:
 
 
 def _when(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return "—" if seconds is None else when(seconds)
 
 
 def progress_text(r: RunReport) -> str:

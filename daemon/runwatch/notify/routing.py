@@ -287,39 +287,44 @@ def inhibited_while_firing(
     """Resolved alerts that an inhibit rule muted while they fired: a source alert with the
     same ``equal`` labels fired at some time while they did. Such an alert was never news
     (a spiky grad norm under an exploding one); once both have resolved, its resolution must
-    not be announced as "fired and resolved unseen" either."""
-    if not inhibit:
-        return set()
-    spans = [(a, a.fired_at, a.resolved_at if a.status == AlertStatus.RESOLVED else None)
-             for a in alerts if a.fired_at is not None
+    not be announced as "fired and resolved unseen" either. One pass per rule: the
+    sources are indexed by their ``equal`` labels, as :func:`mute` does."""
+    timed = [a for a in alerts if a.fired_at is not None
              and a.status in (AlertStatus.FIRING, AlertStatus.RESOLVED)]
+    resolved = [a for a in timed if a.status == AlertStatus.RESOLVED]
+    if not inhibit or not resolved:
+        return set()
+    by_fp = {a.fingerprint: a for a in timed}
     found: set[str] = set()
-    for target, start, end in spans:
-        if target.status != AlertStatus.RESOLVED:
+    for rule in inhibit:
+        sources = _sources_by_key(rule, timed, labels)
+        if not sources:
             continue
-        own = labels[target.fingerprint]
-        for rule in inhibit:
-            if not rule.target.matches(own):
+        for target in resolved:
+            own = labels[target.fingerprint]
+            if target.fingerprint in found or not rule.target.matches(own):
                 continue
             key = tuple(own.get(n, "") for n in rule.equal)
-            for source, s_start, s_end in spans:
-                theirs = labels[source.fingerprint]
-                if (source.fingerprint != target.fingerprint and rule.source.matches(theirs)
-                        and tuple(theirs.get(n, "") for n in rule.equal) == key
-                        and s_start <= (end if end is not None else s_start)
-                        and (s_end is None or s_end >= start)):
-                    found.add(target.fingerprint)
-                    break
-            if target.fingerprint in found:
-                break
+            if any(_overlap(by_fp[fp], target) for fp in sources.get(key, ())
+                   if fp != target.fingerprint):
+                found.add(target.fingerprint)
     return found
 
 
+def _overlap(source: AlertState, target: AlertState) -> bool:
+    """Whether ``source`` fired at some time while the resolved ``target`` did."""
+    assert source.fired_at is not None and target.fired_at is not None
+    source_end = source.resolved_at if source.status == AlertStatus.RESOLVED else None
+    return ((target.resolved_at is None or source.fired_at <= target.resolved_at)
+            and (source_end is None or source_end >= target.fired_at))
+
+
 def _sources_by_key(
-    rule: InhibitRule, firing: Sequence[AlertState], labels: Mapping[str, Mapping[str, str]]
+    rule: InhibitRule, alerts: Sequence[AlertState], labels: Mapping[str, Mapping[str, str]]
 ) -> dict[tuple[str, ...], set[str]]:
+    """The fingerprints of ``alerts`` matching ``rule``'s source, by their ``equal`` labels."""
     found: dict[tuple[str, ...], set[str]] = {}
-    for alert in firing:
+    for alert in alerts:
         own = labels[alert.fingerprint]
         if rule.source.matches(own):
             found.setdefault(tuple(own.get(n, "") for n in rule.equal), set()).add(

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 import stat as statmode
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 
 from runwatch.model import RunSnapshot, Series
 from runwatch.sources.base import Poll
@@ -236,7 +236,7 @@ class RundirSource:
                     snapshots.append(self._snapshot(run, {}, stat.st_mtime))
                 continue
             try:
-                read = self._read(run, stat, wanted)
+                read = read_records(run, stat, wanted)
             except Exception as exc:  # one run's surprise must not stop the others
                 if isinstance(exc, OSError):
                     message = f"{_text(log)}: cannot read: {exc.strerror or exc}"
@@ -290,48 +290,55 @@ class RundirSource:
         self._states[key] = pairs
 
     def _snapshot(self, run: RunLog, history: Mapping[str, Series], mtime: float) -> RunSnapshot:
-        return RunSnapshot(
-            ref=run.ref(self.name),
-            state=run.state,
-            heartbeat=run.heartbeat if run.heartbeat is not None else mtime,
-            progress=run.progress,
-            started=run.started,
-            last_step=run.last_step,
-            tags=run.tags,
-            group=run.group,
-            config=run.config,
-            summary=run.summary_view(),
-            keys=run.keys_view(),
-            history=history,
-        )
+        return snapshot_of(run, self.name, history, mtime)
 
-    # -- reading a log --
 
-    def _read(
-        self, old: RunLog, stat: os.stat_result, wanted: frozenset[str]
-    ) -> tuple[RunLog, dict[str, Series], list[str], bool]:
-        """Read the records after ``old.offset``: the new state, new points, errors, change."""
-        run = old.copy()
-        run.size, run.mtime_ns = stat.st_size, stat.st_mtime_ns
-        replaced = old.ino >= 0 and (stat.st_ino, stat.st_dev) != (old.ino, old.dev)
-        if replaced or stat.st_size < old.offset:  # a different file now: start over
-            run = RunLog(key=old.key, log=old.log, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        run.dev, run.ino = stat.st_dev, stat.st_ino
-        reader = LogReader(run.log, run.offset, kinds=KINDS)
-        reading = LogRead(run, wanted)
-        reading.consume(reader)
-        corruption = reader.corruption
-        reading.finish()
-        run.offset = reader.offset
-        # A skipped record (a damaged step summary, a record that does not parse) is behind
-        # the new offset, so no later read meets it again;
-        # a damaged chunk stops every later read too, so it is said only when it moved.
-        shown = _text(run.log)
-        errors = [damage.message(shown) for damage in reading.damaged]
-        if corruption is not None and corruption.offset != old.corrupt_at:
-            run.corrupt_at = corruption.offset
-            errors.append(corruption.message(shown))
-        return run, reading.series(), errors, reading.changed or reader.records > 0
+def snapshot_of(run: RunLog, source: str, history: Mapping[str, Series],
+                mtime: float) -> RunSnapshot:
+    """What ``run`` looks like to the engine, with ``history``; its heartbeat is the log's
+    ``mtime`` while no record carries a time."""
+    return RunSnapshot(
+        ref=run.ref(source),
+        state=run.state,
+        heartbeat=run.heartbeat if run.heartbeat is not None else mtime,
+        progress=run.progress,
+        started=run.started,
+        last_step=run.last_step,
+        tags=run.tags,
+        group=run.group,
+        config=run.config,
+        summary=run.summary_view(),
+        keys=run.keys_view(),
+        history=history,
+    )
+
+
+def read_records(
+    old: RunLog, stat: os.stat_result, wanted: Container[str]
+) -> tuple[RunLog, dict[str, Series], list[str], bool]:
+    """Read the records after ``old.offset``: the new state, new points, errors, change.
+    ``wanted`` is any container of history keys (asked ``key in wanted`` per new key)."""
+    run = old.copy()
+    run.size, run.mtime_ns = stat.st_size, stat.st_mtime_ns
+    replaced = old.ino >= 0 and (stat.st_ino, stat.st_dev) != (old.ino, old.dev)
+    if replaced or stat.st_size < old.offset:  # a different file now: start over
+        run = RunLog(key=old.key, log=old.log, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+    run.dev, run.ino = stat.st_dev, stat.st_ino
+    reader = LogReader(run.log, run.offset, kinds=KINDS)
+    reading = LogRead(run, wanted)
+    reading.consume(reader)
+    corruption = reader.corruption
+    reading.finish()
+    run.offset = reader.offset
+    # A skipped record (a damaged step summary, a record that does not parse) is behind
+    # the new offset, so no later read meets it again;
+    # a damaged chunk stops every later read too, so it is said only when it moved.
+    shown = _text(run.log)
+    errors = [damage.message(shown) for damage in reading.damaged]
+    if corruption is not None and corruption.offset != old.corrupt_at:
+        run.corrupt_at = corruption.offset
+        errors.append(corruption.message(shown))
+    return run, reading.series(), errors, reading.changed or reader.records > 0
 
 
 def _text(path: str) -> str:

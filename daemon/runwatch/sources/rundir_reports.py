@@ -13,9 +13,8 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from runwatch.model import RunSnapshot
-from runwatch.sources.rundir import RundirSource
-from runwatch.sources.runlog import KINDS, LogRead, RunLog, id_from_dir
-from runwatch.sources.wandbfile import LogReader
+from runwatch.sources.rundir import RundirSource, read_records, snapshot_of
+from runwatch.sources.runlog import RunLog, id_from_dir
 
 
 class RunNotFound(LookupError):
@@ -59,23 +58,9 @@ def read_log(log: str, keys: Container[str], *, source: str = "rundir"
     """The run whose log is ``log``, with the history of ``keys``, and one line per damaged
     place found (the records before it are used). OSError if the log cannot be read."""
     stat = os.stat(log)
-    run = RunLog(key=os.path.dirname(log), log=log, size=stat.st_size,
-                 mtime_ns=stat.st_mtime_ns, dev=stat.st_dev, ino=stat.st_ino)
-    reader = LogReader(log, 0, kinds=KINDS)
-    reading = LogRead(run, keys)  # type: ignore[arg-type]  # any container answers `in`
-    reading.consume(reader)
-    reading.finish()
-    errors = [damage.message(log) for damage in reading.damaged]
-    if reader.corruption is not None:
-        errors.append(reader.corruption.message(log))
-    snapshot = RunSnapshot(
-        ref=run.ref(source), state=run.state,
-        heartbeat=run.heartbeat if run.heartbeat is not None else stat.st_mtime,
-        progress=run.progress, started=run.started, last_step=run.last_step, tags=run.tags,
-        group=run.group, config=run.config, summary=run.summary_view(), keys=run.keys_view(),
-        history=reading.series(),
-    )
-    return snapshot, errors
+    run, history, errors, _ = read_records(RunLog(key=os.path.dirname(log), log=log), stat,
+                                           keys)
+    return snapshot_of(run, source, history, stat.st_mtime), errors
 
 
 def read_run(path: str | os.PathLike[str], keys: Container[str], *, source: str = "rundir"

@@ -14,6 +14,7 @@ import json
 import math
 import operator
 import os
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,7 +234,7 @@ class LogRead:
         "output", "rows_steps", "rows_times", "run", "stats", "wanted",
     )
 
-    def __init__(self, run: RunLog, wanted: frozenset[str]):
+    def __init__(self, run: RunLog, wanted: Container[str]):
         self.run = run
         self.wanted = wanted
         # text key -> (indexes into rows_*, values) of its new points
