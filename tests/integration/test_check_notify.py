@@ -360,11 +360,16 @@ def test_check_delivers_repeats_and_resolves_through_every_receiver(
     sent = resolved["notifications"]
     # team-slack, oncall-email, ops-hook about the hostile run; chatter about the warning.
     assert (sent["queued"], sent["sent"], sent["pending"]) == (4, 4, 0)
-    [update] = fake_slack.calls_to("chat.update")
+    # The announcement and the repeat in its thread both showed the alerts firing: both
+    # are rewritten, and neither shows them firing any more.
+    updates = fake_slack.calls_to("chat.update")
     channel = hostile_post.response["channel"]  # the ID Slack answered with
-    assert (update.channel, update.params["ts"]) == (channel, hostile_post.ts)
-    assert fake_slack.messages[(channel, hostile_post.ts)]["edited"] is True
-    assert_inert_slack(update)
+    assert {(u.channel, u.params["ts"]) for u in updates} == {
+        (channel, hostile_post.ts), (channel, replies[0].ts)}
+    for update in updates:
+        assert fake_slack.messages[(channel, update.params["ts"])]["edited"] is True
+        assert_inert_slack(update)
+        assert "🔴" not in json.dumps(update.blocks, ensure_ascii=False)
     reply = fake_slack.calls_to("chat.postMessage")[-1]
     assert reply.thread_ts == hostile_post.ts
     assert "resolved" in (reply.text or "").lower()

@@ -13,6 +13,7 @@ from builders import notify_message
 from runwatch.config.receivers import Receiver
 from runwatch.notify.base import Chart, Message, Reason
 from runwatch.notify.charts import PNG_SIGNATURE
+from runwatch.notify.outbox import shown_alerts
 from runwatch.notify.receivers import build_notifier
 from runwatch.notify.slack import SlackNotifier, SlackWebhookNotifier
 
@@ -59,9 +60,11 @@ def test_first_message_posts_blocks_and_returns_thread_and_message_refs(fake_sla
     assert "Firing for 1h" in all_text(post)
     assert post.text.startswith("CRITICAL grad-norm-exploding: llama-7b (+1 more)")
     here = f"CTRAININGAL:{post.ts}"
+    shown = delivery.refs.pop(f"shown:{here}")
     assert delivery.refs == {"thread:team/pretrain/abc123": here,
                              f"message:{a.fingerprint}": here,
                              f"message:{b.fingerprint}": here}
+    assert [x.fingerprint for x in shown_alerts(shown)] == [a.fingerprint, b.fingerprint]
     assert TOKEN not in delivery.detail
 
 
@@ -73,7 +76,8 @@ def test_later_messages_about_a_run_go_into_its_thread(fake_slack, slack):
     one, two = fake_slack.calls_to("chat.postMessage")
     assert two.thread_ts == one.ts and two.channel == "CTRAININGAL"
     # The thread stays the run's first message; the new alert is announced in the reply.
-    assert second.refs == {f"message:{later.fingerprint}": f"CTRAININGAL:{two.ts}"}
+    assert second.refs.keys() == {f"message:{later.fingerprint}", f"shown:CTRAININGAL:{two.ts}"}
+    assert second.refs[f"message:{later.fingerprint}"] == f"CTRAININGAL:{two.ts}"
 
 
 def test_a_resolve_updates_the_announcement_and_replies_in_the_thread(fake_slack, slack):
@@ -100,6 +104,53 @@ def test_an_announcement_of_several_alerts_keeps_the_others_firing(fake_slack, s
     assert update.blocks[0]["text"]["text"] == "🟠 WARNING loss-spike: llama-7b, 1 resolved"
     assert update.blocks[1]["text"]["text"].startswith("🟠 *WARNING*")
     assert update.blocks[3]["text"]["text"].startswith("✅ *RESOLVED*")
+
+
+def headers_of(blocks) -> list[str]:
+    """The alert lines of a message: each alert's first section, mark and severity."""
+    return [b["text"]["text"].split(" ", 2)[0] + " " + b["text"]["text"].split("*")[1]
+            for b in blocks if b["type"] == "section" and b["text"]["text"][:1] in "🔴🟠✅"]
+
+
+def test_a_rewrite_keeps_an_alert_that_fired_and_resolved_unannounced(fake_slack, slack):
+    """The announcement showed a crash firing and a NaN that had already come and gone (it
+    never had a message of its own): when the crash resolves, the rewrite still shows the
+    NaN — every alert a message ever showed, each as it now stands."""
+    crash = alert("run-crashed")
+    flash = alert("loss-nonfinite", severity="critical", status="resolved")
+    refs = slack.send(message([crash], [flash])).refs
+    assert f"message:{flash.fingerprint}" not in refs  # it was never shown firing
+    assert slack.send(message(resolved=[alert("run-crashed", status="resolved")], refs=refs,
+                              id="out-2")).ok
+    [update] = fake_slack.calls_to("chat.update")
+    text = all_text(update)
+    assert "run-crashed" in text and "loss-nonfinite" in text
+    assert update.blocks[0]["text"]["text"] == "✅ RESOLVED run-crashed: llama-7b (+1 more)"
+    assert headers_of(update.blocks) == ["✅ RESOLVED", "✅ RESOLVED"]
+
+
+def test_every_message_that_showed_an_alert_firing_is_updated_when_it_resolves(
+        fake_slack, slack):
+    """An alert announced on its own, then shown firing again in a channel post about two
+    runs: both messages are rewritten when it resolves, the second keeping the other run's
+    alert firing; neither shows it 🔴 afterwards."""
+    a = alert(run_id="r1", name="one")
+    first = slack.send(message([a])).refs
+    b = alert("loss-spike", run_id="r2", name="two", severity="warning")
+    second = slack.send(message([a, b], refs=first, id="out-2")).refs
+    one, two = fake_slack.calls_to("chat.postMessage")
+    assert two.thread_ts is None  # news about two runs: the channel
+    assert second[f"message:{a.fingerprint}"] == f"CTRAININGAL:{one.ts} CTRAININGAL:{two.ts}"
+    refs = {**first, **second}
+    assert slack.send(message([b], [alert(run_id="r1", name="one", status="resolved")],
+                              refs=refs, id="out-3")).ok
+    updates = {u.params["ts"]: u for u in fake_slack.calls_to("chat.update")}
+    assert set(updates) == {one.ts, two.ts}
+    assert headers_of(updates[one.ts].blocks) == ["✅ RESOLVED"]
+    assert headers_of(updates[two.ts].blocks) == ["🟠 WARNING", "✅ RESOLVED"]
+    for ts in (one.ts, two.ts):
+        assert "🔴" not in json.dumps(fake_slack.messages[("CTRAININGAL", ts)]["blocks"],
+                                     ensure_ascii=False)
 
 
 def test_a_vanished_announcement_does_not_stop_the_resolve_reply(fake_slack, slack):

@@ -62,8 +62,11 @@ class Message:
 
     ``refs`` carries what earlier deliveries to this receiver returned that this message
     builds on, by key: ``thread:<run path>`` — the first message about a run (Slack posts
-    later messages about the run into its thread); ``message:<fingerprint>`` — the message
-    that announced an alert firing (updated in place when it resolves).
+    later messages about the run into its thread); ``message:<fingerprint>`` — every
+    message that showed an alert firing, oldest first (:func:`ref_list`: each is updated,
+    or replied to, when it resolves); ``shown:<message ref>`` — the alerts that message
+    showed, as it last showed them (:func:`runwatch.notify.outbox.shown_alerts`), so a
+    rewrite shows every one of them.
     """
 
     id: str  # the outbox id: stable across retries, usable as an idempotency key
@@ -77,6 +80,23 @@ class Message:
     charts: Mapping[str, Chart] = field(default_factory=dict)  # by alert fingerprint
     refs: Mapping[str, str] = field(default_factory=dict)
     digest: DigestContent | None = None  # set: this message is a digest, not alert news
+
+
+REF_LIST_LIMIT = 25  # messages remembered per alert: the newest, when one fires for days
+
+
+def ref_list(refs: Mapping[str, str], key: str) -> list[str]:
+    """The values of a list ref (``message:<fingerprint>``), oldest first."""
+    return refs.get(key, "").split()
+
+
+def with_ref(refs: Mapping[str, str], key: str, value: str) -> str:
+    """The list ref ``key`` with ``value`` appended (once; at most REF_LIST_LIMIT kept, the
+    first — the announcement, which threads hang on — always among them)."""
+    values = [v for v in ref_list(refs, key) if v != value] + [value]
+    if len(values) > REF_LIST_LIMIT:
+        values = values[:1] + values[-(REF_LIST_LIMIT - 1):]
+    return " ".join(values)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -7,8 +7,10 @@ The pipeline only puts charts into messages for receivers that draw them.
 
 Threading: refs ``thread:<run path>`` hold the ``Message-ID`` of the first email about a
 run, and later emails about it carry ``In-Reply-To``/``References`` so mail clients thread
-them — the same rule as Slack's threads. The ``Message-ID`` derives from the outbox id, so
-a retried send is recognisably the same email.
+them — the same rule as Slack's threads. Refs ``message:<fingerprint>`` list every email
+that showed an alert firing; the email that resolves it replies to each of them, so every
+thread that announced it ends with its resolution. The ``Message-ID`` derives from the
+outbox id, so a retried send is recognisably the same email.
 
 Every header value built from untrusted text goes through :func:`render.single_line`
 (control characters out) before the ``email`` package sees it.
@@ -24,7 +26,14 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from runwatch.notify import render
-from runwatch.notify.base import DIGEST_IMAGE_CID, Delivery, DigestContent, Message
+from runwatch.notify.base import (
+    DIGEST_IMAGE_CID,
+    Delivery,
+    DigestContent,
+    Message,
+    ref_list,
+    with_ref,
+)
 from runwatch.notify.charts import firing_charts
 
 MAX_CHARTS = 3
@@ -46,16 +55,25 @@ def _thread_parent(message: Message) -> str | None:
     return None
 
 
+def replies_to(message: Message) -> list[str]:
+    """The emails ``message`` answers: its run's thread, and every email that showed one of
+    the alerts it resolves firing."""
+    closed = [value for a in message.resolved
+              for value in ref_list(message.refs, f"message:{a.fingerprint}")]
+    return [ref for ref in dict.fromkeys([_thread_parent(message) or "", *closed])
+            if _MESSAGE_ID.match(ref)]
+
+
 def build_email(message: Message, *, sender: str, to: Sequence[str],
                 max_charts: int = MAX_CHARTS) -> EmailMessage:
     """The email for ``message``: headers, text and HTML parts, inline charts."""
     if message.digest is not None:
         return digest_email(message, message.digest, sender=sender, to=to)
     email = _headed(message, render.subject(message), sender=sender, to=to)
-    parent = _thread_parent(message)
-    if parent is not None:
-        email["In-Reply-To"] = parent
-        email["References"] = parent
+    parents = replies_to(message)
+    if parents:
+        email["In-Reply-To"] = " ".join(parents)
+        email["References"] = " ".join(parents)
 
     drawn, _ = firing_charts(message, max_charts)
     images = {alert.fingerprint: (make_msgid(domain="runwatch.invalid"), png)
@@ -197,9 +215,12 @@ class EmailNotifier:
         if refused:
             detail += "; refused: " + ", ".join(
                 f"{rcpt} ({code})" for rcpt, (code, _) in refused.items())
+        here = str(email["Message-ID"])
         refs = {}
         if _thread_parent(message) is None:
-            refs = {f"thread:{a.run.path}": email["Message-ID"]
-                    for a in render.ordered(message)
+            refs = {f"thread:{a.run.path}": here for a in render.ordered(message)
                     if f"thread:{a.run.path}" not in message.refs}
+        refs.update((f"message:{a.fingerprint}",
+                     with_ref(message.refs, f"message:{a.fingerprint}", here))
+                    for a in message.firing)
         return Delivery(ok=True, detail=detail, refs=refs)

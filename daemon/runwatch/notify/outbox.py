@@ -27,12 +27,20 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from runwatch.model import AlertState
-from runwatch.notify.base import Chart, Delivery, DigestContent, Message, Notifier, Reason
+from runwatch.notify.base import (
+    Chart,
+    Delivery,
+    DigestContent,
+    Message,
+    Notifier,
+    Reason,
+    ref_list,
+)
 from runwatch.store import codec
 from runwatch.store.base import OutboxEntry, Store
 
@@ -130,6 +138,32 @@ def ref_keys(alerts: tuple[AlertState, ...]) -> set[str]:
     return keys
 
 
+def load_refs(store: Store, receiver: str, alerts: tuple[AlertState, ...], now: float
+              ) -> dict[str, str]:
+    """Every ref a message about ``alerts`` builds on: threads, the messages that showed
+    each alert firing, and what each of those messages showed."""
+    refs = store.load_refs(receiver, ref_keys(alerts), now)
+    shown = {f"shown:{value}" for a in alerts
+             for value in ref_list(refs, f"message:{a.fingerprint}")}
+    return refs | store.load_refs(receiver, shown, now) if shown else refs
+
+
+def shown_ref(alerts: Iterable[AlertState]) -> str:
+    """The ``shown:<message ref>`` value: the alerts one message shows, as it shows them."""
+    return codec.encode_json([codec.alert_to_data(a, memory=False) for a in alerts])
+
+
+def shown_alerts(text: str) -> list[AlertState]:
+    """The alerts a ``shown:`` ref holds; none if it is missing or unreadable (a ref from
+    before messages kept what they showed)."""
+    if not text:
+        return []
+    try:
+        return [codec.alert_from_data(a) for a in codec.decode_json(text)]
+    except (codec.CodecError, AttributeError, KeyError, TypeError, ValueError):
+        return []
+
+
 def backoff(attempts: int, retry_after: float | None = None) -> float:
     """Seconds to wait before attempt ``attempts + 1``: what the receiver asked for when it
     said (a rate limit says when it lifts: doubling on top would only delay the burst),
@@ -215,8 +249,7 @@ def _deliver(
     except codec.CodecError as exc:
         return _fail(store, entry, now, claimant, f"{where}: {exc}")
     message = dataclasses.replace(
-        message, refs=store.load_refs(entry.receiver, ref_keys(message.firing + message.resolved),
-                                      now))
+        message, refs=load_refs(store, entry.receiver, message.firing + message.resolved, now))
     try:
         delivery = notifier.send(message)
     except Exception as exc:  # the contract says never; a bug must not stop the others

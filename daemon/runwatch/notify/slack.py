@@ -43,10 +43,11 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from runwatch.model import AlertState
+from runwatch.model import AlertState, AlertStatus
 from runwatch.notify import render
-from runwatch.notify.base import Delivery, DigestContent, Message
+from runwatch.notify.base import Delivery, DigestContent, Message, ref_list, with_ref
 from runwatch.notify.charts import chart_title, firing_charts
+from runwatch.notify.outbox import shown_alerts, shown_ref
 
 MAX_CHARTS = 3
 METADATA_EVENT = "runwatch_notification"
@@ -167,9 +168,10 @@ class SlackNotifier:
         if message.digest is not None:
             return self._send_digest(message, message.digest)
         call = "chat.postMessage"
+        rewrites = self._rewrites(message)
         try:
             call = "chat.update"
-            notes = self._update_resolved(message)
+            notes = self._update_resolved(message, rewrites)
             call = "chat.postMessage"
             channel, ts, thread_ts, restarted = self._post(message)
             call = "files_upload_v2"
@@ -178,6 +180,7 @@ class SlackNotifier:
             return classify(self.name, call, exc, secrets=(self._token,))
         refs = self._new_refs(message, channel, ts, threaded=thread_ts is not None,
                               restarted=restarted)
+        refs.update((f"shown:{value}", shown_ref(alerts)) for value, alerts in rewrites.items())
         where = f"{channel} thread {thread_ts}" if thread_ts else channel
         detail = f"slack receiver {self.name!r}: posted {ts} to {where}"
         if notes:
@@ -214,25 +217,44 @@ class SlackNotifier:
         if len(runs) > 1:
             return None  # news about several runs belongs in the channel, not one run's thread
         keys = [f"thread:{path}" for path in runs]
+        values = [message.refs.get(key, "") for key in keys]
         if not message.firing:  # a resolve with no thread: reply to the announcement
-            keys += [f"message:{a.fingerprint}" for a in message.resolved]
-        found = (parse_ref(message.refs.get(key, "")) for key in keys)
+            values += [(ref_list(message.refs, f"message:{a.fingerprint}") or [""])[0]
+                       for a in message.resolved]
+        found = (parse_ref(value) for value in values)
         return next((ref for ref in found if ref is not None), None)
 
-    def _update_resolved(self, message: Message) -> list[str]:
-        """Rewrite each message that announced an alert now resolved; idempotent."""
-        announced: dict[tuple[str, str], list[AlertState]] = {}
-        for alert in render.ordered(message):
-            ref = parse_ref(message.refs.get(f"message:{alert.fingerprint}", ""))
-            if ref is not None:
-                announced.setdefault(ref, []).append(alert)
-        notes = []
+    def _rewrites(self, message: Message) -> dict[str, list[AlertState]]:
+        """Each message that showed an alert now resolved, with every alert it ever showed
+        as it now stands: this message's state where it has one, else as last shown."""
         resolved = {a.fingerprint for a in message.resolved}
-        for (channel, ts), alerts in announced.items():
-            if not any(a.fingerprint in resolved for a in alerts):
+        current = {a.fingerprint: a for a in render.ordered(message)}
+        targets = dict.fromkeys(value for a in message.resolved
+                                for value in ref_list(message.refs, f"message:{a.fingerprint}"))
+        rewrites = {}
+        for value in targets:
+            shown = {a.fingerprint: a for a in shown_alerts(message.refs.get(f"shown:{value}",
+                                                                               ""))}
+            # A message from before messages kept what they showed: the alerts known to it.
+            shown.update((fp, a) for fp, a in current.items() if fp not in shown
+                         and value in ref_list(message.refs, f"message:{fp}"))
+            alerts = [current.get(fp, a) for fp, a in shown.items()]
+            if any(a.fingerprint in resolved for a in alerts):
+                rewrites[value] = sorted(alerts, key=_shown_order)
+        return rewrites
+
+    def _update_resolved(self, message: Message, rewrites: Mapping[str, list[AlertState]]
+                         ) -> list[str]:
+        """Rewrite each message that showed an alert now resolved; idempotent."""
+        notes = []
+        for value, alerts in rewrites.items():
+            ref = parse_ref(value)
+            if ref is None:
                 continue
-            title = render.title([a for a in alerts if a.fingerprint not in resolved],
-                                 [a for a in alerts if a.fingerprint in resolved])
+            channel, ts = ref
+            title = render.title(
+                [a for a in alerts if a.status is not AlertStatus.RESOLVED],
+                [a for a in alerts if a.status is AlertStatus.RESOLVED])
             try:
                 self._client.chat_update(
                     channel=channel, ts=ts,
@@ -297,9 +319,14 @@ class SlackNotifier:
                     refs[key] = here
         for alert in message.firing:
             key = f"message:{alert.fingerprint}"
-            if key not in message.refs:
-                refs[key] = here
+            refs[key] = with_ref(message.refs, key, here)
+        refs[f"shown:{here}"] = shown_ref(render.ordered(message))
         return refs
+
+
+def _shown_order(alert: AlertState) -> tuple[bool, int]:
+    """Firing first, most severe first; then resolved (``render.ordered``'s order)."""
+    return (alert.status is AlertStatus.RESOLVED, -alert.severity.rank)
 
 
 class SlackWebhookNotifier:
