@@ -231,8 +231,8 @@ class Daemon:
 
     def release_dead_claims(self) -> int:
         """Outbox entries claimed by a process of this host that is gone (a crash, a
-        SIGKILL) are due again now, not when their lease runs out. What that process may
-        already have handed to the receiver is sent again: delivery is at least once."""
+        SIGKILL) are due again now, not when their lease runs out — as uncertain: that
+        process may already have handed them to the receiver (Slack looks first)."""
         host = socket.gethostname()
         released = 0
         for entry in self.store.outbox(include_failed=False):
@@ -244,11 +244,12 @@ class Daemon:
                 continue
             if self.store.retry_outbox(entry.id, claimant=entry.claimed_by,
                                        next_attempt_at=self.clock(),
-                                       error=f"the process that claimed it ({pid}) died"):
+                                       error=f"the process that claimed it ({pid}) died",
+                                       uncertain=True):
                 released += 1
         if released:
-            log.warning("released notifications claimed by a process that died; they are"
-                        " sent again (at least once)", count=released)
+            log.warning("released notifications claimed by a process that died; each is"
+                        " looked for before it is sent again", count=released)
         return released
 
     def maintenance(self) -> None:

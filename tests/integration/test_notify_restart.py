@@ -1,7 +1,8 @@
 """Restarts: each `runwatch check` is a real process (time frozen inside it with freezegun)
 sharing one SQLite store; what one process queued and could not send, a later one sends
-exactly once — and a process SIGKILLed with a post in flight leaves a duplicate, never a
-loss (delivery is at least once; see notify/outbox.py)."""
+exactly once — and a process SIGKILLed with a post in flight leaves neither a duplicate
+nor a loss: the next one finds the post by the outbox id in its metadata and adopts it
+(see notify/outbox.py and notify/slack.py)."""
 
 from __future__ import annotations
 
@@ -177,8 +178,8 @@ def test_sigkill_between_decision_send_and_record(tmp_path, slack):
     """Two groups, two outbox entries. The process dies while the first post is in flight:
     that entry was sent but not recorded, the other decided but never sent. The next
     process sends the unsent one at once and nothing else; once the dead process's lease
-    runs out the in-flight one is posted again (at least once: a duplicate in Slack, with
-    the same outbox id in its metadata); then nothing more, and nothing was lost."""
+    runs out the in-flight one is looked for in the channel, found by the outbox id in its
+    metadata and adopted, not posted again; then nothing more, and nothing was lost."""
     groups = commit_alerts(tmp_path, "run-crashed", "loss-nonfinite")
     config = write_bot_config(tmp_path, slack.api_url)
 
@@ -199,15 +200,16 @@ def test_sigkill_between_decision_send_and_record(tmp_path, slack):
     # Restarted within the lease: the decided-but-unsent entry goes out once, as decided.
     early = check(T0 + 60, config)
     assert (early["queued"], early["sent"], early["pending"]) == (0, 1, 1)
-    # After the lease: the in-flight entry is posted again — the known duplicate.
+    # After the lease: the in-flight entry is looked up in the channel, found, adopted.
     late = check(T0 + DEFAULT_LEASE + 60, config)
     assert (late["queued"], late["sent"], late["pending"]) == (0, 1, 0)
     assert check(T0 + DEFAULT_LEASE + 120, config)["sent"] == 0
+    assert len(slack.calls_to("conversations.history")) == 1  # only the uncertain one looks
 
     by_rule = posted(slack)
     held_rule = next(r for r, key in groups.items() if key == sent_once.group_key)
     other_rule = next(r for r in groups if r != held_rule)
-    assert by_rule[held_rule] == [in_flight, in_flight]  # at least once, same outbox id
+    assert by_rule[held_rule] == [in_flight]  # exactly once
     assert by_rule[other_rule] == [unsent_id]  # decided before the crash, sent exactly once
     store = open_store(f"sqlite:///{tmp_path}/state.db")
     try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 
@@ -61,6 +62,8 @@ def test_first_message_posts_blocks_and_returns_thread_and_message_refs(fake_sla
     assert post.text.startswith("CRITICAL grad-norm-exploding: llama-7b (+1 more)")
     here = f"CTRAININGAL:{post.ts}"
     shown = delivery.refs.pop(f"shown:{here}")
+    # The channel's ID, for looking up a post whose answer a killed process never read.
+    assert delivery.refs.pop("channel") == "CTRAININGAL #training-alerts"
     assert delivery.refs == {"thread:team/pretrain/abc123": here,
                              f"message:{a.fingerprint}": here,
                              f"message:{b.fingerprint}": here}
@@ -200,6 +203,13 @@ def test_a_chart_is_uploaded_into_the_thread_with_files_upload_v2(fake_slack):
     delivery = slack.send(message([a], charts={a.fingerprint: chart()}))
     assert delivery.ok, delivery.detail
     [post] = fake_slack.calls_to("chat.postMessage")
+    # The post is delivered (and recorded) first; its charts are a follow-up of their own.
+    assert fake_slack.calls_to("files.getUploadURLExternal", ok=None) == []
+    [followup] = delivery.followups
+    assert (followup.follows, followup.id) == (f"CTRAININGAL:{post.ts}", "out-1-charts")
+    uploaded = slack.send(followup)
+    assert uploaded.ok and uploaded.refs == {} and uploaded.followups == ()
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
     [get_url] = fake_slack.calls_to("files.getUploadURLExternal")
     [upload] = fake_slack.calls_to("upload")
     [complete] = fake_slack.calls_to("files.completeUploadExternal")
@@ -222,8 +232,85 @@ def test_a_failed_chart_upload_does_not_fail_the_posted_message(fake_slack):
     fake_slack.fail("files.completeUploadExternal", error="missing_scope")
     a = alert()
     delivery = slack.send(message([a], charts={a.fingerprint: chart()}))
-    assert delivery.ok and "missing_scope" in delivery.detail
-    assert f"message:{a.fingerprint}" in delivery.refs
+    assert delivery.ok and f"message:{a.fingerprint}" in delivery.refs
+    failed = slack.send(delivery.followups[0])
+    assert (failed.ok, failed.temporary) == (False, False)
+    assert "missing_scope" in failed.detail
+
+
+# --- exactly once: a post an earlier attempt may have made ---------------------------
+
+def again(msg: Message, refs) -> Message:
+    """``msg`` taken up again after an attempt whose answer was lost."""
+    return dataclasses.replace(msg, refs=dict(refs), maybe_sent=True)
+
+
+def test_a_post_made_by_a_lost_attempt_is_adopted_not_repeated(fake_slack, slack):
+    first = message([alert()])
+    posted = slack.send(first)
+    found = slack.send(again(first, {}))  # refs as before the first attempt: none
+    assert found.ok and "not posted again" in found.detail
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    [history] = fake_slack.calls_to("conversations.history")
+    assert history.params["channel"] == "CTRAININGAL"  # by name → ID (conversations.list)
+    assert history.params["include_all_metadata"] in ("1", "true", "True")
+    assert float(history.params["oldest"]) < first.created_at
+    assert found.refs == posted.refs  # the same ts adopted: threads and updates hang on it
+
+
+def test_a_lost_reply_is_found_in_its_thread(fake_slack, slack):
+    refs = slack.send(message([alert()])).refs
+    reply = message([alert("loss-nonfinite")], refs=refs, id="out-2")
+    posted = slack.send(reply)
+    assert slack.send(again(reply, refs)).refs == posted.refs
+    assert len(fake_slack.calls_to("chat.postMessage")) == 2
+    [replies] = fake_slack.calls_to("conversations.replies")
+    assert replies.params["ts"] == fake_slack.calls_to("chat.postMessage")[0].ts
+
+
+def test_a_lost_attempt_that_never_posted_posts_once(fake_slack, slack):
+    refs = slack.send(message([alert()])).refs  # the channel's ID is known from now on
+    delivery = slack.send(again(message([alert("x")], refs=refs, id="o2"), refs))
+    assert delivery.ok and "posted" in delivery.detail
+    assert len(fake_slack.calls_to("chat.postMessage")) == 2
+    assert fake_slack.calls_to("conversations.list", ok=None) == []
+
+
+def test_without_the_history_scope_a_lost_post_is_posted_again(fake_slack, slack):
+    assert slack.check_online() == []
+    fake_slack.scopes -= {"channels:history", "groups:history"}
+    [line] = slack.check_online()
+    assert "lacks channels:history" in line and "at least once" in line
+    first = message([alert()])
+    slack.send(first)
+    delivery = slack.send(again(first, {}))
+    assert delivery.ok and "not looked up (missing_scope)" in delivery.detail
+    assert len(fake_slack.calls_to("chat.postMessage")) == 2  # the promised at-least-once
+
+
+def test_a_rate_limited_look_up_goes_back_to_the_outbox(fake_slack, slack):
+    fake_slack.fail("conversations.history", status=429, error="ratelimited", retry_after=3)
+    delivery = slack.send(again(message([alert()]), {}))
+    assert (delivery.ok, delivery.temporary, delivery.retry_after) == (False, True, 3.0)
+    assert fake_slack.calls_to("chat.postMessage", ok=None) == []
+
+
+def test_charts_a_lost_attempt_uploaded_are_not_uploaded_again(fake_slack):
+    slack = SlackNotifier("team-slack", token=TOKEN, channel="#training-alerts", charts=True,
+                          base_url=fake_slack.api_url, timeout=5)
+    a, b = alert(), alert("loss-spike", severity="warning")
+    delivery = slack.send(message([a, b], charts={a.fingerprint: chart(),
+                                                  b.fingerprint: chart()}))
+    [followup] = delivery.followups
+    # The first chart goes up, the second is refused for now: some are in the thread.
+    fake_slack.fail("files.getUploadURLExternal", status=429, error="ratelimited", after=1)
+    failed = slack.send(followup)
+    assert (failed.ok, failed.temporary, failed.maybe_delivered) == (False, True, True)
+    resumed = slack.send(dataclasses.replace(followup, maybe_sent=True))
+    assert resumed.ok, resumed.detail
+    shared = [u["filename"] for u in fake_slack.uploads.values() if u.get("thread_ts")]
+    assert sorted(shared) == sorted([f"{a.fingerprint}.png", f"{b.fingerprint}.png"])
+    assert len(fake_slack.calls_to("conversations.replies")) == 1
 
 
 # --- failures -------------------------------------------------------------------------
@@ -255,16 +342,29 @@ def test_a_long_retry_after_goes_back_to_the_outbox(fake_slack, slack):
                                "ratelimited (HTTP 429)")
 
 
-def test_a_5xx_is_retried_in_the_send_a_429_is_not(fake_slack):
+def test_a_post_is_never_retried_inside_a_send(fake_slack):
+    """A 5xx (or a reset connection) may come after Slack took the post: the post goes back
+    to the outbox as maybe delivered, for a look-up first; a 429 is surely not posted."""
     slack = SlackNotifier("s", token=TOKEN, channel="#a", base_url=fake_slack.api_url,
                           retries=1)
     fake_slack.fail("chat.postMessage", status=503, error="service_unavailable")
-    assert slack.send(message([alert()])).ok
-    assert [c.status for c in fake_slack.calls_to("chat.postMessage", ok=None)] == [503, 200]
+    delivery = slack.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary, delivery.maybe_delivered) == (False, True, True)
+    assert [c.status for c in fake_slack.calls_to("chat.postMessage", ok=None)] == [503]
     fake_slack.fail(status=429, error="ratelimited", retry_after=0, times=5)
     delivery = slack.send(message([alert("y")], id="o3"))
     assert (delivery.ok, delivery.temporary, delivery.retry_after) == (False, True, 0.0)
-    assert len(fake_slack.calls_to("chat.postMessage", ok=None)) == 3
+    assert not delivery.maybe_delivered
+    assert len(fake_slack.calls_to("chat.postMessage", ok=None)) == 2
+
+
+def test_an_update_is_retried_inside_the_send(fake_slack):
+    slack = SlackNotifier("s", token=TOKEN, channel="#a", base_url=fake_slack.api_url,
+                          retries=1)
+    refs = slack.send(message([alert()])).refs
+    fake_slack.fail("chat.update", status=503, error="service_unavailable")
+    assert slack.send(message(resolved=[alert(status="resolved")], refs=refs, id="o2")).ok
+    assert [c.status for c in fake_slack.calls_to("chat.update", ok=None)] == [503, 200]
 
 
 @pytest.mark.parametrize("error", ["channel_not_found", "not_in_channel", "is_archived",
@@ -287,12 +387,9 @@ def test_a_bad_token_is_permanent_and_never_shown(fake_slack):
     fake_slack.tokens = None
 
 
-def test_server_errors_are_retried_then_temporary(fake_slack):
+def test_server_errors_are_temporary(fake_slack):
     slack = SlackNotifier("s", token=TOKEN, channel="#a", base_url=fake_slack.api_url,
                           retries=1)
-    fake_slack.fail(status=500, error="internal_error")
-    assert slack.send(message([alert()])).ok
-    fake_slack.reset()
     fake_slack.fail(status=503, error="service_unavailable", times=2)
     delivery = slack.send(message([alert()]))
     assert (delivery.ok, delivery.temporary) == (False, True)

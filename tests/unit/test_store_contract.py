@@ -541,6 +541,39 @@ def test_claims_are_exclusive_until_the_lease_runs_out(store: Store) -> None:
     assert not store.complete_outbox("m1", claimant="a", refs={}, refs_expire_at=T0 + DAY)
 
 
+def test_an_entry_taken_from_a_claim_that_ran_out_is_uncertain(store: Store) -> None:
+    store.enqueue([entry("m1"), entry("m2", group="g2")])
+    store.claim_outbox(T0, claimant="a", lease=60)  # "a" dies holding both
+    assert store.retry_outbox("m2", claimant="a", next_attempt_at=T0 + 1, error="429")
+    taken = {e.id: e for e in store.claim_outbox(T0 + 61, claimant="b", lease=60)}
+    assert (taken["m1"].uncertain, taken["m2"].uncertain) == (True, False)  # m2 was settled
+    assert [e.uncertain for e in store.outbox()] == [True, False]
+    # A retry that may have reached the receiver says so, and a later plain retry keeps it.
+    assert store.retry_outbox("m2", claimant="b", next_attempt_at=T0 + 62, error="timed out",
+                              uncertain=True)
+    store.claim_outbox(T0 + 62, claimant="c", lease=60)
+    assert store.retry_outbox("m2", claimant="c", next_attempt_at=T0 + 63, error="429")
+    assert {e.id: e.uncertain for e in store.outbox()} == {"m1": True, "m2": True}
+
+
+def test_followups_come_with_a_delivery_and_are_not_news(store: Store) -> None:
+    store.enqueue([entry("m1")])
+    store.claim_outbox(T0, claimant="a", lease=60)
+    charts = entry("m1-charts", at=T0 + 1, firing=frozenset(), followup=True)
+    assert store.complete_outbox("m1", claimant="a", refs={}, refs_expire_at=T0 + DAY,
+                                 followups=[charts])
+    assert store.outbox() == [charts]
+    record = store.last_notification(entry().group_key, "slack")
+    # Newer news about the group does not supersede the follow-up …
+    assert store.enqueue([entry("m2", at=T0 + 2)]) == 0
+    assert [e.id for e in store.outbox()] == ["m1-charts", "m2"]
+    # … and delivering it writes no notification record.
+    store.claim_outbox(T0 + 3, claimant="a", lease=60, limit=1)
+    assert store.complete_outbox("m1-charts", claimant="a", refs={}, refs_expire_at=T0 + DAY)
+    assert store.last_notification(entry().group_key, "slack") == record
+    assert [e.id for e in store.outbox()] == ["m2"]
+
+
 def test_claim_takes_due_entries_of_the_given_receivers_oldest_first(store: Store) -> None:
     store.enqueue([entry("late", at=T0 + 2), entry("early", group="g2", at=T0 + 1),
                    entry("mail", group="g3", receiver="email"),

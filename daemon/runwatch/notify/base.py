@@ -80,6 +80,12 @@ class Message:
     charts: Mapping[str, Chart] = field(default_factory=dict)  # by alert fingerprint
     refs: Mapping[str, str] = field(default_factory=dict)
     digest: DigestContent | None = None  # set: this message is a digest, not alert news
+    # An earlier attempt may have reached the receiver (its process died, or no answer
+    # came): a receiver that can look for it does so before sending again.
+    maybe_sent: bool = False
+    # Set: a follow-up of the delivered message that this ref names (the post's own ref,
+    # as its Delivery gave it): Slack uploads the charts into that post's thread.
+    follows: str = ""
 
 
 REF_LIST_LIMIT = 25  # messages remembered per alert: the newest, when one fires for days
@@ -108,6 +114,10 @@ class Delivery:
     temporary: bool = False  # a retry may succeed (429, 5xx, timeout, SMTP 4xx, refused)
     retry_after: float | None = None  # seconds, when the receiver said so
     refs: Mapping[str, str] = field(default_factory=dict)  # new refs to remember (keys as above)
+    maybe_delivered: bool = False  # failed, but it may have arrived (a timeout, a 5xx)
+    # Later steps, queued with this delivery's record and sent on their own (Slack's
+    # charts): their failure never repeats what was delivered.
+    followups: tuple[Message, ...] = ()
 
 
 class Notifier(Protocol):

@@ -11,12 +11,18 @@ cannot take it until the lease runs out), sends it, and settles it in one transa
 * failed for good — kept as failed with its error, logged once naming the receiver, and
   never tried again.
 
-Delivery is at least once. A crash after the receiver took a message but before the
-transaction that settles it leaves the entry claimed; once its lease runs out the next
-drain sends it again, with the same ``Message.id`` (receivers that take an idempotency key
-use it). The window is the time between the receiver's answer and one local commit.
-A crash before sending (or before the claim) loses nothing: the next drain sends the
-entry once.
+A crash after the receiver took a message but before the transaction that settles it
+leaves the entry claimed; once its lease runs out (or the daemon sees its claimant is
+dead) the entry is taken up again as *uncertain*, as is one whose attempt got no answer
+(a timeout, a 5xx): the message goes out with ``maybe_sent`` and the same ``Message.id``.
+Slack looks for a post carrying that id and adopts it (exactly once); email and webhooks
+send again with the same ``Message-ID`` / ``Idempotency-Key`` (at least once, with a key
+the other side can dedupe on). A crash before sending (or before the claim) loses
+nothing: the next drain sends the entry once.
+
+A delivery may bring follow-ups (Slack: the charts, uploaded into the post's thread):
+they are queued in the transaction that records the delivery and sent as entries of
+their own, so a failed or killed upload is retried alone and never repeats the post.
 """
 
 from __future__ import annotations
@@ -70,6 +76,8 @@ def encode_message(message: Message) -> str:
     }
     if message.digest is not None:
         data["digest"] = _digest_data(message.digest)
+    if message.follows:
+        data["follows"] = message.follows
     return codec.encode_json(data)
 
 
@@ -106,6 +114,8 @@ def decode_message(entry: OutboxEntry, refs: Mapping[str, str] | None = None) ->
             charts={fp: _chart(c) for fp, c in data["charts"].items()},
             refs=dict(refs or {}),
             digest=_digest(data.get("digest")),
+            maybe_sent=entry.uncertain,
+            follows=str(data.get("follows") or ""),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise codec.CodecError(f"outbox entry {entry.id} unreadable: {exc}") from None
@@ -128,6 +138,7 @@ def new_entry(message: Message, *, expires_at: float) -> OutboxEntry:
         created_at=message.created_at,
         expires_at=expires_at,
         next_attempt_at=message.created_at,
+        followup=bool(message.follows),
     )
 
 
@@ -141,8 +152,9 @@ def ref_keys(alerts: tuple[AlertState, ...]) -> set[str]:
 def load_refs(store: Store, receiver: str, alerts: tuple[AlertState, ...], now: float
               ) -> dict[str, str]:
     """Every ref a message about ``alerts`` builds on: threads, the messages that showed
-    each alert firing, and what each of those messages showed."""
-    refs = store.load_refs(receiver, ref_keys(alerts), now)
+    each alert firing, what each of those messages showed, and the receiver's own
+    ``channel`` (Slack: the configured channel's ID, once a post has answered it)."""
+    refs = store.load_refs(receiver, ref_keys(alerts) | {"channel"}, now)
     shown = {f"shown:{value}" for a in alerts
              for value in ref_list(refs, f"message:{a.fingerprint}")}
     return refs | store.load_refs(receiver, shown, now) if shown else refs
@@ -183,6 +195,7 @@ class DrainReport:
     failed: int = 0  # failed for good
     lost: int = 0  # delivered, but another process had taken the entry meanwhile
     superseded: int = 0  # dropped unsent: a newer message about its group went out first
+    followups: int = 0  # later steps of delivered messages done (Slack charts): not "sent"
     errors: tuple[str, ...] = ()  # one line per failure, naming the receiver
     by_receiver: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
 
@@ -210,7 +223,8 @@ def drain(
     """
     claimant = claimant or new_claimant()
     live = set(notifiers)
-    counts = {"sent": 0, "retrying": 0, "failed": 0, "lost": 0, "superseded": 0}
+    counts = {"sent": 0, "retrying": 0, "failed": 0, "lost": 0, "superseded": 0,
+              "followups": 0}
     errors: list[str] = []
     per_receiver: dict[str, dict[str, int]] = {}
     for _ in range(max_sends):
@@ -220,6 +234,8 @@ def drain(
         entry = taken[0]
         outcome, error = _deliver(store, notifiers[entry.receiver], entry, now,
                                   claimant=claimant, give_up_after=give_up_after)
+        if entry.followup and outcome == "sent":
+            outcome = "followups"
         counts[outcome] += 1
         mine = per_receiver.setdefault(entry.receiver, {})
         mine[outcome] = mine.get(outcome, 0) + 1
@@ -236,7 +252,7 @@ def _deliver(
 ) -> tuple[str, str]:
     where = f"receiver {entry.receiver}: message {entry.id} ({entry.group_key})"
     context = {"receiver": entry.receiver, "message_id": entry.id, "group": entry.group_key}
-    last = store.last_notification(entry.group_key, entry.receiver)
+    last = None if entry.followup else store.last_notification(entry.group_key, entry.receiver)
     if last is not None and last.sent_at > entry.created_at:
         # A newer message about this group was delivered meanwhile (this one's claim ran
         # out after a crash): sending it now would tell the receiver something older.
@@ -256,8 +272,10 @@ def _deliver(
         delivery = Delivery(ok=False, temporary=True,
                             detail=f"unexpected {type(exc).__name__}: {exc}")
     if delivery.ok:
+        followups = [new_entry(dataclasses.replace(f, created_at=now), expires_at=now)
+                     for f in delivery.followups]
         done = store.complete_outbox(entry.id, claimant=claimant, refs=delivery.refs,
-                                     refs_expire_at=now + REF_RETENTION)
+                                     refs_expire_at=now + REF_RETENTION, followups=followups)
         if not done:
             log.warning("%s: delivered after its claim ran out; it may arrive twice", where,
                         extra=context)
@@ -273,7 +291,8 @@ def _deliver(
         return _fail(store, entry, now, claimant,
                      f"{where}: gave up after {entry.attempts} attempts: {detail}")
     retry_at = now + backoff(entry.attempts, delivery.retry_after)
-    store.retry_outbox(entry.id, claimant=claimant, next_attempt_at=retry_at, error=detail)
+    store.retry_outbox(entry.id, claimant=claimant, next_attempt_at=retry_at, error=detail,
+                       uncertain=delivery.maybe_delivered)
     log.warning("%s: attempt %d failed, retrying in %.0fs: %s", where, entry.attempts,
                 retry_at - now, detail, extra=context)
     return "retrying", f"{where}: {detail} (retrying)"

@@ -101,7 +101,8 @@ def plan(store: Store, config: object, now: float, *,
                      labels, routes)
     queued_by_key: dict[tuple[str, str], list[OutboxEntry]] = {}
     for entry in store.outbox():
-        queued_by_key.setdefault(entry.key, []).append(entry)
+        if not entry.followup:  # charts of a delivered post: not news about the group
+            queued_by_key.setdefault(entry.key, []).append(entry)
 
     # Chart points travel only to receivers that draw them (`charts: true`); a kind without
     # the option (webhook) gets them as they are.

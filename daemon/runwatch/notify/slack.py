@@ -13,25 +13,32 @@ Bot token, one alert group → one ``chat.postMessage`` (Block Kit from ``render
   it announced as they now stand, and the resolve itself is posted as a reply in the
   thread — so the channel shows the outcome and the thread keeps the history.
 - **Charts** (``charts: true``): a PNG of ``message.charts[fingerprint]`` for up to
-  :data:`MAX_CHARTS` firing alerts, uploaded into the thread with ``files_upload_v2``.
+  :data:`MAX_CHARTS` firing alerts, uploaded into the post's thread with
+  ``files_upload_v2`` — as a follow-up outbox entry of its own, once the post is recorded:
+  a failed or killed upload is retried alone and never repeats the post.
 
-Order makes retries safe: the updates (idempotent) first, then the one post, then the
-charts — best effort, since the post has happened and a retry would post it twice.
-Slack has no idempotency key for ``chat.postMessage``: a process killed after Slack took
-the post but before the outbox recorded it posts it again once the claim's lease runs out
-(at least once). Each post carries the outbox id in its message ``metadata``
-(``event_type`` :data:`METADATA_EVENT`), so such a repeat can be told apart — and could be
-looked up (``conversations.history`` with ``include_all_metadata``) before re-posting.
+Exactly once. ``chat.postMessage`` takes no idempotency key, so each post carries its
+outbox id in its message ``metadata`` (``event_type`` :data:`METADATA_EVENT`). An entry
+taken up again after an attempt that may have reached Slack (``Message.maybe_sent``: its
+process died after Slack took the post, or the answer never came) first looks for a post
+with its id — ``conversations.history`` of the channel (``conversations.replies`` of the
+thread it would go into) with ``include_all_metadata``, from the entry's creation — and
+adopts its ``ts`` instead of posting again; a follow-up looks for its charts in the
+thread the same way. The look-up needs ``channels:history`` (``groups:history`` for a
+private channel); without it the entry is posted again (at least once), which
+:meth:`SlackNotifier.check_online` says at start-up, in ``notify-test`` and in
+``validate --online``. Posts are therefore never retried inside a send (a reset
+connection may come after Slack took the post); the idempotent calls — updates, look-ups,
+uploads — are, for a reset connection or a 5xx.
 
-Retries within one send are slack_sdk's own handlers with small bounded counts, for a reset
-connection or a 5xx only. A 429 is never slept on here: it is handed back at once as a
-temporary failure with ``retry_after``, and the outbox waits it out without a blocked
-thread.
+A 429 is never slept on: it is handed back at once as a temporary failure with
+``retry_after``, and the outbox waits it out without a blocked thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from slack_sdk import WebClient
@@ -52,6 +59,9 @@ from runwatch.notify.outbox import shown_alerts, shown_ref
 MAX_CHARTS = 3
 METADATA_EVENT = "runwatch_notification"
 RETRIES = 2
+HISTORY_PAGES = 10  # pages of 200 messages searched for a post that may have been made
+CLOCK_SLACK = 120.0  # seconds before the entry's creation the search starts (clock skew)
+HISTORY_SCOPES = ("channels:history", "groups:history")
 
 # ok:false errors that no retry can fix (https://api.slack.com/methods/chat.postMessage).
 PERMANENT_ERRORS = frozenset({
@@ -122,15 +132,24 @@ def classify(receiver: str, call: str, exc: Exception, *, secrets: tuple[str, ..
         temporary = status == 429 or status >= 500 or error in TEMPORARY_ERRORS
         what = (error if status == 200 else f"{error} (HTTP {status})") if error \
             else f"HTTP {status}"
+        maybe = status >= 500
     elif isinstance(exc, OSError | SlackClientError):  # refused, reset, timeout, DNS …
         temporary = True
         what = render.single_line(f"{type(exc).__name__}: {exc}", 300)
+        refused = isinstance(exc, ConnectionRefusedError) or isinstance(
+            getattr(exc, "reason", None), ConnectionRefusedError)
+        maybe = not refused
     else:  # a bug of ours, or of the SDK: retrying the same message will not help
-        temporary = False
+        temporary, maybe = False, False
         what = render.single_line(f"{type(exc).__name__}: {exc}", 300)
     detail = f"slack receiver {receiver!r}: {call} failed: {what}"
     return Delivery(ok=False, detail=_scrub(detail, secrets), temporary=temporary,
-                    retry_after=retry_after if temporary else None)
+                    retry_after=retry_after if temporary else None,
+                    maybe_delivered=maybe and temporary and call in POSTING_CALLS)
+
+
+# Calls that may have taken effect although no answer came: the next attempt looks first.
+POSTING_CALLS = frozenset({"chat.postMessage", "files_upload_v2"})
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
@@ -156,63 +175,57 @@ class SlackNotifier:
         self.channel = channel
         self.charts = charts
         self._token = token
-        self._client = WebClient(
-            token=token, base_url=base_url or WebClient.BASE_URL, timeout=timeout,  # type: ignore[arg-type]
-            retry_handlers=retry_handlers(retries),
-        )
+        url = base_url or WebClient.BASE_URL
+        self._client = WebClient(token=token, base_url=url, timeout=timeout,  # type: ignore[arg-type]
+                                 retry_handlers=retry_handlers(retries))
+        # Posts are not idempotent: a retry after a reset connection may post twice. The
+        # outbox retries them instead, looking first.
+        self._poster = WebClient(token=token, base_url=url, timeout=timeout,  # type: ignore[arg-type]
+                                 retry_handlers=[])
 
     def close(self) -> None:
         pass  # urllib opens a connection per request; nothing is held
 
     def send(self, message: Message) -> Delivery:
-        if message.digest is not None:
-            return self._send_digest(message, message.digest)
-        call = "chat.postMessage"
+        if message.follows:
+            return self._send_followup(message)
+        call = "chat.update"
         rewrites = self._rewrites(message)
         try:
-            call = "chat.update"
             notes = self._update_resolved(message, rewrites)
+            call = "conversations.history"
+            found, looked = self._find_post(message)
             call = "chat.postMessage"
-            channel, ts, thread_ts, restarted = self._post(message)
-            call = "files_upload_v2"
-            notes += self._upload_charts(message, channel, thread_ts or ts)
+            channel, ts, thread_ts, restarted = found or self._post(message)
         except Exception as exc:  # a Notifier answers, never raises
             return classify(self.name, call, exc, secrets=(self._token,))
-        refs = self._new_refs(message, channel, ts, threaded=thread_ts is not None,
-                              restarted=restarted)
-        refs.update((f"shown:{value}", shown_ref(alerts)) for value, alerts in rewrites.items())
+        if message.digest is not None:
+            refs = {}
+        else:
+            refs = self._new_refs(message, channel, ts, threaded=thread_ts is not None,
+                                  restarted=restarted)
+            refs.update((f"shown:{value}", shown_ref(alerts))
+                        for value, alerts in rewrites.items())
+        if thread_ts is None and (channel_ref := self._channel_ref(message.refs, channel)):
+            refs["channel"] = channel_ref
         where = f"{channel} thread {thread_ts}" if thread_ts else channel
-        detail = f"slack receiver {self.name!r}: posted {ts} to {where}"
+        what = "the digest " if message.digest is not None else ""
+        verb = "found" if found else "posted"
+        detail = f"slack receiver {self.name!r}: {verb} {what}{ts} {'in' if found else 'to'}" \
+                 f" {where}"
+        if found:
+            detail += " (posted by an earlier attempt; not posted again)"
+        notes += looked
         if notes:
             detail += "; " + "; ".join(notes)
-        return Delivery(ok=True, detail=_scrub(detail, (self._token,)), refs=refs)
-
-    def _send_digest(self, message: Message, digest: DigestContent) -> Delivery:
-        """The digest to the channel, its chart into the post's thread (best effort)."""
-        try:
-            response = self._client.chat_postMessage(
-                channel=self.channel, text=digest_fallback(digest),
-                blocks=list(digest.blocks), unfurl_links=False, unfurl_media=False,
-                metadata={"event_type": METADATA_EVENT,
-                          "event_payload": {"outbox_id": message.id}})
-        except Exception as exc:  # a Notifier answers, never raises
-            return classify(self.name, "chat.postMessage", exc, secrets=(self._token,))
-        channel, ts = str(response["channel"]), str(response["ts"])
-        detail = f"slack receiver {self.name!r}: posted the digest {ts} to {channel}"
-        if digest.image:
-            try:
-                self._client.files_upload_v2(
-                    channel=channel, thread_ts=ts, file=digest.image, filename="digest.png",
-                    title=render.truncate(render.one_line(digest.title), 250),
-                    alt_txt="loss curves of the running runs")
-            except Exception as exc:  # the digest is out; its chart is a bonus
-                failed = classify(self.name, "files_upload_v2", exc, secrets=(self._token,))
-                detail += f"; chart not uploaded ({failed.detail.rsplit(': ', 1)[-1]})"
-        return Delivery(ok=True, detail=_scrub(detail, (self._token,)))
+        return Delivery(ok=True, detail=_scrub(detail, (self._token,)), refs=refs,
+                        followups=self._followups(message, f"{channel}:{thread_ts or ts}"))
 
     # --- steps ----------------------------------------------------------------------
 
     def _thread(self, message: Message) -> tuple[str, str] | None:
+        if message.digest is not None:
+            return None
         runs = {a.run.path for a in (*message.firing, *message.resolved)}
         if len(runs) > 1:
             return None  # news about several runs belongs in the channel, not one run's thread
@@ -262,7 +275,7 @@ class SlackNotifier:
                     blocks=render.slack_blocks(message, alerts, title=title),
                 )
             except SlackApiError as exc:
-                error = exc.response.get("error") if isinstance(exc.response.data, dict) else ""
+                error = _error(exc)
                 if error not in STALE_MESSAGE_ERRORS:
                     raise
                 notes.append(f"not updated {ts}: {error}")
@@ -273,40 +286,21 @@ class SlackNotifier:
         run's thread was gone and a new one began."""
         thread = self._thread(message)
         channel, thread_ts = thread if thread else (self.channel, None)
-        post = {"text": render.slack_fallback(message), "blocks": render.slack_blocks(message),
-                "unfurl_links": False, "unfurl_media": False,
+        post = {**self._content(message), "unfurl_links": False, "unfurl_media": False,
                 # chat.postMessage takes no idempotency key: the outbox id rides along as
-                # message metadata, so a post repeated after a crash is recognisably the same.
+                # message metadata, for the look-up before a post is repeated.
                 "metadata": {"event_type": METADATA_EVENT,
                              "event_payload": {"outbox_id": message.id}}}
         try:
-            response = self._client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+            response = self._poster.chat_postMessage(channel=channel, thread_ts=thread_ts,
                                                      **post)
         except SlackApiError as exc:
-            error = exc.response.get("error") if isinstance(exc.response.data, dict) else ""
-            if thread_ts is None or error not in GONE_THREAD_ERRORS:
+            if thread_ts is None or _error(exc) not in GONE_THREAD_ERRORS:
                 raise
             # The thread's first message was deleted: start over at the top level.
-            response = self._client.chat_postMessage(channel=self.channel, **post)
+            response = self._poster.chat_postMessage(channel=self.channel, **post)
             return str(response["channel"]), str(response["ts"]), None, True
         return str(response["channel"]), str(response["ts"]), thread_ts, False
-
-    def _upload_charts(self, message: Message, channel: str, thread_ts: str) -> list[str]:
-        if not self.charts:
-            return []
-        drawn, notes = firing_charts(message, MAX_CHARTS)
-        for alert, chart, png in drawn:
-            try:
-                self._client.files_upload_v2(
-                    channel=channel, thread_ts=thread_ts, file=png,
-                    filename=f"{alert.fingerprint}.png",
-                    title=render.truncate(chart_title(alert, chart), 250),
-                    alt_txt=render.truncate(render.one_line(f"chart of {chart.metric}"), 1000),
-                )
-            except Exception as exc:  # the message is out; a chart is a bonus
-                failed = classify(self.name, "files_upload_v2", exc, secrets=(self._token,))
-                notes.append(f"chart not uploaded ({failed.detail.rsplit(': ', 1)[-1]})")
-        return notes
 
     def _new_refs(self, message: Message, channel: str, ts: str, *, threaded: bool,
                   restarted: bool) -> dict[str, str]:
@@ -322,6 +316,177 @@ class SlackNotifier:
             refs[key] = with_ref(message.refs, key, here)
         refs[f"shown:{here}"] = shown_ref(render.ordered(message))
         return refs
+
+
+    def _content(self, message: Message) -> dict[str, Any]:
+        if message.digest is not None:
+            return {"text": digest_fallback(message.digest), "blocks": list(message.digest.blocks)}
+        return {"text": render.slack_fallback(message), "blocks": render.slack_blocks(message)}
+
+    # --- exactly once -----------------------------------------------------------------
+
+    def _find_post(self, message: Message
+                   ) -> tuple[tuple[str, str, str | None, bool] | None, list[str]]:
+        """The post an earlier attempt at ``message`` made, if it may have made one: where
+        it would have gone (the thread, or the channel where a gone thread sends it), as
+        :meth:`_post` answers; and a note when it could not be looked for."""
+        if not message.maybe_sent:
+            return None, []
+        thread = self._thread(message)
+        places: list[tuple[str | None, str | None]] = [thread] if thread else []
+        places.append((self._channel_id(message.refs), None))
+        for channel, thread_ts in places:
+            if channel is None:
+                return None, ["not looked up (the channel's ID is unknown: the token needs"
+                              " channels:read); posted again, it may show twice"]
+            try:
+                found = self._search(channel, thread_ts, message.created_at,
+                                     lambda m: _outbox_id(m) == message.id)
+            except SlackApiError as exc:
+                error = _error(exc)
+                if error in TEMPORARY_ERRORS or exc.response.status_code >= 429:
+                    raise
+                if thread_ts is not None and error in GONE_THREAD_ERRORS:
+                    continue  # the thread is gone: the post went to the channel, if at all
+                return None, [f"not looked up ({error or 'failed'}); posted again, it may"
+                              " show twice"]
+            if found is not None:
+                restarted = thread is not None and thread_ts is None
+                return (channel, str(found["ts"]), thread_ts, restarted), []
+        return None, []
+
+    def _search(self, channel: str, thread_ts: str | None, since: float,
+                wanted: Callable[[Mapping[str, Any]], bool]) -> Mapping[str, Any] | None:
+        """The first message in ``channel`` (or in the thread ``thread_ts``) since
+        ``since`` that is ``wanted``; at most HISTORY_PAGES pages."""
+        cursor = None
+        oldest = f"{max(since - CLOCK_SLACK, 0):.6f}"
+        for _ in range(HISTORY_PAGES):
+            if thread_ts is None:
+                page = self._client.conversations_history(
+                    channel=channel, oldest=oldest, include_all_metadata=True, limit=200,
+                    cursor=cursor)
+            else:
+                page = self._client.conversations_replies(
+                    channel=channel, ts=thread_ts, oldest=oldest, include_all_metadata=True,
+                    limit=200, cursor=cursor)
+            for item in page.get("messages") or []:
+                if isinstance(item, Mapping) and wanted(item):
+                    return item
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not cursor:
+                return None
+        return None
+
+    def _channel_id(self, refs: Mapping[str, str]) -> str | None:
+        """The configured channel's ID: itself when it is one, else as a post to it
+        answered (ref ``channel``), else by name through ``conversations.list``."""
+        if _is_channel_id(self.channel):
+            return self.channel
+        known, _, name = refs.get("channel", "").partition(" ")
+        if known and name == self.channel:
+            return known
+        wanted = self.channel.lstrip("#")
+        try:
+            for page in self._client.conversations_list(
+                    types="public_channel,private_channel", exclude_archived=True, limit=1000):
+                for item in page.get("channels") or []:
+                    if item.get("name") == wanted:
+                        return str(item["id"])
+        except SlackApiError:
+            return None
+        return None
+
+    def _channel_ref(self, refs: Mapping[str, str], channel: str) -> str | None:
+        """The ref ``channel`` to remember after a top-level post to ``channel``."""
+        if _is_channel_id(self.channel) or refs.get("channel", "") == f"{channel} {self.channel}":
+            return None
+        return f"{channel} {self.channel}"
+
+    # --- follow-ups: charts into the post's thread -------------------------------------
+
+    def _followups(self, message: Message, thread: str) -> tuple[Message, ...]:
+        if message.digest is not None:
+            has_charts = message.digest.image is not None
+        else:
+            has_charts = self.charts and any(a.fingerprint in message.charts
+                                             for a in message.firing)
+        if not has_charts:
+            return ()
+        return (dataclasses.replace(message, id=f"{message.id}-charts", follows=thread,
+                                    refs={}, maybe_sent=False),)
+
+    def _send_followup(self, message: Message) -> Delivery:
+        """Upload ``message``'s charts into the thread it follows; after an attempt that
+        may have uploaded some, only those not in the thread yet."""
+        ref = parse_ref(message.follows)
+        if ref is None:
+            return Delivery(ok=False, detail=f"slack receiver {self.name!r}: charts follow"
+                            f" no post ({message.follows!r})")
+        channel, thread_ts = ref
+        uploads, notes = self._uploads(message)
+        done: set[str] = set()
+
+        def seen(item: Mapping[str, Any]) -> bool:
+            done.update(str(f.get("name")) for f in item.get("files") or []
+                        if isinstance(f, Mapping))
+            return False  # read the whole thread
+
+        try:
+            if message.maybe_sent and uploads:
+                self._search(channel, thread_ts, message.created_at, seen)
+            for filename, title, alt, png in uploads:
+                if filename in done:
+                    continue
+                self._client.files_upload_v2(channel=channel, thread_ts=thread_ts, file=png,
+                                             filename=filename, title=title, alt_txt=alt)
+                done.add(filename)
+        except Exception as exc:  # a Notifier answers, never raises
+            failed = classify(self.name, "files_upload_v2", exc, secrets=(self._token,))
+            if done & {u[0] for u in uploads}:  # some are up: the retry must look first
+                failed = dataclasses.replace(failed, maybe_delivered=failed.temporary)
+            return failed
+        detail = (f"slack receiver {self.name!r}: {len(uploads)} chart(s) in {channel}"
+                  f" thread {thread_ts}")
+        if notes:
+            detail += "; " + "; ".join(notes)
+        return Delivery(ok=True, detail=_scrub(detail, (self._token,)))
+
+    def _uploads(self, message: Message) -> tuple[list[tuple[str, str, str, bytes]], list[str]]:
+        """(filename, title, alt text, PNG) of each chart ``message`` carries."""
+        digest = message.digest
+        if digest is not None:
+            return ([("digest.png", render.truncate(render.one_line(digest.title), 250),
+                      "loss curves of the running runs", digest.image)]
+                    if digest.image else []), []
+        drawn, notes = firing_charts(message, MAX_CHARTS)
+        return [(f"{alert.fingerprint}.png", render.truncate(chart_title(alert, chart), 250),
+                 render.truncate(render.one_line(f"chart of {chart.metric}"), 1000), png)
+                for alert, chart, png in drawn], notes
+
+    # --- check ------------------------------------------------------------------------
+
+    def check_online(self, timeout: float = 10.0) -> list[str]:
+        """What this token cannot do that delivery relies on, one line each (nothing when
+        all is well, or when Slack cannot be asked: sending will say so)."""
+        try:
+            answer = self._client.auth_test()
+        except SlackApiError as exc:
+            return [f"slack receiver {self.name!r}: auth.test failed: {_error(exc)}"]
+        except Exception:  # unreachable now: the sends will report it
+            return []
+        header = next((v for k, v in (answer.headers or {}).items()
+                       if k.lower() == "x-oauth-scopes"), None)
+        if isinstance(header, list | tuple):
+            header = header[0] if header else None
+        if header is None:
+            return []
+        scopes = {s.strip() for s in str(header).split(",")}
+        if scopes & set(HISTORY_SCOPES):
+            return []
+        return [f"slack receiver {self.name!r}: the token lacks channels:history"
+                " (groups:history for a private channel): a post whose answer was lost is"
+                " posted again rather than looked up (at least once, not exactly once)"]
 
 
 def _shown_order(alert: AlertState) -> tuple[bool, int]:
@@ -364,3 +529,20 @@ class SlackWebhookNotifier:
         detail = f"slack receiver {self.name!r}: webhook failed: HTTP {status} {body}".rstrip()
         return Delivery(ok=False, detail=_scrub(detail, (self._url,)), temporary=temporary,
                         retry_after=retry_after)
+
+
+def _error(exc: SlackApiError) -> str:
+    data = exc.response.data
+    return str(data.get("error") or "") if isinstance(data, dict) else ""
+
+
+def _outbox_id(item: Mapping[str, Any]) -> str | None:
+    metadata = item.get("metadata")
+    if not isinstance(metadata, Mapping) or metadata.get("event_type") != METADATA_EVENT:
+        return None
+    payload = metadata.get("event_payload")
+    return str(payload.get("outbox_id")) if isinstance(payload, Mapping) else None
+
+
+def _is_channel_id(channel: str) -> bool:
+    return channel[:1] in ("C", "G") and channel[1:].isalnum() and channel.isupper()

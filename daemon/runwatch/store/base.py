@@ -233,6 +233,12 @@ class OutboxEntry:
 
     A pending entry is due when ``next_attempt_at <= now`` and no live claim holds it
     (``claimed_until`` unset or past). ``failed_at`` set means it failed for good.
+
+    ``uncertain``: an earlier attempt may have reached the receiver — its claim ran out
+    unsettled (the process died), or the receiver never answered — so the next attempt
+    looks for it before sending again. ``followup``: a later step of a message already
+    delivered (Slack: its charts, into the post's thread): not news of its own, so it
+    writes no notification record and is never superseded.
     """
 
     id: str
@@ -249,6 +255,8 @@ class OutboxEntry:
     failed_at: float | None = None
     claimed_by: str = ""
     claimed_until: float | None = None
+    uncertain: bool = False
+    followup: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "firing", frozenset(self.firing))
@@ -398,7 +406,8 @@ class Store(Protocol):
         """Add ``entries`` in one transaction, before anything is sent.
 
         Each supersedes the pending entries of its (group, receiver) that were decided no
-        later than it and that nobody holds a live claim on at its ``created_at``: those
+        later than it, that nobody holds a live claim on at its ``created_at`` and that are
+        not follow-ups: those
         are deleted, and their number returned (an older decision written late by another
         process never deletes a newer one). Failed entries are kept. ValueError if an id
         is already there.
@@ -427,8 +436,9 @@ class Store(Protocol):
         """Atomically take up to ``limit`` due entries (oldest first) for ``claimant``.
 
         Each taken entry gets ``claimed_by = claimant``, ``claimed_until = now + lease``
-        and one more attempt; nobody else can take it until the lease runs out. Only
-        entries of ``receivers`` are taken, when given.
+        and one more attempt; nobody else can take it until the lease runs out. An entry
+        taken from a claim that ran out unsettled becomes ``uncertain``. Only entries of
+        ``receivers`` are taken, when given.
         """
         ...
 
@@ -439,19 +449,22 @@ class Store(Protocol):
         claimant: str,
         refs: Mapping[str, str],
         refs_expire_at: float,
+        followups: Iterable[OutboxEntry] = (),
     ) -> bool:
         """A delivery succeeded: in one transaction, record the entry's notification
-        (``OutboxEntry.record``), remember ``refs`` for its receiver until
-        ``refs_expire_at`` and delete the entry.
+        (``OutboxEntry.record``; not for a follow-up), remember ``refs`` for its receiver
+        until ``refs_expire_at``, add ``followups`` and delete the entry.
 
         False (and nothing changed) if ``claimant`` no longer holds the entry.
         """
         ...
 
     def retry_outbox(
-        self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str
+        self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str,
+        uncertain: bool = False,
     ) -> bool:
-        """A delivery failed for now: release the claim, try again at ``next_attempt_at``."""
+        """A delivery failed for now: release the claim, try again at ``next_attempt_at``;
+        ``uncertain``: it may have reached the receiver all the same."""
         ...
 
     def fail_outbox(self, entry_id: str, *, claimant: str | None, error: str, now: float) -> bool:

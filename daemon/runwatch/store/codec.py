@@ -378,6 +378,8 @@ OUTBOX_COLUMNS = (
     "failed_at",
     "claimed_by",
     "claimed_until",
+    "uncertain",
+    "followup",
 )
 
 
@@ -402,6 +404,8 @@ def outbox_to_row(entry: OutboxEntry) -> tuple[Any, ...]:
             _optional_time(entry.failed_at),
             str(entry.claimed_by),
             _optional_time(entry.claimed_until),
+            int(bool(entry.uncertain)),
+            int(bool(entry.followup)),
         )
     except (TypeError, ValueError) as exc:
         raise CodecError(f"cannot store outbox entry {entry.id!r}: {exc}") from None
@@ -412,6 +416,8 @@ def outbox_from_row(row: Sequence[Any]) -> OutboxEntry:
     try:
         values["firing"] = frozenset(decode_json(values["firing"]))
         values["resolved"] = frozenset(decode_json(values["resolved"]))
+        values["uncertain"] = bool(values["uncertain"])
+        values["followup"] = bool(values["followup"])
         return OutboxEntry(**values)
     except (TypeError, ValueError) as exc:
         raise CodecError(f"stored outbox entry {values['id']!r} unreadable: {exc}") from None

@@ -235,6 +235,7 @@ class MemoryStore:
                     for old in self._outbox.values()
                     if old.key == entry.key
                     and not old.failed
+                    and not old.followup
                     and not old.claimed(entry.created_at)
                     and old.created_at <= entry.created_at
                 ]
@@ -289,6 +290,7 @@ class MemoryStore:
                     claimed_by=claimant,
                     claimed_until=float(now + lease),
                     attempts=entry.attempts + 1,
+                    uncertain=entry.uncertain or bool(entry.claimed_by),
                 )
                 self._outbox[entry.id] = entry
                 taken.append(entry)
@@ -307,23 +309,34 @@ class MemoryStore:
         claimant: str,
         refs: Mapping[str, str],
         refs_expire_at: float,
+        followups: Iterable[OutboxEntry] = (),
     ) -> bool:
         new_refs = {str(k): (str(v), float(refs_expire_at)) for k, v in refs.items()}
+        added = [self._copy(e) for e in followups]
         with self._lock:
             self._check_open()
             entry = self._held(entry_id, claimant)
             if entry is None:
                 return False
-            self._record(entry.record())
+            if any(e.id in self._outbox for e in added):
+                raise ValueError("a follow-up's outbox id already exists")
+            if not entry.followup:
+                self._record(entry.record())
             for key, value in new_refs.items():
                 self._refs[(entry.receiver, key)] = value
             del self._outbox[entry_id]
+            self._outbox.update((e.id, e) for e in added)
             return True
 
     def retry_outbox(
-        self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str
+        self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str,
+        uncertain: bool = False,
     ) -> bool:
-        return self._release(entry_id, claimant, error, next_attempt_at=float(next_attempt_at))
+        with self._lock:
+            entry = self._outbox.get(entry_id)
+            uncertain = uncertain or (entry is not None and entry.uncertain)
+        return self._release(entry_id, claimant, error, next_attempt_at=float(next_attempt_at),
+                             uncertain=uncertain)
 
     def fail_outbox(self, entry_id: str, *, claimant: str | None, error: str, now: float) -> bool:
         return self._release(entry_id, claimant, error, failed_at=float(now))

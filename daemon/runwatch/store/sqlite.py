@@ -150,8 +150,13 @@ _V6 = ("ALTER TABLE alerts ADD COLUMN first_value TEXT",
        "ALTER TABLE alerts ADD COLUMN latest_value TEXT",
        "ALTER TABLE alerts ADD COLUMN latest_step INTEGER")
 
+# Exactly once across a kill: an attempt that may have reached the receiver, and the
+# later steps of a delivered message (its charts).
+_V7 = ("ALTER TABLE outbox ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0",
+       "ALTER TABLE outbox ADD COLUMN followup INTEGER NOT NULL DEFAULT 0")
+
 # One entry per schema version, in order; append, never edit a released step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
 
 # Primary result codes after which the same call may well succeed later.
 _TEMPORARY_CODES = frozenset(
@@ -208,6 +213,7 @@ _INSERT_OUTBOX = (
 _SUPERSEDE_OUTBOX = (
     "DELETE FROM outbox WHERE group_key = ?1 AND receiver = ?2 AND failed_at IS NULL"
     " AND (claimed_until IS NULL OR claimed_until <= ?3) AND created_at <= ?3 AND id != ?4"
+    " AND followup = 0"
 )
 # OutboxEntry.due in SQL.
 _DUE_OUTBOX = (
@@ -565,12 +571,15 @@ class SqliteStore:
         with self._transaction("cannot claim outbox entries") as conn:
             taken = [
                 dataclasses.replace(entry, claimed_by=claimant, claimed_until=now + float(lease),
-                                    attempts=entry.attempts + 1)
+                                    attempts=entry.attempts + 1,
+                                    uncertain=entry.uncertain or bool(entry.claimed_by))
                 for entry in map(codec.outbox_from_row, conn.execute(sql, params).fetchall())
             ]
             conn.executemany(
-                "UPDATE outbox SET claimed_by = ?, claimed_until = ?, attempts = ? WHERE id = ?",
-                [(e.claimed_by, e.claimed_until, e.attempts, e.id) for e in taken],
+                "UPDATE outbox SET claimed_by = ?, claimed_until = ?, attempts = ?, uncertain = ?"
+                " WHERE id = ?",
+                [(e.claimed_by, e.claimed_until, e.attempts, int(e.uncertain), e.id)
+                 for e in taken],
             )
         return taken
 
@@ -590,13 +599,17 @@ class SqliteStore:
         claimant: str,
         refs: Mapping[str, str],
         refs_expire_at: float,
+        followups: Iterable[OutboxEntry] = (),
     ) -> bool:
+        rows = [codec.outbox_to_row(e) for e in followups]
         with self._transaction("cannot complete outbox entry") as conn:
             row = self._held(conn, entry_id, claimant)
             if row is None:
                 return False
             entry = codec.outbox_from_row(row)
-            conn.execute(_UPSERT_NOTIFICATION, codec.notification_to_row(entry.record()))
+            if not entry.followup:
+                conn.execute(_UPSERT_NOTIFICATION, codec.notification_to_row(entry.record()))
+            conn.executemany(_INSERT_OUTBOX, rows)
             conn.executemany(_UPSERT_REF, [
                 (entry.receiver, str(key), str(value), float(refs_expire_at))
                 for key, value in refs.items()
@@ -605,23 +618,25 @@ class SqliteStore:
         return True
 
     def retry_outbox(
-        self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str
+        self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str,
+        uncertain: bool = False,
     ) -> bool:
         return self._release("cannot reschedule outbox entry", entry_id, claimant, error,
-                             "next_attempt_at", float(next_attempt_at))
+                             "next_attempt_at", float(next_attempt_at), uncertain=uncertain)
 
     def fail_outbox(self, entry_id: str, *, claimant: str | None, error: str, now: float) -> bool:
         return self._release("cannot mark outbox entry failed", entry_id, claimant, error,
                              "failed_at", float(now))
 
     def _release(self, action: str, entry_id: str, claimant: str | None, error: str,
-                 column: str, value: float) -> bool:
+                 column: str, value: float, *, uncertain: bool = False) -> bool:
         """Let go of a held entry, noting ``error`` and setting ``column``; False if not held."""
         sql = (
             f"UPDATE outbox SET {column} = ?, last_error = ?, claimed_by = '',"
-            " claimed_until = NULL WHERE id = ? AND failed_at IS NULL"
+            " claimed_until = NULL, uncertain = MAX(uncertain, ?)"
+            " WHERE id = ? AND failed_at IS NULL"
         )
-        params: tuple[Any, ...] = (value, codec.one_line(error), entry_id)
+        params: tuple[Any, ...] = (value, codec.one_line(error), int(uncertain), entry_id)
         if claimant is not None:
             sql += " AND claimed_by = ?"
             params = (*params, claimant)
