@@ -343,6 +343,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.online:
         problems += [line for source in build_sources(config)
                      for line in getattr(source, "check_online", list)()]
+        for line in _receivers_online(config) if not problems else ():
+            print(f"warning: {line}", file=sys.stderr)
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
@@ -387,6 +389,20 @@ def _receiver_problems(config: Config) -> list[str]:
     return [line for receiver in config.receivers for line in receiver_problems(receiver)]
 
 
+def _receivers_online(config: Config) -> list[str]:
+    """What each receiver's credentials cannot do that delivery relies on (asked online)."""
+    from runwatch.notify.receivers import build_notifier
+
+    lines = []
+    for receiver in config.receivers:
+        notifier = build_notifier(receiver)
+        try:
+            lines += getattr(notifier, "check_online", list)()
+        finally:
+            notifier.close()
+    return lines
+
+
 def cmd_notify_test(args: argparse.Namespace) -> int:
     from runwatch.config import load_config
 
@@ -407,8 +423,11 @@ def cmd_notify_test(args: argparse.Namespace) -> int:
     notifier = build_notifier(receiver)
     try:
         delivery = notifier.send(message)
+        warnings = getattr(notifier, "check_online", list)() if delivery.ok else []
     finally:
         notifier.close()
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if not delivery.ok:
         retry = " (temporary: retrying may help)" if delivery.temporary else ""
         print(f"runwatch: receiver {receiver.name}: {delivery.detail or 'failed'}{retry}",

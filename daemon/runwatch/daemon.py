@@ -229,6 +229,17 @@ class Daemon:
             log.info("outbox drained", sent=result.get("sent"), failed=result.get("failed"),
                      retrying=result.get("retrying"))
 
+    def check_receivers(self) -> None:
+        """Once at start-up: what each receiver's credentials cannot do that delivery relies
+        on (a Slack token without channels:history falls back to at-least-once), one
+        warning each."""
+        with self._lock:
+            runtime = self.runtime
+        for name, notifier in runtime.notifiers.items():
+            check = getattr(notifier, "check_online", None)
+            for line in check() if check is not None else ():
+                log.warning("receiver check at start-up", receiver=name, detail=line)
+
     def release_dead_claims(self) -> int:
         """Outbox entries claimed by a process of this host that is gone (a crash, a
         SIGKILL) are due again now, not when their lease runs out — as uncertain: that
@@ -450,6 +461,8 @@ class Daemon:
         self.scheduler.add_job(self.maintenance, IntervalTrigger(seconds=MAINTENANCE_INTERVAL),
                                id="maintenance", name="maintenance", next_run_time=_utcnow())
         self._schedule_digest(startup=True)
+        self.scheduler.add_job(self.check_receivers, id="receiver-check",
+                               name="receiver-check", next_run_time=_utcnow())
         self.release_dead_claims()
         self.http.start()
         self.scheduler.start()

@@ -352,3 +352,16 @@ def test_a_rate_limit_defers_in_the_outbox_and_the_worker_keeps_ticking(daemon, 
     with at(START + 75 + 121):
         daemon.flush_outbox()
     assert len(fake_slack.calls_to("chat.postMessage")) == 1 and daemon.store.outbox() == []
+
+
+def test_a_token_without_the_history_scope_is_one_warning_at_start_up(daemon, fake_slack):
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        daemon.check_receivers()
+    assert [e for e in logs if e["log_level"] == "warning"] == []
+    fake_slack.scopes -= {"channels:history", "groups:history"}
+    with capture_logs() as logs:
+        daemon.check_receivers()
+    [warned] = [e for e in logs if e["log_level"] == "warning"]
+    assert warned["receiver"] == "team-slack" and "at least once" in warned["detail"]

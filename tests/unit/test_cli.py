@@ -199,6 +199,30 @@ def test_notify_test_failure_is_one_line_and_exit_1(tmp_path, capsys, slack):
     assert line.startswith("runwatch: receiver team-slack: ")
 
 
+@pytest.mark.parametrize("scopes", ["all", "no history"])
+def test_notify_test_and_validate_online_say_when_posts_cannot_be_looked_up(
+        tmp_path, capsys, slack, scopes):
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    config = tmp_path / "bot.yaml"
+    config.write_text(
+        "sources: [{type: rundir, path: runs}]\nstore: sqlite:///state.db\nreceivers:\n"
+        "  - {name: team-slack, slack: {token: xoxb-1-2-bot, channel: '#alerts',"
+        f" api_url: '{slack.api_url}'}}}}\n")
+    if scopes == "no history":
+        slack.scopes -= {"channels:history", "groups:history"}
+    assert main(["notify-test", "--config", str(config), "--receiver", "team-slack"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("ok: receiver team-slack: ") and " posted " in out
+    assert main(["validate", "--online", "--config", str(config)]) == 0
+    err += capsys.readouterr().err
+    warned = [line for line in err.splitlines() if "channels:history" in line]
+    if scopes == "all":
+        assert warned == []
+    else:
+        assert len(warned) == 2 and all(w.startswith("warning: slack receiver 'team-slack':"
+                                                     " the token lacks") for w in warned)
+
+
 def test_notify_test_unknown_receiver(tmp_path, capsys, slack):
     config = slack_config(tmp_path, slack)
     assert main(["notify-test", "--config", str(config), "--receiver", "pager"]) == 2
