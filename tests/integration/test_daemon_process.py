@@ -177,3 +177,43 @@ def test_one_writer_per_store_a_second_process_is_refused(wandb_runs, fake_slack
     posts = [c for c in fake_slack.calls_to("chat.postMessage") if "run-crashed" in (c.text or "")]
     assert len(posts) == 1  # neither the refused check nor the dry run told Slack again
     assert main(["check", "--config", str(config)]) == 0  # the daemon is gone: the lock too
+
+
+def test_two_checks_at_once_on_one_store_never_send_twice(wandb_runs, fake_slack, tmp_path):
+    """50 trials: two processes run `runwatch check` on one fresh store at the same moment.
+    Each time one of them holds the store (the other is refused with exit 2, or comes
+    after it and finds the news told): one post per trial, never two, never none."""
+    import multiprocessing
+
+    from fixtures.racer import race
+
+    trials = 50
+    configs = []
+    for n in range(trials):
+        home = tmp_path / f"trial-{n}"
+        home.mkdir()
+        config = home / "runwatch.yaml"
+        config.write_text(
+            f"sources: [{{type: rundir, path: {wandb_runs.runs['crashed']}}}]\n"
+            f"store: sqlite:///{home / 'state.db'}\n"
+            f"receivers:\n  - name: s\n    slack: {{token: {TOKEN}, channel: '#trial-{n}',"
+            f" api_url: '{fake_slack.api_url}'}}\n")
+        configs.append(str(config))
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(2), spawn.Queue()
+    racers = [spawn.Process(target=race, args=(configs, barrier, results)) for _ in range(2)]
+    for racer in racers:
+        racer.start()
+    outcomes = [results.get(timeout=300) for _ in range(2 * trials)]
+    for racer in racers:
+        racer.join(timeout=60)
+        assert racer.exitcode == 0
+    codes = [code for _, code, _ in outcomes]
+    assert set(codes) <= {0, 2}, [err for _, code, err in outcomes if code not in (0, 2)]
+    refused = [err for _, code, err in outcomes if code == 2]
+    assert all("held by runwatch check" in err for err in refused), [
+        e for e in refused if "held by runwatch check" not in e]
+    posts: dict[str, int] = {}
+    for call in fake_slack.calls_to("chat.postMessage"):
+        posts[call.channel] = posts.get(call.channel, 0) + 1
+    assert posts == {f"#trial-{n}": 1 for n in range(trials)}

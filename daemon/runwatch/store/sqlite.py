@@ -18,6 +18,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -336,9 +337,12 @@ class SqliteStore:
 
     def _open(self) -> None:
         conn = self._conn()
+        with self._transaction("cannot open", "BEGIN") as snapshot:
+            # Read-only, in one snapshot (another process may be creating the schema): a
+            # foreign or newer file is never changed.
+            self._check_schema(snapshot)
         with self._errors("cannot open"):
-            self._check_schema(conn)  # read-only: a foreign or newer file is never changed
-            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            self._use_wal(conn)
             if conn.execute("PRAGMA user_version").fetchone()[0] < len(MIGRATIONS):
                 with self._transaction("cannot migrate schema") as tx:
                     version = self._check_schema(tx)  # again, now holding the write lock
@@ -347,6 +351,20 @@ class SqliteStore:
                             tx.execute(statement)
                     tx.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
                     tx.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch a new file to WAL (the mode persists in it). Two processes opening a new
+        store at once: the switch needs the file to itself, and SQLite answers "locked"
+        at once rather than through the busy handler — so it is tried again, within the
+        busy timeout."""
+        deadline = time.monotonic() + self._busy_timeout
+        while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode = WAL").fetchall()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def _check_schema(self, conn: sqlite3.Connection) -> int:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -726,7 +744,7 @@ class SqliteStore:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 try:
-                    held = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip()
+                    held = _holder(fd)
                 finally:
                     os.close(fd)
                 raise WriterBusy(held or "another process", store=self.path) from None
@@ -745,3 +763,14 @@ class SqliteStore:
         for conn in connections:
             with suppress(sqlite3.Error):
                 conn.close()
+
+
+def _holder(fd: int, wait: float = 1.0) -> str:
+    """The name the writer lock's holder wrote; a holder that has just taken the lock
+    writes it a moment later, so an empty file is read again for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        held = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip()
+        if held or time.monotonic() > deadline:
+            return held
+        time.sleep(0.01)
