@@ -217,3 +217,38 @@ def test_two_checks_at_once_on_one_store_never_send_twice(wandb_runs, fake_slack
     for call in fake_slack.calls_to("chat.postMessage"):
         posts[call.channel] = posts.get(call.channel, 0) + 1
     assert posts == {f"#trial-{n}": 1 for n in range(trials)}
+
+
+def test_a_daemon_killed_after_slack_took_its_post_does_not_post_it_again(
+        wandb_runs, fake_slack, notify, tmp_path):
+    """SIGKILL while Slack holds the post (Slack then serves it: the post exists, the
+    daemon never heard). The restarted daemon sees the claim's process is gone, looks for
+    the post by its outbox id and adopts it: one post, not two."""
+    fake_slack.epoch = time.time()  # Slack's clock: the daemon runs on real time
+    config = tmp_path / "runwatch.yaml"
+    config.write_text(
+        f"sources:\n  - {{type: rundir, path: {wandb_runs.runs['crashed']}, interval: 30s}}\n"
+        "store: sqlite:///state.db\nhttp: {listen: '127.0.0.1:0'}\n"
+        f"receivers:\n  - name: s\n    slack: {{token: {TOKEN}, channel: '#a',"
+        f" api_url: '{fake_slack.api_url}'}}\n")
+    fake_slack.hold("chat.postMessage")
+    proc = start(config, notify, tmp_path)
+    try:
+        held = fake_slack.wait_held(timeout=60)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+    fake_slack.release()
+    assert len(rule_posts(fake_slack, "run-crashed")) == 1
+
+    proc = start(config, notify, tmp_path)
+    try:
+        notify.wait_for("READY=1")
+    finally:
+        code, _, err = stop(proc)
+    assert code == 0, err
+    assert len(rule_posts(fake_slack, "run-crashed")) == 1
+    [looked] = fake_slack.calls_to("conversations.history")
+    assert looked.params["channel"] == "CA"
+    assert "looked for before it is sent again" in err
+    assert held.metadata["event_payload"]["outbox_id"] in err  # adopted, by its id
