@@ -10,9 +10,9 @@ import socket
 import pytest
 
 from builders import notify_alert as alert
-from builders import notify_message
+from builders import T0, notify_message
 from runwatch.config.receivers import Receiver
-from runwatch.notify.base import Chart, Message, Reason
+from runwatch.notify.base import Chart, DigestContent, Message, Reason
 from runwatch.notify.charts import PNG_SIGNATURE
 from runwatch.notify.outbox import shown_alerts
 from runwatch.notify.receivers import build_notifier
@@ -293,6 +293,19 @@ def test_a_rate_limited_look_up_goes_back_to_the_outbox(fake_slack, slack):
     delivery = slack.send(again(message([alert()]), {}))
     assert (delivery.ok, delivery.temporary, delivery.retry_after) == (False, True, 3.0)
     assert fake_slack.calls_to("chat.postMessage", ok=None) == []
+
+
+def test_a_digest_a_lost_attempt_posted_is_adopted(fake_slack, slack):
+    digest = DigestContent(title="runwatch digest", summary="3 runs", text="3 runs",
+                           blocks=({"type": "section",
+                                    "text": {"type": "mrkdwn", "text": "3 runs"}},),
+                           html="<p>3 runs</p>", body={}, image=None)
+    first = Message(id="digest-1", receiver="team-slack", group_key="digest",
+                    reason=Reason.DIGEST, created_at=T0, digest=digest)
+    assert slack.send(first).ok
+    found = slack.send(again(first, {}))
+    assert found.ok and "found the digest" in found.detail
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
 
 
 def test_charts_a_lost_attempt_uploaded_are_not_uploaded_again(fake_slack):
