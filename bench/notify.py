@@ -10,6 +10,10 @@ leaves the receiver alone for the rest of the drain; the bench drains again
 ``Retry-After`` later on the store's clock (explicit ``now``), the way the daemon's next
 drain would.
 
+The worker: each drain runs on the daemon's one worker, between ticks; ``drain_ms`` is how
+long each drain held it (median and longest) — a 429 ends the receiver's drain at once, so
+a tick waits at most one drain, never a burst.
+
 Two groupings: ``group_by: ["..."]`` (one message per alert: the 1,000-message burst) and
 the default ``group_by: [rule]`` (one message per rule). Duplicates are counted from what
 Slack received: posts carrying the same outbox id (message metadata) or the same alert.
@@ -23,6 +27,7 @@ import argparse
 import collections
 import json
 import logging
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -78,13 +83,16 @@ def run(fake: FakeSlack, *, mode: str, group_by: list[str], retry_after: int) ->
         now, drains = T0, 1
         started = time.perf_counter()
         report = notify_after_tick(store, config(group_by), notifiers, now)
+        held = [time.perf_counter() - started]  # the first drain also planned the burst
         queued, sent, deferred = report.queued, report.sent, report.retrying
         while report.pending:
             # The daemon drains again later; here, on the store's clock, once the earliest
             # deferred entry is due (a 429 defers by its backoff, at least Retry-After).
             due = min(e.next_attempt_at for e in store.outbox(include_failed=False))
             now = max(now + retry_after, due)
+            began = time.perf_counter()
             report = drain_only(store, notifiers, now)
+            held.append(time.perf_counter() - began)
             drains += 1
             sent += report.sent
             deferred += report.retrying
@@ -100,6 +108,8 @@ def run(fake: FakeSlack, *, mode: str, group_by: list[str], retry_after: int) ->
         "posted": len(posts), "sent": sent, "429s": len(limited),
         "outbox_deferrals": deferred, "drains": drains,
         "wall_s": round(wall, 2), "store_clock_s": round(now - T0, 1),
+        "drain_ms_median": round(statistics.median(held) * 1000, 1),
+        "drain_ms_max": round(max(held) * 1000, 1),
         "duplicate_posts": sum(n - 1 for n in by_id.values()),
         "subjects_posted_twice": sum(1 for n in subject.values() if n > 1),
         "queued_never_posted": queued - len(by_id),

@@ -92,7 +92,8 @@ def _iso(seconds: float) -> str:
 def sent_at(store: Store, receiver: str) -> float | None:
     """When the newest digest for ``receiver`` was decided: delivered (the notification
     log) or queued (the outbox, failed for good included: a period is tried once)."""
-    times = [e.created_at for e in store.outbox(group_key=GROUP, receiver=receiver)]
+    times = [e.created_at for e in store.outbox(group_key=GROUP, receiver=receiver)
+             if not e.followup]  # a chart of a digest delivered is no digest of its own
     record = store.last_notification(GROUP, receiver)
     if record is not None:
         times.append(record.sent_at)

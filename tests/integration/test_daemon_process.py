@@ -82,6 +82,7 @@ def test_run_delivers_once_stops_cleanly_and_restarts_without_duplicates(
     rules = tmp_path / "rules.yaml"
     rules.write_text("rules:\n  - {name: run-crashed, kind: state, severity: critical}\n")
     config.write_text(config.read_text() + "rules: [rules.yaml]\n")
+    fake_slack.scopes -= {"channels:history", "groups:history"}  # said once at start-up
     proc = start(config, notify, tmp_path)
     try:
         notify.wait_for("READY=1")
@@ -99,6 +100,7 @@ def test_run_delivers_once_stops_cleanly_and_restarts_without_duplicates(
     assert TOKEN not in err and '"event": "stopped"' in err
     assert "reload refused; the running config stays" in err
     assert "rules.yaml:2: rule 'oops': unknown kind 'thresold'" in err
+    assert err.count("the token lacks channels:history") == 1
     rules.write_text("rules:\n  - {name: run-crashed, kind: state, severity: critical}\n")
 
     proc = start(config, notify, tmp_path)  # a restart: same store

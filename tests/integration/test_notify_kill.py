@@ -31,6 +31,7 @@ from runwatch.cli import main
 with freeze_time(datetime.fromtimestamp(float(sys.argv[1]), UTC)):
     sys.exit(main(sys.argv[2:]))
 """
+RULE_NAMES = ("grad-norm-exploding", "loss-high")
 RULES = """rules:
   - {name: grad-norm-exploding, kind: threshold, metric: grad_norm, op: ">", value: 10,
      severity: critical}
@@ -106,14 +107,22 @@ def shared_charts(slack: FakeSlack) -> list[str]:
     return sorted(u["filename"] for u in slack.uploads.values() if u.get("thread_ts"))
 
 
-def assert_true_state(slack: FakeSlack, *, firing: bool) -> None:
-    """Every message that shows an alert shows it as it now stands."""
+def assert_true_state(slack: FakeSlack, rules: tuple[str, ...]) -> None:
+    """Every message that shows the alerts (all resolved now) shows each of them, once, as
+    resolved: ✅ and no firing mark."""
     shown = [m for m in slack.messages.values() if m.get("blocks")]
     assert shown
     for message in shown:
+        sections = [b for b in message["blocks"] if b["type"] == "section" and b.get("fields")]
+        marks = {rule: [b["text"]["text"].split(" ", 1)[0] for b in sections
+                        if {"type": "plain_text", "text": f"Rule: {rule}", "emoji": True}
+                        in b["fields"]]
+                 for rule in rules}
         text = json.dumps(message["blocks"], ensure_ascii=False)
-        if not firing:
-            assert "🔴" not in text and "🟠" not in text, text[:300]
+        assert "🔴" not in text and "🟠" not in text, text[:300]
+        for rule in rules:
+            assert marks[rule] in ([], ["✅"]), (rule, sections)
+        assert any(marks.values()), sections
 
 
 def test_a_kill_during_a_chart_upload_uploads_each_chart_once(setup, fake_slack):
@@ -167,7 +176,7 @@ def test_a_kill_during_an_update_leaves_every_message_true_and_no_post_twice(
     assert len(set(outbox_ids)) == 3  # no post twice
     updated = {u.params["ts"] for u in fake_slack.calls_to("chat.update")}
     assert updated == {announcement.ts, again.ts}  # both messages that showed them firing
-    assert_true_state(fake_slack, firing=False)
+    assert_true_state(fake_slack, RULE_NAMES)
 
 
 def test_a_kill_after_slack_took_the_resolve_reply_adopts_it(setup, fake_slack):
@@ -185,4 +194,4 @@ def test_a_kill_after_slack_took_the_resolve_reply_adopts_it(setup, fake_slack):
     assert (later["sent"], later["pending"]) == (1, 0)
     assert len(posts(fake_slack)) == 2
     assert len(fake_slack.calls_to("conversations.replies")) == 1
-    assert_true_state(fake_slack, firing=False)
+    assert_true_state(fake_slack, RULE_NAMES)

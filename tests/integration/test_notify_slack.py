@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from builders import notify_alert as alert
 from builders import T0, notify_message
+from builders import notify_alert as alert
 from runwatch.config.receivers import Receiver
 from runwatch.notify.base import Chart, DigestContent, Message, Reason
 from runwatch.notify.charts import PNG_SIGNATURE
@@ -271,7 +271,7 @@ def test_a_lost_reply_is_found_in_its_thread(fake_slack, slack):
 def test_a_lost_attempt_that_never_posted_posts_once(fake_slack, slack):
     refs = slack.send(message([alert()])).refs  # the channel's ID is known from now on
     delivery = slack.send(again(message([alert("x")], refs=refs, id="o2"), refs))
-    assert delivery.ok and "posted" in delivery.detail
+    assert delivery.ok and delivery.detail.startswith("slack receiver 'team-slack': posted")
     assert len(fake_slack.calls_to("chat.postMessage")) == 2
     assert fake_slack.calls_to("conversations.list", ok=None) == []
 
@@ -293,6 +293,60 @@ def test_a_rate_limited_look_up_goes_back_to_the_outbox(fake_slack, slack):
     delivery = slack.send(again(message([alert()]), {}))
     assert (delivery.ok, delivery.temporary, delivery.retry_after) == (False, True, 3.0)
     assert fake_slack.calls_to("chat.postMessage", ok=None) == []
+
+
+def test_a_rate_limited_channel_list_goes_back_to_the_outbox(fake_slack, slack):
+    """The channel is named, its ID not yet known: conversations.list answers 429 — the
+    look-up is tried again later, never skipped into a second post."""
+    first = message([alert()])
+    slack.send(first)
+    fake_slack.fail("conversations.list", status=429, error="ratelimited", retry_after=2)
+    delivery = slack.send(again(first, {}))
+    assert (delivery.ok, delivery.temporary, delivery.retry_after) == (False, True, 2.0)
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    assert slack.send(again(first, {})).ok  # later: found, adopted
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+
+
+def test_without_channels_read_a_named_channel_is_not_looked_up(fake_slack, slack):
+    first = message([alert()])
+    slack.send(first)
+    fake_slack.scopes -= {"channels:read", "groups:read"}
+    delivery = slack.send(again(first, {}))
+    assert delivery.ok and "the token needs channels:read" in delivery.detail
+    assert len(fake_slack.calls_to("chat.postMessage")) == 2  # at least once
+
+
+def test_a_gone_thread_is_searched_in_the_channel(fake_slack, slack):
+    """The run's thread was deleted: the lost attempt's post went to the channel, and is
+    found there."""
+    refs = {"thread:team/pretrain/abc123": "CTRAININGAL:99.000001"}
+    lost = message([alert()], refs=refs)
+    posted = slack.send(lost)
+    assert posted.ok and fake_slack.calls_to("chat.postMessage")[-1].thread_ts is None
+    found = slack.send(again(lost, refs))
+    assert found.ok and "not posted again" in found.detail
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+    assert [c.status for c in fake_slack.calls_to("conversations.replies", ok=None)] == [200]
+    assert fake_slack.calls_to("conversations.replies", ok=None)[0].response["ok"] is False
+
+
+def test_a_post_answered_fatal_error_is_looked_for_before_it_is_repeated(fake_slack, slack):
+    fake_slack.fail("chat.postMessage", error="fatal_error")
+    delivery = slack.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary, delivery.maybe_delivered) == (False, True, True)
+
+
+def test_a_message_that_cannot_be_rewritten_does_not_hold_up_the_resolve(fake_slack, slack):
+    a = alert()
+    refs = slack.send(message([a])).refs
+    fake_slack.fail("chat.update", error="cant_update_message")
+    delivery = slack.send(message(resolved=[alert(status="resolved")], refs=refs, id="o2"))
+    assert delivery.ok and "not updated" in delivery.detail
+    assert len(fake_slack.calls_to("chat.postMessage")) == 2  # the reply is out
+    fake_slack.fail("chat.update", status=429, error="ratelimited", retry_after=5)
+    later = slack.send(message(resolved=[alert(status="resolved")], refs=refs, id="o3"))
+    assert (later.ok, later.temporary, later.retry_after) == (False, True, 5.0)
 
 
 def test_a_digest_a_lost_attempt_posted_is_adopted(fake_slack, slack):
@@ -324,6 +378,17 @@ def test_charts_a_lost_attempt_uploaded_are_not_uploaded_again(fake_slack):
     shared = [u["filename"] for u in fake_slack.uploads.values() if u.get("thread_ts")]
     assert sorted(shared) == sorted([f"{a.fingerprint}.png", f"{b.fingerprint}.png"])
     assert len(fake_slack.calls_to("conversations.replies")) == 1
+
+
+def test_a_chart_retry_without_the_history_scope_uploads_all_again(fake_slack):
+    slack = SlackNotifier("team-slack", token=TOKEN, channel="#training-alerts", charts=True,
+                          base_url=fake_slack.api_url, timeout=5)
+    a = alert()
+    [followup] = slack.send(message([a], charts={a.fingerprint: chart()})).followups
+    fake_slack.scopes -= {"channels:history", "groups:history"}
+    delivery = slack.send(dataclasses.replace(followup, maybe_sent=True))
+    assert delivery.ok and "not looked up (missing_scope)" in delivery.detail
+    assert len([u for u in fake_slack.uploads.values() if u.get("thread_ts")]) == 1
 
 
 # --- failures -------------------------------------------------------------------------

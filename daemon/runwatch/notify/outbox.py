@@ -264,6 +264,12 @@ def _deliver(
         message = decode_message(entry)
     except codec.CodecError as exc:
         return _fail(store, entry, now, claimant, f"{where}: {exc}")
+    if message.follows and not getattr(notifier, "takes_followups", False):
+        # The receiver changed kind since (a bot token became a webhook): the message was
+        # delivered; its follow-up has nowhere to go, and must not repeat it.
+        store.complete_outbox(entry.id, claimant=claimant, refs={}, refs_expire_at=now)
+        log.info("%s: dropped, the receiver takes no follow-ups now", where, extra=context)
+        return "superseded", ""
     message = dataclasses.replace(
         message, refs=load_refs(store, entry.receiver, message.firing + message.resolved, now))
     try:

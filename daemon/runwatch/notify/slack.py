@@ -72,6 +72,9 @@ PERMANENT_ERRORS = frozenset({
     "invalid_blocks_format", "channel_is_archived", "cannot_reply_to_message",
     "team_access_not_granted", "not_allowed_token_type", "invalid_token",
 })
+# ok:false errors after which the call may have taken effect all the same ("part of the
+# operation may have succeeded"): a post answered so is looked for before it is repeated.
+MAYBE_DONE_ERRORS = frozenset({"fatal_error", "internal_error", "request_timeout"})
 # Errors that say "later": everything else ok:false is treated as permanent.
 TEMPORARY_ERRORS = frozenset({
     "ratelimited", "rate_limited", "internal_error", "fatal_error", "service_unavailable",
@@ -132,7 +135,7 @@ def classify(receiver: str, call: str, exc: Exception, *, secrets: tuple[str, ..
         temporary = status == 429 or status >= 500 or error in TEMPORARY_ERRORS
         what = (error if status == 200 else f"{error} (HTTP {status})") if error \
             else f"HTTP {status}"
-        maybe = status >= 500
+        maybe = status >= 500 or error in MAYBE_DONE_ERRORS
     elif isinstance(exc, OSError | SlackClientError):  # refused, reset, timeout, DNS …
         temporary = True
         what = render.single_line(f"{type(exc).__name__}: {exc}", 300)
@@ -167,6 +170,8 @@ def digest_fallback(digest: DigestContent) -> str:
 
 class SlackNotifier:
     """A bot token (``xoxb-``) posting to one channel through ``chat.postMessage``."""
+
+    takes_followups = True  # its charts come as follow-ups (Message.follows)
 
     def __init__(self, name: str, *, token: str, channel: str, charts: bool = False,
                  base_url: str | None = None, timeout: float = 10.0,
@@ -232,8 +237,8 @@ class SlackNotifier:
         keys = [f"thread:{path}" for path in runs]
         values = [message.refs.get(key, "") for key in keys]
         if not message.firing:  # a resolve with no thread: reply to the announcement
-            values += [(ref_list(message.refs, f"message:{a.fingerprint}") or [""])[0]
-                       for a in message.resolved]
+            values += [value for a in message.resolved
+                       for value in ref_list(message.refs, f"message:{a.fingerprint}")]
         found = (parse_ref(value) for value in values)
         return next((ref for ref in found if ref is not None), None)
 
@@ -275,10 +280,9 @@ class SlackNotifier:
                     blocks=render.slack_blocks(message, alerts, title=title),
                 )
             except SlackApiError as exc:
-                error = _error(exc)
-                if error not in STALE_MESSAGE_ERRORS:
-                    raise
-                notes.append(f"not updated {ts}: {error}")
+                # One old message that cannot be rewritten (gone, too old, refused) must
+                # not hold up the resolve; a rate limit or an outage tries again later.
+                notes.append(f"not updated {ts}: {_temporary_or(exc) or 'failed'}")
         return notes
 
     def _post(self, message: Message) -> tuple[str, str, str | None, bool]:
@@ -327,32 +331,36 @@ class SlackNotifier:
 
     def _find_post(self, message: Message
                    ) -> tuple[tuple[str, str, str | None, bool] | None, list[str]]:
-        """The post an earlier attempt at ``message`` made, if it may have made one: where
-        it would have gone (the thread, or the channel where a gone thread sends it), as
-        :meth:`_post` answers; and a note when it could not be looked for."""
+        """The post an earlier attempt at ``message`` made, if it may have made one: in the
+        thread it would have gone into, then in the channel (where a gone thread sends it);
+        as :meth:`_post` answers. Also a note when it could not be looked for: then it is
+        posted again (at least once). A temporary failure of a look-up raises: the outbox
+        tries again later, still looking first."""
         if not message.maybe_sent:
             return None, []
         thread = self._thread(message)
-        places: list[tuple[str | None, str | None]] = [thread] if thread else []
-        places.append((self._channel_id(message.refs), None))
-        for channel, thread_ts in places:
-            if channel is None:
-                return None, ["not looked up (the channel's ID is unknown: the token needs"
-                              " channels:read); posted again, it may show twice"]
+        cannot = "posted again, it may show twice"
+        for place in ("thread", "channel"):
+            if place == "thread":
+                if thread is None:
+                    continue
+                channel, thread_ts = thread
+            else:
+                channel, thread_ts = self._channel_id(message.refs), None
+                if channel is None:
+                    return None, ["not looked up (the channel's ID is unknown: the token"
+                                  f" needs channels:read); {cannot}"]
             try:
                 found = self._search(channel, thread_ts, message.created_at,
                                      lambda m: _outbox_id(m) == message.id)
             except SlackApiError as exc:
-                error = _error(exc)
-                if error in TEMPORARY_ERRORS or exc.response.status_code >= 429:
-                    raise
+                error = _temporary_or(exc)
                 if thread_ts is not None and error in GONE_THREAD_ERRORS:
                     continue  # the thread is gone: the post went to the channel, if at all
-                return None, [f"not looked up ({error or 'failed'}); posted again, it may"
-                              " show twice"]
+                return None, [f"not looked up ({error or 'failed'}); {cannot}"]
             if found is not None:
-                restarted = thread is not None and thread_ts is None
-                return (channel, str(found["ts"]), thread_ts, restarted), []
+                # Found where it went; the refs it left (threads) stay as they now are.
+                return (channel, str(found["ts"]), thread_ts, False), []
         return None, []
 
     def _search(self, channel: str, thread_ts: str | None, since: float,
@@ -393,8 +401,9 @@ class SlackNotifier:
                 for item in page.get("channels") or []:
                     if item.get("name") == wanted:
                         return str(item["id"])
-        except SlackApiError:
-            return None
+        except SlackApiError as exc:
+            _temporary_or(exc)  # a rate limit or an outage: ask again later
+            return None  # missing_scope and the like: it cannot be known
         return None
 
     def _channel_ref(self, refs: Mapping[str, str], channel: str) -> str | None:
@@ -432,9 +441,21 @@ class SlackNotifier:
                         if isinstance(f, Mapping))
             return False  # read the whole thread
 
-        try:
-            if message.maybe_sent and uploads:
+        if message.maybe_sent and uploads:
+            try:
                 self._search(channel, thread_ts, message.created_at, seen)
+            except SlackApiError as exc:
+                try:
+                    error = _temporary_or(exc)
+                except SlackApiError:
+                    return classify(self.name, "conversations.replies", exc,
+                                    secrets=(self._token,))
+                if error in GONE_THREAD_ERRORS:  # the post is gone: its charts with it
+                    return Delivery(ok=True, detail=f"slack receiver {self.name!r}: charts"
+                                    f" not uploaded: the post's thread is gone ({error})")
+                notes.append(f"not looked up ({error or 'failed'}); uploaded again, a chart"
+                             " may show twice")
+        try:
             for filename, title, alt, png in uploads:
                 if filename in done:
                     continue
@@ -545,4 +566,14 @@ def _outbox_id(item: Mapping[str, Any]) -> str | None:
 
 
 def _is_channel_id(channel: str) -> bool:
-    return channel[:1] in ("C", "G") and channel[1:].isalnum() and channel.isupper()
+    return channel[:1] in ("C", "G", "D") and channel[1:].isalnum() and channel.isupper()
+
+
+def _temporary_or(exc: SlackApiError) -> str:
+    """Re-raise ``exc`` when trying again later may help (a rate limit, a 5xx, a
+    temporary error); else answer its error code."""
+    error = _error(exc)
+    if exc.response.status_code == 429 or exc.response.status_code >= 500 \
+            or error in TEMPORARY_ERRORS:
+        raise exc
+    return error

@@ -332,9 +332,6 @@ class MemoryStore:
         self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str,
         uncertain: bool = False,
     ) -> bool:
-        with self._lock:
-            entry = self._outbox.get(entry_id)
-            uncertain = uncertain or (entry is not None and entry.uncertain)
         return self._release(entry_id, claimant, error, next_attempt_at=float(next_attempt_at),
                              uncertain=uncertain)
 
@@ -348,8 +345,10 @@ class MemoryStore:
             entry = self._held(entry_id, claimant)
             if entry is None:
                 return False
+            uncertain = bool(changes.pop("uncertain", False)) or entry.uncertain
             self._outbox[entry_id] = self._copy(dataclasses.replace(
-                entry, last_error=error, claimed_by="", claimed_until=None, **changes,
+                entry, last_error=error, claimed_by="", claimed_until=None,
+                uncertain=uncertain, **changes,
             ))
             return True
 

@@ -361,6 +361,7 @@ class SqliteStore:
         while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             try:
                 conn.execute("PRAGMA journal_mode = WAL").fetchall()
+                return  # WAL, or a mode the file system allows instead: SQLite decides
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc).lower() or time.monotonic() > deadline:
                     raise
