@@ -18,6 +18,7 @@ everything is built first; the new runtime replaces the old only when all of it 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -36,6 +37,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from runwatch import logs, sdnotify
 from runwatch.config import Config, ConfigError, load_all, rule_files
+from runwatch.duration import format_duration
 from runwatch.engine import retire
 from runwatch.logs import config_secrets
 from runwatch.metrics import HttpServer, Metrics, StoreGauges, health_app
@@ -51,6 +53,8 @@ RESOLVED_RETENTION = 7 * 86400.0  # resolved alerts kept this long (then collect
 CURSOR_RETENTION = 30 * 86400.0  # a run silent for a month is read afresh if it logs again
 READY_WITHIN = 3  # /readyz: every source's last good tick within this many intervals
 WATCH_EVERY = 2.0  # seconds between checks of the config files with --watch-config
+STUCK_FLOOR = 600.0  # /healthz: no job may hold the worker longer (see Daemon.stuck_after)
+WATCHDOG_DEFAULT = 20.0  # seconds between WATCHDOG=1 pings ×2 when systemd sets no WatchdogSec
 
 log = structlog.get_logger("runwatch.daemon")
 
@@ -85,6 +89,8 @@ class Daemon:
         self._last_ok: dict[str, float] = {}  # per source: when its last good tick began
         self._api_seen: dict[str, tuple[int, int, int]] = {}
         self._awaiting_first_tick = {s.name for s in config.sources}
+        self._busy: tuple[str, float] | None = None  # the job on the worker, since when
+        self._stuck_said: str | None = None  # the stuck job last logged
         self._watched = self._file_signature()
         self.scheduler: BackgroundScheduler | None = None
         self.http: HttpServer | None = None
@@ -300,6 +306,54 @@ class Daemon:
                      fired=len(done.digest.fired))
             self.flush_outbox()
 
+    # --- liveness -------------------------------------------------------------------------
+
+    def _job(self, label: str, work: Callable[..., Any], *args: Any) -> Any:
+        """Run one scheduled job, known to :meth:`alive` while it runs."""
+        self._busy = (label, self.clock())
+        try:
+            return work(*args)
+        finally:
+            self._busy = None
+
+    def stuck_after(self) -> float:
+        """How long one job may hold the worker before the daemon counts as stuck: three
+        times the longest source interval or tick timeout, and at least STUCK_FLOOR."""
+        with self._lock:
+            sources = self.runtime.config.sources
+        longest = max((max(float(getattr(s, "interval", 0.0)),
+                           float(getattr(s, "tick_timeout", 0.0))) for s in sources),
+                      default=0.0)
+        return max(STUCK_FLOOR, 3 * longest)
+
+    def alive(self) -> tuple[bool, str]:
+        """Whether the worker moves: no job has held it beyond :meth:`stuck_after`."""
+        busy = self._busy
+        if busy is None:
+            return True, "ok"
+        label, since = busy
+        running = self.clock() - since
+        bound = self.stuck_after()
+        if running <= bound:
+            return True, "ok"
+        return False, (f"worker stuck: {label} running for {format_duration(running)}"
+                       f" (more than {format_duration(bound)})")
+
+    def _watch_worker(self) -> bool:
+        """Alive: True (and a watchdog ping is due). Stuck: one log line per stall naming
+        the job, and False — no ping, so systemd's watchdog restarts the service."""
+        ok, detail = self.alive()
+        busy = self._busy
+        if ok:
+            self._stuck_said = None
+            return True
+        if busy is not None and self._stuck_said != busy[0] + str(busy[1]):
+            self._stuck_said = busy[0] + str(busy[1])
+            log.error("the worker is stuck: /healthz answers 503 and the watchdog is not"
+                      " fed", job=busy[0], running_for=round(self.clock() - busy[1]),
+                      detail=detail)
+        return False
+
     # --- readiness -------------------------------------------------------------------------
 
     def ready(self) -> tuple[bool, str]:
@@ -331,8 +385,10 @@ class Daemon:
                 raise ConfigError([f"{self.config_path}: the store cannot change while"
                                    " runwatch runs; restart it to use the new store"])
             runtime = build_runtime(config, rule_set, previous=self.runtime)
-        except ConfigError as exc:
-            for line in exc.errors:
+        except (ConfigError, Exception) as exc:  # whatever it is, the running config stays
+            lines = exc.errors if isinstance(exc, ConfigError) else [
+                f"{self.config_path}: cannot load: {type(exc).__name__}: {exc}"[:500]]
+            for line in lines:
                 log.error("reload refused; the running config stays", detail=line)
             self.metrics.reloads.labels("failure").inc()
             self.metrics.reload_ok.set(0)
@@ -342,7 +398,8 @@ class Daemon:
             old, self.runtime = self.runtime, runtime
         if self.scheduler is not None and self.scheduler.running:
             # On the worker, after the tick that may still be using them.
-            self.scheduler.add_job(old.close, kwargs={"keep": runtime},
+            self.scheduler.add_job(self._job,
+                                   args=["close", functools.partial(old.close, keep=runtime)],
                                    name="close replaced receivers and sources")
         else:
             old.close(keep=runtime)
@@ -415,8 +472,9 @@ class Daemon:
                                       jitter=min(5.0, spec.interval / 20))
             job_id = f"source:{name}"
             if self.scheduler.get_job(job_id) is None:
-                self.scheduler.add_job(self.tick_source, trigger, args=[name], id=job_id,
-                                       name=f"tick {name}", next_run_time=_utcnow(),
+                self.scheduler.add_job(self._job, trigger, args=[f"tick {name}",
+                                                                 self.tick_source, name],
+                                       id=job_id, name=f"tick {name}", next_run_time=_utcnow(),
                                        misfire_grace_time=max(1, int(spec.interval)))
             else:
                 self.scheduler.reschedule_job(job_id, trigger=trigger)
@@ -435,8 +493,9 @@ class Daemon:
         grace = max(1, int(digest.grace))
         if job is None:
             first = {"next_run_time": _utcnow()} if startup else {}
-            self.scheduler.add_job(self.digest, trigger, id="digest", name="digest",
-                                   misfire_grace_time=grace, **first)
+            self.scheduler.add_job(self._job, trigger, args=["digest", self.digest],
+                                   id="digest", name="digest", misfire_grace_time=grace,
+                                   **first)
         else:
             self.scheduler.modify_job("digest", misfire_grace_time=grace)
             self.scheduler.reschedule_job("digest", trigger=trigger)
@@ -445,7 +504,8 @@ class Daemon:
         """The HTTP endpoint and the scheduler; first ticks start at once."""
         http = self.config.http
         try:
-            self.http = HttpServer(http.host, http.port, health_app(self.metrics, self.ready))
+            self.http = HttpServer(http.host, http.port,
+                                   health_app(self.metrics, self.ready, self.alive))
         except OSError as exc:
             raise ConfigError([f"{self.config_path}: http.listen {http.host}:{http.port}:"
                                f" {exc.strerror or exc}; free the port or change http.listen"]
@@ -456,13 +516,15 @@ class Daemon:
             timezone=UTC,
         )
         self._schedule_sources()
-        self.scheduler.add_job(self.flush_outbox, IntervalTrigger(seconds=OUTBOX_INTERVAL),
-                               id="outbox", name="outbox")
-        self.scheduler.add_job(self.maintenance, IntervalTrigger(seconds=MAINTENANCE_INTERVAL),
-                               id="maintenance", name="maintenance", next_run_time=_utcnow())
+        self.scheduler.add_job(self._job, IntervalTrigger(seconds=OUTBOX_INTERVAL),
+                               args=["outbox", self.flush_outbox], id="outbox", name="outbox")
+        self.scheduler.add_job(self._job, IntervalTrigger(seconds=MAINTENANCE_INTERVAL),
+                               args=["maintenance", self.maintenance], id="maintenance",
+                               name="maintenance", next_run_time=_utcnow())
         self._schedule_digest(startup=True)
-        self.scheduler.add_job(self.check_receivers, id="receiver-check",
-                               name="receiver-check", next_run_time=_utcnow())
+        self.scheduler.add_job(self._job, args=["receiver-check", self.check_receivers],
+                               id="receiver-check", name="receiver-check",
+                               next_run_time=_utcnow())
         self.release_dead_claims()
         self.http.start()
         self.scheduler.start()
@@ -483,8 +545,12 @@ class Daemon:
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.request_reload)
         try:
             self.start()
-            last_watch = time.monotonic()
+            last_watch = last_ping = time.monotonic()
+            ping_every = (sdnotify.watchdog_interval() or WATCHDOG_DEFAULT) / 2
             while not self._stop.wait(0.5):
+                if time.monotonic() - last_ping >= ping_every and self._watch_worker():
+                    last_ping = time.monotonic()
+                    sdnotify.watchdog()
                 if self._reload.is_set():
                     self._reload.clear()
                     sdnotify.reloading()

@@ -74,7 +74,8 @@ def evaluate(
             # firing for a run that will never be read again.
             resolved = replace(after, status=AlertStatus.RESOLVED, resolved_at=now,
                                active_since=None, since_step=None,
-                               resolution=f"run ended: {snapshot.state}")
+                               resolution=f"run ended: {snapshot.state}" + (
+                                   f" ({snapshot.ended_why})" if snapshot.ended_why else ""))
             transitions.append(Transition(alert=resolved, previous=AlertStatus.FIRING))
             after = resolved
         alerts.append(after)

@@ -92,14 +92,18 @@ class _QuietHandler(WSGIRequestHandler):
         pass  # probes every few seconds are not news
 
 
-def health_app(metrics: Metrics, ready: Callable[[], tuple[bool, str]]) -> Callable[..., Any]:
-    """``/healthz`` (the process answers), ``/readyz`` (``ready()``), ``/metrics``."""
+def health_app(metrics: Metrics, ready: Callable[[], tuple[bool, str]],
+               alive: Callable[[], tuple[bool, str]] | None = None) -> Callable[..., Any]:
+    """``/healthz`` (``alive()``: the process answers and its worker moves), ``/readyz``
+    (``ready()``), ``/metrics``."""
     prometheus = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path == "/healthz":
-            return _text(start_response, "200 OK", "ok\n")
+            ok, detail = alive() if alive is not None else (True, "ok")
+            return _text(start_response, "200 OK" if ok else "503 Service Unavailable",
+                         detail + "\n")
         if path == "/readyz":
             ok, detail = ready()
             return _text(start_response, "200 OK" if ok else "503 Service Unavailable",

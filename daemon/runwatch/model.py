@@ -99,6 +99,8 @@ class RunSnapshot:
 
     ref: RunRef
     state: RunState
+    # Why the run is taken as ended when no record of its own said so ("no record for 2h")
+    ended_why: str = ""
     heartbeat: float | None = None  # newest sign of life of the writer process
     progress: float | None = None  # time of the newest history row
     started: float | None = None

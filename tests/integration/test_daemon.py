@@ -365,3 +365,56 @@ def test_a_token_without_the_history_scope_is_one_warning_at_start_up(daemon, fa
         daemon.check_receivers()
     [warned] = [e for e in logs if e["log_level"] == "warning"]
     assert warned["receiver"] == "team-slack" and "at least once" in warned["detail"]
+
+
+def test_a_stuck_worker_turns_healthz_503_and_stops_the_watchdog(daemon):
+    """A job that holds the worker beyond the bound (here: blocked on an event, the clock
+    moved on by hand): /healthz 503 naming it, one log line per stall, no watchdog ping;
+    when it moves again, all is well."""
+    import threading
+
+    from structlog.testing import capture_logs
+
+    now = [START]
+    daemon.clock = lambda: now[0]
+    started, release = threading.Event(), threading.Event()
+
+    def stuck() -> None:
+        started.set()
+        release.wait(60)
+
+    server = HttpServer("127.0.0.1", 0, health_app(daemon.metrics, daemon.ready, daemon.alive))
+    server.start()
+    worker = threading.Thread(target=daemon._job, args=["tick rundir", stuck])
+    try:
+        assert daemon.stuck_after() == 600  # the floor: the source ticks every 60 s
+        worker.start()
+        assert started.wait(10)
+        assert get(server, "/healthz") == (200, "ok\n")
+        now[0] += 600
+        assert get(server, "/healthz")[0] == 200  # at the bound: still fine
+        now[0] += 1
+        code, body = get(server, "/healthz")
+        assert code == 503
+        assert body == "worker stuck: tick rundir running for 10m1s (more than 10m)\n"
+        with capture_logs() as logs_seen:
+            assert daemon._watch_worker() is False  # no ping
+            now[0] += 30
+            assert daemon._watch_worker() is False
+        [said] = [e for e in logs_seen if e["log_level"] == "error"]
+        assert (said["job"], said["running_for"]) == ("tick rundir", 601)
+    finally:
+        release.set()
+        worker.join(10)
+        server.stop()
+    assert daemon.alive() == (True, "ok") and daemon._watch_worker() is True
+
+
+def test_a_reload_that_fails_in_any_way_keeps_the_running_config(daemon, tmp_path):
+    config = tmp_path / "runwatch.yaml"
+    good = config.read_text()
+    config.write_bytes(b"\xff\xfe not yaml at all \x00")
+    assert daemon.reload() is False
+    assert daemon.config.sources[0].name == "rundir"
+    config.write_text(good)
+    assert daemon.reload() is True

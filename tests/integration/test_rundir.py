@@ -17,7 +17,6 @@ from runwatch.keys import DEFAULT_ALIASES
 from runwatch.model import RunSnapshot, RunState
 from runwatch.sources import rundir
 from runwatch.sources.base import Poll, Source
-from runwatch.sources.rundir import RundirSource
 from runwatch.sources.wandbfile import HISTORY, SUMMARY, LogReader
 
 pytestmark = pytest.mark.sdk
@@ -26,7 +25,14 @@ LOSS, GRAD, EVAL_LOSS, EVAL_ACC, STEP = (
     DEFAULT_ALIASES[name] for name in ("loss", "grad_norm", "eval_loss", "eval_accuracy", "step")
 )
 WANTED = frozenset(LOSS + GRAD + EVAL_LOSS + EVAL_ACC + STEP)
-NOW = 2_000_000_000.0
+NOW = 2_000_000_000.0  # every poll here comes long after the runs' records
+
+
+def RundirSource(*args, **kwargs) -> rundir.RundirSource:
+    """The source, with no run taken as dead for its silence: polls here come long after
+    the fixture runs wrote (``dead_after`` has tests of its own)."""
+    kwargs.setdefault("dead_after", math.inf)
+    return rundir.RundirSource(*args, **kwargs)
 
 
 def by_name(poll: Poll) -> dict[str, RunSnapshot]:

@@ -13,8 +13,11 @@ Nothing else in a run directory is used: offline runs have no ``wandb-summary.js
 Run state comes from the records: RUNNING until an exit record, then FINISHED for exit
 code 0, PREEMPTED if the run had marked itself preempting, KILLED for 255 (what the SDK
 records for KeyboardInterrupt) and FAILED for any other code (an uncaught exception
-records 1). A run that was SIGKILLed or lost its machine has no exit record and stays
-RUNNING; its heartbeat goes stale, which the heartbeat rule catches.
+records 1). A run that was SIGKILLed or lost its machine has no exit record: it stays
+RUNNING while its heartbeat goes stale (which the heartbeat rule catches), and once no
+record has come for ``dead_after`` it is taken as ended, CRASHED "no record for 2h" — as
+W&B marks such a run crashed — so its alerts are told once, not repeated for ever. A
+record arriving later makes it RUNNING again.
 
 ``heartbeat`` is the newest time any record carries (history ``_timestamp``, system stats,
 console output, the run start), and the log's mtime only while no record carries a time.
@@ -34,7 +37,18 @@ rest of the log is used.
 
 A configured path that does not exist, is not a directory or cannot be listed gets one
 error line on every poll (``<source>: <path>: no such directory``) until a full search
-finds it usable; the other paths are still searched.
+finds it usable; the other paths are still searched. A folder inside one that cannot be
+listed (permissions, a listing that fails midway, a link into ``/proc``) is one error line,
+said once and again when it changes; every other folder is still searched.
+
+Only regular files are read: a FIFO, socket or device where a log should be is one error
+line naming it, and the file is opened non-blocking, so nothing in a watched tree can
+block a tick.
+
+Discovery: a full search every ``rescan`` seconds; in between, every folder the search
+listed is checked by its mtime (a new entry changes it), and only changed ones are listed
+again — a new run, or a new ``wandb/`` folder anywhere in the searched depth, is found at
+the next poll at the cost of one ``stat`` per folder.
 """
 
 from __future__ import annotations
@@ -43,19 +57,23 @@ import os
 import stat as statmode
 from collections.abc import Container, Iterable, Mapping
 
-from runwatch.model import RunSnapshot, Series
+from runwatch.duration import format_duration
+from runwatch.model import RunSnapshot, RunState, Series
 from runwatch.sources.base import Poll
 from runwatch.sources.runlog import KINDS, LogRead, RunLog, id_from_dir
 from runwatch.sources.wandbfile import LogReader
 
 DEFAULT_DEPTH = 6
-DEFAULT_RESCAN = 30.0
+DEFAULT_RESCAN = 600.0  # the full search; changed folders are listed at every poll
+DEFAULT_DEAD_AFTER = 2 * 3600.0  # a live run with no record for this long is taken as crashed
 
 _WANDB_DIRS = ("wandb", ".wandb")
 _RUN_PREFIXES = ("run-", "offline-run-")
 # Directories that hold no runs and can be huge (hidden ones, .venv and .git included,
 # are skipped as well).
 _SKIP_DIRS = frozenset({"node_modules", "__pycache__", "site-packages", "dist-packages", "venv"})
+# Pseudo file systems: a link into one is never followed (/proc/1/root is the whole disk).
+_PSEUDO = ("/proc", "/sys", "/dev")
 
 
 # --- the source --------------------------------------------------------------------------
@@ -69,8 +87,9 @@ class RundirSource:
     and so on. A path may also name a ``wandb`` directory or a run directory itself.
     Hidden directories and dependency trees are skipped, and run directories are never
     entered beyond their log. The full search runs every ``rescan`` seconds; in between,
-    only known ``wandb`` directories that changed are listed again, which is where new
-    runs appear.
+    every folder it listed that changed (by mtime) is listed again, which is where new runs
+    and new ``wandb`` directories appear. A run with no record for ``dead_after`` seconds
+    is taken as crashed.
     """
 
     def __init__(
@@ -80,13 +99,19 @@ class RundirSource:
         *,
         depth: int = DEFAULT_DEPTH,
         rescan: float = DEFAULT_RESCAN,
+        dead_after: float = DEFAULT_DEAD_AFTER,
     ):
         self.name = name
         self.paths = tuple(os.path.abspath(os.fspath(p)) for p in paths)
         self.depth = depth
         self.rescan = rescan
+        self.dead_after = dead_after
         self._runs: dict[str, str] = {}  # run key (real path of the run dir, as text) -> log
         self._wandb_dirs: dict[str, int] = {}  # wandb dir -> mtime_ns when listed
+        self._dirs: dict[str, tuple[int, int]] = {}  # searched folder -> (mtime_ns, level)
+        self._walk_errors: dict[str, str] = {}  # folder -> why it cannot be searched
+        self._walk_said: dict[str, str] = {}  # folder -> what was said of it
+        self._dead: set[str] = set()  # runs told as ended for want of records
         self._last_scan: float | None = None
         self._path_errors: list[str] = []  # configured paths that cannot be searched
         # run key -> (cursor, state) pairs recently produced or parsed: a poll whose
@@ -109,19 +134,20 @@ class RundirSource:
         if self._last_scan is None or now - self._last_scan >= self.rescan or now < self._last_scan:
             self._full_scan()
             self._last_scan = now
-        else:
-            for wandb_dir, mtime in list(self._wandb_dirs.items()):
-                try:
-                    current = os.stat(wandb_dir).st_mtime_ns
-                except OSError:
-                    continue
-                if current != mtime:
-                    self._list_wandb_dir(wandb_dir, self._runs)
+            return self._runs
+        for folder, (mtime, level) in list(self._dirs.items()):
+            if _mtime(folder) != mtime:  # something was added, removed or renamed in it
+                self._walk(folder, level, self._runs, set(), fresh_only=True)
+        for wandb_dir, mtime in list(self._wandb_dirs.items()):
+            if _mtime(wandb_dir) != mtime:
+                self._list_wandb_dir(wandb_dir, self._runs)
         return self._runs
 
     def _full_scan(self) -> None:
         runs: dict[str, str] = {}
         self._wandb_dirs = {}
+        self._dirs = {}
+        self._walk_errors = {}
         self._path_errors = []
         visited: set[str] = set()
         for path in self.paths:
@@ -143,56 +169,75 @@ class RundirSource:
         for log in self._reported.keys() - logs:
             del self._reported[log]
 
-    def _walk(self, path: str, level: int, runs: dict[str, str], visited: set[str]) -> None:
+    def _walk(self, path: str, level: int, runs: dict[str, str], visited: set[str], *,
+              fresh_only: bool = False) -> None:
+        """Search ``path`` (``level`` below a configured path) for ``wandb`` directories.
+        ``fresh_only``: ``path`` changed since it was searched — only what is new in it
+        (folders and ``wandb`` directories not known yet) is searched."""
         try:
-            entries = os.scandir(path)
-        except OSError:
+            self._dirs[path] = (os.stat(path).st_mtime_ns, level)
+            with os.scandir(path) as listing:
+                entries = list(listing)  # a listing may fail midway: all of it, or none
+        except OSError as exc:
+            self._walk_errors[path] = f"{self.name}: {_text(path)}: cannot list:" \
+                                      f" {exc.strerror or exc}; its runs are not checked"
             return
+        self._walk_errors.pop(path, None)
         descend = level < self.depth
-        with entries:
-            for entry in entries:
-                name = entry.name
-                if name in _WANDB_DIRS:
-                    try:
-                        is_dir = entry.is_dir()
-                    except OSError:  # a symlink loop, an unreadable link
-                        continue
-                    if is_dir:
-                        self._list_wandb_dir(entry.path, runs)
-                    continue
-                if not descend or name[0] == "." or name in _SKIP_DIRS:
-                    continue
+        for entry in entries:
+            name = entry.name
+            if name in _WANDB_DIRS:
                 try:
-                    if not entry.is_dir():
-                        continue
-                    if entry.is_symlink():
-                        # Follow links to directories, once each: a link cycle or two
-                        # links to one tree must not repeat the search.
-                        real = os.path.realpath(entry.path)
-                        if real in visited:
-                            continue
-                        visited.add(real)
-                except OSError:
+                    is_dir = entry.is_dir()
+                except OSError:  # a symlink loop, an unreadable link
                     continue
-                self._walk(entry.path, level + 1, runs, visited)
+                if is_dir and not (fresh_only and entry.path in self._wandb_dirs):
+                    self._list_wandb_dir(entry.path, runs)
+                continue
+            if not descend or name[0] == "." or name in _SKIP_DIRS:
+                continue
+            if fresh_only and entry.path in self._dirs:
+                continue  # known: its own mtime says when it changes
+            try:
+                if not entry.is_dir():
+                    continue
+                if entry.is_symlink():
+                    # Follow links to directories, once each: a link cycle or two
+                    # links to one tree must not repeat the search.
+                    real = os.path.realpath(entry.path)
+                    if real.startswith(_PSEUDO) and (real + "/").startswith(
+                            tuple(p + "/" for p in _PSEUDO)):
+                        self._walk_errors[entry.path] = (
+                            f"{self.name}: {_text(entry.path)}: a link into"
+                            f" {_text(real)}: not searched")
+                        continue
+                    if real in visited:
+                        continue
+                    visited.add(real)
+            except OSError:
+                continue
+            self._walk(entry.path, level + 1, runs, visited)
 
     def _list_wandb_dir(self, path: str, runs: dict[str, str]) -> None:
         try:
             self._wandb_dirs[path] = os.stat(path).st_mtime_ns
-            entries = os.scandir(path)
-        except OSError:
+            with os.scandir(path) as listing:
+                entries = list(listing)
+        except OSError as exc:
+            self._walk_errors[path] = f"{self.name}: {_text(path)}: cannot list:" \
+                                      f" {exc.strerror or exc}; its runs are not checked"
             return
-        with entries:
-            for entry in entries:
-                # `latest-run` is a symlink to one of these; taking names only (and
-                # deduplicating by real path) keeps it from counting a run twice.
-                if entry.name.startswith(_RUN_PREFIXES):
-                    try:
-                        if not entry.is_dir():
-                            continue
-                    except OSError:
+        self._walk_errors.pop(path, None)
+        for entry in entries:
+            # `latest-run` is a symlink to one of these; taking names only (and
+            # deduplicating by real path) keeps it from counting a run twice.
+            if entry.name.startswith(_RUN_PREFIXES):
+                try:
+                    if not entry.is_dir():
                         continue
-                    self._add_run(os.path.realpath(entry.path), runs)
+                except OSError:
+                    continue
+                self._add_run(os.path.realpath(entry.path), runs)
 
     def _add_run(self, real: str, runs: dict[str, str]) -> None:
         key = _text(real)  # the run's key and location; `real` stays the path to read
@@ -212,6 +257,7 @@ class RundirSource:
         runs = self.runs(now)
         # A path that cannot be searched is a config problem: said on every poll.
         errors: list[str] = list(self._path_errors)
+        errors += self._walk_news()
         for key, log in runs.items():
             cursor = cursors.get(key)
             try:
@@ -223,7 +269,11 @@ class RundirSource:
                 # What was known of the run still stands: its heartbeat goes stale.
                 run = self._state(key, log, cursor)
                 if not run.state.ended and run.mtime_ns >= 0:
-                    snapshots.append(self._snapshot(run, {}, run.mtime_ns / 1e9))
+                    self._live(snapshots, run, {}, run.mtime_ns / 1e9, now)
+                continue
+            if not statmode.S_ISREG(stat.st_mode):  # a FIFO would block the read for ever
+                self._report(errors, log, f"{_text(log)}: not a regular file"
+                                          f" ({_file_kind(stat.st_mode)}); not read")
                 continue
             run = self._state(key, log, cursor)
             if (
@@ -233,7 +283,7 @@ class RundirSource:
                 and stat.st_dev == run.dev
             ):
                 if not run.state.ended:
-                    snapshots.append(self._snapshot(run, {}, stat.st_mtime))
+                    self._live(snapshots, run, {}, stat.st_mtime, now)
                 continue
             try:
                 read = read_records(run, stat, wanted)
@@ -246,7 +296,7 @@ class RundirSource:
                 # The run as it was before this read: still there, still checked (its
                 # heartbeat goes stale), and read again next poll.
                 if not run.state.ended:
-                    snapshots.append(self._snapshot(run, {}, stat.st_mtime))
+                    self._live(snapshots, run, {}, stat.st_mtime, now)
                 continue
             self._reported.pop(log, None)
             run, history, damage, changed = read
@@ -254,9 +304,32 @@ class RundirSource:
             text = run.to_cursor()
             new_cursors[key] = text
             self._remember(key, cursor, text, run)
-            if changed or not run.state.ended:
+            if not run.state.ended:
+                self._live(snapshots, run, history, stat.st_mtime, now, changed=changed)
+            elif changed:
                 snapshots.append(self._snapshot(run, history, stat.st_mtime))
         return Poll(snapshots=tuple(snapshots), cursors=new_cursors, errors=tuple(errors))
+
+    def _live(self, snapshots: list[RunSnapshot], run: RunLog, history: Mapping[str, Series],
+              mtime: float, now: float, *, changed: bool = False) -> None:
+        """Add the snapshot of a run with no exit record: as it is while it writes; as
+        crashed — once — when it has written nothing for ``dead_after``."""
+        snapshot = snapshot_of(run, self.name, history, mtime, now=now,
+                               dead_after=self.dead_after)
+        if snapshot.state is RunState.CRASHED and run.state is not RunState.CRASHED:
+            if run.key in self._dead and not changed:
+                return  # told once: an ended run is not judged again until it writes
+            self._dead.add(run.key)
+        else:
+            self._dead.discard(run.key)
+        snapshots.append(snapshot)
+
+    def _walk_news(self) -> list[str]:
+        """Folders that cannot be searched, each said once (again when it changes)."""
+        news = [message for folder, message in self._walk_errors.items()
+                if self._walk_said.get(folder) != message]
+        self._walk_said = dict(self._walk_errors)
+        return news
 
     def _wanted(self, wanted_keys: frozenset[str]) -> frozenset[str]:
         cached = self._wanted_cache
@@ -294,13 +367,20 @@ class RundirSource:
 
 
 def snapshot_of(run: RunLog, source: str, history: Mapping[str, Series],
-                mtime: float) -> RunSnapshot:
+                mtime: float, *, now: float | None = None,
+                dead_after: float = DEFAULT_DEAD_AFTER) -> RunSnapshot:
     """What ``run`` looks like to the engine, with ``history``; its heartbeat is the log's
-    ``mtime`` while no record carries a time."""
+    ``mtime`` while no record carries a time. Given ``now``, a run with no exit record
+    and no record for ``dead_after`` is CRASHED ("no record for 2h")."""
+    heartbeat = run.heartbeat if run.heartbeat is not None else mtime
+    state, why = run.state, ""
+    if now is not None and not state.ended and now - heartbeat >= dead_after:
+        state, why = RunState.CRASHED, f"no record for {format_duration(dead_after)}"
     return RunSnapshot(
         ref=run.ref(source),
-        state=run.state,
-        heartbeat=run.heartbeat if run.heartbeat is not None else mtime,
+        state=state,
+        ended_why=why,
+        heartbeat=heartbeat,
         progress=run.progress,
         started=run.started,
         last_step=run.last_step,
@@ -349,6 +429,22 @@ def _text(path: str) -> str:
     except UnicodeEncodeError:
         return os.fsencode(path).decode("utf-8", "backslashreplace")
     return path
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in ((statmode.S_ISFIFO, "a FIFO"), (statmode.S_ISSOCK, "a socket"),
+                       (statmode.S_ISCHR, "a character device"),
+                       (statmode.S_ISBLK, "a block device"), (statmode.S_ISDIR, "a directory")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def _unsearchable(path: str) -> str | None:

@@ -41,7 +41,9 @@ used is checksum-verified. Not checksumming the rest is where the speed is.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Container, Iterator
@@ -192,6 +194,23 @@ def intact(data: bytes, unchecked: int) -> bool:
     return _crc32(memoryview(data)[unchecked + 6 : unchecked + 7 + length]) == checksum
 
 
+def open_regular(path: str) -> BinaryIO:
+    """``path`` opened for reading, if it is a regular file: opened non-blocking (a FIFO
+    put where a log belongs would block ``open`` until a writer came), then checked on
+    the open file itself. OSError naming what it is otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+                 | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 class LogReader:
     """Complete records of one ``.wandb`` file from a byte offset on.
 
@@ -222,7 +241,7 @@ class LogReader:
             yield from batch
 
     def batches(self) -> Iterator[list[Record]]:
-        with open(self.path, "rb") as file:
+        with open_regular(self.path) as file:
             self.size = os.fstat(file.fileno()).st_size
             if self.offset < FILE_HEADER_SIZE and not self._check_header(file):
                 return
