@@ -195,3 +195,13 @@ def test_a_sigkilled_sdk_run_becomes_crashed_after_dead_after(wandb_runs):
     later = alive.heartbeat + 3601
     [dead] = RundirSource("s", [killed], dead_after=3600).poll({}, WANTED, later).snapshots
     assert (dead.state, dead.ended_why) == (RunState.CRASHED, "no record for 1h")
+
+
+def test_reports_over_a_tree_take_a_silent_run_as_crashed_as_the_source_does(tmp_path):
+    from runwatch.sources.rundir_reports import read_tree
+
+    write_run(tmp_path, "dead0001")
+    [alive] = read_tree([tmp_path], WANTED, T0 + 60).runs
+    [dead] = read_tree([tmp_path], WANTED, T0 + 2 + 7200).runs
+    assert (alive.state, dead.state, dead.ended_why) == (
+        RunState.RUNNING, RunState.CRASHED, "no record for 2h")

@@ -53,14 +53,15 @@ def _newest_run(folder: str) -> str | None:
     return os.path.join(folder, max(names, key=lambda n: n.removeprefix("offline-")))
 
 
-def read_log(log: str, keys: Container[str], *, source: str = "rundir"
-             ) -> tuple[RunSnapshot, list[str]]:
+def read_log(log: str, keys: Container[str], *, source: str = "rundir",
+             now: float | None = None) -> tuple[RunSnapshot, list[str]]:
     """The run whose log is ``log``, with the history of ``keys``, and one line per damaged
-    place found (the records before it are used). OSError if the log cannot be read."""
+    place found (the records before it are used); given ``now``, a run silent for
+    ``dead_after`` is crashed, as the source takes it. OSError if the log cannot be read."""
     stat = os.stat(log)
     run, history, errors, _ = read_records(RunLog(key=os.path.dirname(log), log=log), stat,
                                            keys)
-    return snapshot_of(run, source, history, stat.st_mtime), errors
+    return snapshot_of(run, source, history, stat.st_mtime, now=now), errors
 
 
 def read_run(path: str | os.PathLike[str], keys: Container[str], *, source: str = "rundir"
@@ -79,7 +80,7 @@ def read_tree(paths: Iterable[str | os.PathLike[str]], keys: Container[str], now
     errors: list[str] = list(finder.path_errors)
     for log in sorted(logs.values()):
         try:
-            snapshot, damage = read_log(log, keys, source=source)
+            snapshot, damage = read_log(log, keys, source=source, now=now)
         except FileNotFoundError:
             continue  # the SDK creates the directory before the log
         except OSError as exc:
