@@ -74,12 +74,17 @@ def evaluate(
             # firing for a run that will never be read again.
             resolved = replace(after, status=AlertStatus.RESOLVED, resolved_at=now,
                                active_since=None, since_step=None,
-                               resolution=f"run ended: {snapshot.state}" + (
-                                   f" ({snapshot.ended_why})" if snapshot.ended_why else ""))
+                               resolution=ended_reason(snapshot))
             transitions.append(Transition(alert=resolved, previous=AlertStatus.FIRING))
             after = resolved
         alerts.append(after)
     return Evaluation(alerts=tuple(alerts), transitions=tuple(transitions))
+
+
+def ended_reason(snapshot: RunSnapshot) -> str:
+    """``run ended: crashed``, with why the source took it as ended when it says."""
+    why = f" ({snapshot.ended_why})" if snapshot.ended_why else ""
+    return f"run ended: {snapshot.state}{why}"
 
 
 def retire(alerts: Iterable[AlertState], rule_names: Collection[str], now: float, *,
@@ -150,8 +155,12 @@ def step_alert(
             return replace(before, **common)
     if not active:
         if before.status == AlertStatus.FIRING:
+            # A check that stops applying when the run ends (a heartbeat) clears with no
+            # value of its own: that is the run's end, not a fix.
+            why = ended_reason(snapshot) if snapshot.state.ended and verdict.value is None \
+                else "condition cleared"
             return replace(before, **common, status=AlertStatus.RESOLVED, resolved_at=now,
-                           active_since=None, since_step=None, resolution="condition cleared")
+                           active_since=None, since_step=None, resolution=why)
         status = AlertStatus.RESOLVED if before.status == AlertStatus.RESOLVED else (
             AlertStatus.INACTIVE)
         return replace(before, **common, status=status, active_since=None, since_step=None,

@@ -418,3 +418,37 @@ def test_a_reload_that_fails_in_any_way_keeps_the_running_config(daemon, tmp_pat
     assert daemon.config.sources[0].name == "rundir"
     config.write_text(good)
     assert daemon.reload() is True
+
+
+def test_a_run_that_went_silent_is_crashed_after_dead_after_and_told_once(tmp_path, fake_slack):
+    run = LiveRun(tmp_path / "runs")
+    for i in range(5):
+        run.step(START + 10 * i)
+    rules = ("rules:\n"
+             "  - {name: run-stalled, kind: heartbeat, older_than: 30m, severity: critical}\n"
+             "  - {name: run-crashed, kind: state, states: [crashed], severity: critical}\n")
+    d = Daemon(write_config(tmp_path, fake_slack.api_url, rules=rules))
+    last = START + 40
+    try:
+        with at(last + 60):
+            d.tick_source("rundir")
+        with at(last + 1800 + 60):
+            d.tick_source("rundir")
+        assert ["run-stalled" in (p.text or "") for p in fake_slack.calls_to("chat.postMessage")
+                ] == [True]
+        with at(last + 7200 + 30):  # no record for 2h: the run is taken as crashed
+            d.tick_source("rundir")
+        [stalled] = [a for a in d.store.alerts(status=AlertStatus.RESOLVED)
+                     if a.rule == "run-stalled"]
+        assert stalled.resolution == "run ended: crashed (no record for 2h)"
+        [crashed] = d.store.alerts(status=AlertStatus.FIRING)
+        assert crashed.rule == "run-crashed"
+        told = len(fake_slack.calls_to("chat.postMessage"))
+        assert told == 3  # the crash, and the stall's resolution in its thread
+        for hours in (1, 5, 24):  # never repeated: the run has ended
+            with at(last + 7200 + hours * 3600):
+                d.tick_source("rundir")
+        assert len(fake_slack.calls_to("chat.postMessage")) == told
+    finally:
+        d.runtime.close()
+        d.store.close()
