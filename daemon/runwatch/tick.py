@@ -4,6 +4,10 @@ The one code path behind ``runwatch check`` and, on a schedule, the daemon. A so
 fails is reported and skipped; the other sources are still checked. The store is written
 once per source, alerts and cursors in one transaction, so a crash between two ticks can
 neither skip a run's new rows nor count them twice.
+
+A run whose evaluation raises keeps the cursor it had: its new rows are read again on the
+next tick, and the error is reported again on every tick they still cannot be judged —
+a run that is not being watched says so each time, not once.
 """
 
 from __future__ import annotations
@@ -121,14 +125,17 @@ def run_tick(
         by_source[source.name] = SourceTick(ok=poll.reachable, runs=len(poll.snapshots),
                                             errors=tuple(poll.errors))
         alerts = []
+        held: set[str] = set()  # cursor keys of runs whose new rows were not judged
         about_key = fingerprint(SOURCE_UNREACHABLE, source_ref(source.name))
         previous = store.load_alerts([about_key, *_fingerprints(rules, poll.snapshots)])
         for snapshot in poll.snapshots:
             try:
                 result = evaluate(rules, snapshot, previous, now, aliases)
             except Exception as exc:  # one run's bad data must not stop the others
-                errors.append(f"run {snapshot.ref.path}: evaluation failed:"
-                              f" {type(exc).__name__}: {exc}")
+                errors.append(f"run {snapshot.ref.path}: evaluation failed{_steps(snapshot)}:"
+                              f" {type(exc).__name__}: {exc}; its cursor stays, so it is"
+                              " read again next tick")
+                held.update(cursor_keys(snapshot.ref))
                 continue
             alerts.extend(result.alerts)
             transitions.extend(result.transitions)
@@ -142,8 +149,9 @@ def run_tick(
         if about_source is not None:
             alerts.append(about_source.alert)
             transitions.append(about_source)
+        cursors = {k: v for k, v in poll.cursors.items() if k not in held}
         if not dry_run:
-            store.commit_tick(source=source.name, alerts=alerts, cursors=poll.cursors, now=now)
+            store.commit_tick(source=source.name, alerts=alerts, cursors=cursors, now=now)
     retired = retire(store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING)),
                      {rule.name for rule in rules} | {SOURCE_UNREACHABLE}, now)
     transitions.extend(retired.transitions)
@@ -153,6 +161,22 @@ def run_tick(
                       errors=tuple(errors),
                       warnings=tuple(unlogged_metrics(rules, snapshots, aliases)),
                       charts=charts, failed_sources=tuple(failed), by_source=by_source)
+
+
+def cursor_keys(ref: RunRef) -> tuple[str, ...]:
+    """The keys a source may keep a run's cursor under: W&B sources its path
+    (entity/project/id), run-directory sources its location (the directory)."""
+    return tuple(key for key in (ref.path, ref.location) if key)
+
+
+def _steps(snapshot: RunSnapshot) -> str:
+    """`` on steps 10-14`` of the rows a snapshot brings (`` at step 14`` without new
+    rows), for the line saying they could not be judged."""
+    ends = [s.steps[i] for s in snapshot.history.values() if s.steps for i in (0, -1)]
+    if ends and min(ends) != max(ends):
+        return f" on steps {min(ends)}-{max(ends)}"
+    step = ends[0] if ends else snapshot.last_step
+    return f" at step {step}" if step is not None else ""
 
 
 CHART_POINTS = 500

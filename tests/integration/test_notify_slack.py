@@ -559,3 +559,35 @@ def test_webhook_429_is_temporary_at_once(fake_slack):
     fake_slack.fail("webhook", status=429, error="rate_limited", retry_after=90)
     delivery = hook.send(message([alert()]))
     assert (delivery.ok, delivery.temporary, delivery.retry_after) == (False, True, 90.0)
+
+
+# --- answers that are not JSON ----------------------------------------------------------
+
+@pytest.mark.parametrize("body", [
+    "<html><body><h1>502 Bad Gateway</h1></body></html>",  # a proxy's page, sent as a 200
+    '{"ok": true, "channel": "CTRAININGAL", "ts": "17',  # cut off mid-answer
+])
+def test_a_200_whose_body_is_not_json_is_temporary_and_maybe_posted(fake_slack, slack, body):
+    fake_slack.fail("chat.postMessage", raw=body)
+    delivery = slack.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary, delivery.maybe_delivered) == (False, True, True)
+    assert delivery.detail.startswith("slack receiver 'team-slack': chat.postMessage failed:"
+                                      " HTTP 200 with a body that is not JSON: ")
+    assert body[:20] in delivery.detail and "\n" not in delivery.detail
+    [call] = fake_slack.calls_to("chat.postMessage", ok=None)
+    assert call.status == 200 and fake_slack.calls_to("chat.postMessage") == []
+    # The outbox's next attempt looks for the post first, finds none, and posts once.
+    resumed = slack.send(again(message([alert()]), {}))
+    assert resumed.ok, resumed.detail
+    assert len(fake_slack.calls_to("conversations.history")) == 1
+    assert len(fake_slack.calls_to("chat.postMessage")) == 1
+
+
+def test_a_5xx_whose_body_is_not_json_says_so(fake_slack):
+    slack = SlackNotifier("s", token=TOKEN, channel="#a", base_url=fake_slack.api_url,
+                          retries=0)
+    fake_slack.fail("chat.postMessage", status=502, raw="<html>Bad Gateway</html>")
+    delivery = slack.send(message([alert()]))
+    assert (delivery.ok, delivery.temporary) == (False, True)
+    assert delivery.detail == ("slack receiver 's': chat.postMessage failed: HTTP 502 with a"
+                               " body that is not JSON: <html>Bad Gateway</html>")

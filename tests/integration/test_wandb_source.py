@@ -17,6 +17,7 @@ from runwatch.config.sources import WandbSource as WandbSpec
 from runwatch.keys import DEFAULT_ALIASES
 from runwatch.model import AlertStatus
 from runwatch.sources.wandb_api import STATE_KEY, WandbApiSource
+from runwatch.sources.wandb_cursor import RunCursor
 from runwatch.store.memory import MemoryStore
 from runwatch.tick import keys_for_run, run_tick, wanted_keys
 
@@ -195,7 +196,8 @@ def test_a_tick_during_an_outage_ends_within_its_bound(wandb_server):
     poll = Ticker(source).poll(T0 + 120)
     took = time.monotonic() - started
     assert took < 10, took
-    assert poll.errors and "timed out" in poll.errors[0]
+    assert poll.errors and "W&B request timed out: no answer within " in poll.errors[0]
+    assert "busy" not in poll.errors[0]  # wandb-core's words, not what happened
 
 
 def test_a_rate_limit_is_waited_out_inside_the_request(wandb_server):
@@ -339,3 +341,108 @@ def test_a_metric_whose_summary_is_its_minimum_is_still_read(wandb_server):
     report = run_tick(sources=[WandbApiSource(spec(wandb_server.url))], rules=RULES,
                       aliases=DEFAULT_ALIASES, store=MemoryStore(), now=T0 + 10)
     assert [(t.alert.rule, t.alert.step) for t in report.transitions] == [("loss-nan", 4)]
+
+
+# --- rows W&B answers oddly, runs the engine cannot judge, rate limits --------------------
+
+def run_cursor(store: MemoryStore, path: str) -> RunCursor | None:
+    return RunCursor.load(store.load_cursors("wandb:team").get(path))
+
+
+def test_float_steps_from_wandb_are_judged(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", summary={"_step": 14.0}, rows=rows(0, 15, **{
+        "train/grad_norm": lambda s: 50.0 if s == 12 else 1.0}))
+    wandb_server.serve_steps(path, {s: float(s) for s in range(15)})  # 0.0 … 14.0
+    store = MemoryStore()
+    report = run_tick(sources=[WandbApiSource(spec(wandb_server.url))], rules=RULES,
+                      aliases=DEFAULT_ALIASES, store=store, now=T0 + 10)
+    assert report.errors == ()
+    assert [(t.alert.rule, t.status, t.alert.step) for t in report.transitions] == [
+        ("grad-high", AlertStatus.FIRING, 12)]
+    assert run_cursor(store, path).step == 14
+
+
+def test_an_unreadable_row_is_one_error_and_the_cursor_stays_before_it(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
+    source = WandbApiSource(spec(wandb_server.url))
+    store = MemoryStore()
+
+    def tick(now):
+        return run_tick(sources=[source], rules=RULES, aliases=DEFAULT_ALIASES, store=store,
+                        now=now)
+
+    assert tick(T0 + 10).errors == ()
+    wandb_server.append_rows(path, rows(10, 5, t=T0 + 60, **{
+        "train/grad_norm": lambda s: 50.0 if s == 13 else 1.0}))
+    wandb_server.serve_steps(path, {12: "abc"})
+    bad = 'run team/p/r1: the history row after step 11 has _step "abc", not a whole number'
+    for now, then in ((T0 + 70, "judged up to step 11, the rest is"),  # 10 and 11 judged
+                      (T0 + 190, "none of its new rows judged, they are")):  # each tick
+        report = tick(now)
+        assert report.errors == (f"{bad}; {then} read again next tick",)
+        assert report.transitions == ()  # the spike at step 13 is not judged yet
+        assert run_cursor(store, path).step == 11
+    wandb_server.serve_steps(path, {12: 12})  # W&B answers it readably again
+    report = tick(T0 + 310)
+    assert report.errors == ()
+    assert [(t.alert.rule, t.alert.step) for t in report.transitions] == [("grad-high", 13)]
+    assert run_cursor(store, path).step == 14
+    assert [(s["minStep"], s["maxStep"]) for _, s in history_specs(wandb_server)] == [
+        (0, 9), (10, 14), (12, 14), (12, 14)]
+
+
+def test_a_run_whose_evaluation_raises_keeps_its_cursor(wandb_server):
+    """A mean over a window of huge (finite) losses overflows ``math.fsum``: the engine
+    raises for that run, and its rows are read and tried again on the next tick."""
+    mean = RULE_ADAPTER.validate_python({
+        "name": "loss-mean-high", "kind": "threshold", "metric": "loss", "op": ">",
+        "value": 100, "mode": "mean", "window": 5, "severity": "warning"})
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
+    source = WandbApiSource(spec(wandb_server.url))
+    store = MemoryStore()
+
+    def tick(now):
+        return run_tick(sources=[source], rules=[*RULES, mean], aliases=DEFAULT_ALIASES,
+                        store=store, now=now)
+
+    assert tick(T0 + 10).errors == ()
+    wandb_server.append_rows(path, rows(10, 5, t=T0 + 60, loss=1e308))
+    line = ("run team/p/r1: evaluation failed on steps 10-14: OverflowError: intermediate"
+            " overflow in fsum; its cursor stays, so it is read again next tick")
+    for now in (T0 + 70, T0 + 190):
+        assert tick(now).errors == (line,)
+        assert run_cursor(store, path).step == 9
+    assert [(s["minStep"], s["maxStep"]) for _, s in history_specs(wandb_server)] == [
+        (0, 9), (10, 14), (10, 14)]
+
+
+def test_a_rate_limit_says_so_and_when_it_is_tried_again(wandb_server):
+    wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
+    source = WandbApiSource(spec(wandb_server.url, request_retries=1, interval="60s"))
+    ticker = Ticker(source)
+    ticker.poll(T0)
+    wandb_server.rate_limit_next(2, retry_after=1, op="RunwatchRuns")  # the try and its retry
+    poll = ticker.poll(T0 + 60)
+    assert poll.errors == (
+        "source wandb:team: project team/p: rate limited by W&B (HTTP 429), retrying after"
+        " 60 s",)
+    assert [r.status for r in wandb_server.received if r.op == "RunwatchRuns"][-2:] == [
+        429, 429]
+    wandb_server.rate_limit_next(2, retry_after=1, op="RunwatchRuns")
+    assert ticker.poll(T0 + 120).errors == (  # backing off: twice the interval
+        "source wandb:team: project team/p: rate limited by W&B (HTTP 429), retrying after"
+        " 120 s",)
+
+
+def test_an_unreadable_first_row_judges_none_of_the_new_rows(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url)))
+    ticker.poll(T0 + 10)
+    wandb_server.append_rows(path, rows(10, 5, t=T0 + 60))
+    wandb_server.serve_steps(path, {10: 10.5})
+    poll = ticker.poll(T0 + 70)
+    assert poll.errors == (
+        "run team/p/r1: the history row after step 9 has _step 10.5, not a whole number;"
+        " none of its new rows judged, they are read again next tick",)
+    assert poll.snapshots[0].history == {}
+    assert RunCursor.load(ticker.cursors[path]).step == 9

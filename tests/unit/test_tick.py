@@ -169,8 +169,33 @@ def test_one_run_failing_evaluation_leaves_the_others(store):
     report = run_tick(sources=[src], rules=[exploding], aliases=DEFAULT_ALIASES,
                       store=store, now=T0)
     assert report.errors == (
-        "run team/pretrain/bad: evaluation failed: ZeroDivisionError: division by zero",)
+        "run team/pretrain/bad: evaluation failed: ZeroDivisionError: division by zero;"
+        " its cursor stays, so it is read again next tick",)
     assert [t.alert.run.id for t in report.transitions] == ["good"]
+
+
+@pytest.mark.parametrize("key", ["team/pretrain/bad", "/runs/run-bad"])  # W&B, run dir
+def test_a_run_whose_evaluation_raises_keeps_its_cursor_and_says_so_each_tick(store, key):
+    """Its rows are read again next tick rather than passed over unjudged: the cursor it
+    had stays, whichever key its source keeps it under; the other runs move on."""
+    mean = rule(name="mean-high", kind="threshold", metric="loss", op=">", value=100,
+                mode="mean", window=5)
+    huge = {"loss": series([1e308] * 5, start_step=10)}  # finite; their sum is not
+    store.commit_tick(source="a", alerts=[], cursors={key: "before"}, now=T0 - 60)
+    src = ListSource("a", [
+        poll(snapshot(huge, run_id="bad"), snapshot(run_id="good"),
+             cursors={key: "after", "team/pretrain/good": "g1"}),
+        poll(snapshot(huge, run_id="bad"), cursors={key: "after"}),
+    ])
+    line = ("run team/pretrain/bad: evaluation failed on steps 10-14: OverflowError:"
+            " intermediate overflow in fsum; its cursor stays, so it is read again next"
+            " tick")
+    for now in (T0, T0 + 60):
+        report = run_tick(sources=[src], rules=[mean], aliases=DEFAULT_ALIASES, store=store,
+                          now=now)
+        assert report.errors == (line,)
+        assert store.load_cursors("a") == {key: "before", "team/pretrain/good": "g1"}
+    assert [c[key] for c in src.seen_cursors] == ["before", "before"]
 
 
 def test_keys_for_a_run_are_what_its_matching_rules_read_resolved_against_its_keys():

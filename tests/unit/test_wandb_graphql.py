@@ -105,18 +105,56 @@ def test_history_rows_become_sorted_columns_with_both_nonfinite_forms():
         [{"_step": 3, "_timestamp": 30.0, "loss": "NaN"},
          {"_step": 1, "_timestamp": 10.0, "loss": 1.5},
          {"_step": 2, "_timestamp": 20.0, "loss": math.nan},
-         {"_timestamp": 99.0, "loss": 9.0}],  # no step: not a row
+         {"_step": 4, "_timestamp": 40.0, "loss": {"_type": "histogram"}}],  # not a number
         [{"_step": 1, "_timestamp": 10.0, "acc": "Infinity"}],
         [],
     ]}, "r1": None}}
     rows = history_rows(data, 0, ("loss", "acc", "missing"))
     assert history_rows(data, 1, ("loss",)) is None
-    series, newest = series_from_rows(rows)
+    answer = series_from_rows(rows)
+    series = answer.series
     assert series["loss"].steps == (1, 2, 3)
     assert series["loss"].values[0] == 1.5 and all(map(math.isnan, series["loss"].values[1:]))
     assert series["acc"].values == (math.inf,)
     assert "missing" not in series
-    assert newest == 30.0
+    assert (answer.newest, answer.unread) == (30.0, None)
+
+
+def rows_of(*steps, key="loss"):
+    return [{"_step": s, "_timestamp": 100.0 + i, key: float(i)} for i, s in enumerate(steps)]
+
+
+def test_integral_float_steps_are_the_steps_they_stand_for():
+    answer = series_from_rows({"loss": rows_of(510.0, 511, 512.0)}, after=509)
+    assert answer.unread is None
+    assert answer.series["loss"].steps == (510, 511, 512)
+    assert all(type(s) is int for s in answer.series["loss"].steps)
+
+
+@pytest.mark.parametrize(("bad", "shown"), [
+    ("abc", '"abc"'), (12.5, "12.5"), (None, "missing"), (True, "true"), (math.inf, "Infinity"),
+])
+def test_a_row_whose_step_cannot_be_read_ends_the_read_before_it(bad, shown):
+    loss = rows_of(10, 11, 12, 13)
+    loss[2]["_step"] = bad
+    grad = rows_of(10, 11, 12, 13, key="grad")  # judged only as far as the loss is
+    answer = series_from_rows({"loss": loss, "grad": grad}, after=9)
+    assert answer.unread is not None
+    assert (answer.unread.key, answer.unread.after) == ("loss", 11)
+    assert answer.unread.describe() == (
+        f"the history row after step 11 has _step {shown}, not a whole number")
+    assert answer.series["loss"].steps == answer.series["grad"].steps == (10, 11)
+    assert answer.newest == 101.0  # of the rows judged
+
+
+def test_an_unreadable_first_row_judges_nothing_of_the_read():
+    answer = series_from_rows({"loss": [{"_step": "x", "loss": 1.0}, *rows_of(5, 6)]},
+                              after=4)
+    assert answer.series == {} and answer.newest is None
+    assert answer.unread is not None and answer.unread.after == 4
+    first = series_from_rows({"loss": [{"_step": "x", "loss": 1.0}]})
+    assert first.unread is not None and first.unread.describe() == (
+        'the first history row has _step "x", not a whole number')
 
 
 def test_history_keys_complete_what_the_summary_misses():
@@ -162,6 +200,12 @@ def test_failures_say_whether_retrying_helps(exc, kind, temporary):
     assert isinstance(got, WandbError)
     assert (got.kind, got.temporary) == (kind, temporary)
     assert "\n" not in str(got)
+
+
+def test_a_rate_limit_says_so_without_wandb_cores_retry_story():
+    got = classify(Exception("POST http://w/graphql giving up after 2 attempt(s) while"
+                             " retrying: HTTP 429: slow down"))
+    assert (str(got), got.status) == ("rate limited by W&B (HTTP 429)", 429)
 
 
 def test_without_any_key_the_client_says_so_instead_of_prompting(tmp_path, monkeypatch):

@@ -125,17 +125,35 @@ def parse_ref(value: str) -> tuple[str, str] | None:
 
 def classify(receiver: str, call: str, exc: Exception, *, secrets: tuple[str, ...] = ()
              ) -> Delivery:
-    """A failed Slack call as a Delivery: permanent or temporary, one line, no secret."""
+    """A failed Slack call as a Delivery: permanent or temporary, one line, no secret.
+
+    An answer whose body is not JSON (a proxy's error page, a cut-off body) did not come
+    from Slack's API as such: temporary, and a post so answered may have been made.
+    slack_sdk reports it as an ``ok: false`` whose error is its own sentence, or, for a
+    body that starts like JSON, lets the ``JSONDecodeError`` out."""
+    from json import JSONDecodeError
+
+    non_json = "Received a response in a non-JSON format"  # slack_sdk's words
     retry_after = None
     if isinstance(exc, SlackApiError):
         status = exc.response.status_code
         data = exc.response.data if isinstance(exc.response.data, dict) else {}
         error = str(data.get("error") or "")
         retry_after = retry_after_seconds(exc.response.headers or {})
-        temporary = status == 429 or status >= 500 or error in TEMPORARY_ERRORS
-        what = (error if status == 200 else f"{error} (HTTP {status})") if error \
-            else f"HTTP {status}"
-        maybe = status >= 500 or error in MAYBE_DONE_ERRORS
+        garbled = error.startswith(non_json)
+        temporary = status == 429 or status >= 500 or error in TEMPORARY_ERRORS \
+            or (garbled and status == 200)
+        if garbled:
+            body = error[len(non_json):].lstrip(": ")
+            what = render.single_line(f"HTTP {status} with a body that is not JSON: {body}", 300)
+        else:
+            what = (error if status == 200 else f"{error} (HTTP {status})") if error \
+                else f"HTTP {status}"
+        maybe = status >= 500 or error in MAYBE_DONE_ERRORS or (garbled and status == 200)
+    elif isinstance(exc, JSONDecodeError):
+        temporary = maybe = True
+        what = render.single_line(f"HTTP 200 with a body that is not JSON: {exc.doc[:100]}",
+                                  300)
     elif isinstance(exc, OSError | SlackClientError):  # refused, reset, timeout, DNS …
         temporary = True
         what = render.single_line(f"{type(exc).__name__}: {exc}", 300)

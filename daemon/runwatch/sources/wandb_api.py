@@ -150,8 +150,10 @@ class WandbApiSource:
             state.failures += 1
             state.retry_at = now + min(self.interval * 2 ** (state.failures - 1), MAX_BACKOFF)
             state.last_error = tick.last_error
+        # The next try: after the backoff if this tick failed, else on the next tick.
+        retry_in = state.retry_at - now if state.retry_at is not None else self.interval
         return self._result(state, now, snapshots=tick.snapshots, cursors=tick.new_cursors,
-                            errors=tick.errors)
+                            errors=tick.report(retry_in))
 
     def _result(self, state: _SourceState, now: float, *, snapshots: Sequence[RunSnapshot] = (),
                 cursors: Mapping[str, str] | None = None, errors: Sequence[str] = ()) -> Poll:
@@ -243,6 +245,7 @@ class _Tick:
         self.snapshots: list[RunSnapshot] = []
         self.new_cursors: dict[str, str] = {}
         self.errors: list[str] = []
+        self._rate_limited: list[int] = []  # errors to complete with the next try's time
         self.failed = 0
         self.last_error = ""
         self._runs_ok = 0
@@ -261,7 +264,17 @@ class _Tick:
     def fail(self, what: str, exc: WandbError) -> None:
         self.failed += 1
         self.last_error = str(exc)
+        if exc.kind == "rate-limited":
+            self._rate_limited.append(len(self.errors))
         self.errors.append(f"source {self.source.name}: {what}: {exc}")
+
+    def report(self, retry_in: float) -> list[str]:
+        """The tick's error lines, a rate limit's saying when the source tries again
+        (known only once the tick is over: it depends on whether anything answered)."""
+        lines = list(self.errors)
+        for i in self._rate_limited:
+            lines[i] += f", retrying after {max(0, math.ceil(retry_in))} s"
+        return lines
 
     def run(self) -> None:
         src = self.source
@@ -378,8 +391,18 @@ class _Tick:
             if rows is None:
                 self.errors.append(f"run {node.snapshot.ref.path}: gone from W&B")
                 continue
-            series, newest = series_from_rows(rows)
-            self.finish(node, after_read(before, node, read), history=series, newest=newest)
+            answer = series_from_rows(rows, after=read.first - 1)
+            if answer.unread is not None:
+                # Judged up to the row before it; the cursor stays there, so the row is
+                # read (and reported) again each tick until W&B answers it readably.
+                stop = answer.unread.after
+                judged = f"judged up to step {stop}, the rest is" if stop >= read.first \
+                    else "none of its new rows judged, they are"
+                self.errors.append(f"run {node.snapshot.ref.path}: {answer.unread.describe()};"
+                                   f" {judged} read again next tick")
+                read = replace(read, last=stop)
+            self.finish(node, after_read(before, node, read), history=answer.series,
+                        newest=answer.newest)
         return True
 
     def finish(self, node: RunNode, cursor: RunCursor | None, *,

@@ -65,8 +65,9 @@ def classify(exc: BaseException) -> WandbError:
         return WandbError(f"W&B rejected the API key (HTTP {status}): {_short(text)}",
                           kind="auth", status=status)
     if status == 429:
-        return WandbError(f"W&B rate limit (429): {_short(text)}", kind="rate-limited",
-                          status=status)
+        # wandb-core keeps the answer's headers (Retry-After) to itself: the source says
+        # when it tries again.
+        return WandbError("rate limited by W&B (HTTP 429)", kind="rate-limited", status=status)
     if status is not None and (status >= 500 or status == 408):
         return WandbError(f"W&B unavailable (HTTP {status}): {_short(text)}", kind="unavailable",
                           status=status)
@@ -101,6 +102,8 @@ def _stored_key(base_url: str) -> str | None:
 
 
 _STATUS = re.compile(r"\bHTTP (\d{3})\b")
+# What wandb-core's client says when ``timeout`` passed without its answer.
+_SIDECAR_WAIT = "did not respond in time"
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -173,7 +176,13 @@ class WandbClient:
         try:
             data = api._service_api.execute_graphql(query, variables, timeout=wait, parse=parse)
         except Exception as exc:
-            raise classify(exc) from None
+            error = classify(exc)
+            if error.kind == "timeout" and _SIDECAR_WAIT in str(exc):
+                # wandb-core's words blame itself ("busy"), but it waits on W&B: for an
+                # answer, or out a 429's Retry-After longer than ``wait``.
+                error = WandbError(f"W&B request timed out: no answer within {wait:.3g} s",
+                                   kind="timeout")
+            raise error from None
         return data if isinstance(data, dict) else {}
 
     def close(self) -> None:

@@ -259,24 +259,83 @@ def history_rows(data: Mapping[str, Any] | None, index: int,
     return out
 
 
-def series_from_rows(rows_by_key: Mapping[str, Iterable[Mapping[str, Any]]]
-                     ) -> tuple[dict[str, Series], float | None]:
-    """Each key's rows as a column (sorted by step), and the newest row's time."""
-    series: dict[str, Series] = {}
-    newest = None
+def row_step(value: Any) -> int | None:
+    """A history row's ``_step`` as the whole number it is, else None. W&B's backend
+    sometimes sends ``512.0``, which wandb-core's own history reader takes as 512."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class UnreadRow:
+    """The first row of a read whose ``_step`` is not a whole number (``"abc"``, 1.5): the
+    read is judged up to ``after``, the last step before it, and goes on from there."""
+
+    key: str  # whose rows held it
+    step: Any  # its ``_step`` as W&B sent it (None: missing)
+    after: int
+
+    def describe(self) -> str:
+        shown = "missing" if self.step is None else _short_json(self.step)
+        row = f"the history row after step {self.after}" if self.after >= 0 \
+            else "the first history row"
+        return f"{row} has _step {shown}, not a whole number"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HistoryAnswer:
+    """One run's read rows as columns. With ``unread`` set, every column ends at
+    ``unread.after``: what comes after an unreadable row waits for the next read."""
+
+    series: dict[str, Series]
+    newest: float | None  # the newest judged row's time
+    unread: UnreadRow | None = None
+
+
+def series_from_rows(rows_by_key: Mapping[str, Iterable[Mapping[str, Any]]], *,
+                     after: int = -1) -> HistoryAnswer:
+    """Each key's rows (in the step order W&B answers in) as a column sorted by step, and
+    the newest row's time. ``after`` is the step before the read's first: where the read
+    stops if its first row cannot be read. A row whose value is not a number is passed
+    over; a row whose ``_step`` is not a whole number stops the read (see
+    :class:`HistoryAnswer`)."""
+    columns: dict[str, list[tuple[int, float, float]]] = {}
+    unread = None
     for key, rows in rows_by_key.items():
-        points = []
+        points = columns[key] = []
+        last = after
         for row in rows:
-            step, value = row.get("_step"), number(row.get(key))
-            if not isinstance(step, int) or value is None:
+            step = row_step(row.get("_step"))
+            if step is None:
+                if unread is None or last < unread.after:
+                    unread = UnreadRow(key=key, step=row.get("_step"), after=last)
+                break
+            last = max(last, step)
+            value = number(row.get(key))
+            if value is None:
                 continue
             when = number(row.get("_timestamp"))
-            when = when if when is not None and math.isfinite(when) else math.nan
-            if not math.isnan(when):
-                newest = when if newest is None else max(newest, when)
-            points.append((step, when, value))
-        if points:
-            points.sort(key=lambda p: p[0])
-            steps, times, values = zip(*points, strict=True)
-            series[key] = Series(steps=steps, times=times, values=values)
-    return series, newest
+            points.append((step, when if when is not None and math.isfinite(when) else math.nan,
+                           value))
+    series: dict[str, Series] = {}
+    newest = None
+    for key, points in columns.items():
+        if unread is not None:
+            points = [p for p in points if p[0] <= unread.after]
+        if not points:
+            continue
+        points.sort(key=lambda p: p[0])
+        times = [p[1] for p in points if not math.isnan(p[1])]
+        if times:
+            newest = max(times) if newest is None else max(newest, *times)
+        steps, whens, values = zip(*points, strict=True)
+        series[key] = Series(steps=steps, times=whens, values=values)
+    return HistoryAnswer(series=series, newest=newest, unread=unread)
+
+
+def _short_json(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -33,6 +33,7 @@ from runwatch.sources.wandb_graphql import (
     history_rows,
     history_variables,
     read_node,
+    row_step,
     runs_filter,
     series_from_rows,
 )
@@ -203,13 +204,19 @@ def _with_history(snapshot: RunSnapshot,
                   answers: Iterable[Mapping[str, Iterable[Mapping[str, Any]]]]) -> RunSnapshot:
     """The reads' rows merged per key, one row per step, as the snapshot's history; its
     progress the newest row's time when that is newer than the summary's."""
-    by_key: dict[str, dict[Any, Mapping[str, Any]]] = {}
+    by_key: dict[str, dict[int, Mapping[str, Any]]] = {}
     for answer in answers:
         for key, rows in answer.items():
             steps = by_key.setdefault(key, {})
             for row in rows:
-                steps[row.get("_step")] = row
-    series, newest = series_from_rows({key: steps.values() for key, steps in by_key.items()})
+                # 512.0 is step 512; a report is a view, not a cursor: an unreadable step
+                # leaves out that row only.
+                step = row_step(row.get("_step"))
+                if step is not None:
+                    steps[step] = row
+    merged = series_from_rows({key: [steps[s] for s in sorted(steps)]
+                               for key, steps in by_key.items()})
+    series, newest = merged.series, merged.newest
     progress = snapshot.progress
     if newest is not None and (progress is None or newest > progress):
         progress = newest
