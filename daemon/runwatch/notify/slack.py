@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from json import JSONDecodeError
 from typing import Any
 
 from slack_sdk import WebClient
@@ -131,20 +132,17 @@ def classify(receiver: str, call: str, exc: Exception, *, secrets: tuple[str, ..
     from Slack's API as such: temporary, and a post so answered may have been made.
     slack_sdk reports it as an ``ok: false`` whose error is its own sentence, or, for a
     body that starts like JSON, lets the ``JSONDecodeError`` out."""
-    from json import JSONDecodeError
-
-    non_json = "Received a response in a non-JSON format"  # slack_sdk's words
     retry_after = None
     if isinstance(exc, SlackApiError):
         status = exc.response.status_code
         data = exc.response.data if isinstance(exc.response.data, dict) else {}
         error = str(data.get("error") or "")
         retry_after = retry_after_seconds(exc.response.headers or {})
-        garbled = error.startswith(non_json)
+        garbled = error.startswith(NON_JSON)
         temporary = status == 429 or status >= 500 or error in TEMPORARY_ERRORS \
             or (garbled and status == 200)
         if garbled:
-            body = error[len(non_json):].lstrip(": ")
+            body = error[len(NON_JSON):].lstrip(": ")
             what = render.single_line(f"HTTP {status} with a body that is not JSON: {body}", 300)
         else:
             what = (error if status == 200 else f"{error} (HTTP {status})") if error \
@@ -169,6 +167,8 @@ def classify(receiver: str, call: str, exc: Exception, *, secrets: tuple[str, ..
                     maybe_delivered=maybe and temporary and call in POSTING_CALLS)
 
 
+# slack_sdk's words for an answer whose body is not JSON (a proxy's page, a cut-off body).
+NON_JSON = "Received a response in a non-JSON format"
 # Calls that may have taken effect although no answer came: the next attempt looks first.
 POSTING_CALLS = frozenset({"chat.postMessage", "files_upload_v2"})
 
@@ -592,6 +592,6 @@ def _temporary_or(exc: SlackApiError) -> str:
     temporary error); else answer its error code."""
     error = _error(exc)
     if exc.response.status_code == 429 or exc.response.status_code >= 500 \
-            or error in TEMPORARY_ERRORS:
+            or error in TEMPORARY_ERRORS or error.startswith(NON_JSON):
         raise exc
     return error
