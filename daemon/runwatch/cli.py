@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from runwatch import __version__
-from runwatch.config import Config, ConfigError, RuleSet, default_config, load_all
+from runwatch.config import (
+    Checked,
+    Config,
+    ConfigError,
+    RuleSet,
+    check_all,
+    default_config,
+    load_all,
+)
+from runwatch.config.loader import ReceiverCheck
 from runwatch.duration import format_duration
 from runwatch.model import AlertStatus, Transition
 from runwatch.notify.render import printable  # what every terminal output goes through
@@ -333,14 +342,22 @@ def print_notifications(summary: dict[str, Any]) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    config, rule_set = _load(args)
-    from runwatch.notify.routing import rule_name_problems
+    """Everything ``run`` checks at start-up (the config, its rule files, the store URL) and
+    what would keep a receiver from working: all in one round, each ``file:line: ...``."""
+    if args.config is None or args.rundir:
+        config, rule_set = _load(args)  # the default config; or --rundir with --config
+        checked = Checked(config=config, rule_set=rule_set, errors=())
+    else:
+        checked = check_all(args.config, receiver_checks=_receiver_checks())
+    config, rule_set = checked.config, checked.rule_set
+    if config is not None and rule_set is not None:
+        from runwatch.notify.routing import rule_name_problems
 
-    inhibit = () if config.inhibit_is_default else config.inhibit  # the defaults: no noise
-    for line in rule_name_problems(config.routes, inhibit, [r.name for r in rule_set.rules]):
-        print(f"warning: {_where(config, line)}: {line}", file=sys.stderr)
-    problems = [f"{config.path or 'config'}: {line}" for line in _receiver_problems(config)]
-    if args.online:
+        inhibit = () if config.inhibit_is_default else config.inhibit  # defaults: no noise
+        for line in rule_name_problems(config.routes, inhibit, [r.name for r in rule_set.rules]):
+            print(f"warning: {_where(config, line)}: {line}", file=sys.stderr)
+    problems = list(checked.errors)
+    if args.online and config is not None:
         problems += [line for source in build_sources(config)
                      for line in getattr(source, "check_online", list)()]
         for line in _receivers_online(config) if not problems else ():
@@ -349,6 +366,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(line, file=sys.stderr)
     if problems:
         return EXIT_CONFIG
+    assert config is not None and rule_set is not None
     names = ", ".join(s.name for s in config.sources) or "none"
     receivers = ", ".join(r.name for r in config.receivers) or "none"
     print(f"ok: {len(rule_set.rules)} rules, sources: {names}, receivers: {receivers}, "
@@ -362,31 +380,28 @@ def _where(config: Config, problem: str) -> str:
         return "config"
     import re
 
-    from runwatch.config.document import parse
+    from runwatch.config.document import read
 
     found = re.match(r"(\w+)\[(\d+)\]\.(\w+):", problem)
-    try:
-        doc, _ = parse(config.path.read_text(encoding="utf-8"), str(config.path))
-    except (OSError, UnicodeDecodeError):
-        doc = None
+    doc, _ = read(config.path, str(config.path), what="config file")
     if found is None or doc is None:
         return str(config.path)
     line = doc.line_of((found.group(1), int(found.group(2)), found.group(3)))
     return f"{config.path}:{line}" if line else str(config.path)
 
 
-def _receiver_problems(config: Config) -> list[str]:
-    if not config.receivers:
-        return []
+def _receiver_checks() -> ReceiverCheck | None:
+    """The offline checks of a receiver's settings (a Slack token's kind, a secret sent in
+    clear), which the loader runs on every receiver that is valid."""
     try:
-        from runwatch.notify.receivers import receiver_problems
+        from runwatch.notify.receivers import receiver_findings
     except ModuleNotFoundError as exc:
         if exc.name != "runwatch.notify.receivers":
             raise
         print("warning: receivers not checked: this build of runwatch has no notifiers",
               file=sys.stderr)
-        return []
-    return [line for receiver in config.receivers for line in receiver_problems(receiver)]
+        return None
+    return receiver_findings
 
 
 def _receivers_online(config: Config) -> list[str]:

@@ -152,10 +152,11 @@ class Found:
     errors: tuple[str, ...]
 
 
-def rundir_runs(paths: Iterable[str], keys: KeyFilter, now: float) -> Found:
+def rundir_runs(paths: Iterable[str], keys: KeyFilter, now: float, *,
+                dead_after: float | None = None) -> Found:
     from runwatch.sources.rundir_reports import read_tree
 
-    read = read_tree(paths, keys, now)
+    read = read_tree(paths, keys, now, dead_after=dead_after)
     return Found(runs=read.runs, errors=read.errors)
 
 
@@ -212,7 +213,8 @@ def config_runs(config: Config, keys: KeyFilter, *, since: float, now: float,
     errors: list[str] = []
     for spec in config.sources:
         if spec.type == "rundir":
-            found = rundir_runs([str(p) for p in spec.paths], keys, now)
+            found = rundir_runs([str(p) for p in spec.paths], keys, now,
+                                dead_after=spec.dead_after)
         else:
             access = WandbAccess.from_spec(spec)
             try:

@@ -16,7 +16,8 @@ def build_sources(config: Config) -> list[Source]:
     for spec in config.sources:
         if spec.type == "rundir":
             sources.append(RundirSource(name=spec.name, paths=[str(p) for p in spec.paths],
-                                        depth=spec.depth))
+                                        depth=spec.depth, rescan=spec.rescan,
+                                        dead_after=spec.dead_after))
         else:
             sources.append(WandbApiSource(spec))
     return sources

@@ -393,7 +393,7 @@ def test_validate_names_the_receiver_with_an_app_token(tmp_path, capsys):
                                     " channel: '#training-alerts'}}\n")
     assert main(["validate", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"{config}: receiver 'team-slack': slack token is an app-level token"
+    assert err == [f"{config}:5: receiver 'team-slack': slack token is an app-level token"
                    " (xapp-); runwatch needs a bot token (xoxb-)"]
 
 

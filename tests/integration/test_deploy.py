@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,113 @@ def test_credentials_directory_secret_files_load(tmp_path):
     assert loaded.receivers[0].slack.token.get_secret_value() == "xoxb-from-systemd"
     assert loaded.sources[0].api_key.get_secret_value() == "wandb-key"
     assert loaded.sqlite_path == Path("/var/lib/runwatch/state.db")
+
+
+# --- the documented install, run ------------------------------------------------------------
+
+# Where each document's systemd install steps are: its first ```bash block after the heading.
+INSTALL_DOCS = [("deploy/systemd/README.md", "## Install"), ("README.md", "### systemd")]
+SERVICE_MANAGER = {"systemctl", "journalctl"}  # needs a running systemd: not run here
+RUN_AS_THEY_ARE = {"install", "ln", "mkdir", "chmod", "sh"}  # paths moved, nothing else
+
+
+def install_steps(markdown: str, heading: str) -> list[list[str]]:
+    """The commands of the first ``bash`` block after ``heading``, as argv lists: comments
+    dropped, ``&&`` chains split."""
+    section = markdown.split(f"\n{heading}\n", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("\n```", 1)[0]
+    steps: list[list[str]] = []
+    for line in block.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        while words:
+            end = words.index("&&") if "&&" in words else len(words)
+            steps.append(words[:end])
+            words = words[end + 1:]
+    return steps
+
+
+def moved(word: str, root: Path) -> str:
+    """``word`` with the absolute paths an install writes to moved under ``root``."""
+    return re.sub(r"(?<![\w./])/(etc|opt|usr|var)/", rf"{root}/\1/", word)
+
+
+def fill_in_secrets(env_file: Path) -> None:
+    """What the administrator types into the environment file: a value for every name."""
+    lines = []
+    for line in env_file.read_text().splitlines():
+        name, equals, value = line.partition("=")
+        if equals and not line.startswith("#") and not value:
+            value = "xoxb-1-2-bot" if name == "SLACK_BOT_TOKEN" else f"test-{name.lower()}"
+        lines.append(f"{name}{equals}{value}" if equals else line)
+    env_file.write_text("\n".join(lines) + "\n")
+
+
+def run_install(steps: list[list[str]], root: Path, *, edit_env: bool = True,
+                ) -> list[subprocess.CompletedProcess]:
+    """Run ``steps`` as an administrator would, in a copy of the file system under ``root``:
+    ``sudo`` dropped, absolute paths moved, the test's own venv standing in for the one
+    created and installed into, ``sudoedit`` filling in the environment file (the config
+    is used as it ships). Returns what each ``runwatch validate`` said."""
+    for directory in ("etc/systemd/system", "usr/local/bin"):  # there on any system
+        (root / directory).mkdir(parents=True)
+    env = {"PATH": f"{root}/usr/local/bin:/usr/bin:/bin", "HOME": str(root), "LANG": "C.UTF-8"}
+    validated = []
+    for argv in steps:
+        argv = [moved(word, root) for word in (argv[1:] if argv[0] == "sudo" else argv)]
+        name = Path(argv[0]).name
+        if name in SERVICE_MANAGER or name == "pip":
+            continue
+        if argv[:3] == ["python3", "-m", "venv"]:
+            (Path(argv[3]) / "bin").mkdir(parents=True)
+            (Path(argv[3]) / "bin" / "runwatch").symlink_to(RUNWATCH)
+        elif name == "sudoedit":
+            if Path(argv[1]).name == "env" and edit_env:
+                fill_in_secrets(Path(argv[1]))
+        elif "runwatch validate" in " ".join(argv):
+            validated.append(subprocess.run(argv, cwd=REPO, env=env, capture_output=True,
+                                            text=True, timeout=120))
+        else:
+            assert name in RUN_AS_THEY_ARE, f"a step this test cannot run yet: {argv}"
+            subprocess.run(argv, cwd=REPO, env=env, check=True, capture_output=True,
+                           timeout=60)
+    return validated
+
+
+@pytest.mark.parametrize(("doc", "heading"), INSTALL_DOCS)
+def test_the_documented_install_validates(doc, heading, tmp_path):
+    steps = install_steps((REPO / doc).read_text(), heading)
+    (validated,) = run_install(steps, tmp_path)
+    assert (validated.returncode, validated.stderr) == (0, "")
+    assert validated.stdout == (
+        "ok: 8 rules, sources: rundir, wandb:my-team, receivers: team-slack, oncall-email,"
+        " store: sqlite:////var/lib/runwatch/state.db\n")
+    etc = tmp_path / "etc"
+    assert (etc / "runwatch" / "env").stat().st_mode & 0o777 == 0o600  # holds secrets
+    assert (etc / "systemd" / "system" / "runwatch.service").read_bytes() == UNIT.read_bytes()
+    installed = etc / "runwatch" / "runwatch.yaml"
+    assert installed.read_bytes() == (REPO / "config" / "runwatch.example.yaml").read_bytes()
+    # What the unit runs is what was validated.
+    exec_start = unit_settings(UNIT.read_text())["Service"]["ExecStart"][-1]
+    assert "--config /etc/runwatch/runwatch.yaml" in exec_start
+    assert unit_settings(UNIT.read_text())["Service"]["EnvironmentFile"] == [
+        "-/etc/runwatch/env"]
+
+
+def test_the_documented_validate_would_report_a_mistake(tmp_path):
+    """The check above can fail: the environment file left as it ships is refused, every
+    empty secret at once, each at its line."""
+    doc, heading = INSTALL_DOCS[0]
+    (validated,) = run_install(install_steps((REPO / doc).read_text(), heading), tmp_path,
+                               edit_env=False)
+    assert validated.returncode == 2
+    config = tmp_path / "etc" / "runwatch" / "runwatch.yaml"
+    errors = validated.stderr.splitlines()
+    assert [line.partition(": ")[2] for line in errors] == [
+        "sources[1].api_key: must not be empty",
+        "receivers[0].slack.token: must not be empty",
+        "receivers[1].email.password: must not be empty",
+    ]
+    assert all(line.startswith(f"{config}:") for line in errors)
 
 
 # --- Docker -------------------------------------------------------------------------------

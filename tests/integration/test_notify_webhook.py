@@ -155,3 +155,28 @@ def test_connection_refused_and_timeout_are_temporary():
         delivery = hook.send(message([alert()]))
     assert (delivery.ok, delivery.temporary) == (False, True)
     assert "timed out" in delivery.detail
+
+
+# URL → what the answer still says. The config refuses the first two; a notifier built
+# any other way must not show them either: errors quote URLs whole or in part.
+SECRET_URLS = [
+    ("http://ops:hunter2@127.0.0.1/hook", "InvalidURL: nonnumeric port: '***@127.0.0.1'"),
+    ("hooks.example.com/hook?token=hunter2", "unknown url type: 'hooks.example.com/hook?***'"),
+    ("http://127.0.0.1:{closed}/hook?token=hunter2&x=hunter2", "Connection refused"),
+    ("{server}?token=hunter2", "failed: HTTP 500"),
+]
+
+
+@pytest.mark.parametrize(("url", "said"), SECRET_URLS)
+def test_a_secret_in_the_url_never_shows_in_an_answer(webhook_server, url, said):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    webhook_server.respond(500)
+    hook = WebhookNotifier("ops-hook", url=url.format(closed=closed, server=webhook_server.url),
+                           timeout=5)
+    delivery = hook.send(message([alert()]))
+    assert not delivery.ok
+    assert delivery.detail.startswith("webhook receiver 'ops-hook': ")
+    assert said in delivery.detail
+    assert "hunter2" not in delivery.detail

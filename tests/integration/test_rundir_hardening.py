@@ -205,3 +205,14 @@ def test_reports_over_a_tree_take_a_silent_run_as_crashed_as_the_source_does(tmp
     [dead] = read_tree([tmp_path], WANTED, T0 + 2 + 7200).runs
     assert (alive.state, dead.state, dead.ended_why) == (
         RunState.RUNNING, RunState.CRASHED, "no record for 2h")
+
+
+def test_the_config_and_the_source_agree_on_the_defaults(tmp_path):
+    from runwatch.config.sources import RundirSource as Spec
+    from runwatch.sources import rundir
+
+    spec = Spec.model_validate({"type": "rundir", "path": str(tmp_path)})
+    assert (spec.rescan, spec.dead_after) == (rundir.DEFAULT_RESCAN, rundir.DEFAULT_DEAD_AFTER)
+    tuned = Spec.model_validate({"type": "rundir", "path": str(tmp_path), "rescan": "1h",
+                                 "dead_after": "30m"})
+    assert (tuned.rescan, tuned.dead_after) == (3600.0, 1800.0)

@@ -11,6 +11,7 @@ import pytest
 
 from fixtures.fakeslack import FakeSlack
 from runwatch.cli import main
+from runwatch.config import ConfigError
 from runwatch.model import AlertState, AlertStatus, RunRef, Severity, fingerprint
 from runwatch.store import open_store
 
@@ -244,7 +245,7 @@ def test_validate_reports_receiver_problems_and_rule_typos(tmp_path, capsys):
     assert err == [
         f"warning: {config}:9: inhibit[0].source: rule=run-crashd matches none of the loaded"
         " rules",
-        f"{config}: receiver 'team-slack': slack token is a user token (xoxp-); runwatch"
+        f"{config}:7: receiver 'team-slack': slack token is a user token (xoxp-); runwatch"
         " needs a bot token (xoxb-)",
     ]
 
@@ -361,3 +362,139 @@ def test_rules_lists_the_inhibition_too(tmp_path, capsys):
                     ["rule=run-stalled", "rule=run-slow", "run", "default"],
                     ["rule=run-crashed", "rule=run-stalled|run-slow|progress-stalled", "run",
                      "default"]]
+
+
+# --- validate says what run and check will say, all at once -------------------------------
+
+BAD_RULES = "rules:\n  - {name: hot, kind: threshold, metric: loss, op: '>', value: ten,\n" \
+            "     severity: critical}\n"
+
+# config after its 3-line `sources:` → every error, each after "{config}:" (the rule file's
+# after "{rules}:"): what `run` and `check` refuse at start, and `validate` in one round.
+REFUSED_AT_START = {
+    "store option that is no number": (
+        "store: sqlite:///state.db?busy_timeout=x\n",
+        ["{config}:4: store: busy_timeout must be a number of seconds, 0 to 86400"]),
+    "store option unknown": (
+        "store: sqlite:///state.db?journal=off\n",
+        ["{config}:4: store: unknown option 'journal' (sqlite takes busy_timeout)"]),
+    "store of a kind not supported": (
+        "store: postgresql://runwatch@db/runwatch\n",
+        ["{config}:4: store: PostgreSQL stores are not supported yet; use sqlite:///path.db"]),
+    "memory store with a path": (
+        "store: memory://somewhere\n", ["{config}:4: store: memory:// takes no path"]),
+    "digest schedule the scheduler refuses": (
+        "store: sqlite:///state.db\n"
+        "receivers: [{name: hook, webhook: {url: 'https://example.com/h'}}]\n"
+        "digest: {schedule: '0 5-1 * * *', receivers: [hook]}\n",
+        ["{config}:6: digest.schedule: invalid cron schedule '0 5-1 * * *': The minimum"
+         " value in a range must not be higher than the maximum"]),
+    "every kind of error in one file": (
+        "    interval: soon\n"
+        "store: sqlite:///state.db?busy_timeout=-1\n"
+        "rules: [bad-rules.yaml]\n"
+        "receivers:\n"
+        "  - name: mail\n"
+        "    email: {smtp: 'smtp.example.com:587', starttls: true, tls: true,\n"
+        "            password: pw, from: a@example.com, to: nobody}\n"
+        "routes: [{receivers: [pager]}]\n",
+        ["{config}:4: sources[0].interval: invalid duration 'soon': expected a number with a"
+         " unit like 30s, 10m, 2h, 1d",
+         "{config}:5: store: busy_timeout must be a number of seconds, 0 to 86400",
+         "{config}:9: receivers[0].email.tls: use tls or starttls, not both",
+         "{config}:10: receivers[0].email.password: a password needs a username",
+         "{config}:10: receivers[0].email.to: invalid email address 'nobody'",
+         '{config}:11: routes[0]: undefined receiver "pager" used in route',
+         "{rules}:2: rule 'hot': value: expected a number, got 'ten'"]),
+}
+
+
+def bad_config(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "runs").mkdir(exist_ok=True)
+    (tmp_path / "bad-rules.yaml").write_text(BAD_RULES)
+    path = tmp_path / "runwatch.yaml"
+    path.write_text("sources:\n  - type: rundir\n    path: runs\n" + text)
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED_AT_START))
+def test_validate_refuses_what_run_and_check_refuse_all_at_once(case, tmp_path, capsys):
+    from runwatch.daemon import Daemon
+
+    text, lines = REFUSED_AT_START[case]
+    config = bad_config(tmp_path, text)
+    expected = [line.format(config=config, rules=tmp_path / "bad-rules.yaml")
+                for line in lines]
+    assert main(["validate", "--config", str(config)]) == 2
+    assert capsys.readouterr() == ("", "\n".join(expected) + "\n")
+    assert main(["check", "--dry-run", "--config", str(config)]) == 2
+    assert capsys.readouterr() == ("", "\n".join(expected) + "\n")
+    with pytest.raises(ConfigError) as caught:  # what `runwatch run` starts with
+        Daemon(config)
+    assert caught.value.errors == expected
+    assert not (tmp_path / "state.db").exists()
+
+
+def test_validate_creates_no_store(tmp_path, capsys):
+    config = write_config(tmp_path, extra="state_dir: state\n").with_name("runwatch.yaml")
+    config.write_text(config.read_text().replace("store: sqlite:///state.db",
+                                                 "store: sqlite:///db/state.db"))
+    assert main(["validate", "--config", str(config)]) == 0
+    assert "store: sqlite:///" in capsys.readouterr().out
+    assert not (tmp_path / "db").exists()
+
+
+def test_receiver_checks_come_in_the_same_round_as_every_other_error(tmp_path, capsys):
+    """`validate` also refuses receiver settings that would fail or leak a secret, which
+    `check` lets through; each at its line, with everything else."""
+    config = bad_config(tmp_path, (
+        "    depth: deep\n"
+        "rules: [bad-rules.yaml]\n"
+        "receivers:\n"
+        "  - name: team-slack\n"
+        "    slack: {token: xoxp-user-token, channel: '#alerts'}\n"
+        "  - name: hook\n"
+        "    webhook: {url: 'http://hooks.example.com/x', bearer_token: t,\n"
+        "              hmac_secret: short}\n"))
+    rules = tmp_path / "bad-rules.yaml"
+    loaded = [f"{config}:4: sources[0].depth: expected an integer, got 'deep'",
+              f"{rules}:2: rule 'hot': value: expected a number, got 'ten'"]
+    assert main(["validate", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        loaded[0],
+        f"{config}:8: receiver 'team-slack': slack token is a user token (xoxp-); runwatch"
+        " needs a bot token (xoxb-)",
+        f"{config}:10: receiver 'hook': webhook sends its bearer token in clear over http://",
+        f"{config}:11: receiver 'hook': webhook hmac_secret is shorter than 16 characters",
+        loaded[1],
+    ]
+    assert main(["check", "--dry-run", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.splitlines() == loaded
+
+
+def test_a_receiver_with_an_unset_variable_is_not_also_checked(tmp_path, capsys):
+    config = bad_config(tmp_path, "receivers:\n  - name: team-slack\n"
+                                  "    slack: {token: '${RUNWATCH_TEST_UNSET}', channel: '#a'}\n")
+    assert main(["validate", "--config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"{config}:6: receivers[0].slack.token: environment variable RUNWATCH_TEST_UNSET is"
+        " not set\n")  # and not: "does not look like a bot token"
+
+
+@pytest.mark.parametrize(("email", "refused"), [
+    ("smtp: 'smtp.example.com:25', username: u, password: pw", True),
+    ("smtp: 'smtp.example.com:25', username: u, password_file: pw.txt", True),
+    ("smtp: 'smtp.example.com:25', username: u, password: pw, insecure: true", False),
+    ("smtp: 'localhost:25', username: u, password: pw", False),
+    ("smtp: 'smtp.example.com:587', starttls: true, username: u, password: pw", False),
+    ("smtp: 'smtp.example.com:25'", False),  # no password to leak
+])
+def test_an_smtp_password_in_clear_needs_insecure(email, refused, tmp_path, capsys):
+    (tmp_path / "pw.txt").write_text("pw\n")
+    config = bad_config(tmp_path, "store: sqlite:///state.db\nreceivers:\n  - name: mail\n"
+                                  f"    email: {{{email},\n"
+                                  "            from: a@example.com, to: b@example.com}\n")
+    assert main(["validate", "--config", str(config)]) == (2 if refused else 0)
+    err = capsys.readouterr().err
+    assert err == (f"{config}:7: receiver 'mail': email would send the password unencrypted:"
+                   " set starttls or tls\n" if refused else "")

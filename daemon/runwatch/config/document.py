@@ -4,6 +4,10 @@ A config error is only useful with its file and line, so a document is composed 
 PyYAML's node tree and built by hand: every mapping key and sequence item records its line
 under its path (``("routes", 0, "receivers")``), and a validation error's ``loc`` is mapped
 back to the nearest recorded line.
+
+A file is read by a daemon that must outlive a bad one (a reload re-reads it), so what a
+file may cost is bounded: its size, its nesting, and how much its aliases expand — a
+kilobyte of "billion laughs" aliases would otherwise build gigabytes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,16 @@ from typing import Any
 import yaml
 
 PathKey = tuple[str | int, ...]
+
+# What one file may cost. Config and rule files are a few kilobytes, about a hundred
+# values; pure-Python PyYAML takes some 60 µs and 1 kB a value, so these keep the worst
+# file to about a second and tens of megabytes.
+MAX_FILE_BYTES = 256 << 10
+MAX_VALUES = 20_000  # values (nodes) in the file as written
+MAX_DEPTH = 64  # nesting levels (a config needs about 8)
+# Values built through aliases beyond the file's own: anchors for shared settings take
+# hundreds; a "billion laughs" of a kilobyte, billions.
+MAX_ALIASED = 10_000
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -72,7 +86,25 @@ class Document:
 class _Loader(yaml.SafeLoader):
     """SafeLoader with YAML 1.2 booleans: ``no``, ``on``, ``off`` stay strings (a project
     named NO is a project, not False); pydantic still reads them as booleans where a field
-    wants one."""
+    wants one. Nesting and size are bounded."""
+
+    _depth = 0
+    _values = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        # PyYAML composes recursively: past Python's recursion limit a deep file would
+        # raise RecursionError, a traceback. Refused well before, where it gets too deep.
+        problem = (f"nested deeper than {MAX_DEPTH} levels" if self._depth >= MAX_DEPTH
+                   else f"more than {MAX_VALUES:,} values" if self._values >= MAX_VALUES
+                   else None)
+        if problem is not None:
+            raise yaml.composer.ComposerError(None, None, problem, self.peek_event().start_mark)
+        self._values += 1
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _BOOL = "tag:yaml.org,2002:bool"
@@ -83,6 +115,28 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(
     _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
+
+
+def read(path: str | os.PathLike[str], file: str, *, what: str,
+         env: Mapping[str, str] | None = None) -> tuple[Document | None, list[Problem]]:
+    """The document in the file at ``path``, shown as ``file``; ``what`` names the kind of
+    file in messages ("config file"). Reads no more than :data:`MAX_FILE_BYTES`."""
+    try:
+        with open(path, "rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return None, [Problem(file=file, line=None,
+                              message=f"cannot read {what}: {exc.strerror or exc}")]
+    if len(data) > MAX_FILE_BYTES:
+        return None, [Problem(
+            file=file, line=data.count(b"\n", 0, MAX_FILE_BYTES) + 1,
+            message=f"{what} is larger than {MAX_FILE_BYTES >> 10} KiB: not read")]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [Problem(file=file, line=data.count(b"\n", 0, exc.start) + 1,
+                              message=f"cannot read {what}: not UTF-8 text")]
+    return parse(text, file, env=env)
 
 
 def parse(text: str, file: str | None, *, env: Mapping[str, str] | None = None,
@@ -97,6 +151,7 @@ def parse(text: str, file: str | None, *, env: Mapping[str, str] | None = None,
         root = loader.get_single_node()
         if root is None:
             return None, []
+        _check_aliases(root)
         builder = _Builder(loader, file, env)
         data = builder.build(root, ())
     except yaml.MarkedYAMLError as exc:
@@ -108,11 +163,50 @@ def parse(text: str, file: str | None, *, env: Mapping[str, str] | None = None,
         return None, [Problem(file=file, line=line, message=f"invalid YAML: {problem}")]
     except yaml.YAMLError as exc:
         return None, [Problem(file=file, line=None, message=f"invalid YAML: {exc}")]
+    except _TooAliased as exc:
+        return None, [Problem(file=file, line=exc.line,
+                              message=f"YAML aliases expand to more than {MAX_ALIASED:,}"
+                                      " values: not read")]
     finally:
         loader.dispose()
     document = Document(file=file, data=data, lines=builder.lines,
                         unexpanded=frozenset(builder.unexpanded))
     return document, builder.problems
+
+
+class _TooAliased(Exception):
+    def __init__(self, line: int):
+        self.line = line
+
+
+def _check_aliases(root: yaml.Node) -> None:
+    """Raise :class:`_TooAliased` at the line of the alias that takes building ``root``
+    past :data:`MAX_ALIASED` values beyond the file's own nodes.
+
+    Counted on the node graph, where an alias is one more reference to its anchor's node
+    (``<<: *a`` too): each node's size is worked out once, so nothing is expanded to count.
+    """
+    sizes: dict[int, int] = {}  # node id → values built under it, aliases followed
+    aliased = 0
+
+    def size(node: yaml.Node, line: int) -> int:
+        nonlocal aliased
+        if (known := sizes.get(id(node))) is not None:  # a second reference: an alias
+            aliased += known
+            if aliased > MAX_ALIASED:
+                raise _TooAliased(line + 1)
+            return known
+        sizes[id(node)] = 1  # a recursive alias meets this; the builder reports it
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                total += size(key, key.start_mark.line) + size(value, key.start_mark.line)
+        elif isinstance(node, yaml.SequenceNode):  # an alias item has no line of its own
+            total += sum(size(item, node.start_mark.line) for item in node.value)
+        sizes[id(node)] = total
+        return total
+
+    size(root, root.start_mark.line)
 
 
 class _Builder:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -26,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from runwatch.config.errors import SECRET_FIELDS
+from runwatch.store.base import redact_url
 
 
 class StrictModel(BaseModel):
@@ -124,11 +126,29 @@ def _check_email(value: str) -> str:
 
 
 def _check_url(value: str) -> str:
+    shown = redact_url(value)  # a webhook's query string may be its secret
     if not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"invalid URL {value!r}: expected http:// or https://")
+        raise ValueError(f"invalid URL {shown!r}: expected http:// or https://")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:  # its text may quote the host part, credentials and all
+        raise ValueError(f"invalid URL {shown!r}: its host or port is not valid") from None
+    if "@" in parts.netloc:
+        # urllib would not log in with them: they would go to DNS as part of the host name.
+        raise ValueError(f"invalid URL {shown!r}: user:password@ in a URL is not supported;"
+                         " give secrets in their own fields (bearer_token, api_key)")
+    return value
+
+
+def _check_base_url(value: str) -> str:
+    if urlsplit(value).query or "#" in value:
+        raise ValueError(f"invalid URL {redact_url(value)!r}: a base URL takes no query"
+                         " string or fragment (paths are appended to it)")
     return value
 
 
 Address = Annotated[str, AfterValidator(_address)]
 Email = Annotated[str, AfterValidator(_check_email)]
-Url = Annotated[str, AfterValidator(_check_url)]
+Url = Annotated[str, AfterValidator(_check_url)]  # http(s), no credentials
+BaseUrl = Annotated[Url, AfterValidator(_check_base_url)]  # an API's base: no query either

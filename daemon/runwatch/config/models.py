@@ -37,7 +37,7 @@ from runwatch.config.receivers import Receiver
 from runwatch.config.rules import RuleSet, load_rules, rule_files
 from runwatch.config.sources import Source
 from runwatch.fieldtypes import Duration, Interval, Names, one_or_many, scalar_text
-from runwatch.store.base import Matcher
+from runwatch.store.base import Matcher, parse_store_url
 
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
 _SELECTOR_HELP = ("expected a mapping of label: value (literal or glob, or a list of them),"
@@ -166,6 +166,12 @@ def _cron(text: str) -> str:
                     f"invalid cron schedule {text!r}: {label} {item!r} is not a value,"
                     f" range or step within {low}-{high}"
                 )
+    from runwatch.schedule import cron_trigger  # APScheduler: only when there is a digest
+
+    try:  # what the daemon schedules with refuses more (a range 5-1, a step past its range)
+        cron_trigger(text)
+    except ValueError as exc:
+        raise ValueError(f"invalid cron schedule {text!r}: {exc}") from None
     return text
 
 
@@ -244,17 +250,11 @@ def _alias_keys(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
-_STORE_SCHEMES = ("sqlite", "postgresql", "postgres", "memory")
+class RuleFiles(StrictModel):
+    """The rule files a config names and the metric aliases their rules read. The loader
+    validates this part alone when the rest of a config is invalid, so that the rule
+    files' errors are reported with the config's, in one round."""
 
-
-class Config(StrictModel):
-    """What ``runwatch run`` watches, where it keeps state, and whom it tells."""
-
-    sources: Annotated[tuple[Source, ...], Field(min_length=1)]
-    state_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_state_dir("runwatch")))
-    # A URL, possibly with a password: kept out of repr. SQLite paths are made absolute
-    # (sqlite:///relative/to/the/config/dir.db → sqlite:////abs/path.db).
-    store: str = Field(default="", validate_default=True, repr=False)
     rules: Annotated[
         tuple[Annotated[str, AfterValidator(_rule_pattern)], ...],
         BeforeValidator(one_or_many),
@@ -262,6 +262,43 @@ class Config(StrictModel):
     aliases: Mapping[
         str, Annotated[tuple[str, ...], BeforeValidator(one_or_many), AfterValidator(_alias_keys)]
     ] = Field(default_factory=dict, validate_default=True)
+
+    _path: Path | None = PrivateAttr(default=None)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    def model_post_init(self, context: Any) -> None:
+        context = context or {}
+        self._path = context.get("path")
+        self._base_dir = Path(context.get("base_dir") or Path.cwd())
+
+    @field_validator("aliases")
+    @classmethod
+    def _merged(cls, value: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
+        return keys.merge_aliases(value)
+
+    @property
+    def path(self) -> Path | None:
+        """The file this config was read from; None for :func:`default_config`."""
+        return self._path
+
+    @property
+    def base_dir(self) -> Path:
+        """The directory relative paths in the config are resolved against."""
+        return self._base_dir
+
+    def rule_set(self) -> RuleSet:
+        """The rules the config's ``rules`` globs name, read now (again on every reload)."""
+        return load_rules(self.rules, self.base_dir, self.aliases)
+
+
+class Config(RuleFiles):
+    """What ``runwatch run`` watches, where it keeps state, and whom it tells."""
+
+    sources: Annotated[tuple[Source, ...], Field(min_length=1)]
+    state_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_state_dir("runwatch")))
+    # A URL, possibly with a password: kept out of repr. SQLite paths are made absolute
+    # (sqlite:///relative/to/the/config/dir.db → sqlite:////abs/path.db).
+    store: str = Field(default="", validate_default=True, repr=False)
     receivers: tuple[Receiver, ...] = ()
     routes: tuple[Route, ...] = ()
     repeat_interval: Interval = 4 * 3600.0
@@ -270,15 +307,7 @@ class Config(StrictModel):
     digest: Digest | None = None
     http: Http = Field(default_factory=Http)
 
-    _path: Path | None = PrivateAttr(default=None)
-    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
-
     sqlite_prefix: ClassVar[str] = "sqlite:///"
-
-    def model_post_init(self, context: Any) -> None:
-        context = context or {}
-        self._path = context.get("path")
-        self._base_dir = Path(context.get("base_dir") or Path.cwd())
 
     @field_validator("state_dir", mode="before")
     @classmethod
@@ -291,41 +320,16 @@ class Config(StrictModel):
         if not value:
             state_dir = info.data.get("state_dir", Path("."))
             return cls.sqlite_prefix + str(state_dir / "state.db")
-        scheme, sep, rest = value.partition("://")
-        if not sep or scheme.lower() not in _STORE_SCHEMES:
-            raise ValueError(
-                "unsupported store URL: expected sqlite:///path/to/state.db,"
-                " postgresql://user@host/db or memory://"
-            )
-        if scheme.lower() == "sqlite":
-            path, question, query = rest.partition("?")
-            if not path.startswith("/") or path == "/":
-                raise ValueError(
-                    "invalid sqlite store URL: expected sqlite:///relative/path.db or"
-                    " sqlite:////absolute/path.db"
-                )
-            return cls.sqlite_prefix + str(resolve(path[1:], info)) + question + query
+        where = parse_store_url(value)  # what opening it would refuse, refused now
+        if where.scheme == "sqlite":
+            _, question, query = value.partition("?")
+            return cls.sqlite_prefix + str(resolve(where.path, info)) + question + query
         return value
-
-    @field_validator("aliases")
-    @classmethod
-    def _merged(cls, value: Mapping[str, tuple[str, ...]]) -> Mapping[str, tuple[str, ...]]:
-        return keys.merge_aliases(value)
 
     @property
     def inhibit_is_default(self) -> bool:
         """Whether ``inhibit`` is the shipped default (the config file says nothing of it)."""
         return "inhibit" not in self.model_fields_set
-
-    @property
-    def path(self) -> Path | None:
-        """The file this config was read from; None for :func:`default_config`."""
-        return self._path
-
-    @property
-    def base_dir(self) -> Path:
-        """The directory relative paths in the config are resolved against."""
-        return self._base_dir
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -336,7 +340,3 @@ class Config(StrictModel):
 
     def receiver(self, name: str) -> Receiver | None:
         return next((r for r in self.receivers if r.name == name), None)
-
-    def rule_set(self) -> RuleSet:
-        """The rules the config's ``rules`` globs name, read now (again on every reload)."""
-        return load_rules(self.rules, self.base_dir, self.aliases)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from runwatch.config.fields import (
+    BaseUrl,
     Email,
     Secret,
     StrictModel,
@@ -31,7 +32,7 @@ class SlackReceiver(WithSecrets):
     channel: str | None = None
     charts: bool = False
     webhook_url: Secret | None = None
-    api_url: Url | None = None
+    api_url: BaseUrl | None = None
 
     @model_validator(mode="after")
     def _token_or_webhook(self) -> SlackReceiver:
@@ -57,11 +58,16 @@ class SlackReceiver(WithSecrets):
 class EmailReceiver(WithSecrets):
     """An SMTP relay. ``ca_file`` is a PEM bundle trusted for its TLS certificate instead
     of the system's (a relay with a private or self-signed certificate); ``charts``
-    inlines a PNG of the metric that fired."""
+    inlines a PNG of the metric that fired. ``insecure: true`` lets ``runwatch validate``
+    pass a password sent to a relay with neither tls nor starttls (a trusted network).
+
+    The checks across fields are field validators reading the fields before them (hence
+    this order), so that they are reported together with the other fields' errors."""
 
     smtp: str  # host:port; the port defaults to 465 with tls, 587 with starttls, else 25
     starttls: bool = False
     tls: bool = False
+    insecure: bool = False
     username: str | None = None
     password: Secret | None = None
     sender: Email = Field(alias="from")
@@ -83,21 +89,35 @@ class EmailReceiver(WithSecrets):
             raise ValueError(f"cannot read CA file '{path}': {exc.strerror or exc}") from None
         return path
 
+    @field_validator("ca_file")
+    @classmethod
+    def _ca_file_needs_tls(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and _known(info, "tls", "starttls") \
+                and not (info.data["tls"] or info.data["starttls"]):
+            raise ValueError("needs tls or starttls")
+        return value
+
     @field_validator("smtp")
     @classmethod
     def _smtp(cls, value: str) -> str:
+        if "@" in value:  # not quoted: it may hold a password
+            raise ValueError("expected host:port; a login goes in username and password")
         host_port(value, default_port=25)
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> EmailReceiver:
-        if self.tls and self.starttls:
+    @field_validator("tls")
+    @classmethod
+    def _one_tls(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and _known(info, "starttls") and info.data["starttls"]:
             raise ValueError("use tls or starttls, not both")
-        if self.password is not None and not self.username:
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _needs_username(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and _known(info, "username") and not info.data["username"]:
             raise ValueError("a password needs a username")
-        if self.ca_file is not None and not (self.tls or self.starttls):
-            raise ValueError("ca_file needs tls or starttls")
-        return self
+        return value
 
     @property
     def smtp_host(self) -> str:
@@ -107,6 +127,11 @@ class EmailReceiver(WithSecrets):
     def smtp_port(self) -> int:
         default = 465 if self.tls else 587 if self.starttls else 25
         return host_port(self.smtp, default_port=default)[1]
+
+
+def _known(info: ValidationInfo, *names: str) -> bool:
+    """Whether every field ``names`` validated (a field that failed says so itself)."""
+    return all(name in info.data for name in names)
 
 
 class WebhookReceiver(WithSecrets):

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from runwatch import keys
 from runwatch.checks import RULE_ADAPTER, Rule
-from runwatch.config.document import Document, Problem, display_path, parse
+from runwatch.config.document import Document, Problem, display_path, read
 from runwatch.config.errors import ConfigError, problems_from
 
 
@@ -66,12 +66,7 @@ class _Collector:
 
     def load(self, file: str) -> list[Problem]:
         shown = display_path(file)
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = getattr(exc, "strerror", None) or str(exc)
-            return [Problem(file=shown, line=None, message=f"cannot read rule file: {reason}")]
-        doc, problems = parse(text, shown)
+        doc, problems = read(file, shown, what="rule file")
         if doc is None:
             return problems or [Problem(
                 file=shown, line=1,

@@ -10,9 +10,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
 
 from runwatch.config.fields import (
+    BaseUrl,
     Secret,
     StrictModel,
-    Url,
     WithSecrets,
     resolve,
 )
@@ -26,6 +26,8 @@ class RundirSource(StrictModel):
     paths: Annotated[tuple[Path, ...], Field(alias="path", min_length=1)]
     depth: int = Field(default=6, ge=0, le=64)
     interval: Interval = 60.0
+    rescan: Interval = 600.0  # the full search; changed folders are listed at every tick
+    dead_after: Interval = 7200.0  # a run with no record this long is taken as crashed
     name: str = Field(default="", validate_default=True)
 
     @field_validator("paths", mode="before")
@@ -83,8 +85,8 @@ class WandbSource(WithSecrets):
     entity: str = Field(min_length=1)
     projects: Annotated[tuple[str, ...] | Literal["all"], BeforeValidator(_projects)]
     api_key: Secret | None = None  # else wandb's own: WANDB_API_KEY, ~/.netrc
-    base_url: Url = "https://api.wandb.ai"
-    app_url: Url | None = None  # the web UI, for links; derived from base_url when unset
+    base_url: BaseUrl = "https://api.wandb.ai"
+    app_url: BaseUrl | None = None  # the web UI, for links; derived from base_url when unset
     interval: Interval = 120.0
     lookback: Interval = 86400.0  # runs updated longer ago than this are not read
     request_timeout: Interval = 30.0  # the longest one request may take, retries included

@@ -7,6 +7,7 @@ import ipaddress
 import ssl
 from urllib.parse import urlsplit
 
+from runwatch.config.document import PathKey
 from runwatch.config.receivers import Receiver
 from runwatch.notify.base import Notifier
 from runwatch.notify.email import EmailNotifier
@@ -63,10 +64,16 @@ MIN_HMAC_SECRET = 16
 
 def receiver_problems(receiver: Receiver) -> list[str]:
     """What would keep ``receiver`` from working, one line each naming it; empty if none."""
-    problems: list[str] = []
+    return [message for _, message in receiver_findings(receiver)]
 
-    def problem(text: str) -> None:
-        problems.append(f"receiver {receiver.name!r}: {text}")
+
+def receiver_findings(receiver: Receiver) -> list[tuple[PathKey, str]]:
+    """:func:`receiver_problems` with where each is in the receiver (``("slack", "token")``),
+    for the config loader to put its file and line on it."""
+    problems: list[tuple[PathKey, str]] = []
+
+    def problem(where: PathKey, text: str) -> None:
+        problems.append((where, f"receiver {receiver.name!r}: {text}"))
 
     if receiver.slack is not None:
         slack = receiver.slack
@@ -74,41 +81,48 @@ def receiver_problems(receiver: Receiver) -> list[str]:
             token = slack.token.get_secret_value().strip()
             kind = next((k for p, k in _TOKEN_KINDS.items() if token.startswith(p)), None)
             if kind is not None:
-                problem(f"slack token is {kind}; runwatch needs a bot token (xoxb-)")
+                problem(("slack", "token"),
+                        f"slack token is {kind}; runwatch needs a bot token (xoxb-)")
             elif not token.startswith("xoxb-"):
-                problem("slack token does not look like a bot token (xoxb-…)")
+                problem(("slack", "token"), "slack token does not look like a bot token (xoxb-…)")
         if slack.api_url is not None and not slack.api_url.lower().startswith("https://") \
                 and not _is_local(slack.api_url):
-            problem("slack api_url is http://: the bot token would be sent in clear")
+            problem(("slack", "api_url"),
+                    "slack api_url is http://: the bot token would be sent in clear")
         if slack.channel is not None:
             channel = slack.channel
             if any(c.isspace() for c in channel) or len(channel.lstrip("#")) > 80:
-                problem(f"slack channel {channel!r} is not a channel name or ID")
+                problem(("slack", "channel"),
+                        f"slack channel {channel!r} is not a channel name or ID")
         if slack.webhook_url is not None:
             url = slack.webhook_url.get_secret_value()
             if not url.lower().startswith(("https://", "http://")):
-                problem("slack webhook_url is not an https:// URL")
+                problem(("slack", "webhook_url"), "slack webhook_url is not an https:// URL")
             elif not url.lower().startswith("https://") and not _is_local(url):
-                problem("slack webhook_url is http://: the URL is its secret, sent in clear")
+                problem(("slack", "webhook_url"),
+                        "slack webhook_url is http://: the URL is its secret, sent in clear")
     if receiver.email is not None:
         email = receiver.email
         if email.password is not None and not (email.tls or email.starttls) \
-                and not _is_local_host(email.smtp_host):
-            problem("email would send the password unencrypted: set starttls or tls")
+                and not email.insecure and not _is_local_host(email.smtp_host):
+            problem(("email", "password"),
+                    "email would send the password unencrypted: set starttls or tls")
         if email.tls and email.smtp_port == 587:
-            problem("email tls (implicit TLS) on port 587, which speaks STARTTLS: "
-                    "use starttls, or port 465")
+            problem(("email", "tls"), "email tls (implicit TLS) on port 587, which speaks"
+                                      " STARTTLS: use starttls, or port 465")
         if email.starttls and email.smtp_port == 465:
-            problem("email starttls on port 465, which speaks implicit TLS: "
-                    "use tls, or port 587")
+            problem(("email", "starttls"), "email starttls on port 465, which speaks implicit"
+                                           " TLS: use tls, or port 587")
     if receiver.webhook is not None:
         hook = receiver.webhook
         clear = hook.url.lower().startswith("http://") and not _is_local(hook.url)
         if clear and hook.bearer_token is not None:
-            problem("webhook sends its bearer token in clear over http://")
+            problem(("webhook", "bearer_token"),
+                    "webhook sends its bearer token in clear over http://")
         if hook.hmac_secret is not None \
                 and len(hook.hmac_secret.get_secret_value()) < MIN_HMAC_SECRET:
-            problem(f"webhook hmac_secret is shorter than {MIN_HMAC_SECRET} characters")
+            problem(("webhook", "hmac_secret"),
+                    f"webhook hmac_secret is shorter than {MIN_HMAC_SECRET} characters")
     return problems
 
 

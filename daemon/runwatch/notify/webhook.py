@@ -58,6 +58,7 @@ import runwatch
 from runwatch.model import AlertState, AlertStatus
 from runwatch.notify import render
 from runwatch.notify.base import Delivery, Message
+from runwatch.store.base import redact_url, url_secrets
 
 PAYLOAD_VERSION = "4"
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -210,8 +211,11 @@ class WebhookNotifier:
                         retry_after=_retry_after(retry_after) if temporary else None)
 
     def _detail(self, what: str) -> str:
-        text = f"webhook receiver {self.name!r}: {what}"
-        for secret in (self._bearer_token, self._hmac_secret):
+        """One line about a send, its secrets masked: the token, the HMAC key, and the URL's
+        credentials and query string, which errors may quote whole or in part (http.client:
+        ``nonnumeric port: 'hunter2@host'``)."""
+        text = f"webhook receiver {self.name!r}: {what}".replace(self.url, redact_url(self.url))
+        for secret in (self._bearer_token, self._hmac_secret, *url_secrets(self.url)):
             if secret:
                 text = text.replace(secret, "***")
         return render.single_line(text, 400)

@@ -13,7 +13,12 @@ from collections.abc import Container, Iterable
 from dataclasses import dataclass
 
 from runwatch.model import RunSnapshot
-from runwatch.sources.rundir import RundirSource, read_records, snapshot_of
+from runwatch.sources.rundir import (
+    DEFAULT_DEAD_AFTER,
+    RundirSource,
+    read_records,
+    snapshot_of,
+)
 from runwatch.sources.runlog import RunLog, id_from_dir
 
 
@@ -54,14 +59,17 @@ def _newest_run(folder: str) -> str | None:
 
 
 def read_log(log: str, keys: Container[str], *, source: str = "rundir",
-             now: float | None = None) -> tuple[RunSnapshot, list[str]]:
+             now: float | None = None, dead_after: float | None = None
+             ) -> tuple[RunSnapshot, list[str]]:
     """The run whose log is ``log``, with the history of ``keys``, and one line per damaged
     place found (the records before it are used); given ``now``, a run silent for
     ``dead_after`` is crashed, as the source takes it. OSError if the log cannot be read."""
     stat = os.stat(log)
     run, history, errors, _ = read_records(RunLog(key=os.path.dirname(log), log=log), stat,
                                            keys)
-    return snapshot_of(run, source, history, stat.st_mtime, now=now), errors
+    return snapshot_of(run, source, history, stat.st_mtime, now=now,
+                       dead_after=DEFAULT_DEAD_AFTER if dead_after is None else dead_after
+                       ), errors
 
 
 def read_run(path: str | os.PathLike[str], keys: Container[str], *, source: str = "rundir"
@@ -71,7 +79,7 @@ def read_run(path: str | os.PathLike[str], keys: Container[str], *, source: str 
 
 
 def read_tree(paths: Iterable[str | os.PathLike[str]], keys: Container[str], now: float, *,
-              source: str = "rundir") -> RundirRead:
+              source: str = "rundir", dead_after: float | None = None) -> RundirRead:
     """Every run found under ``paths`` (as the ``rundir`` source finds them), read whole;
     a run that cannot be read is one error line, the others are still read."""
     finder = RundirSource(source, paths)
@@ -80,7 +88,8 @@ def read_tree(paths: Iterable[str | os.PathLike[str]], keys: Container[str], now
     errors: list[str] = list(finder.path_errors)
     for log in sorted(logs.values()):
         try:
-            snapshot, damage = read_log(log, keys, source=source, now=now)
+            snapshot, damage = read_log(log, keys, source=source, now=now,
+                                        dead_after=dead_after)
         except FileNotFoundError:
             continue  # the SDK creates the directory before the log
         except OSError as exc:

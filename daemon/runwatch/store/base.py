@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 from runwatch.model import AlertState, AlertStatus
 
@@ -524,90 +524,122 @@ class Store(Protocol):
 # --- opening by URL -----------------------------------------------------------------------
 
 
-_SECRET_PARAM = re.compile(r"pass|secret|token|key", re.IGNORECASE)
+# Query options runwatch's own stores read: not secret, shown as they are.
+_PLAIN_OPTIONS = frozenset({"busy_timeout"})
+_SHORTEST_SECRET = 4  # shorter pieces of a URL are not masked in free text: "HTTP 5***3"
 
 
 def redact_url(url: str) -> str:
-    """``url`` with any password replaced, fit for messages and logs."""
+    """``url`` fit for messages and logs: the password (or a user name given alone, often a
+    token), the query string (unless it holds only runwatch's own store options) and any
+    fragment masked."""
     try:
         parts = urlsplit(url)
-        if parts.password is None and not _SECRET_PARAM.search(parts.query):
-            return url  # rebuilding would drop sqlite:////'s empty host
-        if parts.password is not None:
+        netloc = parts.netloc
+        if parts.username is not None:
             host = parts.hostname or ""
             if parts.port is not None:
                 host = f"{host}:{parts.port}"
-            parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
-        if parts.query:  # libpq also takes ?password=… and ?sslpassword=…
-            query = [(k, "***" if _SECRET_PARAM.search(k) else v)
-                     for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-            parts = parts._replace(query=urlencode(query, safe="*"))
-        return urlunsplit(parts)
+            alone = parts.password is None
+            netloc = f"{'***' if alone else parts.username + ':***'}@{host}"
     except ValueError:
-        return "<unparseable store URL>"
+        return "<unparseable URL>"
+    if netloc == parts.netloc and not parts.fragment and not _secret_query(parts.query):
+        return url
+    # Joined by hand: urlunsplit would drop sqlite:////'s empty host.
+    text = f"{parts.scheme}:" if parts.scheme else ""
+    if url[len(text):].startswith("//"):
+        text += "//" + netloc
+    text += parts.path
+    if parts.query:  # libpq takes ?password=…, webhooks ?token=…
+        text += "?" + ("***" if _secret_query(parts.query) else parts.query)
+    return text + ("#***" if parts.fragment else "")
 
 
-def open_store(url: str) -> Store:
-    """Open the store ``url`` names.
+def url_secrets(url: str) -> list[str]:
+    """The pieces of ``url`` that :func:`redact_url` masks, as written in it, longest first:
+    to mask them in free text that quotes only part of the URL (``nonnumeric port:
+    'hunter2@host'``)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return [url]
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    pieces = [userinfo if at else "", parts.password or "", parts.fragment]
+    if parts.username is not None and parts.password is None:
+        pieces.append(parts.username)
+    if _secret_query(parts.query):
+        items = parts.query.split("&")
+        pieces += [parts.query, *(item.partition("=")[2] or item for item in items)]
+    found = {p for p in pieces if len(p) >= _SHORTEST_SECRET}
+    return sorted(found, key=len, reverse=True)
+
+
+def _secret_query(query: str) -> bool:
+    return any(item.partition("=")[0] not in _PLAIN_OPTIONS
+               for item in query.split("&") if item)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StoreLocation:
+    """What a store URL names, checked without opening (or creating) anything."""
+
+    scheme: str  # "sqlite" or "memory"
+    path: str = ""  # SQLite: the database file as written (``~`` not expanded)
+    busy_timeout: float | None = None  # SQLite: seconds; None: the store's default
+
+
+def parse_store_url(url: str) -> StoreLocation:
+    """The store ``url`` names; ValueError, in words that never quote the URL, when
+    :func:`open_store` would refuse it. ``runwatch validate`` and the config use this.
 
     * ``sqlite:///relative/path.db`` — relative to the working directory;
     * ``sqlite:////absolute/path.db`` — four slashes: the path itself starts with ``/``
       (SQLAlchemy's convention); ``~`` is expanded; ``?busy_timeout=SECONDS`` optional;
     * ``memory://`` — in this process only, gone on exit (tests, dry runs).
     """
-    shown = redact_url(url)
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
-        raise StoreError(
-            "not a store URL (expected sqlite:///path.db or memory://)",
-            store=shown,
-            temporary=False,
-        )
+        raise ValueError("not a store URL (expected sqlite:///path.db or memory://)")
     if scheme == "memory":
         if rest:
-            raise StoreError("memory:// takes no path", store=shown, temporary=False)
-        from runwatch.store.memory import MemoryStore
-
-        return MemoryStore()
-    if scheme == "sqlite":
-        return _open_sqlite(rest, shown)
+            raise ValueError("memory:// takes no path")
+        return StoreLocation(scheme="memory")
     if scheme in ("postgres", "postgresql"):
-        raise StoreError(
-            "PostgreSQL stores are not supported yet; use sqlite:///path.db",
-            store=shown,
-            temporary=False,
-        )
-    raise StoreError(
-        f"unknown store scheme {scheme!r} (expected sqlite:///path.db or memory://)",
-        store=shown,
-        temporary=False,
-    )
-
-
-def _open_sqlite(rest: str, shown: str) -> Store:
-    from runwatch.store.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteStore
-
+        raise ValueError("PostgreSQL stores are not supported yet; use sqlite:///path.db")
+    if scheme != "sqlite":
+        raise ValueError(
+            f"unknown store scheme {scheme!r} (expected sqlite:///path.db or memory://)")
     location, _, query = rest.partition("?")
     if not location.startswith("/") or location == "/":
-        raise StoreError(
-            "expected sqlite:///relative/path.db or sqlite:////absolute/path.db",
-            store=shown,
-            temporary=False,
-        )
-    path = location[1:]
+        raise ValueError("expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
     options = parse_qs(query, keep_blank_values=True)
-    busy_timeout = DEFAULT_BUSY_TIMEOUT
-    unknown = sorted(set(options) - {"busy_timeout"})
+    unknown = sorted(set(options) - _PLAIN_OPTIONS)
     if unknown:
-        raise StoreError(f"unknown option {unknown[0]!r}", store=shown, temporary=False)
+        raise ValueError(f"unknown option {unknown[0]!r} (sqlite takes busy_timeout)")
+    busy_timeout = None
     if "busy_timeout" in options:
         try:
             busy_timeout = float(options["busy_timeout"][-1])
         except ValueError:
             busy_timeout = -1.0
         if not 0 <= busy_timeout < 86400:
-            raise StoreError(
-                "busy_timeout must be a number of seconds, 0 to 86400", store=shown, temporary=False
-            )
-    return SqliteStore(os.path.expanduser(path), busy_timeout=busy_timeout)
+            raise ValueError("busy_timeout must be a number of seconds, 0 to 86400")
+    return StoreLocation(scheme="sqlite", path=location[1:], busy_timeout=busy_timeout)
+
+
+def open_store(url: str) -> Store:
+    """Open the store ``url`` names (see :func:`parse_store_url`)."""
+    try:
+        where = parse_store_url(url)
+    except ValueError as exc:
+        raise StoreError(str(exc), store=redact_url(url), temporary=False) from None
+    if where.scheme == "memory":
+        from runwatch.store.memory import MemoryStore
+
+        return MemoryStore()
+    from runwatch.store.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteStore
+
+    busy_timeout = DEFAULT_BUSY_TIMEOUT if where.busy_timeout is None else where.busy_timeout
+    return SqliteStore(os.path.expanduser(where.path), busy_timeout=busy_timeout)
