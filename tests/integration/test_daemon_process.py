@@ -254,3 +254,49 @@ def test_a_daemon_killed_after_slack_took_its_post_does_not_post_it_again(
     assert looked.params["channel"] == "CA"
     assert "looked for before it is sent again" in err
     assert held.metadata["event_payload"]["outbox_id"] in err  # adopted, by its id
+
+
+def test_an_alias_bomb_through_sighup_is_refused_and_the_daemon_lives(
+        wandb_runs, fake_slack, notify, tmp_path):
+    """A rule file edited into a "billion laughs" file, then SIGHUP: one line, the running
+    config stays, the process's memory does not balloon, and a later good edit loads."""
+    config = tmp_path / "runwatch.yaml"
+    rules = tmp_path / "rules.yaml"
+    good = "rules:\n  - {name: run-crashed, kind: state, severity: critical}\n"
+    rules.write_text(good)
+    config.write_text(
+        f"sources:\n  - {{type: rundir, path: {wandb_runs.runs['crashed']}, interval: 30s}}\n"
+        "store: sqlite:///state.db\nhttp: {listen: '127.0.0.1:0'}\nrules: [rules.yaml]\n")
+    laughs = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    laughs += [f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]"
+               for i in range(8)]
+    proc = start(config, notify, tmp_path)
+    try:
+        notify.wait_for("READY=1")
+        before = _rss_kib(proc.pid)
+        rules.write_text("\n".join(laughs) + "\n")  # 9^9 values expanded
+        notify.seen.clear()
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING=1")
+        notify.wait_for("READY=1")
+        assert proc.poll() is None
+        assert _rss_kib(proc.pid) - before < 50 * 1024
+        rules.write_text(good + "  - {name: run-failed, kind: state, states: [failed],"
+                                " severity: warning}\n")
+        notify.seen.clear()
+        proc.send_signal(signal.SIGHUP)
+        notify.wait_for("RELOADING=1")
+        notify.wait_for("READY=1")
+    finally:
+        code, _, err = stop(proc)
+    assert code == 0, err
+    assert "Traceback" not in err and "MemoryError" not in err
+    assert "YAML aliases expand to more than" in err and "reload refused" in err
+    assert '"event": "config reloaded"' in err or "reloaded" in err
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")

@@ -7,6 +7,7 @@ query string masked, and URLs that would send credentials to DNS are refused.
 
 from __future__ import annotations
 
+import os
 import tracemalloc
 from pathlib import Path
 
@@ -208,3 +209,16 @@ def test_a_url_holding_a_secret_is_refused_without_showing_it(case, command, tmp
     out, err = capsys.readouterr()
     assert (out, err) == ("", f"{path}:{error}\n")
     assert "hunter2" not in out + err
+
+
+def test_a_fifo_as_a_config_or_rule_file_is_refused_not_waited_on(tmp_path):
+    """A FIFO where a config or rule file belongs would block the read — and a reload —
+    for ever."""
+    fifo = tmp_path / "rules" / "stuck.yaml"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    config = write(tmp_path / "runwatch.yaml", SOURCES + "rules: [rules/stuck.yaml]\n")
+    [line] = refused(config)  # a rule file is a regular file: the FIFO is never opened
+    assert line == f"{config}:2: rules[0]: no rule file matches 'rules/stuck.yaml'"
+    [line] = refused(fifo)
+    assert line == f"{fifo}: cannot read config file: not a regular file"

@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from runwatch.files import open_regular
+
 PathKey = tuple[str | int, ...]
 
 # What one file may cost. Config and rule files are a few kilobytes, about a hundred
@@ -122,7 +124,7 @@ def read(path: str | os.PathLike[str], file: str, *, what: str,
     """The document in the file at ``path``, shown as ``file``; ``what`` names the kind of
     file in messages ("config file"). Reads no more than :data:`MAX_FILE_BYTES`."""
     try:
-        with open(path, "rb") as stream:
+        with open_regular(os.fspath(path)) as stream:  # a FIFO must not block a reload
             data = stream.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         return None, [Problem(file=file, line=None,

@@ -41,14 +41,14 @@ used is checksum-verified. Not checksumming the rest is where the speed is.
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
 import struct
 import zlib
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from runwatch.files import open_regular
 
 FILE_HEADER = b":W&B" + struct.pack("<H", 0xBEE1) + b"\x00"
 FILE_HEADER_SIZE = len(FILE_HEADER)
@@ -192,23 +192,6 @@ def intact(data: bytes, unchecked: int) -> bool:
         return True
     checksum, length, _ = _unpack_chunk(data, unchecked)
     return _crc32(memoryview(data)[unchecked + 6 : unchecked + 7 + length]) == checksum
-
-
-def open_regular(path: str) -> BinaryIO:
-    """``path`` opened for reading, if it is a regular file: opened non-blocking (a FIFO
-    put where a log belongs would block ``open`` until a writer came), then checked on
-    the open file itself. OSError naming what it is otherwise."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
-                 | getattr(os, "O_CLOEXEC", 0))
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file", path)
-        os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 class LogReader:
