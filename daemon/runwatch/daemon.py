@@ -90,6 +90,7 @@ class Daemon:
         self._api_seen: dict[str, tuple[int, int, int]] = {}
         self._awaiting_first_tick = {s.name for s in config.sources}
         self._busy: tuple[str, float] | None = None  # the job on the worker, since when
+        self._last_done: float | None = None  # when a job last finished
         self._stuck_said: str | None = None  # the stuck job last logged
         self._watched = self._file_signature()
         self.scheduler: BackgroundScheduler | None = None
@@ -315,6 +316,7 @@ class Daemon:
             return work(*args)
         finally:
             self._busy = None
+            self._last_done = self.clock()
 
     def stuck_after(self) -> float:
         """How long one job may hold the worker before the daemon counts as stuck: three
@@ -328,14 +330,23 @@ class Daemon:
 
     def alive(self) -> tuple[bool, str]:
         """Whether the worker moves: no job has held it beyond :meth:`stuck_after`."""
-        busy = self._busy
+        busy, done, now = self._busy, self._last_done, self.clock()
+        bound = self.stuck_after()
         if busy is None:
+            # Jobs come due every OUTBOX_INTERVAL: none finishing for long means the
+            # scheduler itself has stopped.
+            if done is not None and now - done > bound:
+                return False, (f"worker idle: no job has finished for"
+                               f" {format_duration(now - done)}")
             return True, "ok"
         label, since = busy
-        running = self.clock() - since
-        bound = self.stuck_after()
+        running = now - since
         if running <= bound:
             return True, "ok"
+        if label.startswith("tick ") and label[len("tick "):] in self._awaiting_first_tick:
+            # A first tick reads every run whole, however long that takes; the tick
+            # timeout bounds it where the source has one.
+            return True, f"ok: {label} is the first, running for {format_duration(running)}"
         return False, (f"worker stuck: {label} running for {format_duration(running)}"
                        f" (more than {format_duration(bound)})")
 
@@ -347,10 +358,12 @@ class Daemon:
         if ok:
             self._stuck_said = None
             return True
-        if busy is not None and self._stuck_said != busy[0] + str(busy[1]):
-            self._stuck_said = busy[0] + str(busy[1])
+        stall = f"{busy[0]}@{busy[1]}" if busy is not None else f"idle@{self._last_done}"
+        if self._stuck_said != stall:
+            self._stuck_said = stall
             log.error("the worker is stuck: /healthz answers 503 and the watchdog is not"
-                      " fed", job=busy[0], running_for=round(self.clock() - busy[1]),
+                      " fed", job=busy[0] if busy else None,
+                      running_for=round(self.clock() - busy[1]) if busy else None,
                       detail=detail)
         return False
 

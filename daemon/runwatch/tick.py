@@ -12,6 +12,7 @@ a run that is not being watched says so each time, not once.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -132,11 +133,21 @@ def run_tick(
             try:
                 result = evaluate(rules, snapshot, previous, now, aliases)
             except Exception as exc:  # one run's bad data must not stop the others
-                errors.append(f"run {snapshot.ref.path}: evaluation failed{_steps(snapshot)}:"
-                              f" {type(exc).__name__}: {exc}; its cursor stays, so it is"
-                              " read again next tick")
-                held.update(cursor_keys(snapshot.ref))
+                keys = cursor_keys(snapshot.ref)
+                failures = _FAILURES.setdefault(source, {})
+                count = failures.get(snapshot.ref.path, 0) + 1
+                what = (f"run {snapshot.ref.path}: evaluation failed{_steps(snapshot)}:"
+                        f" {type(exc).__name__}: {exc}")
+                if count < HOLD_TICKS or dry_run:
+                    failures[snapshot.ref.path] = count
+                    errors.append(f"{what}; its cursor stays, so it is read again next tick")
+                    held.update(keys)
+                else:  # the same rows fail every time: judging them is not going to happen
+                    failures.pop(snapshot.ref.path, None)
+                    errors.append(f"{what}; failed {count} ticks in a row, so these rows are"
+                                  " skipped and the run is judged from the next ones")
                 continue
+            _FAILURES.get(source, {}).pop(snapshot.ref.path, None)
             alerts.extend(result.alerts)
             transitions.extend(result.transitions)
             for fired in result.transitions:
@@ -161,6 +172,13 @@ def run_tick(
                       errors=tuple(errors),
                       warnings=tuple(unlogged_metrics(rules, snapshots, aliases)),
                       charts=charts, failed_sources=tuple(failed), by_source=by_source)
+
+
+# A run whose evaluation raises keeps its cursor for this many ticks in a row; then its
+# rows are skipped (a bug that fails the same rows every time must not blind the run for
+# ever, nor grow its re-read without end). Counted per live source object.
+HOLD_TICKS = 3
+_FAILURES: weakref.WeakKeyDictionary[Source, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 def cursor_keys(ref: RunRef) -> tuple[str, ...]:

@@ -383,6 +383,7 @@ def test_a_stuck_worker_turns_healthz_503_and_stops_the_watchdog(daemon):
         started.set()
         release.wait(60)
 
+    daemon.tick_source("rundir")  # the first tick is done: later ones are bounded
     server = HttpServer("127.0.0.1", 0, health_app(daemon.metrics, daemon.ready, daemon.alive))
     server.start()
     worker = threading.Thread(target=daemon._job, args=["tick rundir", stuck])
@@ -452,3 +453,31 @@ def test_a_run_that_went_silent_is_crashed_after_dead_after_and_told_once(tmp_pa
     finally:
         d.runtime.close()
         d.store.close()
+
+
+def test_a_first_tick_may_take_long_and_a_stopped_scheduler_is_not_alive(daemon):
+    """A first tick reads every run whole: not stuck, however long. A worker on which no
+    job has finished for the bound (the scheduler died) is not alive either."""
+    import threading
+
+    now = [START]
+    daemon.clock = lambda: now[0]
+    started, release = threading.Event(), threading.Event()
+
+    def first_tick() -> None:
+        started.set()
+        release.wait(60)
+
+    worker = threading.Thread(target=daemon._job, args=["tick rundir", first_tick])
+    try:
+        worker.start()
+        assert started.wait(10)
+        now[0] += 3 * 3600
+        ok, detail = daemon.alive()
+        assert ok and detail == "ok: tick rundir is the first, running for 3h"
+    finally:
+        release.set()
+        worker.join(10)
+    assert daemon.alive() == (True, "ok")
+    now[0] += daemon.stuck_after() + 1
+    assert daemon.alive() == (False, "worker idle: no job has finished for 10m1s")

@@ -89,6 +89,18 @@ def test_the_reader_itself_never_blocks_on_a_fifo(tmp_path):
 # --- folders that cannot be searched ----------------------------------------------------
 
 
+def test_a_folder_removed_between_searches_is_forgotten_without_a_word(tmp_path):
+    write_run(tmp_path / "keep", "keep0001")
+    write_run(tmp_path / "gone", "gone0001")
+    source = RundirSource("s", [tmp_path], rescan=3600, dead_after=float("inf"))
+    first = source.poll({}, WANTED, T0 + 10)
+    assert names(first) == ["gone0001", "keep0001"]
+    shutil.rmtree(tmp_path / "gone")
+    later = source.poll(first.cursors, WANTED, T0 + 20)
+    assert (names(later), later.errors) == (["keep0001"], ())
+    assert not any("gone" in folder for folder in source._dirs)
+
+
 def test_a_link_into_proc_is_not_searched_and_the_other_runs_are_checked(tmp_path):
     write_run(tmp_path / "team" / "good", "good0001")
     (tmp_path / "team" / "init").symlink_to("/proc/1")
@@ -179,8 +191,13 @@ def test_a_run_silent_for_dead_after_is_crashed_once_and_live_again_when_it_writ
     dead = source.poll(live.cursors, WANTED, T0 + 2 + 7200)
     [snapshot] = dead.snapshots
     assert (snapshot.state, snapshot.ended_why) == (RunState.CRASHED, "no record for 2h")
-    cursors = {**live.cursors, **dead.cursors}  # as a tick keeps them
+    # A tick whose commit failed keeps the old cursors: the crash is told again.
+    [again] = source.poll(live.cursors, WANTED, T0 + 2 + 7250).snapshots
+    assert again.state is RunState.CRASHED
+    cursors = {**live.cursors, **dead.cursors}  # as a tick keeps them once committed
     assert source.poll(cursors, WANTED, T0 + 2 + 7300).snapshots == ()  # told once
+    restarted = RundirSource("s", [tmp_path], dead_after=7200)  # the cursor remembers
+    assert restarted.poll(cursors, WANTED, T0 + 2 + 7400).snapshots == ()
     lw.append(log, lw.step(20, 3, {"train/loss": 0.5}, time=T0 + 8000))  # it writes again
     back = source.poll(cursors, WANTED, T0 + 8010)
     [snapshot] = back.snapshots

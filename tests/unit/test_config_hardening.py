@@ -65,7 +65,7 @@ HOSTILE = {
              f"invalid YAML: more than {MAX_VALUES:,} values"),
     # the line byte 262,145 is on
     "large": (large(), large().encode()[:MAX_FILE_BYTES].count(b"\n") + 1,
-              "{what} is larger than 256 KiB: not read"),
+              "{what} is larger than 1024 KiB: not read"),
 }
 
 
@@ -222,3 +222,14 @@ def test_a_fifo_as_a_config_or_rule_file_is_refused_not_waited_on(tmp_path):
     assert line == f"{config}:2: rules[0]: no rule file matches 'rules/stuck.yaml'"
     [line] = refused(fifo)
     assert line == f"{fifo}: cannot read config file: not a regular file"
+
+
+def test_a_rule_file_of_thousands_of_rules_sharing_anchors_loads(tmp_path):
+    """A big team's rule file: 3,000 rules, each merging a shared anchor — within bounds."""
+    rules = ["rules:", "  - &base {name: r0, kind: threshold, metric: loss, op: '>',"
+                       " value: 1, severity: warning, labels: {team: ml, tier: a}}"]
+    rules += [f"  - {{<<: *base, name: r{i}, value: {i}}}" for i in range(1, 3000)]
+    write(tmp_path / "rules" / "team.yaml", "\n".join(rules) + "\n")
+    config = write(tmp_path / "runwatch.yaml", SOURCES + "rules: [rules/*.yaml]\n")
+    _, rule_set = load_all(config, env={})
+    assert len(rule_set.rules) == 3000

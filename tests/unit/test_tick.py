@@ -186,16 +186,23 @@ def test_a_run_whose_evaluation_raises_keeps_its_cursor_and_says_so_each_tick(st
         poll(snapshot(huge, run_id="bad"), snapshot(run_id="good"),
              cursors={key: "after", "team/pretrain/good": "g1"}),
         poll(snapshot(huge, run_id="bad"), cursors={key: "after"}),
+        poll(snapshot(huge, run_id="bad"), cursors={key: "after"}),
     ])
-    line = ("run team/pretrain/bad: evaluation failed on steps 10-14: OverflowError:"
-            " intermediate overflow in fsum; its cursor stays, so it is read again next"
-            " tick")
+    failed = ("run team/pretrain/bad: evaluation failed on steps 10-14: OverflowError:"
+              " intermediate overflow in fsum")
     for now in (T0, T0 + 60):
         report = run_tick(sources=[src], rules=[mean], aliases=DEFAULT_ALIASES, store=store,
                           now=now)
-        assert report.errors == (line,)
+        assert report.errors == (f"{failed}; its cursor stays, so it is read again next tick",)
         assert store.load_cursors("a") == {key: "before", "team/pretrain/good": "g1"}
     assert [c[key] for c in src.seen_cursors] == ["before", "before"]
+    # The third time the same rows fail, they are skipped: a bug must not blind the run
+    # for ever.
+    report = run_tick(sources=[src], rules=[mean], aliases=DEFAULT_ALIASES, store=store,
+                      now=T0 + 120)
+    assert report.errors == (f"{failed}; failed 3 ticks in a row, so these rows are skipped"
+                             " and the run is judged from the next ones",)
+    assert store.load_cursors("a")[key] == "after"
 
 
 def test_keys_for_a_run_are_what_its_matching_rules_read_resolved_against_its_keys():

@@ -24,15 +24,16 @@ from runwatch.files import open_regular
 
 PathKey = tuple[str | int, ...]
 
-# What one file may cost. Config and rule files are a few kilobytes, about a hundred
-# values; pure-Python PyYAML takes some 60 µs and 1 kB a value, so these keep the worst
-# file to about a second and tens of megabytes.
-MAX_FILE_BYTES = 256 << 10
-MAX_VALUES = 20_000  # values (nodes) in the file as written
+# What one file may cost. Config files are a few kilobytes; a team's rule file may hold
+# thousands of rules (some 12 values each). Pure-Python PyYAML takes some 60 µs and 1 kB a
+# value, so these keep the worst file to a few seconds and about a hundred megabytes.
+MAX_FILE_BYTES = 1 << 20
+MAX_VALUES = 100_000  # values (nodes) in the file as written
 MAX_DEPTH = 64  # nesting levels (a config needs about 8)
 # Values built through aliases beyond the file's own: anchors for shared settings take
-# hundreds; a "billion laughs" of a kilobyte, billions.
+# a few per value written (ALIAS_RATIO); a "billion laughs" of a kilobyte, billions.
 MAX_ALIASED = 10_000
+ALIAS_RATIO = 10
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -183,7 +184,8 @@ class _TooAliased(Exception):
 
 def _check_aliases(root: yaml.Node) -> None:
     """Raise :class:`_TooAliased` at the line of the alias that takes building ``root``
-    past :data:`MAX_ALIASED` values beyond the file's own nodes.
+    past :data:`MAX_ALIASED` values beyond the file's own nodes (or ALIAS_RATIO times the
+    nodes met so far, for a long file that shares anchors).
 
     Counted on the node graph, where an alias is one more reference to its anchor's node
     (``<<: *a`` too): each node's size is worked out once, so nothing is expanded to count.
@@ -195,7 +197,7 @@ def _check_aliases(root: yaml.Node) -> None:
         nonlocal aliased
         if (known := sizes.get(id(node))) is not None:  # a second reference: an alias
             aliased += known
-            if aliased > MAX_ALIASED:
+            if aliased > max(MAX_ALIASED, ALIAS_RATIO * len(sizes)):
                 raise _TooAliased(line + 1)
             return known
         sizes[id(node)] = 1  # a recursive alias meets this; the builder reports it
@@ -247,7 +249,14 @@ class _Builder:
         merged = len(node.value) - own
         result: dict[str, Any] = {}
         written: set[str] = set()  # keys the node itself gives; they override merged ones
+        # A merged value the node overrides is not built at all (a thousand rules merging
+        # one anchor would otherwise each build, then forget, its values).
+        overridden = {str(k.value) for k, _ in node.value[merged:]
+                      if isinstance(k, yaml.ScalarNode)}
         for index, (key_node, value_node) in enumerate(node.value):
+            if index < merged and isinstance(key_node, yaml.ScalarNode) \
+                    and str(key_node.value) in overridden:
+                continue
             if not isinstance(key_node, yaml.ScalarNode):
                 self._problem(key_node, at(path, "a mapping key must be a plain string"))
                 continue

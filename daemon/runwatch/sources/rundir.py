@@ -111,7 +111,7 @@ class RundirSource:
         self._dirs: dict[str, tuple[int, int]] = {}  # searched folder -> (mtime_ns, level)
         self._walk_errors: dict[str, str] = {}  # folder -> why it cannot be searched
         self._walk_said: dict[str, str] = {}  # folder -> what was said of it
-        self._dead: set[str] = set()  # runs told as ended for want of records
+        self._pseudo_devs = _pseudo_devices()
         self._last_scan: float | None = None
         self._path_errors: list[str] = []  # configured paths that cannot be searched
         # run key -> (cursor, state) pairs recently produced or parsed: a poll whose
@@ -175,9 +175,17 @@ class RundirSource:
         ``fresh_only``: ``path`` changed since it was searched — only what is new in it
         (folders and ``wandb`` directories not known yet) is searched."""
         try:
-            self._dirs[path] = (os.stat(path).st_mtime_ns, level)
+            info = os.stat(path)
+            if info.st_dev in self._pseudo_devs:  # /proc, /sys, /dev reached some way
+                self._walk_errors[path] = (f"{self.name}: {_text(path)}: a pseudo file"
+                                           " system (/proc, /sys or /dev): not searched")
+                return
+            self._dirs[path] = (info.st_mtime_ns, level)
             with os.scandir(path) as listing:
                 entries = list(listing)  # a listing may fail midway: all of it, or none
+        except FileNotFoundError:
+            self._forget(path)  # removed or renamed since: what it held is gone with it
+            return
         except OSError as exc:
             self._walk_errors[path] = f"{self.name}: {_text(path)}: cannot list:" \
                                       f" {exc.strerror or exc}; its runs are not checked"
@@ -223,6 +231,9 @@ class RundirSource:
             self._wandb_dirs[path] = os.stat(path).st_mtime_ns
             with os.scandir(path) as listing:
                 entries = list(listing)
+        except FileNotFoundError:
+            self._forget(path)
+            return
         except OSError as exc:
             self._walk_errors[path] = f"{self.name}: {_text(path)}: cannot list:" \
                                       f" {exc.strerror or exc}; its runs are not checked"
@@ -238,6 +249,15 @@ class RundirSource:
                 except OSError:
                     continue
                 self._add_run(os.path.realpath(entry.path), runs)
+
+    def _forget(self, path: str) -> None:
+        """A searched folder that is gone: drop it and what was found under it."""
+        inside = path.rstrip(os.sep) + os.sep
+        for known in (self._dirs, self._wandb_dirs, self._walk_errors):
+            for folder in [f for f in known if f == path or f.startswith(inside)]:
+                del known[folder]
+        for key in [k for k, log in self._runs.items() if log.startswith(inside)]:
+            del self._runs[key]
 
     def _add_run(self, real: str, runs: dict[str, str]) -> None:
         key = _text(real)  # the run's key and location; `real` stays the path to read
@@ -269,7 +289,8 @@ class RundirSource:
                 # What was known of the run still stands: its heartbeat goes stale.
                 run = self._state(key, log, cursor)
                 if not run.state.ended and run.mtime_ns >= 0:
-                    self._live(snapshots, run, {}, run.mtime_ns / 1e9, now)
+                    self._live(snapshots, new_cursors, cursor, run, {}, run.mtime_ns / 1e9,
+                               now)
                 continue
             if not statmode.S_ISREG(stat.st_mode):  # a FIFO would block the read for ever
                 self._report(errors, log, f"{_text(log)}: not a regular file"
@@ -283,7 +304,7 @@ class RundirSource:
                 and stat.st_dev == run.dev
             ):
                 if not run.state.ended:
-                    self._live(snapshots, run, {}, stat.st_mtime, now)
+                    self._live(snapshots, new_cursors, cursor, run, {}, stat.st_mtime, now)
                 continue
             try:
                 read = read_records(run, stat, wanted)
@@ -296,7 +317,7 @@ class RundirSource:
                 # The run as it was before this read: still there, still checked (its
                 # heartbeat goes stale), and read again next poll.
                 if not run.state.ended:
-                    self._live(snapshots, run, {}, stat.st_mtime, now)
+                    self._live(snapshots, new_cursors, cursor, run, {}, stat.st_mtime, now)
                 continue
             self._reported.pop(log, None)
             run, history, damage, changed = read
@@ -305,23 +326,29 @@ class RundirSource:
             new_cursors[key] = text
             self._remember(key, cursor, text, run)
             if not run.state.ended:
-                self._live(snapshots, run, history, stat.st_mtime, now, changed=changed)
+                self._live(snapshots, new_cursors, text, run, history, stat.st_mtime, now,
+                           changed=changed)
             elif changed:
                 snapshots.append(self._snapshot(run, history, stat.st_mtime))
         return Poll(snapshots=tuple(snapshots), cursors=new_cursors, errors=tuple(errors))
 
-    def _live(self, snapshots: list[RunSnapshot], run: RunLog, history: Mapping[str, Series],
-              mtime: float, now: float, *, changed: bool = False) -> None:
+    def _live(self, snapshots: list[RunSnapshot], new_cursors: dict[str, str],
+              cursor: str | None, run: RunLog, history: Mapping[str, Series], mtime: float,
+              now: float, *, changed: bool = False) -> None:
         """Add the snapshot of a run with no exit record: as it is while it writes; as
-        crashed — once — when it has written nothing for ``dead_after``."""
+        crashed when it has written nothing for ``dead_after`` — once: the cursor says it
+        was told, so it is said again only if that cursor was never saved (a failed
+        commit), and again after the run writes and falls silent anew."""
         snapshot = snapshot_of(run, self.name, history, mtime, now=now,
                                dead_after=self.dead_after)
-        if snapshot.state is RunState.CRASHED and run.state is not RunState.CRASHED:
-            if run.key in self._dead and not changed:
-                return  # told once: an ended run is not judged again until it writes
-            self._dead.add(run.key)
-        else:
-            self._dead.discard(run.key)
+        if snapshot.state is RunState.CRASHED and not run.state.ended:
+            if run.told_dead and not changed:
+                return  # told: an ended run is not judged again until it writes
+            told = run.copy()
+            told.told_dead = True
+            text = told.to_cursor()
+            new_cursors[run.key] = text
+            self._remember(run.key, cursor, text, told)
         snapshots.append(snapshot)
 
     def _walk_news(self) -> list[str]:
@@ -407,6 +434,8 @@ def read_records(
     reader = LogReader(run.log, run.offset, kinds=KINDS)
     reading = LogRead(run, wanted)
     reading.consume(reader)
+    if reader.records:
+        run.told_dead = False  # it wrote: alive again, and told anew if it falls silent
     corruption = reader.corruption
     reading.finish()
     run.offset = reader.offset
@@ -429,6 +458,24 @@ def _text(path: str) -> str:
     except UnicodeEncodeError:
         return os.fsencode(path).decode("utf-8", "backslashreplace")
     return path
+
+
+def _pseudo_devices() -> frozenset[int]:
+    """The devices of /proc, /sys and /dev: a search reaching one (a link to /, a link
+    into /proc) does not go on."""
+    devices = set()
+    try:
+        root = os.stat("/").st_dev
+    except OSError:
+        return frozenset()
+    for path in _PSEUDO:
+        try:
+            device = os.stat(path).st_dev
+        except OSError:
+            continue
+        if device != root:  # a /dev that is a plain folder of the root file system is not one
+            devices.add(device)
+    return frozenset(devices)
 
 
 def _mtime(path: str) -> int | None:

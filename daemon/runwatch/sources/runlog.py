@@ -88,6 +88,7 @@ class RunLog:
     heartbeat: float | None = None  # from records only
     started: float | None = None
     corrupt_at: int | None = None
+    told_dead: bool = False  # taken as crashed for its silence, and told so (rundir.py)
     # Derived views, rebuilt lazily; shared with the snapshots already handed out.
     _summary_view: dict[str, Any] | None = None
     _keys_view: frozenset[str] | None = None
@@ -162,6 +163,7 @@ class RunLog:
             "exit_code": self.exit_code,
             "preempting": self.preempting,
             "last_step": self.last_step,
+            "told_dead": self.told_dead,
             "progress": self.progress,
             "heartbeat": self.heartbeat,
             "started": self.started,
@@ -202,6 +204,7 @@ class RunLog:
                 heartbeat=data["heartbeat"],
                 started=data["started"],
                 corrupt_at=data["corrupt_at"],
+                told_dead=bool(data.get("told_dead", False)),
             )
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
             return None
