@@ -9,9 +9,11 @@ from typing import BinaryIO
 
 
 def open_regular(path: str) -> BinaryIO:
-    """``path`` opened for reading, if it is a regular file: opened non-blocking (a FIFO
-    put where a log belongs would block ``open`` until a writer came), then checked on
-    the open file itself. OSError naming what it is otherwise."""
+    """``path`` opened for reading, if it is a regular file: checked before it is opened,
+    opened non-blocking (a FIFO swapped in meanwhile would block ``open`` until a writer
+    came) and checked again on the open file. OSError otherwise."""
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a device is not even opened (a tape rewinds)
+        raise OSError(errno.EINVAL, "not a regular file", path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
                  | getattr(os, "O_CLOEXEC", 0))
     try:
