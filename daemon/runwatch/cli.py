@@ -252,7 +252,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     store = open_store(config.store)
     try:
         saved = store.load_status()
-        depth = len(store.outbox(include_failed=False))
+        depth = store.outbox_depth()
         firing = len(store.alerts(status=AlertStatus.FIRING))
     finally:
         store.close()

@@ -520,6 +520,15 @@ def test_an_older_decision_written_late_does_not_supersede_a_newer_one(store: St
     assert [e.id for e in store.outbox()] == ["older", "newer"]
 
 
+def test_outbox_depth_counts_what_waits_to_be_sent(store: Store) -> None:
+    assert store.outbox_depth() == 0
+    store.enqueue([entry("a"), entry("b", group="g2"), entry("c", group="g3")])
+    store.claim_outbox(T0, claimant="x", lease=60, limit=1)
+    assert store.outbox_depth() == 3  # a claimed entry still waits
+    assert store.fail_outbox("a", claimant="x", error="channel_not_found", now=T0)
+    assert store.outbox_depth() == 2 == len(store.outbox(include_failed=False))
+
+
 def test_enqueue_keeps_failed_entries(store: Store) -> None:
     store.enqueue([entry("old")])
     assert len(store.claim_outbox(T0, claimant="x", lease=60)) == 1

@@ -243,6 +243,6 @@ def _report(store: Store, planned: PlanReport, drained: DrainReport, abandoned: 
     return NotifyReport(
         queued=len(planned.queued), superseded=planned.superseded, muted=planned.muted,
         sent=drained.sent, retrying=drained.retrying, failed=drained.failed + abandoned,
-        pending=len(store.outbox(include_failed=False)), errors=drained.errors,
+        pending=store.outbox_depth(), errors=drained.errors,
         receivers=drained.by_receiver,
     )

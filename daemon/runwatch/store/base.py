@@ -424,6 +424,10 @@ class Store(Protocol):
         """Entries matching every given filter, oldest first (``created_at``, then id)."""
         ...
 
+    def outbox_depth(self) -> int:
+        """How many entries wait to be sent (failed ones not counted), without reading them."""
+        ...
+
     def claim_outbox(
         self,
         now: float,

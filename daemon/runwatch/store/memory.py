@@ -263,6 +263,11 @@ class MemoryStore:
             ]
         return sorted(found, key=lambda e: (e.created_at, e.id))
 
+    def outbox_depth(self) -> int:
+        with self._lock:
+            self._check_open()
+            return sum(1 for e in self._outbox.values() if not e.failed)
+
     def claim_outbox(
         self,
         now: float,

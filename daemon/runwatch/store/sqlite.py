@@ -565,6 +565,10 @@ class SqliteStore:
         with self._errors("cannot read outbox"):
             return [codec.outbox_from_row(row) for row in rows]
 
+    def outbox_depth(self) -> int:
+        return int(self._query("cannot read outbox",
+                               "SELECT count(*) FROM outbox WHERE failed_at IS NULL")[0][0])
+
     def claim_outbox(
         self,
         now: float,
