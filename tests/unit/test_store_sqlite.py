@@ -446,3 +446,31 @@ def test_where_an_alert_began_and_its_newest_value_are_kept(tmp_path):
         assert math.isnan(loaded["fp2"].first_value)  # not NULL: REAL columns lose NaN
     finally:
         store.close()
+
+
+def test_the_writer_keeps_its_alerts_and_reads_no_row_twice(db: Path) -> None:
+    """While it holds the writer lock the store answers load_alerts from what it read or
+    wrote (nobody else writes alerts): an idle tick decodes no alert row. What it answers
+    is what a fresh reader of the file reads."""
+    writer = SqliteStore(db)
+    writer.claim_writer("runwatch run, pid 1 on test")
+    try:
+        writer.commit_tick(source="s", alerts=[alert("a", memory=["t", (1.0, 2.0)])],
+                           cursors={}, now=1.0)
+        assert writer.load_alerts(["a", "b"]).keys() == {"a"}
+        with raw(db) as conn:  # a row the writer never reads again: it answers from memory
+            conn.execute("UPDATE alerts SET summary = 'changed behind its back'")
+        assert writer.load_alerts(["a"])["a"].summary != "changed behind its back"
+        writer.commit_tick(source="s", alerts=[alert("a", summary="fired"), alert("b")],
+                           cursors={}, now=2.0)
+        reader = SqliteStore(db)
+        try:
+            assert writer.load_alerts(["a", "b"]) == reader.load_alerts(["a", "b"])
+            assert writer.load_alerts(["a"])["a"].summary == "fired"
+            # Collected rows are forgotten with them.
+            writer.collect_garbage(10**10, resolved_retention=0, cursor_retention=0)
+            assert writer.load_alerts(["a", "b"]) == reader.load_alerts(["a", "b"])
+        finally:
+            reader.close()
+    finally:
+        writer.close()

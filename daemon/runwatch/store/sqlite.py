@@ -238,6 +238,9 @@ class SqliteStore:
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._closed = False
         self._writer: int | None = None  # the writer lock's file, once claimed
+        # The writer's alert states by fingerprint (None: no row), as stored: nobody else
+        # writes alerts while it holds the lock, so an idle tick decodes no alert row.
+        self._alert_cache: dict[str, AlertState | None] | None = None
         parent = os.path.dirname(self.path)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -394,6 +397,17 @@ class SqliteStore:
     # --- alerts and cursors ---------------------------------------------------------------
 
     def load_alerts(self, fingerprints: Iterable[str] | None = None) -> dict[str, AlertState]:
+        cache = self._alert_cache
+        if cache is not None and fingerprints is not None:
+            wanted = set(fingerprints)
+            missing = wanted - cache.keys()
+            if missing:
+                found = self._load_alerts(missing)
+                cache.update((fp, found.get(fp)) for fp in missing)
+            return {fp: alert for fp in wanted if (alert := cache[fp]) is not None}
+        return self._load_alerts(fingerprints)
+
+    def _load_alerts(self, fingerprints: Iterable[str] | None) -> dict[str, AlertState]:
         if fingerprints is None:
             rows = self._query("cannot load alerts", _SELECT_ALERTS)
         else:
@@ -465,9 +479,15 @@ class SqliteStore:
 
         # Rows are encoded while the transaction is open; a value that cannot be stored
         # rolls back everything written before it.
+        alerts = list(alerts)
         with self._transaction("cannot commit tick") as conn:
             conn.executemany(_UPSERT_CURSOR, cursor_rows())
             conn.executemany(_UPSERT_ALERT, (codec.alert_to_row(a, now) for a in alerts))
+        if self._alert_cache is not None:
+            # Frozen states, and checks copy their memory before changing it: the writer
+            # keeps what it stored as it stored it (a row read back would be the same
+            # values, its memory's tuples as lists).
+            self._alert_cache.update((a.fingerprint, a) for a in alerts)
 
     # --- notification log -----------------------------------------------------------------
 
@@ -708,9 +728,13 @@ class SqliteStore:
             "outbox": ("DELETE FROM outbox WHERE failed_at < ?", now - outbox_retention),
             "refs": ("DELETE FROM delivery_refs WHERE expires_at <= ?", now),
         }
-        with self._transaction("cannot collect garbage") as conn:
-            for kind, (sql, cutoff) in statements.items():
-                deleted[kind] = conn.execute(sql, (float(cutoff),)).rowcount
+        try:
+            with self._transaction("cannot collect garbage") as conn:
+                for kind, (sql, cutoff) in statements.items():
+                    deleted[kind] = conn.execute(sql, (float(cutoff),)).rowcount
+        finally:
+            if self._alert_cache is not None:
+                self._alert_cache.clear()  # rows are gone: read what is left afresh
         return Collected(**deleted)
 
     def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
@@ -756,6 +780,7 @@ class SqliteStore:
             os.ftruncate(fd, 0)
             os.pwrite(fd, holder.encode(), 0)
             self._writer = fd
+            self._alert_cache = {}
 
     def close(self) -> None:
         with self._lock:
@@ -763,6 +788,7 @@ class SqliteStore:
             if self._writer is not None:
                 os.close(self._writer)  # releases the flock
                 self._writer = None
+                self._alert_cache = None
             connections = list(self._connections.values())
             self._connections.clear()
         for conn in connections:
