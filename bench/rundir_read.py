@@ -31,11 +31,11 @@ GOAL_ROWS_PER_S = 200_000
 GOAL_APPEND_MS = 5.0
 
 
-def plain_reader(path: str) -> int:
-    """The obvious reader: frame, parse every Record, json.loads every value."""
-    rows = 0
-    summary: dict = {}
-    columns: dict = {}
+def records(path: str):
+    """Every complete record of a ``.wandb`` log, parsed: the framing both simple readers
+    share (32 KiB blocks, FULL/FIRST/MIDDLE/LAST chunks, CRC checked). wandb 0.31 has no
+    Python record reader any more (``wandb.sdk.internal.datastore`` went with the move to
+    wandb-core), so this is what a user would write."""
     with open(path, "rb") as file:
         raw = file.read()
     pos, parts = 7, []
@@ -59,6 +59,15 @@ def plain_reader(path: str) -> int:
             data = b"".join([*parts, data])
         record = pb.Record()
         record.ParseFromString(data)
+        yield record
+
+
+def plain_reader(path: str) -> int:
+    """The obvious reader: frame, parse every Record, json.loads every value."""
+    rows = 0
+    summary: dict = {}
+    columns: dict = {}
+    for record in records(path):
         which = record.WhichOneof("record_type")
         if which == "history":
             rows += 1
@@ -73,36 +82,10 @@ def plain_reader(path: str) -> int:
 
 def history_reader(path: str, wanted) -> tuple[int, dict]:
     """The fair baseline: frame, parse each Record, skip all but history, convert only the
-    wanted keys' values into per-key lists of (step, value).
-
-    wandb 0.31 has no Python record reader any more (``wandb.sdk.internal.datastore`` went
-    with the move to wandb-core), so the framing is the plain reader's, checksums included.
-    """
+    wanted keys' values into per-key lists of (step, value)."""
     rows = 0
     columns: dict = {}
-    with open(path, "rb") as file:
-        raw = file.read()
-    pos, parts = 7, []
-    while pos + 7 <= len(raw):
-        left = 32768 - pos % 32768
-        if left < 7:
-            pos += left
-            continue
-        crc, length, kind = struct.unpack_from("<IHB", raw, pos)
-        data = raw[pos + 7 : pos + 7 + length]
-        if len(data) < length or zlib.crc32(raw[pos + 6 : pos + 7 + length]) != crc:
-            break
-        pos += 7 + length
-        if kind == 2:
-            parts = [data]
-            continue
-        if kind == 3:
-            parts.append(data)
-            continue
-        if kind == 4:
-            data = b"".join([*parts, data])
-        record = pb.Record()
-        record.ParseFromString(data)
+    for record in records(path):
         if record.WhichOneof("record_type") != "history":
             continue
         rows += 1

@@ -398,7 +398,7 @@ class Daemon:
                 raise ConfigError([f"{self.config_path}: the store cannot change while"
                                    " runwatch runs; restart it to use the new store"])
             runtime = build_runtime(config, rule_set, previous=self.runtime)
-        except (ConfigError, Exception) as exc:  # whatever it is, the running config stays
+        except Exception as exc:  # whatever it is (ConfigError or worse), the config stays
             lines = exc.errors if isinstance(exc, ConfigError) else [
                 f"{self.config_path}: cannot load: {type(exc).__name__}: {exc}"[:500]]
             for line in lines:

@@ -4,10 +4,13 @@ cron weekdays, and secrets kept out of every log line."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import threading
 import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -367,51 +370,60 @@ def test_a_token_without_the_history_scope_is_one_warning_at_start_up(daemon, fa
     assert warned["receiver"] == "team-slack" and "at least once" in warned["detail"]
 
 
-def test_a_stuck_worker_turns_healthz_503_and_stops_the_watchdog(daemon):
-    """A job that holds the worker beyond the bound (here: blocked on an event, the clock
-    moved on by hand): /healthz 503 naming it, one log line per stall, no watchdog ping;
-    when it moves again, all is well."""
-    import threading
-
-    from structlog.testing import capture_logs
-
+@contextlib.contextmanager
+def held_worker(daemon, label: str) -> Iterator[list[float]]:
+    """``daemon``'s worker held by the job ``label`` (blocked on an event, not a sleep)
+    until the block ends; yields the daemon's clock, to move on by hand."""
     now = [START]
     daemon.clock = lambda: now[0]
     started, release = threading.Event(), threading.Event()
 
-    def stuck() -> None:
+    def blocked() -> None:
         started.set()
         release.wait(60)
 
-    daemon.tick_source("rundir")  # the first tick is done: later ones are bounded
-    server = HttpServer("127.0.0.1", 0, health_app(daemon.metrics, daemon.ready, daemon.alive))
-    server.start()
-    worker = threading.Thread(target=daemon._job, args=["tick rundir", stuck])
+    worker = threading.Thread(target=daemon._job, args=[label, blocked])
+    worker.start()
     try:
-        assert daemon.stuck_after() == 600  # the floor: the source ticks every 60 s
-        worker.start()
         assert started.wait(10)
-        assert get(server, "/healthz") == (200, "ok\n")
-        now[0] += 600
-        assert get(server, "/healthz")[0] == 200  # at the bound: still fine
-        now[0] += 1
-        code, body = get(server, "/healthz")
-        assert code == 503
-        assert body == "worker stuck: tick rundir running for 10m1s (more than 10m)\n"
-        with capture_logs() as logs_seen:
-            assert daemon._watch_worker() is False  # no ping
-            now[0] += 30
-            assert daemon._watch_worker() is False
-        [said] = [e for e in logs_seen if e["log_level"] == "error"]
-        assert (said["job"], said["running_for"]) == ("tick rundir", 601)
+        yield now
     finally:
         release.set()
         worker.join(10)
+
+
+def test_a_stuck_worker_turns_healthz_503_and_stops_the_watchdog(daemon):
+    """A job that holds the worker beyond the bound (here: blocked on an event, the clock
+    moved on by hand): /healthz 503 naming it, one log line per stall, no watchdog ping;
+    when it moves again, all is well."""
+    from structlog.testing import capture_logs
+
+    daemon.clock = lambda: START
+    daemon.tick_source("rundir")  # the first tick is done: later ones are bounded
+    assert daemon.stuck_after() == 600  # the floor: the source ticks every 60 s
+    server = HttpServer("127.0.0.1", 0, health_app(daemon.metrics, daemon.ready, daemon.alive))
+    server.start()
+    try:
+        with held_worker(daemon, "tick rundir") as now:
+            assert get(server, "/healthz") == (200, "ok\n")
+            now[0] += 600
+            assert get(server, "/healthz")[0] == 200  # at the bound: still fine
+            now[0] += 1
+            code, body = get(server, "/healthz")
+            assert code == 503
+            assert body == "worker stuck: tick rundir running for 10m1s (more than 10m)\n"
+            with capture_logs() as logs_seen:
+                assert daemon._watch_worker() is False  # no ping
+                now[0] += 30
+                assert daemon._watch_worker() is False
+            [said] = [e for e in logs_seen if e["log_level"] == "error"]
+            assert (said["job"], said["running_for"]) == ("tick rundir", 601)
+    finally:
         server.stop()
     assert daemon.alive() == (True, "ok") and daemon._watch_worker() is True
 
 
-def test_a_reload_that_fails_in_any_way_keeps_the_running_config(daemon, tmp_path):
+def test_a_reload_of_a_file_that_is_not_text_keeps_the_running_config(daemon, tmp_path):
     config = tmp_path / "runwatch.yaml"
     good = config.read_text()
     config.write_bytes(b"\xff\xfe not yaml at all \x00")
@@ -458,26 +470,10 @@ def test_a_run_that_went_silent_is_crashed_after_dead_after_and_told_once(tmp_pa
 def test_a_first_tick_may_take_long_and_a_stopped_scheduler_is_not_alive(daemon):
     """A first tick reads every run whole: not stuck, however long. A worker on which no
     job has finished for the bound (the scheduler died) is not alive either."""
-    import threading
-
-    now = [START]
-    daemon.clock = lambda: now[0]
-    started, release = threading.Event(), threading.Event()
-
-    def first_tick() -> None:
-        started.set()
-        release.wait(60)
-
-    worker = threading.Thread(target=daemon._job, args=["tick rundir", first_tick])
-    try:
-        worker.start()
-        assert started.wait(10)
+    with held_worker(daemon, "tick rundir") as now:
         now[0] += 3 * 3600
         ok, detail = daemon.alive()
         assert ok and detail == "ok: tick rundir is the first, running for 3h"
-    finally:
-        release.set()
-        worker.join(10)
     assert daemon.alive() == (True, "ok")
     now[0] += daemon.stuck_after() + 1
     assert daemon.alive() == (False, "worker idle: no job has finished for 10m1s")

@@ -135,8 +135,7 @@ def classify(receiver: str, call: str, exc: Exception, *, secrets: tuple[str, ..
     retry_after = None
     if isinstance(exc, SlackApiError):
         status = exc.response.status_code
-        data = exc.response.data if isinstance(exc.response.data, dict) else {}
-        error = str(data.get("error") or "")
+        error = _error(exc)
         retry_after = retry_after_seconds(exc.response.headers or {})
         garbled = error.startswith(NON_JSON)
         temporary = status == 429 or status >= 500 or error in TEMPORARY_ERRORS \
@@ -588,10 +587,8 @@ def _is_channel_id(channel: str) -> bool:
 
 
 def _temporary_or(exc: SlackApiError) -> str:
-    """Re-raise ``exc`` when trying again later may help (a rate limit, a 5xx, a
-    temporary error); else answer its error code."""
-    error = _error(exc)
-    if exc.response.status_code == 429 or exc.response.status_code >= 500 \
-            or error in TEMPORARY_ERRORS or error.startswith(NON_JSON):
+    """Re-raise ``exc`` when trying again later may help (as :func:`classify` judges a
+    failed call); else answer its error code."""
+    if classify("", "", exc).temporary:
         raise exc
-    return error
+    return _error(exc)

@@ -187,8 +187,7 @@ class RundirSource:
             self._forget(path)  # removed or renamed since: what it held is gone with it
             return
         except OSError as exc:
-            self._walk_errors[path] = f"{self.name}: {_text(path)}: cannot list:" \
-                                      f" {exc.strerror or exc}; its runs are not checked"
+            self._cannot_list(path, exc)
             return
         self._walk_errors.pop(path, None)
         descend = level < self.depth
@@ -235,8 +234,7 @@ class RundirSource:
             self._forget(path)
             return
         except OSError as exc:
-            self._walk_errors[path] = f"{self.name}: {_text(path)}: cannot list:" \
-                                      f" {exc.strerror or exc}; its runs are not checked"
+            self._cannot_list(path, exc)
             return
         self._walk_errors.pop(path, None)
         for entry in entries:
@@ -249,6 +247,10 @@ class RundirSource:
                 except OSError:
                     continue
                 self._add_run(os.path.realpath(entry.path), runs)
+
+    def _cannot_list(self, path: str, exc: OSError) -> None:
+        self._walk_errors[path] = (f"{self.name}: {_text(path)}: cannot list:"
+                                   f" {exc.strerror or exc}; its runs are not checked")
 
     def _forget(self, path: str) -> None:
         """A searched folder that is gone: drop it and what was found under it."""
