@@ -31,6 +31,7 @@ from runwatch.model import (
 from runwatch.notify.base import Chart
 from runwatch.sources.base import Poll, Source
 from runwatch.store.base import Store
+from runwatch.window import NONE, Window
 
 # The alert a source raises about itself when it cannot reach where its runs live.
 SOURCE_UNREACHABLE = "source-unreachable"
@@ -68,6 +69,15 @@ def wanted_keys(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -
     )
 
 
+def history_needed(rules: Iterable[Rule]) -> Window:
+    """The newest history every rule can judge a run by on first sight: what a source's
+    first read of a run takes (with its own ``first_read``, if larger)."""
+    window = NONE
+    for rule in rules:
+        window |= rule.history_needed()
+    return window
+
+
 def keys_for_run(rules: Sequence[Rule], aliases: Mapping[str, tuple[str, ...]]
                  ) -> Callable[[RunSnapshot], frozenset[str]]:
     """The history keys the rules matching one run read, resolved against its keys: what a
@@ -101,6 +111,7 @@ def run_tick(
     wanted = wanted_keys(rules, aliases)
     keys_for = keys_for_run(rules, aliases)
     needs_config = any(rule.match.config for rule in rules)
+    window = history_needed(rules)
     by_name = {rule.name: rule for rule in rules}
     charts: dict[str, Chart] = {}
     transitions: list[Transition] = []
@@ -112,7 +123,7 @@ def run_tick(
         cursors = store.load_cursors(source.name)  # a store failure fails the tick, loudly
         try:
             poll = source.poll(cursors, wanted, now, keys_for=keys_for,
-                               needs_config=needs_config)
+                               needs_config=needs_config, window=window)
         except Exception as exc:  # one source's outage or bug must not stop the others
             what = exc if isinstance(exc, OSError) else f"unexpected {type(exc).__name__}: {exc}"
             errors.append(f"source {source.name}: {what}")

@@ -17,7 +17,8 @@ def build_sources(config: Config) -> list[Source]:
         if spec.type == "rundir":
             sources.append(RundirSource(name=spec.name, paths=[str(p) for p in spec.paths],
                                         depth=spec.depth, rescan=spec.rescan,
-                                        dead_after=spec.dead_after))
+                                        dead_after=spec.dead_after,
+                                        first_read=spec.first_read))
         else:
             sources.append(WandbApiSource(spec))
     return sources

@@ -7,6 +7,7 @@ from typing import ClassVar, Literal
 from runwatch.checks.base import Context, RuleBase, Verdict
 from runwatch.fieldtypes import Duration
 from runwatch.model import RunState
+from runwatch.window import Window
 
 
 class AbsentRule(RuleBase):
@@ -19,6 +20,10 @@ class AbsentRule(RuleBase):
 
     def metrics(self) -> tuple[str, ...]:
         return (self.metric,)
+
+    def history_needed(self) -> Window:
+        # A metric logged within `older_than` must be in a first read, or it looks absent.
+        return super().history_needed() | Window(seconds=self.older_than)
 
     def evaluate(self, ctx: Context) -> Verdict:
         key, series = ctx.series(self.metric)

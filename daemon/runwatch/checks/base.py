@@ -28,6 +28,7 @@ from runwatch.duration import format_duration, parse_duration
 from runwatch.fieldtypes import Labels, Names
 from runwatch.model import EMPTY_SERIES, RunSnapshot, Series, Severity
 from runwatch.template import template_errors
+from runwatch.window import NONE, Window
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _STEPS = re.compile(r"^\s*(\d+)\s*steps?\s*$")
@@ -212,6 +213,14 @@ class RuleBase(BaseModel):
 
     def summary_template(self) -> str:
         return self.summary or self.default_summary
+
+    def history_needed(self) -> Window:
+        """The newest history this rule needs to judge a run it has never seen (see
+        :mod:`runwatch.window`): a ``for:`` needs its steps or time; kinds add theirs."""
+        hold = self.hold
+        if hold is None:
+            return NONE
+        return Window(steps=hold.steps or 0, seconds=hold.seconds or 0.0)
 
     def evaluate(self, ctx: Context) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError

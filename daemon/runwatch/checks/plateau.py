@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator
 
 from runwatch.checks.base import Context, Hold, RuleBase, Verdict
+from runwatch.window import Window
 
 
 class PlateauRule(RuleBase):
@@ -32,6 +33,11 @@ class PlateauRule(RuleBase):
 
     def metrics(self) -> tuple[str, ...]:
         return (self.metric,)
+
+    def history_needed(self) -> Window:
+        patience = self.patience
+        return super().history_needed() | Window(steps=patience.steps or 0,
+                                                 seconds=patience.seconds or 0.0)
 
     def evaluate(self, ctx: Context) -> Verdict:
         key, series = ctx.series(self.metric)

@@ -18,6 +18,7 @@ from pydantic import Field
 from runwatch.checks.base import Context, RuleBase, Verdict
 from runwatch.fieldtypes import Duration
 from runwatch.model import RunState
+from runwatch.window import Window
 
 ROW_TIME_KEY = "_timestamp"  # every wandb history row carries it
 
@@ -33,6 +34,9 @@ class ProgressRule(RuleBase):
 
     def metrics(self) -> tuple[str, ...]:
         return (ROW_TIME_KEY,)
+
+    def history_needed(self) -> Window:
+        return super().history_needed() | Window(rows=self.window)
 
     def evaluate(self, ctx: Context) -> Verdict:
         snap = ctx.snapshot

@@ -9,6 +9,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, model_validator
 
 from runwatch.checks.base import Context, RuleBase, Verdict
+from runwatch.window import Window
 
 _MAD_TO_SIGMA = 1.4826  # makes the MAD a consistent estimator of a normal's sigma
 _RELATIVE_FLOOR = 1e-3
@@ -34,6 +35,9 @@ class SpikeRule(RuleBase):
 
     def metrics(self) -> tuple[str, ...]:
         return (self.metric,)
+
+    def history_needed(self) -> Window:
+        return super().history_needed() | Window(rows=self.window)
 
     def _score(self, value: float, ordered: list[float]) -> float:
         """Signed robust z-score of ``value`` against the sorted window."""

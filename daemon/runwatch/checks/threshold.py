@@ -12,6 +12,7 @@ from pydantic import Field, model_validator
 from runwatch.checks.base import Context, RuleBase, Verdict
 from runwatch.checks.points import scan, verdict_from_scan
 from runwatch.model import Series
+from runwatch.window import Window
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 _OPS: dict[str, Callable[[float, float], bool]] = {
@@ -47,6 +48,10 @@ class ThresholdRule(RuleBase):
 
     def metrics(self) -> tuple[str, ...]:
         return (self.metric,)
+
+    def history_needed(self) -> Window:
+        need = super().history_needed()
+        return need | Window(rows=self.window) if self.mode in _WINDOW_AGGREGATES else need
 
     def summary_template(self) -> str:
         return self.summary or self.default_summary.replace("{op}", self.op)

@@ -17,6 +17,11 @@ from runwatch.config.fields import (
     resolve,
 )
 from runwatch.fieldtypes import Interval, Names, one_or_many
+from runwatch.window import DEFAULT_FIRST_READ, Window, parse_first_read
+
+# A run seen for the first time is read this far back, or as far as the rules need if
+# more: `10000` / `10000 rows`, `50000 steps`, a duration (`6h`), or `all`.
+FirstRead = Annotated[Window, BeforeValidator(parse_first_read)]
 
 
 class RundirSource(StrictModel):
@@ -28,6 +33,7 @@ class RundirSource(StrictModel):
     interval: Interval = 60.0
     rescan: Interval = 600.0  # the full search; changed folders are listed at every tick
     dead_after: Interval = 7200.0  # a run with no record this long is taken as crashed
+    first_read: FirstRead = DEFAULT_FIRST_READ
     name: str = Field(default="", validate_default=True)
 
     @field_validator("paths", mode="before")
@@ -94,6 +100,7 @@ class WandbSource(WithSecrets):
     request_retries: int = Field(default=2, ge=1, le=10)
     tick_timeout: Interval = 90.0  # the longest one tick of this source may take
     unreachable_after: Interval = 600.0  # no answer for this long: `source-unreachable` fires
+    first_read: FirstRead = DEFAULT_FIRST_READ
     filters: WandbFilters = Field(default_factory=WandbFilters)
     name: str = Field(default="", validate_default=True)
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from runwatch.model import RunSnapshot
+from runwatch.window import NONE, Window
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -35,13 +36,15 @@ class Source(Protocol):
 
     def poll(self, cursors: Mapping[str, str], wanted_keys: frozenset[str], now: float, *,
              keys_for: Callable[[RunSnapshot], frozenset[str]] | None = None,
-             needs_config: bool = True) -> Poll:
+             needs_config: bool = True, window: Window = NONE) -> Poll:
         """Snapshots of the runs to evaluate, resuming each run from its cursor.
 
         ``wanted_keys`` are the history keys whose new points the caller evaluates;
         ``keys_for(snapshot)`` narrows them to what the rules matching one run read (after
         alias resolution against the run's keys), for sources that pay per key fetched;
-        ``needs_config`` says whether any rule matches on run config; ``now`` is the
-        tick's time in Unix seconds.
+        ``needs_config`` says whether any rule matches on run config; ``window`` is the
+        history the rules need of a run seen for the first time (a source reads that, or
+        its own ``first_read`` when larger, not the whole history); ``now`` is the tick's
+        time in Unix seconds.
         """
         ...

@@ -60,8 +60,10 @@ from collections.abc import Container, Iterable, Mapping
 from runwatch.duration import format_duration
 from runwatch.model import RunSnapshot, RunState, Series
 from runwatch.sources.base import Poll
+from runwatch.sources.firstread import Head, window_start
 from runwatch.sources.runlog import KINDS, LogRead, RunLog, id_from_dir
 from runwatch.sources.wandbfile import LogReader
+from runwatch.window import DEFAULT_FIRST_READ, FULL, NONE, Window
 
 DEFAULT_DEPTH = 6
 DEFAULT_RESCAN = 600.0  # the full search; changed folders are listed at every poll
@@ -100,12 +102,14 @@ class RundirSource:
         depth: int = DEFAULT_DEPTH,
         rescan: float = DEFAULT_RESCAN,
         dead_after: float = DEFAULT_DEAD_AFTER,
+        first_read: Window = DEFAULT_FIRST_READ,
     ):
         self.name = name
         self.paths = tuple(os.path.abspath(os.fspath(p)) for p in paths)
         self.depth = depth
         self.rescan = rescan
         self.dead_after = dead_after
+        self.first_read = first_read
         self._runs: dict[str, str] = {}  # run key (real path of the run dir, as text) -> log
         self._wandb_dirs: dict[str, int] = {}  # wandb dir -> mtime_ns when listed
         self._dirs: dict[str, tuple[int, int]] = {}  # searched folder -> (mtime_ns, level)
@@ -270,10 +274,12 @@ class RundirSource:
     # -- polling --
 
     def poll(self, cursors: Mapping[str, str], wanted_keys: frozenset[str], now: float, *,
-             keys_for: object = None, needs_config: bool = True) -> Poll:
+             keys_for: object = None, needs_config: bool = True,
+             window: Window = NONE) -> Poll:
         # Every wanted key is decoded straight from the bytes already read: narrowing them
         # per run (keys_for) would save nothing here, and config is always on disk.
         wanted = self._wanted(wanted_keys)
+        first_read = self.first_read | window  # how far back a run seen the first time is read
         snapshots: list[RunSnapshot] = []
         new_cursors: dict[str, str] = {}
         runs = self.runs(now)
@@ -309,7 +315,7 @@ class RundirSource:
                     self._live(snapshots, new_cursors, cursor, run, {}, stat.st_mtime, now)
                 continue
             try:
-                read = read_records(run, stat, wanted)
+                read = read_records(run, stat, wanted, first_read)
             except Exception as exc:  # one run's surprise must not stop the others
                 if isinstance(exc, OSError):
                     message = f"{_text(log)}: cannot read: {exc.strerror or exc}"
@@ -423,22 +429,33 @@ def snapshot_of(run: RunLog, source: str, history: Mapping[str, Series],
 
 
 def read_records(
-    old: RunLog, stat: os.stat_result, wanted: Container[str]
+    old: RunLog, stat: os.stat_result, wanted: Container[str], window: Window = FULL
 ) -> tuple[RunLog, dict[str, Series], list[str], bool]:
     """Read the records after ``old.offset``: the new state, new points, errors, change.
-    ``wanted`` is any container of history keys (asked ``key in wanted`` per new key)."""
+    ``wanted`` is any container of history keys (asked ``key in wanted`` per new key).
+    A log read from its start (first sight, or a new file) is read from where ``window``
+    of its newest rows starts, plus its head (see ``firstread``); FULL reads all of it."""
     run = old.copy()
     run.size, run.mtime_ns = stat.st_size, stat.st_mtime_ns
     replaced = old.ino >= 0 and (stat.st_ino, stat.st_dev) != (old.ino, old.dev)
     if replaced or stat.st_size < old.offset:  # a different file now: start over
         run = RunLog(key=old.key, log=old.log, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
     run.dev, run.ino = stat.st_dev, stat.st_ino
-    reader = LogReader(run.log, run.offset, kinds=KINDS)
     reading = LogRead(run, wanted)
+    records = 0
+    corruption = None
+    if run.offset == 0 and (start := window_start(run.log, stat.st_size, window)):
+        head = LogReader(run.log, 0, kinds=KINDS)
+        reading.consume(Head(head, start))
+        reading.settle()
+        records, corruption = head.records, head.corruption
+        run.offset = start
+    reader = LogReader(run.log, run.offset, kinds=KINDS)
     reading.consume(reader)
-    if reader.records:
+    records += reader.records
+    if records:
         run.told_dead = False  # it wrote: alive again, and told anew if it falls silent
-    corruption = reader.corruption
+    corruption = reader.corruption or corruption
     reading.finish()
     run.offset = reader.offset
     # A skipped record (a damaged step summary, a record that does not parse) is behind
@@ -449,7 +466,7 @@ def read_records(
     if corruption is not None and corruption.offset != old.corrupt_at:
         run.corrupt_at = corruption.offset
         errors.append(corruption.message(shown))
-    return run, reading.series(), errors, reading.changed or reader.records > 0
+    return run, reading.series(), errors, reading.changed or records > 0
 
 
 def _text(path: str) -> str:

@@ -23,6 +23,7 @@ from wandb.proto import wandb_internal_pb2 as pb
 
 from runwatch.model import RunRef, RunState, Series
 from runwatch.sources import wandbitems
+from runwatch.sources.firstread import Head
 from runwatch.sources.wandbfile import (
     CONFIG,
     EXIT,
@@ -255,7 +256,7 @@ class LogRead:
         self.last_step = run.last_step
         self.last_time = run.progress
 
-    def consume(self, reader: LogReader) -> None:
+    def consume(self, reader: LogReader | Head) -> None:
         # The per-record loop; everything it touches per row is a local. A history row
         # is only taken apart here: its columns are read out a batch at a time.
         run = self.run
@@ -352,6 +353,11 @@ class LogRead:
         if pending is not None:
             self._fold_deferred()
             self._fold_summary(*pending[1:])
+
+    def settle(self) -> None:
+        """Fold what is deferred: the records consumed so far end here (a window read's
+        head ends where its window starts)."""
+        self._fold_deferred()
 
     def _undecodable(self, at: int) -> None:
         self.damaged.append(Corruption(offset=at, reason="undecodable record", skipped=True))

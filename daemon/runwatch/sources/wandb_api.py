@@ -40,6 +40,7 @@ from runwatch.sources.wandb_graphql import (
     runs_filter,
     series_from_rows,
 )
+from runwatch.window import NONE, Window
 
 STATE_KEY = "~source"  # the source's own cursor entry; run keys are entity/project/id
 PER_PAGE = 100
@@ -130,7 +131,8 @@ class WandbApiSource:
     # --- the tick ---------------------------------------------------------------------------
 
     def poll(self, cursors: Mapping[str, str], wanted_keys: frozenset[str], now: float,
-             *, keys_for: KeysFor | None = None, needs_config: bool = True) -> Poll:
+             *, keys_for: KeysFor | None = None, needs_config: bool = True,
+             window: Window = NONE) -> Poll:
         state = _SourceState.load(cursors.get(STATE_KEY))
         # Half an interval of slack: ticks come about an interval apart, with jitter.
         if state.retry_at is not None and now + self.interval / 2 < state.retry_at:

@@ -42,6 +42,7 @@ used is checksum-verified. Not checksumming the rest is where the speed is.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import zlib
 from collections.abc import Container, Iterator
@@ -96,8 +97,12 @@ _WINDOW = 256 * 1024
 _TAIL_PIECE = 64 * 1024
 
 _unpack_chunk = struct.Struct("<IHB").unpack_from
-# A chunk header and the first 5 bytes of its data: a record's number and type tag.
-_unpack_head = struct.Struct("<IHB5B").unpack_from
+# A history record as wandb-core begins it: `08 <num> 12` (the record number, then the
+# history field's tag).
+history_head = re.compile(rb"\x08[\x80-\xff]{0,4}[\x00-\x7f]\x12").match
+# A chunk header and the first 6 bytes of its data: a record's number (up to 2^28: a
+# long run's records pass 2^21 after ~700k steps) and type tag.
+_unpack_head = struct.Struct("<IHB6B").unpack_from
 _crc32 = zlib.crc32
 
 
@@ -277,9 +282,9 @@ class LogReader:
             limit = block_end if block_end <= avail else avail
             while pos + 7 <= limit:
                 try:
-                    checksum, length, ctype, b0, b1, b2, b3, b4 = unpack_head(buf, pos)
+                    checksum, length, ctype, b0, b1, b2, b3, b4, b5 = unpack_head(buf, pos)
                 except struct.error:
-                    break  # the data ends within 5 bytes: the slow path decides
+                    break  # the data ends within 6 bytes: the slow path decides
                 start = pos + 7
                 end = start + length
                 if end > limit or ctype != 1 or parts is not None:
@@ -295,6 +300,8 @@ class LogReader:
                         p, tag = start + 3, b3
                     elif b3 < 128:
                         p, tag = start + 4, b4
+                    elif b4 < 128:
+                        p, tag = start + 5, b5
                     else:
                         p, tag = end, 0
                     if p + 2 < end:
@@ -435,6 +442,75 @@ class LogReader:
 
     def _corrupt(self, offset: int, reason: str) -> None:
         self.corruption = Corruption(offset=offset, reason=reason)
+
+
+def record_start(path: str, offset: int, *, before: int | None = None) -> int | None:
+    """The offset of the first record that starts at or after ``offset`` (a block
+    boundary) and before ``before``, or None if there is none: how a reader joins a log
+    in the middle. Every block begins with a chunk header; a MIDDLE or LAST chunk there
+    continues a record begun in an earlier block, so its chunks are stepped over until a
+    FULL or FIRST chunk begins the next record. Chunks are framed, not checksummed: the
+    reader that starts there checks what it reads."""
+    if offset % BLOCK_SIZE:
+        raise ValueError(f"offset {offset} is not a block boundary")
+    with open_regular(path) as file:
+        size = os.fstat(file.fileno()).st_size
+        end = size if before is None else min(before, size)
+        pos = max(offset, FILE_HEADER_SIZE)
+        while pos < end:
+            block = pos - pos % BLOCK_SIZE
+            file.seek(block)
+            data = file.read(BLOCK_SIZE)
+            at = pos - block
+            while at + CHUNK_HEADER_SIZE <= len(data):
+                _, length, ctype = _unpack_chunk(data, at)
+                if ctype in (FULL, FIRST):
+                    return block + at if block + at < end else None
+                if ctype not in (MIDDLE, LAST) or at + CHUNK_HEADER_SIZE + length > BLOCK_SIZE:
+                    break  # zeroed or damaged: the next block begins anew
+                at += CHUNK_HEADER_SIZE + length
+            pos = block + BLOCK_SIZE
+    return None
+
+
+def history_starts(path: str, start: int, stop: int | None = None) -> list[int]:
+    """The offsets of the history records that start in ``[start, stop)``, ``start`` being
+    a record's start: found from the chunk framing and each record's first bytes, a block
+    at a time, with no checksum and nothing decoded — a count of rows, for finding where a
+    window starts (the reader that then reads them checks them). A record whose first
+    chunk holds too few bytes to tell its kind (one begun at a block's very end) is not
+    counted."""
+    found: list[int] = []
+    append = found.append
+    unpack = _unpack_chunk
+    with open_regular(path) as file:
+        size = os.fstat(file.fileno()).st_size
+        end = size if stop is None else min(stop, size)
+        block = start - start % BLOCK_SIZE
+        pos = start - block
+        file.seek(block)
+        while block < end:
+            data = file.read(BLOCK_SIZE)
+            avail = len(data)
+            while pos + CHUNK_HEADER_SIZE <= avail:
+                _, length, ctype = unpack(data, pos)
+                if ctype == 0 and length == 0:
+                    break  # a zeroed tail: the next block begins anew
+                if block + pos >= end:
+                    return found
+                data_at = pos + CHUNK_HEADER_SIZE
+                if ctype in (FULL, FIRST):
+                    if history_head(data, data_at, data_at + length):
+                        append(block + pos)
+                    elif data[data_at:data_at + 1] != b"\x08" and record_kind(
+                            data, data_at, data_at + length)[0] == HISTORY:
+                        append(block + pos)  # another field order than wandb-core's
+                pos = data_at + length
+            if avail < BLOCK_SIZE:
+                break
+            block += BLOCK_SIZE
+            pos = 0
+    return found
 
 
 def _slide(
