@@ -10,6 +10,10 @@ logs 100 new rows. In one process, against the one server:
   its wandb-core sidecar), the packaged default rules and a SQLite store — after a first
   tick that sets the cursors; the median of ``--ticks`` ticks. The two history lengths
   tick alternately, so both see the same machine (other work on it included).
+* incremental, on the same ticks: the best simple client a user would write — per tick a
+  ``wandb.Api()``, then for each run ``api.run(path).scan_history(keys=[the keys runwatch
+  reads], min_step=last + 1)`` (its first tick from step 0). Measured over the
+  ``--naive-sample`` runs and extrapolated per run; the ``Api()`` itself is counted once.
 * naive, afterwards: what the seed scripts do every tick — ``wandb.Api().runs(path)`` for
   every project, then ``run.scan_history()`` of each run's whole history. The listing is
   measured over every run; the scans over ``--naive-sample`` runs and extrapolated per run
@@ -22,7 +26,7 @@ not a test: nothing is asserted about time.
 
     python bench/wandb_tick.py [--runs 1000] [--projects 10] [--rows 10000] [--new 100]
                                [--latency 0.05] [--ticks 3] [--naive-sample 30]
-                               [--naive-ticks 1] [--quick]
+                               [--naive-ticks 1] [--first-read '10000 rows'] [--quick]
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
@@ -53,7 +58,14 @@ KEY = "k" * 40
 T0 = 1_795_420_800.0  # 2026-11-23T08:00:00Z: where the runs' newest rows start
 KEYS = ("train/loss", "train/grad_norm", "train/lr", "train/acc", "val/loss", "val/acc",
         "epoch", "tokens_per_sec", "gpu/mem", "gpu/util")  # 10 logged keys (+ _step etc.)
+# What runwatch reads of these runs under the default rules (grad_norm, loss, the progress
+# rule's row times): what the incremental client asks for too.
+INCR_KEYS = ["train/grad_norm", "train/loss", "_timestamp"]
 GOAL_RATIO = 20.0
+GOAL_INCR_BYTES = 1.0  # runwatch's steady-tick bytes at most this times the incremental's
+GOAL_INCR_REQUESTS = 100.0  # and this many times fewer requests
+GOAL_FIRST_REQUESTS = 30
+GOAL_FIRST_BYTES = 25e6
 GOAL_WALL = 30.0
 GOAL_DOUBLING = 0.10
 
@@ -186,16 +198,23 @@ def timed_execute(client: WandbClient) -> list[float]:
 class Figures:
     rows: int
     runs: int
+    first_read: object = None  # the source's first_read, as it was configured
     first: Cost = field(default_factory=Cost)
     ticks: list[Cost] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     naive_list: list[Cost] = field(default_factory=list)
     naive_scan: list[Cost] = field(default_factory=list)  # the sample's scans
     naive_sample: int = 0
+    incr_first: Cost = field(default_factory=Cost)  # extrapolated to every run
+    incr: list[Cost] = field(default_factory=list)  # per steady tick, extrapolated
 
     @property
     def runwatch(self) -> Cost:
         return median_cost(self.ticks)
+
+    @property
+    def incremental(self) -> Cost:
+        return median_cost(self.incr)
 
     @property
     def naive(self) -> Cost:
@@ -231,13 +250,17 @@ class Scenario:
         count = min(args.naive_sample, len(self.paths))
         self.sample = [self.paths[round(i * (len(self.paths) - 1) / max(1, count - 1))]
                        for i in range(count)]
+        self.incr_last: dict[str, int] = {}  # the incremental client's cursor per run
         self.rule_set = load_rules([default_rules_path()], Path.cwd())
+        first_read = {"first_read": args.first_read} if args.first_read else {}
         spec = WandbSpec.model_validate({"type": "wandb", "entity": self.entity,
                                          "projects": self.projects, "api_key": KEY,
-                                         "base_url": fake.url})
+                                         "base_url": fake.url, **first_read})
+        self.first_read = spec.first_read
         self.source = WandbApiSource(spec, client=client)
         self.store = open_store(f"sqlite:///{state_dir}/state-{rows}.db")
-        self.figures = Figures(rows=rows, runs=args.runs, naive_sample=count)
+        self.figures = Figures(rows=rows, runs=args.runs, naive_sample=count,
+                               first_read=self.first_read)
 
     def log(self) -> None:
         """Every run logs ``--new`` more rows."""
@@ -258,6 +281,31 @@ class Scenario:
         print(f"  {self.length:>7,} rows, runwatch {label}: {cost.wall:.2f} s,"
               f" {cost.requests} requests, {cost.bytes / 1e6:.2f} MB,"
               f" {report.runs_checked} runs checked", flush=True)
+        return cost
+
+    def incremental_tick(self, label: str) -> Cost:
+        """The incremental client's tick over the sample, extrapolated to every run."""
+        import wandb
+
+        with Measure(self.fake, self.meter) as opening:
+            api = wandb.Api(api_key=KEY, overrides={"base_url": self.fake.url}, timeout=60)
+        with Measure(self.fake, self.meter) as scanning:
+            seen = 0
+            for path in self.sample:
+                last = self.incr_last.get(path, -1)
+                for row in api.run(path).scan_history(keys=INCR_KEYS, min_step=last + 1):
+                    last = max(last, row["_step"])
+                    seen += 1
+                self.incr_last[path] = last
+        del api
+        want = min(self.length, self.args.new if label != "first tick" else self.length)
+        if seen != len(self.sample) * want:
+            self.figures.errors.append(f"incremental {label}: {seen:,} rows, expected"
+                                       f" {len(self.sample) * want:,}")
+        cost = opening.cost + scanning.cost.scaled(len(self.paths) / len(self.sample))
+        print(f"  {self.length:>7,} rows, incremental {label}: {len(self.sample)} runs"
+              f" {scanning.cost.wall:.2f} s; extrapolated to {len(self.paths)} runs:"
+              f" {cost.requests:,.0f} requests, {cost.bytes / 1e6:.2f} MB", flush=True)
         return cost
 
     def naive_tick(self, label: str) -> None:
@@ -294,16 +342,19 @@ def measure(args: argparse.Namespace, fake: FakeWandb, meter: FakeMeter, client:
     both = [Scenario(args, fake, meter, client, timer, rows, state_dir)
             for rows in (args.rows, 2 * args.rows)]
     fake.latency = args.latency
+    print(f"uptime: {_uptime()}")
     print(f"{args.runs:,} running runs x {args.rows:,} and x {2 * args.rows:,} rows"
           f" ({len(KEYS)} keys), {args.projects} projects, {args.new} new rows per run per"
           f" tick, {args.latency * 1000:g} ms per request; load average"
           f" {os.getloadavg()[0]:.2f}", flush=True)
     for scenario in both:
         scenario.figures.first = scenario.tick("first tick (sets the cursors)")
+        scenario.figures.incr_first = scenario.incremental_tick("first tick")
     for n in range(args.ticks):
         for scenario in both if n % 2 == 0 else both[::-1]:
             scenario.log()
             scenario.figures.ticks.append(scenario.tick(f"tick {n + 1}"))
+            scenario.figures.incr.append(scenario.incremental_tick(f"tick {n + 1}"))
     for n in range(args.naive_ticks):  # over the history of the last runwatch tick
         for scenario in both:
             scenario.naive_tick(f"tick {n + 1}")
@@ -338,6 +389,11 @@ def report(args: argparse.Namespace, results: list[Figures], elapsed: float) -> 
         print(f"{'runwatch, median of ' + str(len(figures.ticks)) + ' ticks':34}"
               f"{figures.rows:>9,}{rw.requests:>10,}{rw.bytes / 1e6:>10.2f}{rw.wall:>9.2f}"
               "  measured, whole tick")
+        inc = figures.incremental
+        print(f"{'incremental (run + scan_history)':34}{figures.rows:>9,}{inc.requests:>10,.0f}"
+              f"{inc.bytes / 1e6:>10.2f}{inc.wall:>9.1f}  extrapolated: median of"
+              f" {len(figures.incr)} ticks, {figures.naive_sample} runs x"
+              f" {args.runs / figures.naive_sample:g}")
         print(f"{'naive (Api.runs + scan_history)':34}{figures.rows:>9,}{naive.requests:>10,.0f}"
               f"{naive.bytes / 1e6:>10.0f}{naive.wall:>9.0f}  extrapolated: listing measured,"
               f" scans of {figures.naive_sample} runs x {args.runs / figures.naive_sample:g}")
@@ -357,15 +413,29 @@ def report(args: argparse.Namespace, results: list[Figures], elapsed: float) -> 
     for figures in results:
         print(f"  {figures.rows:,} rows: wall {figures.naive.wall:.0f} s;"
               f" {breakdown(figures.naive, args.latency)}")
-    print("first runwatch tick (no cursors yet):")
+    print(f"first tick (no cursors yet; runwatch reads first_read = {results[0].first_read}"
+          " or the rules' window if larger; the incremental client its whole history):")
     for figures in results:
-        first = figures.first
-        print(f"  {figures.rows:,} rows: {first.wall:.1f} s, {first.requests} requests,"
+        first, inc = figures.first, figures.incr_first
+        print(f"  {figures.rows:,} rows: runwatch {first.wall:.1f} s, {first.requests} requests,"
               f" {first.bytes / 1e6:.1f} MB; {breakdown(first, args.latency)}")
+        print(f"  {figures.rows:,} rows: incremental {inc.requests:,.0f} requests,"
+              f" {inc.bytes / 1e6:.1f} MB (extrapolated)")
 
-    rw, naive = base.runwatch, base.naive
+    rw, naive, inc = base.runwatch, base.naive, base.incremental
     print("\ngoals:")
     verdict = lambda ok: "met" if ok else "MISSED"  # noqa: E731
+    bytes_vs_inc, requests_vs_inc = rw.bytes / inc.bytes, inc.requests / rw.requests
+    print(f"  at {base.rows:,} rows, bytes {bytes_vs_inc:.2f}x the incremental client's"
+          f" (goal <= {GOAL_INCR_BYTES:g}x): {verdict(bytes_vs_inc <= GOAL_INCR_BYTES)}")
+    print(f"  at {base.rows:,} rows, requests {requests_vs_inc:,.0f}x fewer than the incremental"
+          f" client's (goal >= {GOAL_INCR_REQUESTS:g}x):"
+          f" {verdict(requests_vs_inc >= GOAL_INCR_REQUESTS)}")
+    first = base.first
+    first_ok = first.requests <= GOAL_FIRST_REQUESTS and first.bytes <= GOAL_FIRST_BYTES
+    print(f"  first tick at {base.rows:,} rows: {first.requests} requests (goal <="
+          f" {GOAL_FIRST_REQUESTS}), {first.bytes / 1e6:.1f} MB (goal <="
+          f" {GOAL_FIRST_BYTES / 1e6:g}): {verdict(first_ok)}")
     fewer_bytes, fewer_requests = naive.bytes / rw.bytes, naive.requests / rw.requests
     print(f"  at {base.rows:,} rows, bytes {fewer_bytes:,.0f}x fewer than naive"
           f" (goal >= {GOAL_RATIO:g}x): {verdict(fewer_bytes >= GOAL_RATIO)}")
@@ -389,6 +459,7 @@ def report(args: argparse.Namespace, results: list[Figures], elapsed: float) -> 
     for figures in results:
         for error in dict.fromkeys(figures.errors):
             print(f"  ! {figures.rows:,} rows: {error}")
+    print(f"uptime at the end: {_uptime()}")
     print(f"\n{_cpu_model()}, {os.cpu_count()} CPUs, Python {platform.python_version()},"
           f" wandb {_wandb_version()}; load average at the end {os.getloadavg()[0]:.2f};"
           f" benchmark took {elapsed / 60:.1f} min")
@@ -402,6 +473,15 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _uptime() -> str:
+    """``uptime``'s line: what else the machine was doing (its load averages)."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=True,
+                              timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
 
 
 def _wandb_version() -> str:
@@ -439,6 +519,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="runs whose full history the naive way scans (extrapolated)")
     parser.add_argument("--naive-ticks", type=int, default=1,
                         help="ticks on which the naive way is measured too")
+    parser.add_argument("--first-read", default=None,
+                        help="the source's first_read (default: the source's own, 10000 rows)")
     parser.add_argument("--quick", action="store_true",
                         help="a small configuration (a smoke run, under a minute)")
     args = parser.parse_args(argv)

@@ -54,7 +54,7 @@ class Window:
 
 NONE = Window()
 FULL = Window(full=True)
-DEFAULT_FIRST_READ = Window(rows=10_000)
+DEFAULT_FIRST_READ = Window(rows=200)
 
 
 def parse_first_read(value: Any) -> Window:

@@ -130,7 +130,7 @@ def test_a_spike_that_recovered_before_the_window_is_not_announced(long_run, tmp
     rules = [RULE_ADAPTER.validate_python({
         "name": "loss-spike", "kind": "spike", "metric": "train/loss", "severity": "warning",
         "resolve_on_end": False})]
-    # The spike (step 100) is 39,900 rows back: outside the default 10,000-row window.
+    # The spike (step 100) is 39,900 rows back: outside the default 200-row window.
     quiet = run_tick(sources=[rundir.RundirSource("local", [long_run.parent.parent])],
                      rules=rules, aliases={}, store=MemoryStore(), now=T0 + 50_000)
     assert quiet.transitions == () and quiet.runs_checked == 1
@@ -158,8 +158,9 @@ def test_the_rules_widen_the_window():
     assert history_needed(rules) == Window(rows=3000, steps=20_000, seconds=7200.0)
     assert history_needed(rules[-1:]) == Window(seconds=5400.0)
     source = rundir.RundirSource("local", [])
-    assert source.first_read | history_needed(rules) == Window(rows=10_000, steps=20_000,
+    assert source.first_read | history_needed(rules) == Window(rows=3000, steps=20_000,
                                                                seconds=7200.0)
+    assert source.first_read | history_needed(rules[-2:-1]) == Window(rows=200)
 
 
 @pytest.mark.parametrize(("text", "window"), [

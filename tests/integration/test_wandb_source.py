@@ -20,6 +20,7 @@ from runwatch.sources.wandb_api import STATE_KEY, WandbApiSource
 from runwatch.sources.wandb_cursor import RunCursor
 from runwatch.store.memory import MemoryStore
 from runwatch.tick import keys_for_run, run_tick, wanted_keys
+from runwatch.window import Window
 
 T0 = 1_795_420_800.0  # 2026-11-23T08:00:00Z
 KEY = "k" * 40
@@ -69,7 +70,8 @@ class Ticker:
 
 def history_specs(server) -> list[tuple[str, dict]]:
     """(run id, spec) of every history read the server answered, in order; a run's specs
-    (one per key) folded into one, its ``keys`` the keys read."""
+    folded into one, its ``keys`` the keys read (besides ``_step`` and ``_timestamp``),
+    ``specs`` how many specs asked them."""
     out = []
     for got in server.received:
         if got.op != "RunwatchHistory":
@@ -79,8 +81,9 @@ def history_specs(server) -> list[tuple[str, dict]]:
             specs = [json.loads(s) for s in got.variables[f"s{i}"]]
             assert all(s["keys"][:2] == ["_step", "_timestamp"] for s in specs)
             assert len({(s["minStep"], s["maxStep"], s["samples"]) for s in specs}) == 1
-            out.append((got.variables[f"n{i}"], {**specs[0],
-                                                 "keys": [s["keys"][2] for s in specs]}))
+            out.append((got.variables[f"n{i}"], {**specs[0], "specs": len(specs),
+                                                 "keys": [k for s in specs
+                                                          for k in s["keys"][2:]]}))
             i += 1
     return out
 
@@ -446,3 +449,79 @@ def test_an_unreadable_first_row_judges_none_of_the_new_rows(wandb_server):
         " none of its new rows judged, they are read again next tick",)
     assert poll.snapshots[0].history == {}
     assert RunCursor.load(ticker.cursors[path]).step == 9
+
+
+# --- first sight reads the window; each point is asked once -----------------------------------
+
+
+def test_first_sight_of_a_long_run_reads_its_window_not_its_history(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 5_000, t=T0))
+    source = WandbApiSource(spec(wandb_server.url, first_read="100 rows"))
+    ticker = Ticker(source)
+    poll = source.poll({}, wanted_keys(RULES, DEFAULT_ALIASES), T0 + 10,
+                       keys_for=keys_for_run(RULES, DEFAULT_ALIASES), window=Window(rows=300))
+    ticker.cursors.update(poll.cursors)
+    assert poll.errors == ()
+    assert poll.snapshots[0].history["loss"].steps == tuple(range(4_700, 5_000))
+    wandb_server.append_rows(path, rows(5_000, 20, t=T0 + 30))
+    later = ticker.poll(T0 + 40)
+    assert later.snapshots[0].history["loss"].steps == tuple(range(5_000, 5_020))
+    [(_, first), (_, second)] = history_specs(wandb_server)
+    assert (first["minStep"], first["maxStep"]) == (4_700, 4_999)
+    assert (second["minStep"], second["maxStep"]) == (5_000, 5_019)
+
+
+def test_a_window_of_steps_starts_at_its_step(wandb_server):
+    wandb_server.add_run("team", "p", "r1",
+                         rows=[{**row, "_step": 10 * row["_step"]} for row in rows(0, 1_000)])
+    Ticker(WandbApiSource(spec(wandb_server.url, first_read="2000 steps"))).poll(T0 + 10)
+    [(_, got)] = history_specs(wandb_server)
+    assert (got["minStep"], got["maxStep"]) == (9_990 - 2_000, 9_990)
+
+
+def test_keys_logged_in_the_same_rows_are_asked_in_one_spec(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 50))
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url)))
+    ticker.poll(T0 + 10)
+    wandb_server.append_rows(path, rows(50, 10, t=T0 + 30))
+    second = ticker.poll(T0 + 40)
+    assert [got["specs"] for _, got in history_specs(wandb_server)] == [1, 1]
+    history = second.snapshots[0].history
+    assert history["loss"].steps == history["train/grad_norm"].steps == tuple(range(50, 60))
+
+
+def test_keys_logged_in_different_rows_lose_no_point(wandb_server):
+    # As many rows of each, but never in the same row: a spec of both would answer none.
+    def alternate(first: int, count: int, t: float) -> list[dict]:
+        out = []
+        for row in rows(first, count, t=t):
+            del row["loss" if row["_step"] % 2 else "train/grad_norm"]
+            out.append(row)
+        return out
+
+    path = wandb_server.add_run("team", "p", "r1", rows=alternate(0, 40, T0))
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url)))
+    first = ticker.poll(T0 + 10).snapshots[0].history
+    assert first["loss"].steps == tuple(range(0, 40, 2))
+    assert first["train/grad_norm"].steps == tuple(range(1, 40, 2))
+    wandb_server.append_rows(path, alternate(40, 10, T0 + 30))
+    later = ticker.poll(T0 + 40).snapshots[0].history
+    assert later["loss"].steps == tuple(range(40, 50, 2))
+    assert later["train/grad_norm"].steps == tuple(range(41, 50, 2))
+    # Found out once, on the first read (asked together, then apart); apart from then on.
+    assert [got["specs"] for _, got in history_specs(wandb_server)] == [1, 2, 2]
+
+
+def test_keys_that_part_ways_later_are_found_out_and_read_again(wandb_server):
+    path = wandb_server.add_run("team", "p", "r1", rows=rows(0, 20))
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url)))
+    ticker.poll(T0 + 10)
+    # Ten rows each, never together: the counts stay equal, the rows part.
+    parted = rows(20, 20, t=T0 + 30)
+    for row in parted:
+        del row["loss" if row["_step"] % 2 else "train/grad_norm"]
+    wandb_server.append_rows(path, parted)
+    history = ticker.poll(T0 + 40).snapshots[0].history
+    assert history["loss"].steps == tuple(range(20, 40, 2))
+    assert history["train/grad_norm"].steps == tuple(range(21, 40, 2))
+    assert RunCursor.load(ticker.cursors["team/p/r1"]).apart == {"loss", "train/grad_norm"}

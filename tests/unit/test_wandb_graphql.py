@@ -17,6 +17,7 @@ from runwatch.sources.wandb_graphql import (
     history_rows,
     history_variables,
     iso,
+    key_rows,
     number,
     plain_config,
     read_node,
@@ -231,3 +232,31 @@ def test_a_key_from_netrc_is_found_as_wandb_login_writes_it(tmp_path, monkeypatc
     assert _stored_key("https://wandb.corp.example") is None
     monkeypatch.setenv("WANDB_API_KEY", "from-env")
     assert _stored_key("https://api.wandb.ai") == "from-env"
+
+
+def test_key_rows_add_up_each_keys_type_counts():
+    raw = {"lastStep": 9, "keys": {
+        "loss": {"typeCounts": [{"type": "number", "count": 8}, {"type": "string", "count": 2}]},
+        "img": {"typeCounts": [{"type": "image-file", "count": 1}]}, "odd": {"x": 1}}}
+    assert key_rows(raw) == {"loss": 10, "img": 1}
+    assert key_rows(json.dumps(raw)) == {"loss": 10, "img": 1}
+    assert key_rows(None) == {}
+    node = read_node({"name": "r", "historyKeys": raw}, source="s", entity="e", project="p",
+                     app_url="u")
+    assert node.key_rows == {"loss": 10, "img": 1}
+
+
+def test_a_spec_of_several_keys_shares_its_rows_among_them():
+    read = HistoryRead(run_id="r", keys=("a", "b", "c"), first=0, last=9, samples=10,
+                       groups=(("_timestamp", "a", "b"), ("c",)))
+    assert [json.loads(spec)["keys"] for spec in read.specs()] == [
+        ["_step", "_timestamp", "a", "b"], ["_step", "_timestamp", "c"]]
+    assert read.expected == 10 * 3
+    data = {"project": {"r0": {"sampledHistory": [
+        [{"_step": 1, "_timestamp": 10.0, "a": 1.0, "b": 2.0}],
+        [{"_step": 2, "_timestamp": 20.0, "c": 3.0}],
+    ]}}}
+    series = series_from_rows(history_rows(data, 0, read.specs_keys)).series
+    assert {key: (s.steps, s.values) for key, s in series.items()} == {
+        "_timestamp": ((1,), (10.0,)), "a": ((1,), (1.0,)), "b": ((1,), (2.0,)),
+        "c": ((2,), (3.0,))}

@@ -4,7 +4,7 @@ A run seen for the first time is judged on its newest rows (see :mod:`runwatch.w
 so its first read need not cost its whole history. The log is written in 32 KiB blocks,
 each beginning with a chunk header, so a reader can join it at any block boundary (see
 :func:`wandbfile.record_start`). :func:`window_start` goes back from the end a segment at
-a time — 1 MiB, then as far as the rows counted so far say the rest of the window
+a time — 256 KiB, then as far as the rows counted so far say the rest of the window
 needs, or twice as far as the last — counting the history rows in each, until
 the rows counted cover the window (rows, steps and seconds of row time); the read then
 starts at the oldest row the window needs, found by a binary search in the last segment.
@@ -35,9 +35,10 @@ from runwatch.sources.wandbfile import (
 )
 from runwatch.window import Window
 
-SEGMENT = 1 << 20  # the first piece of the tail counted; each one further back is twice as big
-WHOLE = 2 * SEGMENT  # a log this small is read whole: finding a window would cost as much
+SEGMENT = 256 << 10  # the first piece of the tail counted (about 600 SDK rows)
+WHOLE = 2 << 20  # a log this small (about 5,000 rows) is read whole: a short run is seen whole
 HEAD_LIMIT = 4 << 20  # the most of a log's head read for its run record and config
+HEAD_WINDOW = 2 * BLOCK_SIZE  # the head is read this much at a time: it ends early
 _STEP = b"_step"
 _TIMESTAMP = b"_timestamp"
 

@@ -60,7 +60,7 @@ from collections.abc import Container, Iterable, Mapping
 from runwatch.duration import format_duration
 from runwatch.model import RunSnapshot, RunState, Series
 from runwatch.sources.base import Poll
-from runwatch.sources.firstread import Head, window_start
+from runwatch.sources.firstread import HEAD_WINDOW, Head, window_start
 from runwatch.sources.runlog import KINDS, LogRead, RunLog, id_from_dir
 from runwatch.sources.wandbfile import LogReader
 from runwatch.window import DEFAULT_FIRST_READ, FULL, NONE, Window
@@ -445,7 +445,7 @@ def read_records(
     records = 0
     corruption = None
     if run.offset == 0 and (start := window_start(run.log, stat.st_size, window)):
-        head = LogReader(run.log, 0, kinds=KINDS)
+        head = LogReader(run.log, 0, kinds=KINDS, window=HEAD_WINDOW)
         reading.consume(Head(head, start))
         reading.settle()
         records, corruption = head.records, head.corruption

@@ -14,7 +14,7 @@ import json
 import math
 import operator
 import os
-from collections.abc import Container
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,7 +91,7 @@ class RunLog:
     corrupt_at: int | None = None
     told_dead: bool = False  # taken as crashed for its silence, and told so (rundir.py)
     # Derived views, rebuilt lazily; shared with the snapshots already handed out.
-    _summary_view: dict[str, Any] | None = None
+    _summary_view: SummaryView | None = None
     _keys_view: frozenset[str] | None = None
     _ref: RunRef | None = None
 
@@ -127,14 +127,11 @@ class RunLog:
             )
         return self._ref
 
-    def summary_view(self) -> dict[str, Any]:
+    def summary_view(self) -> Mapping[str, Any]:
+        """The summary as text keys and JSON values, decoded when first looked at: most
+        ticks' snapshots are judged without it."""
         if self._summary_view is None:
-            view = {}
-            for raw, value in self.summary.items():
-                text = wandbitems.key_text(raw)
-                if not text.startswith("_wandb"):
-                    view[text] = wandbitems.json_value(value)
-            self._summary_view = view
+            self._summary_view = SummaryView(self.summary)
         return self._summary_view
 
     def keys_view(self) -> frozenset[str]:
@@ -209,6 +206,40 @@ class RunLog:
             )
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
             return None
+
+
+class SummaryView(Mapping[str, Any]):
+    """A run's summary (raw key -> raw JSON) seen as text keys and values, decoded on
+    first use. The raw mapping is a published RunLog's, which no read changes (a read
+    works on a copy)."""
+
+    __slots__ = ("_decoded", "_raw")
+
+    def __init__(self, raw: Mapping[bytes, bytes]):
+        self._raw = raw
+        self._decoded: dict[str, Any] | None = None
+
+    def _view(self) -> dict[str, Any]:
+        if self._decoded is None:
+            view = {}
+            for raw, value in self._raw.items():
+                text = wandbitems.key_text(raw)
+                if not text.startswith("_wandb"):
+                    view[text] = wandbitems.json_value(value)
+            self._decoded = view
+        return self._decoded
+
+    def __getitem__(self, key: str) -> Any:
+        return self._view()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._view())
+
+    def __len__(self) -> int:
+        return len(self._view())
+
+    def __repr__(self) -> str:
+        return repr(self._view())
 
 
 def id_from_dir(path: str) -> str:

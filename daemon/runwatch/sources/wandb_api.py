@@ -25,7 +25,14 @@ from runwatch.duration import format_duration
 from runwatch.model import RunSnapshot
 from runwatch.sources.base import Poll
 from runwatch.sources.wandb_client import WandbClient, WandbError
-from runwatch.sources.wandb_cursor import Plan, RunCursor, after_read, plan_read
+from runwatch.sources.wandb_cursor import (
+    Plan,
+    RunCursor,
+    after_read,
+    doubted_keys,
+    plan_read,
+    split,
+)
 from runwatch.sources.wandb_graphql import (
     PROJECT_QUERY,
     PROJECTS_QUERY,
@@ -142,7 +149,7 @@ class WandbApiSource:
         tick = _Tick(source=self, state=state, cursors=cursors, now=now,
                      deadline=self.clock() + self.tick_timeout,
                      keys_for=keys_for or (lambda s: wanted_keys & s.keys),
-                     needs_config=needs_config)
+                     needs_config=needs_config, window=self.spec.first_read | window)
         tick.run()
         if tick.reached:
             state.failing_since, state.failures, state.retry_at = None, 0, None
@@ -234,13 +241,14 @@ class _Tick:
 
     def __init__(self, *, source: WandbApiSource, state: _SourceState,
                  cursors: Mapping[str, str], now: float, deadline: float,
-                 keys_for: KeysFor, needs_config: bool) -> None:
+                 keys_for: KeysFor, needs_config: bool, window: Window) -> None:
         self.source = source
         self.state = state
         self.now = now
         self.deadline = deadline
         self.keys_for = keys_for
         self.needs_config = needs_config
+        self.window = window  # what a run's first read takes
         # Every run cursor parsed once: the open-run lookup and the history plans share them.
         self.run_cursors = {key: RunCursor.load(text) for key, text in cursors.items()
                             if key != STATE_KEY}
@@ -357,7 +365,8 @@ class _Tick:
         reads: list[_Read] = []
         for node in nodes:
             before = self.run_cursors.get(node.snapshot.ref.path)
-            plan: Plan = plan_read(before, node, tuple(sorted(self.keys_for(node.snapshot))))
+            plan: Plan = plan_read(before, node, tuple(sorted(self.keys_for(node.snapshot))),
+                                   self.window)
             if plan.skip:
                 continue
             if plan.read is None:
@@ -375,7 +384,10 @@ class _Tick:
             complete &= self.read_batch(project, batch)
         return complete
 
-    def read_batch(self, project: str, batch: Sequence[_Read]) -> bool:
+    def read_batch(self, project: str, batch: Sequence[_Read], *, again: bool = True) -> bool:
+        """Read ``batch`` in one request and finish its runs. A run whose spec of several
+        keys came back short (they do not share their rows) is read again, its keys apart,
+        before it is judged (once: ``again``)."""
         src = self.source
         try:
             data = src.client.execute(
@@ -388,11 +400,19 @@ class _Tick:
             self._history_failed += 1
             return False
         self._history_ok += 1
+        retry: list[_Read] = []
         for i, (node, before, read) in enumerate(batch):
-            rows = history_rows(data, i, read.keys)
+            rows = history_rows(data, i, read.specs_keys)
             if rows is None:
                 self.errors.append(f"run {node.snapshot.ref.path}: gone from W&B")
                 continue
+            doubted = doubted_keys(before, node, read, [len(rows.get(group[0], ()))
+                                                        for group in read.specs_keys])
+            if doubted:
+                if again:
+                    retry.append((node, before, split(read, doubted)))
+                    continue
+                read = replace(read, apart=read.apart | doubted)
             answer = series_from_rows(rows, after=read.first - 1)
             if answer.unread is not None:
                 # Judged up to the row before it; the cursor stays there, so the row is
@@ -405,7 +425,7 @@ class _Tick:
                 read = replace(read, last=stop)
             self.finish(node, after_read(before, node, read), history=answer.series,
                         newest=answer.newest)
-        return True
+        return self.read_batch(project, retry, again=False) if retry else True
 
     def finish(self, node: RunNode, cursor: RunCursor | None, *,
                history: Mapping[str, Any] | None, newest: float | None = None) -> None:

@@ -4,9 +4,14 @@ Two operations carry a tick: one runs query per project (paged) with exactly the
 a tick needs, and history queries that read many runs' new rows at once — one aliased
 ``run(name:) { sampledHistory(specs:) }`` per run, each spec bounded to the steps after
 the run's cursor. ``sampledHistory`` treats ``maxStep`` as inclusive, returns only rows
-that hold *every* key of a spec, and at most ``samples`` of them (evenly thinned): so a
-run's keys are read with one spec each (``_step``, ``_timestamp`` and the key), and
-``samples`` never below the rows the range can hold.
+that hold *every* key of a spec, and at most ``samples`` of them (evenly thinned), so
+``samples`` is never below the rows the range can hold, and one spec holds only keys
+logged in the same rows (see :func:`runwatch.sources.wandb_cursor.group_keys`): each point,
+and each row's ``_step`` and ``_timestamp``, is then sent once.
+
+The all-keys rule is W&B's own: wandb's ``Run.scan_history`` documents that "the scan only
+returns rows that contain all of the requested keys", and W&B's staff say the same of
+``history(keys=…)`` and ``sampledHistory`` (wandb/wandb#1742, #2266, #5391).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -158,6 +163,9 @@ class RunNode:
 
     snapshot: RunSnapshot  # without history; ``last_step`` is the summary's ``_step``
     history_lines: int
+    # How many rows hold each key (``historyKeys``' typeCounts): keys logged in the same
+    # rows have the same count, which is how a read learns what it may ask in one spec.
+    key_rows: Mapping[str, int] = field(default_factory=dict)
 
 
 def read_node(node: Mapping[str, Any], *, source: str, entity: str, project: str,
@@ -188,7 +196,8 @@ def read_node(node: Mapping[str, Any], *, source: str, entity: str, project: str
         keys=frozenset(summary) | history_keys(node.get("historyKeys")),
     )
     lines = node.get("historyLineCount")
-    return RunNode(snapshot=snapshot, history_lines=lines if isinstance(lines, int) else 0)
+    return RunNode(snapshot=snapshot, history_lines=lines if isinstance(lines, int) else 0,
+                   key_rows=key_rows(node.get("historyKeys")))
 
 
 def history_keys(raw: Any) -> frozenset[str]:
@@ -201,6 +210,22 @@ def history_keys(raw: Any) -> frozenset[str]:
         else frozenset()
 
 
+def key_rows(raw: Any) -> dict[str, int]:
+    """How many rows hold each key, from ``historyKeys``' ``typeCounts`` (a key logged as a
+    number in 90 rows and as NaN's string in 10 holds 100)."""
+    data = _json(raw)
+    keys = data.get("keys") if isinstance(data, dict) else None
+    if not isinstance(keys, dict):
+        return {}
+    out: dict[str, int] = {}
+    for key, info in keys.items():
+        counts = info.get("typeCounts") if isinstance(info, dict) else None
+        if isinstance(key, str) and isinstance(counts, list):
+            out[key] = sum(c["count"] for c in counts
+                           if isinstance(c, dict) and isinstance(c.get("count"), int))
+    return out
+
+
 def history_query(count: int) -> str:
     """One query reading the history of ``count`` runs of one project, aliased ``r0…``."""
     params = "".join(f", $n{i}: String!, $s{i}: [JSONString!]!" for i in range(count))
@@ -210,10 +235,16 @@ def history_query(count: int) -> str:
             f"  project(name: $project, entityName: $entity) {{\n{fields}\n  }}\n}}\n")
 
 
+# The columns every history row holds: every spec asks them, and they hold no key apart.
+ROW_KEYS = ("_step", "_timestamp")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class HistoryRead:
     """One run's slice of a history query: these keys, steps ``first``..``last`` inclusive,
-    at most ``samples`` rows per key (at least as many as the range can hold)."""
+    at most ``samples`` rows per spec (at least as many as the range can hold). ``groups``
+    are the keys asked together, one spec each (default: one spec per key); ``apart`` the
+    keys found not to share their rows with others, kept in specs of their own."""
 
     run_id: str
     keys: tuple[str, ...]
@@ -221,17 +252,25 @@ class HistoryRead:
     last: int
     samples: int
     expected_rows: int = 0  # what the range likely holds: the size of the answer
+    groups: tuple[tuple[str, ...], ...] = ()
+    apart: frozenset[str] = frozenset()
+
+    @property
+    def specs_keys(self) -> tuple[tuple[str, ...], ...]:
+        return self.groups or tuple((key,) for key in self.keys)
 
     @property
     def expected(self) -> int:
         """Values the answer likely carries, for batching reads into requests."""
-        return max(1, self.expected_rows or self.samples) * len(self.keys)
+        values = sum(max(1, len(set(group) - set(ROW_KEYS))) for group in self.specs_keys)
+        return max(1, self.expected_rows or self.samples) * values
 
     def specs(self) -> list[str]:
-        """One spec per key: W&B returns only rows holding every key of a spec."""
-        return [json.dumps({"keys": ["_step", "_timestamp", key], "minStep": self.first,
-                            "maxStep": self.last, "samples": self.samples})
-                for key in self.keys]
+        """One spec per group: W&B returns only rows holding every key of a spec."""
+        return [json.dumps({"keys": list(dict.fromkeys((*ROW_KEYS, *group))),
+                            "minStep": self.first, "maxStep": self.last,
+                            "samples": self.samples})
+                for group in self.specs_keys]
 
 
 def history_variables(entity: str, project: str,
@@ -244,18 +283,19 @@ def history_variables(entity: str, project: str,
 
 
 def history_rows(data: Mapping[str, Any] | None, index: int,
-                 keys: Sequence[str]) -> dict[str, list[Mapping[str, Any]]] | None:
-    """The ``index``-th aliased run's rows by key (one spec per key, in ``keys`` order);
-    None when the run is gone."""
+                 specs: Sequence[str | Sequence[str]]) -> dict[str, list[Mapping[str, Any]]] | None:
+    """The ``index``-th aliased run's rows by key, one spec per entry of ``specs`` (a key,
+    or the keys of one spec, which then share its rows); None when the run is gone."""
     project = (data or {}).get("project") or {}
     run = project.get(f"r{index}")
     if not isinstance(run, dict):
         return None
-    specs = _json(run.get("sampledHistory")) or []
+    answers = _json(run.get("sampledHistory")) or []
     out: dict[str, list[Mapping[str, Any]]] = {}
-    for key, rows in zip(keys, specs, strict=False):
-        rows = _json(rows) or []
-        out[key] = [row for row in rows if isinstance(row, dict)]
+    for keys, rows in zip(specs, answers, strict=False):
+        rows = [row for row in _json(rows) or [] if isinstance(row, dict)]
+        for key in (keys,) if isinstance(keys, str) else keys:
+            out[key] = rows
     return out
 
 

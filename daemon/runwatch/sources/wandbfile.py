@@ -214,12 +214,15 @@ class LogReader:
     A last record not completely written yet is left for the next read, without error.
     """
 
-    __slots__ = ("corruption", "kinds", "offset", "path", "records", "size")
+    __slots__ = ("corruption", "kinds", "offset", "path", "records", "size", "window")
 
-    def __init__(self, path: str, offset: int = 0, *, kinds: Container[int] | None = None):
+    def __init__(self, path: str, offset: int = 0, *, kinds: Container[int] | None = None,
+                 window: int | None = None):
         self.path = path
         self.offset = offset
         self.kinds = kinds
+        # bytes read at a time (a batch is the records they hold); default _WINDOW
+        self.window = window or _WINDOW
         self.corruption: Corruption | None = None
         self.records = 0
         self.size = 0
@@ -268,7 +271,8 @@ class LogReader:
         runtime_seq = -2  # seq of the last runtime summary record
         base = self.offset  # file offset of buf[0]
         file.seek(base)
-        buf = file.read(min(_WINDOW, size - base)) if size > base else b""
+        window = self.window
+        buf = file.read(min(window, size - base)) if size > base else b""
         view = memoryview(buf)
         avail = len(buf)
         pos = 0  # the next chunk header, in buf
@@ -386,7 +390,7 @@ class LogReader:
                     out = []
                     append = out.append
                 kept = avail - pos if avail > pos else 0
-                buf, base, pos, done = _slide(file, buf, base, pos, done, size)
+                buf, base, pos, done = _slide(file, buf, base, pos, done, size, window)
                 view, avail = memoryview(buf), len(buf)
                 if avail <= kept:
                     # Nothing more to read: the file shrank since fstat, so it ends here.
@@ -514,17 +518,18 @@ def history_starts(path: str, start: int, stop: int | None = None) -> list[int]:
 
 
 def _slide(
-    file: BinaryIO, buf: bytes, base: int, pos: int, done: int, size: int
+    file: BinaryIO, buf: bytes, base: int, pos: int, done: int, size: int, window: int
 ) -> tuple[bytes, int, int, int]:
     """Move the window to start at ``pos`` and read on: at least one more block."""
+    step = max(window, 2 * BLOCK_SIZE)
     if pos >= len(buf):
         # ``pos`` is past the window (a skipped zeroed block): a fresh window there.
         file.seek(base + pos)
-        fresh = file.read(min(max(_WINDOW, 2 * BLOCK_SIZE), max(size - (base + pos), 0)))
+        fresh = file.read(min(step, max(size - (base + pos), 0)))
         return fresh, base + pos, 0, done - pos
     end = base + len(buf)
     file.seek(end)
-    more = file.read(min(max(_WINDOW, 2 * BLOCK_SIZE), size - end))
+    more = file.read(min(step, size - end))
     return buf[pos:] + more, base + pos, 0, done - pos
 
 
