@@ -79,6 +79,7 @@ def test_wal_mode_and_synchronous_normal(store: SqliteStore, db: Path) -> None:
     assert pragma(db, "journal_mode") == "wal"
     assert store._conn().execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert store._conn().execute("PRAGMA busy_timeout").fetchone()[0] == 5000
+    assert store._conn().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 10_000
 
 
 def test_parent_directories_are_created(tmp_path: Path) -> None:

@@ -137,6 +137,56 @@ def test_json_codec_refuses_what_json_cannot_hold() -> None:
         codec.decode_json("{not json")
 
 
+def _bits(values: list[float]) -> list[str]:
+    return [v.hex() if not math.isnan(v) else "nan" for v in values]
+
+
+def test_check_memory_packs_float_windows_and_reads_them_back_bit_for_bit() -> None:
+    window = [1_796_221_447.918014 + i / 100 for i in range(50)]
+    odd = [math.nan, math.inf, -math.inf, -0.0, 5e-324, 0.1 + 0.2, 1e308, -1.5]
+    memory = ["tag", window, {"odd": tuple(odd), "short": [1.5, 2.5]}, [1.0] * 7 + [1]]
+    text = codec.encode_memory(memory)
+    assert text.count('{"$f64":') == 2 and len(text) < len(codec.encode_json(memory))
+    back = codec.decode_memory(text)
+    assert back[0] == "tag" and back[1] == window
+    assert _bits(back[2]["odd"]) == _bits(odd) and math.copysign(1, back[2]["odd"][3]) == -1
+    assert back[2]["short"] == [1.5, 2.5]  # short lists stay readable JSON
+    assert back[3] == [1.0] * 7 + [1] and type(back[3][-1]) is int  # ints are not floats
+
+
+@pytest.mark.parametrize("tag", ["550b5d91b04e", 'a "quoted" tag\\ é \u2028 \n'])
+def test_check_memory_of_the_engine_s_shape_is_written_as_the_encoder_writes_it(
+        tag: str) -> None:
+    window = [1.5 * i for i in range(40)]
+    text = codec.encode_memory([tag, window])
+    assert text == codec.encode_json([tag, codec._pack_floats(window)])
+    assert codec.decode_memory(text) == [tag, window]
+
+
+@pytest.mark.parametrize("memory", [None, 3.5, [], ["t", None], ["t", [1, 2, 3] * 5],
+                                    {"$f64": "not packed"}, {"$f64": "AAAA"}])
+def test_check_memory_that_is_not_a_float_window_is_plain_json(memory: object) -> None:
+    text = codec.encode_memory(memory)
+    assert text == codec.encode_json(memory)
+    assert codec.decode_memory(text) == memory
+
+
+def test_check_memory_written_as_plain_json_still_reads() -> None:
+    window = [1.5 + i for i in range(20)] + [math.nan]
+    back = codec.decode_memory(codec.encode_json(["tag", window]))
+    assert back[1][:20] == window[:20] and math.isnan(back[1][20])
+
+
+def test_check_memory_refuses_what_json_cannot_hold() -> None:
+    cycle: list[object] = []
+    cycle.append(cycle)
+    for memory in (cycle, ["t", [1.0] * 8, object()]):
+        with pytest.raises(codec.CodecError, match="not JSON-serialisable"):
+            codec.encode_memory(memory)
+    with pytest.raises(codec.CodecError, match="unreadable"):
+        codec.decode_memory("[1,")
+
+
 # --- errors and URLs ----------------------------------------------------------------------
 
 

@@ -2,7 +2,9 @@
 
 Every method is one transaction against the backend and reads no clock: times are
 Unix seconds passed in by the caller. Nothing is cached in the process, so several
-processes may share one backend (SQLite file, later PostgreSQL) and stay correct.
+processes may share one backend (SQLite file, later PostgreSQL) and stay correct — but
+the one writer (``claim_writer``) may keep what only it writes (alert states, cursors),
+as long as every commit leaves the backend exactly as if nothing were kept.
 """
 
 from __future__ import annotations
@@ -366,8 +368,11 @@ class Store(Protocol):
     ) -> None:
         """Upsert alert states and ``source``'s cursors together, all or nothing.
 
-        A crash never leaves a cursor past alerts that were not stored. Cursors and
-        alerts written here count as touched at ``now`` for garbage collection.
+        A crash never leaves a cursor past alerts that were not stored (nor past check
+        memory: a restart resumes from the cursor with the memory of the same tick, and
+        evaluates exactly as an uninterrupted daemon would). Cursors and alerts written
+        here count as touched at ``now`` for garbage collection. A backend may write only
+        the columns that differ from the stored state, as long as the result is the same.
         """
         ...
 

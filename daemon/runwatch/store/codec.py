@@ -3,15 +3,21 @@
 Every backend goes through these functions — the in-memory one too — so all of them
 accept and return exactly the same values: JSON turns tuples into lists, and
 non-finite floats survive (strict JSON has no NaN or Infinity, so they are written
-as ``{"$float": "nan"}``, which PostgreSQL's ``jsonb`` accepts as well).
+as ``{"$float": "nan"}``, which PostgreSQL's ``jsonb`` accepts as well). A check's
+memory packs its lists of floats (``{"$f64": "<base64>"}``): exact, and cheap to write
+on every tick.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import math
+import operator
+import struct
 from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 from runwatch.model import AlertState, AlertStatus, RunRef, RunState, Severity
@@ -29,16 +35,20 @@ _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 _COMPACT = (",", ":")
 
 
+# One encoder for every write: json.dumps with options builds a new one per call (~4 µs).
+_ENCODER = json.JSONEncoder(allow_nan=False, separators=_COMPACT)
+
+
 def encode_json(value: Any) -> str:
     """Strict JSON text for ``value``; CodecError if it is not JSON data."""
     try:
-        return json.dumps(value, allow_nan=False, separators=_COMPACT)
+        return _ENCODER.encode(value)
     except TypeError as exc:
         raise CodecError(f"not JSON-serialisable: {exc}") from None
     except ValueError:
         pass  # a NaN or infinity somewhere (or a reference cycle): tag them and retry
     try:
-        return json.dumps(_tag_nonfinite(value), allow_nan=False, separators=_COMPACT)
+        return _ENCODER.encode(_tag_nonfinite(value))
     except (TypeError, ValueError, RecursionError) as exc:
         raise CodecError(f"not JSON-serialisable: {exc}") from None
 
@@ -70,6 +80,77 @@ def _untag_nonfinite(obj: dict[str, Any]) -> Any:
 
 # One decoder for every read: json.loads with an object_hook builds a new one per call.
 _DECODER = json.JSONDecoder(object_hook=_untag_nonfinite)
+
+
+# --- check memory -------------------------------------------------------------------------
+
+# A check's memory is mostly a window of floats (row times, recent values) that moves on
+# every tick with new rows. Written as decimal text, 50 floats take ~35 µs (repr of each);
+# packed as their 8-byte IEEE values in base64, ~3 µs — and they come back bit for bit,
+# NaN, infinities and -0.0 included. Shorter lists stay plain JSON, readable in the file.
+_FLOATS_TAG = "$f64"
+_PACK_AT = 8
+_FLOATS_ONLY = {float}
+
+
+def encode_memory(memory: Any) -> str:
+    """``memory`` as JSON text, its lists of floats packed; CodecError if not JSON data."""
+    if type(memory) is list and len(memory) == 2 and type(memory[0]) is str and _packable(
+            memory[1]):
+        # What the engine stores: [rule tag, window]. Written straight, as the encoder
+        # would write it, at a third of the cost.
+        return f'[{_quote(memory[0])},{{"{_FLOATS_TAG}":"{_packed(memory[1])}"}}]'
+    try:
+        packed = _pack_floats(memory)
+    except RecursionError as exc:  # a reference cycle
+        raise CodecError(f"not JSON-serialisable: {exc}") from None
+    return encode_json(packed)
+
+
+def decode_memory(text: str) -> Any:
+    """The inverse of ``encode_memory`` (plain ``encode_json`` text reads the same)."""
+    try:
+        return _MEMORY_DECODER.decode(text)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"stored JSON unreadable: {exc}") from None
+
+
+def _packable(value: Any) -> bool:
+    kind = type(value)
+    return ((kind is list or kind is tuple) and len(value) >= _PACK_AT
+            and set(map(type, value)) == _FLOATS_ONLY)
+
+
+def _packed(floats: Sequence[float]) -> str:
+    return base64.b64encode(struct.pack(f"<{len(floats)}d", *floats)).decode("ascii")
+
+
+def _pack_floats(value: Any) -> Any:
+    kind = type(value)
+    if kind is list or kind is tuple:
+        if _packable(value):
+            return {_FLOATS_TAG: _packed(value)}
+        return [_pack_floats(item) for item in value]
+    if kind is dict:
+        return {key: _pack_floats(item) for key, item in value.items()}
+    return value
+
+
+def _unpack_floats(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1 and _FLOATS_TAG in obj:
+        packed = obj[_FLOATS_TAG]
+        if isinstance(packed, str):
+            try:
+                raw = base64.b64decode(packed, validate=True)
+            except ValueError:
+                return obj
+            if len(raw) % 8 == 0:
+                return list(struct.unpack(f"<{len(raw) // 8}d", raw))
+        return obj
+    return _untag_nonfinite(obj)
+
+
+_MEMORY_DECODER = json.JSONDecoder(object_hook=_unpack_floats)
 
 
 # --- alerts -------------------------------------------------------------------------------
@@ -167,13 +248,61 @@ def alert_to_row(alert: AlertState, updated_at: float) -> tuple[Any, ...]:
             _int(alert.step),
             str(alert.summary),
             encode_json(labels),
-            encode_json(alert.memory),
+            encode_memory(alert.memory),
             RunState(alert.run_state).value,
             str(alert.resolution),
             _number_text(alert.first_value),
             _number_text(alert.latest_value),
             _int(alert.latest_step),
             float(updated_at),
+        )
+    except (TypeError, ValueError) as exc:
+        raise CodecError(
+            f"cannot store alert {alert.fingerprint} (rule {alert.rule}, "
+            f"run {alert.run.path}): {exc}"
+        ) from None
+
+
+# What a tick changes in an alert that keeps its status (``MOVING_COLUMNS`` and the
+# memory): its newest point, summary, last evaluation and run state, its check's memory.
+# Everything else (``STEADY_FIELDS``) changes with the status, or never. A writer that
+# knows the stored state updates just these columns, encoded as ``alert_to_row`` encodes
+# them, so the row ends up exactly as a whole-row write leaves it.
+STEADY_FIELDS = (
+    "fingerprint", "rule", "run", "severity", "status", "active_since", "since_step",
+    "fired_at", "resolved_at", "first_seen", "first_value", "labels", "resolution",
+)
+MOVING_COLUMNS = (
+    "last_seen", "metric", "value", "step", "latest_value", "latest_step", "summary",
+    "run_state", "updated_at",
+)
+steady = operator.attrgetter(*STEADY_FIELDS)
+_moving = operator.attrgetter(
+    "last_seen", "metric", "value", "step", "latest_value", "latest_step", "summary",
+    "run_state")
+
+
+def moving_row(alert: AlertState, updated_at: float, *, memory: bool = False) -> tuple[Any, ...]:
+    """``alert``'s values in ``MOVING_COLUMNS`` order (then its ``memory``, if asked),
+    encoded as ``alert_to_row`` encodes them."""
+    last_seen, metric, value, step, latest_value, latest_step, summary, run_state = (
+        _moving(alert))
+    try:
+        if last_seen is not None:
+            last_seen = float(last_seen)
+            if last_seen != last_seen:
+                raise CodecError("last_seen is NaN")
+        return (
+            last_seen,
+            metric,
+            None if value is None else repr(float(value)),
+            None if step is None else int(step),
+            None if latest_value is None else repr(float(latest_value)),
+            None if latest_step is None else int(latest_step),
+            str(summary),
+            RunState(run_state).value,
+            float(updated_at),
+            *((encode_memory(alert.memory),) if memory else ()),
         )
     except (TypeError, ValueError) as exc:
         raise CodecError(
@@ -240,7 +369,7 @@ def alert_from_row(row: Sequence[Any]) -> AlertState:
             step=step,
             summary=summary,
             labels=decode_json(labels),
-            memory=decode_json(memory),
+            memory=decode_memory(memory),
             run_state=RunState(run_state or RunState.UNKNOWN),  # '': stored before schema 4
             resolution=resolution or "",
             first_value=None if first_value is None else float(first_value),
@@ -257,7 +386,7 @@ def alert_to_data(alert: AlertState, *, memory: bool = True) -> dict[str, Any]:
     row = alert_to_row(alert if memory else _without_memory(alert), 0.0)
     data = dict(zip(ALERT_COLUMNS[:-1], row[:-1], strict=True))
     data["labels"] = decode_json(data["labels"])
-    data["memory"] = decode_json(data["memory"])
+    data["memory"] = decode_memory(data["memory"])
     return data
 
 
@@ -270,7 +399,7 @@ def alert_from_data(data: Mapping[str, Any]) -> AlertState:
         raise CodecError(f"stored alert unreadable: missing {exc}") from None
     index = ALERT_COLUMNS.index
     row[index("labels")] = encode_json(row[index("labels")])
-    row[index("memory")] = encode_json(row[index("memory")])
+    row[index("memory")] = encode_memory(row[index("memory")])
     return alert_from_row((*row, 0.0))
 
 

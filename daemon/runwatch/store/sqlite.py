@@ -4,7 +4,9 @@ Each thread gets its own connection (readers never wait for a writer in WAL mode
 each call is one transaction, and writes take the write lock up front
 (``BEGIN IMMEDIATE``) so a busy database waits ``busy_timeout`` and then fails with a
 temporary ``StoreError`` instead of deadlocking. Nothing is cached between calls, so
-several processes sharing the file see each other's writes.
+several processes sharing the file see each other's writes — except by the one writer
+(``claim_writer``), which keeps the alert states and cursors only it writes, and writes
+back only what changed.
 
 The schema is versioned in ``PRAGMA user_version``: ``MIGRATIONS[i]`` takes a
 database from version ``i`` to ``i + 1``, and opening runs whatever is missing in one
@@ -40,6 +42,11 @@ from runwatch.store.base import (
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a call waits for another writer before giving up
 
 APPLICATION_ID = 0x52574348  # "RWCH" in the file header: this file is a runwatch store
+
+# A busy tick rewrites the same alert and cursor pages tick after tick (~1,000 pages over
+# 500 live runs). Checkpointing the WAL back into the file every 10,000 pages (~40 MB)
+# rather than SQLite's 1,000 copies each page once per several ticks, not on every one.
+WAL_CHECKPOINT_PAGES = 10_000
 
 _V1 = (
     """CREATE TABLE alerts (
@@ -156,8 +163,12 @@ _V6 = ("ALTER TABLE alerts ADD COLUMN first_value TEXT",
 _V7 = ("ALTER TABLE outbox ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0",
        "ALTER TABLE outbox ADD COLUMN followup INTEGER NOT NULL DEFAULT 0")
 
+# Check memory may hold packed lists of floats (codec.encode_memory): no table changes,
+# but a runwatch that does not know them must refuse the file, not misread its memory.
+_V8: tuple[str, ...] = ()
+
 # One entry per schema version, in order; append, never edit a released step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 
 # Primary result codes after which the same call may well succeed later.
 _TEMPORARY_CODES = frozenset(
@@ -187,6 +198,12 @@ def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...], where: s
 
 _SELECT_ALERTS = f"SELECT {_columns(codec.ALERT_COLUMNS)} FROM alerts"
 _UPSERT_ALERT = _upsert("alerts", codec.ALERT_COLUMNS, ("fingerprint",))
+# An alert whose steady fields are as stored: its moving columns, with or without memory.
+_MOVE_ALERT = (
+    f"UPDATE alerts SET {', '.join(f'{c} = ?' for c in codec.MOVING_COLUMNS)}"
+    " WHERE fingerprint = ?"
+)
+_MOVE_ALERT_AND_MEMORY = _MOVE_ALERT.replace(" WHERE", ", memory = ? WHERE")
 _UPSERT_CURSOR = _upsert(
     "cursors", ("source", "run_key", "value", "updated_at"), ("source", "run_key")
 )
@@ -238,9 +255,12 @@ class SqliteStore:
         self._connections: dict[threading.Thread, sqlite3.Connection] = {}
         self._closed = False
         self._writer: int | None = None  # the writer lock's file, once claimed
-        # The writer's alert states by fingerprint (None: no row), as stored: nobody else
-        # writes alerts while it holds the lock, so an idle tick decodes no alert row.
+        # The writer's alert states by fingerprint (None: no row) and cursors by source, as
+        # stored: nobody else writes them while it holds the lock, so an idle tick decodes
+        # no alert row and reads no cursor, and a busy one writes only what moved.
         self._alert_cache: dict[str, AlertState | None] | None = None
+        self._cursor_cache: dict[str, dict[str, str]] | None = None
+        self._cache_lock = threading.RLock()
         parent = os.path.dirname(self.path)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -292,6 +312,7 @@ class SqliteStore:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}").fetchall()
             conn.execute("PRAGMA synchronous = NORMAL").fetchall()
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}").fetchall()
         except BaseException:
             conn.close()
             raise
@@ -399,12 +420,13 @@ class SqliteStore:
     def load_alerts(self, fingerprints: Iterable[str] | None = None) -> dict[str, AlertState]:
         cache = self._alert_cache
         if cache is not None and fingerprints is not None:
-            wanted = set(fingerprints)
-            missing = wanted - cache.keys()
-            if missing:
-                found = self._load_alerts(missing)
-                cache.update((fp, found.get(fp)) for fp in missing)
-            return {fp: alert for fp in wanted if (alert := cache[fp]) is not None}
+            with self._cache_lock:
+                wanted = set(fingerprints)
+                missing = wanted - cache.keys()
+                if missing:
+                    found = self._load_alerts(missing)
+                    cache.update((fp, found.get(fp)) for fp in missing)
+                return {fp: alert for fp in wanted if (alert := cache[fp]) is not None}
         return self._load_alerts(fingerprints)
 
     def _load_alerts(self, fingerprints: Iterable[str] | None) -> dict[str, AlertState]:
@@ -454,10 +476,18 @@ class SqliteStore:
             return [codec.alert_from_row(row) for row in rows]
 
     def load_cursors(self, source: str) -> dict[str, str]:
-        rows = self._query(
+        cache = self._cursor_cache
+        if cache is None:
+            return dict(self._load_cursors(source))
+        with self._cache_lock:
+            if source not in cache:
+                cache[source] = dict(self._load_cursors(source))
+            return dict(cache[source])
+
+    def _load_cursors(self, source: str) -> list[tuple[str, str]]:
+        return self._query(
             "cannot load cursors", "SELECT run_key, value FROM cursors WHERE source = ?", (source,)
         )
-        return dict(rows)
 
     def commit_tick(
         self,
@@ -477,17 +507,46 @@ class SqliteStore:
                     )
                 yield (source, str(key), value, now)
 
-        # Rows are encoded while the transaction is open; a value that cannot be stored
-        # rolls back everything written before it.
         alerts = list(alerts)
-        with self._transaction("cannot commit tick") as conn:
-            conn.executemany(_UPSERT_CURSOR, cursor_rows())
-            conn.executemany(_UPSERT_ALERT, (codec.alert_to_row(a, now) for a in alerts))
-        if self._alert_cache is not None:
-            # Frozen states, and checks copy their memory before changing it: the writer
-            # keeps what it stored as it stored it (a row read back would be the same
-            # values, its memory's tuples as lists).
-            self._alert_cache.update((a.fingerprint, a) for a in alerts)
+        with self._cache_lock:  # what the writer keeps moves with the file, in one order
+            with self._errors("cannot commit tick"):  # encoded first: a refusal writes nothing
+                full, narrow, moved, remembered = self._alert_rows(alerts, now)
+            with self._transaction("cannot commit tick") as conn:
+                conn.executemany(_UPSERT_CURSOR, cursor_rows())
+                conn.executemany(_UPSERT_ALERT, full)
+                updated = (conn.executemany(_MOVE_ALERT, moved).rowcount
+                           + conn.executemany(_MOVE_ALERT_AND_MEMORY, remembered).rowcount)
+                if updated != len(narrow):  # a row it knew is gone: write them whole
+                    conn.executemany(_UPSERT_ALERT, [codec.alert_to_row(a, now) for a in narrow])
+            if self._alert_cache is not None:
+                # Frozen states, and checks copy their memory before changing it: the
+                # writer keeps what it stored as it stored it (a row read back would be
+                # the same values, its memory's tuples as lists).
+                self._alert_cache.update((a.fingerprint, a) for a in alerts)
+            if self._cursor_cache is not None and source in self._cursor_cache:
+                self._cursor_cache[source].update((str(k), v) for k, v in cursors.items())
+
+    def _alert_rows(self, alerts: list[AlertState], now: float) -> tuple[list[Any], ...]:
+        """Rows to write for ``alerts``: whole rows, and — for the alerts (``narrow``) the
+        writer knows as stored with the same steady fields — just the moving columns, plus
+        the memory if it changed. Either way a row ends up as a whole-row write leaves it."""
+        cache = self._alert_cache
+        if cache is None:
+            return [codec.alert_to_row(a, now) for a in alerts], [], [], []
+        full, narrow, moved, remembered = [], [], [], []
+        steady, moving_row = codec.steady, codec.moving_row
+        # The same alert twice: the last one wins, as with whole rows written in order.
+        for alert in {a.fingerprint: a for a in alerts}.values():
+            stored = cache.get(alert.fingerprint)
+            if stored is None or steady(stored) != steady(alert):
+                full.append(codec.alert_to_row(alert, now))
+                continue
+            narrow.append(alert)
+            if alert.memory == stored.memory:
+                moved.append((*moving_row(alert, now), alert.fingerprint))
+            else:
+                remembered.append((*moving_row(alert, now, memory=True), alert.fingerprint))
+        return full, narrow, moved, remembered
 
     # --- notification log -----------------------------------------------------------------
 
@@ -729,12 +788,14 @@ class SqliteStore:
             "refs": ("DELETE FROM delivery_refs WHERE expires_at <= ?", now),
         }
         try:
-            with self._transaction("cannot collect garbage") as conn:
+            with self._cache_lock, self._transaction("cannot collect garbage") as conn:
                 for kind, (sql, cutoff) in statements.items():
                     deleted[kind] = conn.execute(sql, (float(cutoff),)).rowcount
         finally:
             if self._alert_cache is not None:
                 self._alert_cache.clear()  # rows are gone: read what is left afresh
+            if self._cursor_cache is not None:
+                self._cursor_cache.clear()
         return Collected(**deleted)
 
     def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
@@ -781,6 +842,7 @@ class SqliteStore:
             os.pwrite(fd, holder.encode(), 0)
             self._writer = fd
             self._alert_cache = {}
+            self._cursor_cache = {}
 
     def close(self) -> None:
         with self._lock:
@@ -789,6 +851,7 @@ class SqliteStore:
                 os.close(self._writer)  # releases the flock
                 self._writer = None
                 self._alert_cache = None
+                self._cursor_cache = None
             connections = list(self._connections.values())
             self._connections.clear()
         for conn in connections:

@@ -1,0 +1,366 @@
+"""What the store's one writer writes: only what changed, and always exactly what a whole
+write would leave — so a restart reads back the very states an uninterrupted daemon keeps,
+and evaluates exactly as it would have.
+
+Run against every backend (the memory store writes whole rows: the reference); the SQLite
+writer keeps the states it stored and updates just the columns that moved.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from builders import T0, rule, series, snapshot
+from runwatch.engine import evaluate
+from runwatch.keys import DEFAULT_ALIASES
+from runwatch.model import AlertState, AlertStatus, RunRef, RunState, Severity
+from runwatch.sources.base import Poll
+from runwatch.store import codec
+from runwatch.store.base import Store, StoreError
+from runwatch.store.memory import MemoryStore
+from runwatch.store.sqlite import SqliteStore
+from runwatch.tick import run_tick
+
+
+@dataclass(frozen=True, kw_only=True)
+class Backend:
+    open: Callable[[str], Store]  # the named store, its writer lock claimed
+    reopen: Callable[[Store], Store]  # what a restart reads: the same data, nothing kept
+
+
+def _sqlite(tmp: Path) -> Backend:
+    def opened(name: str = "state") -> Store:
+        store = SqliteStore(tmp / f"{name}.db")
+        store.claim_writer("runwatch test")
+        return store
+
+    def reopen(store: Store) -> Store:
+        assert isinstance(store, SqliteStore)
+        store.close()
+        return opened(Path(store.path).stem)
+
+    return Backend(open=opened, reopen=reopen)
+
+
+def _memory(tmp: Path) -> Backend:
+    def opened(name: str = "state") -> Store:
+        store = MemoryStore()
+        store.claim_writer("runwatch test")
+        return store
+
+    return Backend(open=opened, reopen=lambda store: store)  # its data lives in the object
+
+
+BACKENDS = {"memory": _memory, "sqlite": _sqlite}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return BACKENDS[request.param](tmp_path)
+
+
+@pytest.fixture
+def store(backend: Backend) -> Iterator[Store]:
+    opened = backend.open("state")
+    yield opened
+    opened.close()
+
+
+def canon(value: Any) -> Any:
+    """A comparable form in which NaN equals NaN, 1 differs from 1.0 and -0.0 from 0.0."""
+    if isinstance(value, float):
+        return ("float", repr(value))
+    if is_dataclass(value) and not isinstance(value, type):
+        return (type(value).__name__,
+                tuple((f.name, canon(getattr(value, f.name))) for f in fields(value)))
+    if isinstance(value, dict):
+        return ("map", tuple(sorted((k, canon(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return ("seq", tuple(canon(v) for v in value))
+    return value
+
+
+def alert(fp: str = "fp1", **changes: Any) -> AlertState:
+    fields_: dict[str, Any] = {
+        "fingerprint": fp, "rule": "progress", "severity": Severity.WARNING,
+        "run": RunRef(source="local", id="r1", name="run-1", project="p", entity="e",
+                      location="/runs/run-r1"),
+        "first_seen": T0, "last_seen": T0, "metric": "loss", "value": 1.5, "step": 10,
+        "latest_value": 1.5, "latest_step": 10, "run_state": RunState.RUNNING,
+        "labels": {"team": "a"}, "memory": ["tag", [T0 + i / 10 for i in range(20)]],
+    }
+    return AlertState(**(fields_ | changes))
+
+
+def commit(store: Store, *alerts: AlertState, now: float, cursors: dict[str, str] | None = None
+           ) -> None:
+    store.commit_tick(source="s", alerts=alerts, cursors=cursors or {}, now=now)
+
+
+# --- the writer's narrow writes, against the file ------------------------------------------
+
+
+def rows(path: Path) -> dict[str, tuple[Any, ...]]:
+    conn = sqlite3.connect(path)
+    try:
+        columns = ", ".join(codec.ALERT_COLUMNS)
+        return {row[0]: row for row in conn.execute(f"SELECT {columns} FROM alerts")}
+    finally:
+        conn.close()
+
+
+def test_every_alert_field_is_either_steady_moving_or_memory() -> None:
+    moving = set(codec.MOVING_COLUMNS) - {"updated_at"}
+    steady = set(codec.STEADY_FIELDS)
+    assert not steady & moving
+    assert steady | moving | {"memory"} == {f.name for f in fields(AlertState)}
+
+
+def test_a_memory_change_writes_only_the_moving_columns(tmp_path: Path) -> None:
+    """Proven by a change made behind the writer's back: a moving write leaves the steady
+    columns alone, a status change writes the whole row."""
+    path = tmp_path / "state.db"
+    writer = SqliteStore(path)
+    writer.claim_writer("runwatch test")
+    try:
+        first = alert()
+        commit(writer, first, now=T0)
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE alerts SET resolution = 'behind its back'")
+        moved = replace(first, memory=["tag", [1.0] * 20], value=2.5, step=11, last_seen=T0 + 60)
+        commit(writer, moved, now=T0 + 60)
+        (row,) = rows(path).values()
+        got = dict(zip(codec.ALERT_COLUMNS, row, strict=True))
+        assert got["resolution"] == "behind its back"  # a steady column: not written
+        assert (got["value"], got["step"], got["last_seen"], got["updated_at"]) == (
+            "2.5", 11, T0 + 60, T0 + 60)
+        assert codec.decode_memory(got["memory"]) == ["tag", [1.0] * 20]
+        fired = replace(moved, status=AlertStatus.FIRING, active_since=T0 + 120,
+                        fired_at=T0 + 120, summary="stalled")
+        commit(writer, fired, now=T0 + 120)
+        (row,) = rows(path).values()
+        assert row == codec.alert_to_row(fired, T0 + 120)  # the whole row, as given
+    finally:
+        writer.close()
+
+
+def test_a_row_deleted_behind_the_writer_s_back_is_written_whole_again(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    writer = SqliteStore(path)
+    writer.claim_writer("runwatch test")
+    try:
+        commit(writer, alert("a"), alert("b"), now=T0)
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM alerts WHERE fingerprint = 'a'")
+        a, b = replace(alert("a"), step=11), replace(alert("b"), step=11)
+        commit(writer, a, b, now=T0 + 60)
+        assert rows(path) == {"a": codec.alert_to_row(a, T0 + 60),
+                              "b": codec.alert_to_row(b, T0 + 60)}
+    finally:
+        writer.close()
+
+
+def test_the_same_alert_twice_in_one_commit_the_last_wins(store: Store) -> None:
+    commit(store, alert(), now=T0)
+    fired = replace(alert(), status=AlertStatus.FIRING, active_since=T0, fired_at=T0)
+    last = replace(fired, step=12, memory=None)
+    commit(store, fired, last, now=T0 + 60)
+    assert canon(store.load_alerts(["fp1"])["fp1"]) == canon(last)
+    commit(store, replace(last, step=13), replace(alert(), step=14), now=T0 + 120)
+    assert canon(store.load_alerts(["fp1"])["fp1"]) == canon(replace(alert(), step=14))
+
+
+# Each step: what the writer is given to commit, starting from what it last stored.
+STEPS: list[Callable[[AlertState], AlertState]] = [
+    lambda a: replace(a, memory=["tag", [*a.memory[1][1:], a.memory[1][-1] + 1.0]], step=11,
+                      value=1.25, latest_value=1.25, latest_step=11, last_seen=T0 + 60),
+    lambda a: replace(a, value=math.nan, latest_value=-0.0, step=12, last_seen=T0 + 120),
+    lambda a: replace(a, memory=["tag", [math.inf, -math.inf, math.nan, -0.0, 5e-324, 1e308,
+                                         0.1 + 0.2, -1.5]]),
+    lambda a: replace(a, memory=["tag", (1, 2.0, None, {"k": [1.0] * 9})], metric=None),
+    lambda a: replace(a, summary="loss 3 > 2 at step 14", run_state=RunState.FINISHED),
+    lambda a: replace(a, status=AlertStatus.FIRING, active_since=T0 + 200, since_step=14,
+                      fired_at=T0 + 200, first_value=3.0),
+    lambda a: replace(a, labels={"team": "b"}, memory=None),
+    lambda a: replace(a, run=replace(a.run, name="renamed")),
+    lambda a: replace(a, severity=Severity.CRITICAL, memory=[]),
+    lambda a: replace(a, status=AlertStatus.RESOLVED, resolved_at=T0 + 400,
+                      resolution="condition cleared", active_since=None, since_step=None),
+    lambda a: replace(a, last_seen=T0 + 500),
+]
+
+
+def test_the_file_holds_exactly_what_whole_row_writes_leave(tmp_path: Path) -> None:
+    """The writer (narrow writes) and a plain handle (whole rows) are given the same
+    commits: their files hold the same rows, column for column, after every one; and the
+    writer answers what a fresh reader of its file reads."""
+    writer = SqliteStore(tmp_path / "writer.db")
+    writer.claim_writer("runwatch test")
+    plain = SqliteStore(tmp_path / "plain.db")
+    try:
+        states = [alert("a"), alert("b", memory=None, value=None)]
+        for n, step in enumerate([lambda a: a, *STEPS]):
+            states = [step(states[0]), states[1] if n % 2 else step(states[1])]
+            now = T0 + 60 * n
+            commit(writer, *states, now=now)
+            commit(plain, *states, now=now)
+            assert rows(tmp_path / "writer.db") == rows(tmp_path / "plain.db"), n
+            reader = SqliteStore(tmp_path / "writer.db")
+            try:
+                assert canon(writer.load_alerts(["a", "b"])) == canon(
+                    reader.load_alerts(["a", "b"])), n
+            finally:
+                reader.close()
+    finally:
+        writer.close()
+        plain.close()
+
+
+def test_a_memory_only_change_survives_a_restart_exactly(backend: Backend) -> None:
+    store = backend.open("state")
+    try:
+        first = alert()
+        commit(store, first, now=T0, cursors={"run": "c1"})
+        window = [T0 + i * 0.01 for i in range(50)] + [math.nan, -0.0]
+        moved = replace(first, memory=["tag", window], step=99, last_seen=T0 + 60)
+        commit(store, moved, now=T0 + 60, cursors={"run": "c2"})
+        store = backend.reopen(store)
+        assert canon(store.load_alerts(["fp1"])["fp1"]) == canon(moved)
+        assert store.load_cursors("s") == {"run": "c2"}
+    finally:
+        store.close()
+
+
+def test_a_narrow_write_that_cannot_be_stored_writes_nothing(store: Store) -> None:
+    commit(store, alert(), alert("fp2"), now=T0, cursors={"run": "c1"})
+    before = store.load_alerts(["fp1", "fp2"])
+    with pytest.raises(StoreError, match="last_seen is NaN"):
+        commit(store, replace(alert(), step=11), replace(alert("fp2"), last_seen=math.nan),
+               now=T0 + 60, cursors={"run": "c2"})
+    with pytest.raises(StoreError, match="not JSON-serialisable"):
+        commit(store, replace(alert(), memory=["tag", [object()]]), now=T0 + 60,
+               cursors={"run": "c2"})
+    assert canon(store.load_alerts(["fp1", "fp2"])) == canon(before)
+    assert store.load_cursors("s") == {"run": "c1"}
+
+
+def test_the_writer_keeps_its_cursors_and_forgets_collected_ones(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    writer = SqliteStore(path)
+    writer.claim_writer("runwatch test")
+    try:
+        commit(writer, now=T0, cursors={"a": "1", "b": "1"})
+        assert writer.load_cursors("s") == {"a": "1", "b": "1"}
+        commit(writer, now=T0 + 60, cursors={"b": "2"})
+        assert writer.load_cursors("s") == {"a": "1", "b": "2"}
+        writer.load_cursors("s")["a"] = "changed by the caller"  # a copy
+        assert writer.load_cursors("s") == {"a": "1", "b": "2"}
+        writer.collect_garbage(T0 + 90, resolved_retention=0, cursor_retention=60)
+        assert writer.load_cursors("s") == {"b": "2"}
+        reader = SqliteStore(path)
+        try:
+            assert reader.load_cursors("s") == {"b": "2"}
+        finally:
+            reader.close()
+    finally:
+        writer.close()
+
+
+# --- a restart evaluates exactly as an uninterrupted daemon -------------------------------
+
+
+class Feed:
+    """A source that hands out one prepared poll per tick."""
+
+    name = "feed"
+
+    def __init__(self, polls: list[Poll]):
+        self.polls = list(polls)
+
+    def poll(self, cursors: Any, wanted: Any, now: float, **_: Any) -> Poll:
+        return self.polls.pop(0)
+
+
+RULES = [
+    rule(name="progress", kind="progress", older_than="5m", window=20),
+    rule(name="spike", kind="spike", metric="loss", window=30, k=4.0),
+    rule(name="plateau", kind="plateau", metric="loss", patience="40 steps"),
+    rule(name="mean-high", kind="threshold", metric="loss", op=">", value=3, mode="mean",
+         window=12, **{"for": "20 steps"}),
+    rule(name="heartbeat", kind="heartbeat", older_than="10m"),
+]
+
+
+def ticks() -> list[tuple[float, Poll]]:
+    """Twelve ticks of one run: steady, a spike, a plateau, a stall, recovery."""
+    out, step = [], 0
+    for tick in range(12):
+        now = T0 + 600 * tick
+        n = 0 if tick in (7, 8) else 15  # two ticks without rows: a stall
+        values = [2.0 + 0.01 * ((step + i) % 7) for i in range(n)]
+        if tick == 3:
+            values[5] = 40.0  # a spike
+        if tick >= 9:
+            values = [3.5 + 0.001 * i for i in range(n)]  # high, flat: mean above 3, plateau
+        loss = series(values, start_step=step, start_time=now - 300, interval=7.5)
+        step += n
+        run = snapshot({"loss": loss, "_timestamp": replace(loss, values=loss.times)},
+                       heartbeat=now - 30)
+        out.append((now, Poll(snapshots=(run,), cursors={"run": f"c{step}"})))
+    return out
+
+
+def test_a_restart_before_every_tick_evaluates_exactly_as_an_uninterrupted_daemon(
+        backend: Backend) -> None:
+    """The same ticks through one writer, and through a writer reopened before every
+    tick (a restart): the same transitions, and the same states stored."""
+    def play(restart: bool) -> tuple[list[Any], Any]:
+        polls = ticks()
+        feed = Feed([poll for _, poll in polls])
+        store = backend.open("restarted" if restart else "continuous")
+        said = []
+        try:
+            for now, _ in polls:
+                if restart:
+                    store = backend.reopen(store)
+                report = run_tick(sources=[feed], rules=RULES, aliases=DEFAULT_ALIASES,
+                                  store=store, now=now)
+                assert not report.errors
+                said.append([(t.alert.rule, t.previous, t.status, canon(t.alert))
+                             for t in report.transitions])
+            return said, canon(sorted(store.alerts(), key=lambda a: a.fingerprint))
+        finally:
+            store.close()
+
+    continuous, kept = play(restart=False)
+    restarted, kept_after_restarts = play(restart=True)
+    assert restarted == continuous
+    assert kept_after_restarts == kept
+    fired = {(rule_, status) for tick in continuous for rule_, _, status, _ in tick}
+    assert {("spike", AlertStatus.FIRING), ("progress", AlertStatus.FIRING)} <= fired
+
+
+def test_states_read_back_from_the_store_evaluate_as_the_engine_s_own(
+        backend: Backend) -> None:
+    """The engine's replay, with every tick's states stored and read back afresh (packed
+    memory included) instead of handed on: the same states and transitions."""
+    store = backend.open("state")
+    previous: dict[str, AlertState] = {}
+    try:
+        for now, poll in ticks():
+            (run,) = poll.snapshots
+            kept = evaluate(RULES, run, previous, now, DEFAULT_ALIASES)
+            store = backend.reopen(store)
+            stored = evaluate(RULES, run, store.load_alerts(previous), now, DEFAULT_ALIASES)
+            assert canon(stored) == canon(kept)
+            previous |= {a.fingerprint: a for a in kept.alerts}
+            commit(store, *stored.alerts, now=now)
+    finally:
+        store.close()
