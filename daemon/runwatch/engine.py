@@ -50,7 +50,12 @@ def evaluate(
     alerts: list[AlertState] = []
     transitions: list[Transition] = []
     ended = snapshot.state.ended
+    quiet = not snapshot.history  # no new point of any key this tick
     for rule in rules:
+        if quiet and rule.history_only:
+            stored = previous.get(fingerprint(rule.name, snapshot.ref))
+            if stored is not None and _stays(rule, snapshot, stored):
+                continue
         if not rule.match.matches(snapshot):
             continue
         fp = fingerprint(rule.name, snapshot.ref)
@@ -107,6 +112,20 @@ def retire(alerts: Iterable[AlertState], rule_names: Collection[str], now: float
                             since_step=None, last_seen=now)
         kept.append(after)
     return Evaluation(alerts=tuple(kept), transitions=tuple(transitions))
+
+
+def _stays(rule: Rule, snapshot: RunSnapshot, before: AlertState) -> bool:
+    """Whether a rule that judges new points only (``history_only``) leaves ``before`` as
+    it is on a tick that brought none, without evaluating it: such a check then answers
+    "nothing to decide on" with the memory it had, and an alert that is quiet, with that
+    memory, the same run, severity and labels, is left alone (:func:`_unchanged`). A held
+    alert is evaluated: its ``for:`` clock moves with ``now``."""
+    if before.status in _HOLDING or before.run != snapshot.ref:
+        return False
+    if before.severity != rule.severity or before.labels != rule.labels:
+        return False
+    memory = before.memory
+    return memory is None or _recall(memory, rule.memory_tag) is not None
 
 
 def _unchanged(rule: Rule, snapshot: RunSnapshot, before: AlertState, verdict: Verdict,

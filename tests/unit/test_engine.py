@@ -256,3 +256,60 @@ def test_memory_written_before_first_values_were_kept_still_reads():
         memory=[r.memory_tag, [4, T0]])}  # [step, time]: no value remembered
     (after,) = evaluate([r], snap, before, T0 + 60, DEFAULT_ALIASES).alerts
     assert after.status == F and after.since_step == 4
+
+
+# --- a tick that brought no point: history-only checks are not asked ------------------------
+
+QUIET_RULES = [
+    rule(kind="threshold", metric="grad_norm", op=">", value=10),
+    rule(kind="threshold", metric="grad_norm", op=">", value=10, **{"for": "10m"}),
+    rule(kind="threshold", metric="grad_norm", op=">", value=10, mode="mean", window=5),
+    rule(kind="nonfinite", metric="grad_norm"),
+    rule(kind="spike", metric="grad_norm", window=20, min_points=5),
+    rule(kind="plateau", metric="grad_norm", patience="5 steps"),
+]
+
+
+def always_asked(r):
+    """The same rule, evaluated on every tick (what the engine did before it skipped)."""
+    twin = type(f"Always{type(r).__name__}", (type(r),), {"history_only": False})
+    return twin.model_construct(**{name: getattr(r, name) for name in type(r).model_fields})
+
+
+def quiet_variants(alert, r):
+    """Stored states a quiet tick may meet: as left, held, resolved, edited, renamed."""
+    yield alert
+    yield dataclasses.replace(alert, status=P)
+    yield dataclasses.replace(alert, status=F)
+    yield dataclasses.replace(alert, status=R)
+    yield dataclasses.replace(alert, memory=None)
+    yield dataclasses.replace(alert, memory=["another-shape", [1.0]])
+    yield dataclasses.replace(alert, severity="critical")
+    yield dataclasses.replace(alert, labels={"team": "x"})
+    yield dataclasses.replace(alert, run=dataclasses.replace(alert.run, name="renamed"))
+
+
+@pytest.mark.parametrize("r", QUIET_RULES, ids=lambda r: f"{r.kind}-{getattr(r, 'mode', '')}"
+                                                     f"-{r.hold or ''}")
+@pytest.mark.parametrize("values", [[1, 2, 3, 2, 1, 2, 3], [1, 1, 1, 1, 1, 50], [1, 2, math.nan]])
+def test_a_quiet_tick_skips_only_what_would_not_change(r, values):
+    previous = {}
+    for i, chunk in enumerate((values[:4], values[4:])):
+        previous |= {a.fingerprint: a for a in evaluate(
+            [r], grad(chunk, 4 * i), previous, T0 + 60 * i, DEFAULT_ALIASES).alerts}
+    (alert,) = previous.values()
+    quiet = snapshot(heartbeat=T0 + 200)  # no point of any key
+    assert not quiet.history
+    for before in quiet_variants(alert, r):
+        stored = {before.fingerprint: before}
+        for now in (T0 + 300, T0 + 3600):
+            assert evaluate([r], quiet, stored, now, DEFAULT_ALIASES) == evaluate(
+                [always_asked(r)], quiet, stored, now, DEFAULT_ALIASES)
+
+
+def test_a_quiet_tick_over_an_untouched_alert_evaluates_nothing():
+    r = rule(kind="threshold", metric="grad_norm", op=">", value=10)
+    result = evaluate([r], grad([1, 2]), {}, T0, DEFAULT_ALIASES)
+    stored = {a.fingerprint: a for a in result.alerts}
+    quiet = evaluate([r], snapshot(heartbeat=T0 + 60), stored, T0 + 60, DEFAULT_ALIASES)
+    assert quiet.alerts == () and quiet.transitions == ()

@@ -162,6 +162,10 @@ class RuleBase(BaseModel):
 
     default_summary: ClassVar[str] = "{rule} on {run}"
     steps_hold: ClassVar[bool] = True  # whether `for: N steps` means something here
+    # Whether the check judges new points only: with none, it answers "nothing to decide
+    # on" (active None) and keeps its memory, whatever the time or the run's state — so the
+    # engine need not ask it on a tick that brought no point (see engine._stays).
+    history_only: ClassVar[bool] = False
 
     name: str
     severity: Severity

@@ -17,6 +17,7 @@ class NonfiniteRule(RuleBase):
     kind: Literal["nonfinite"]
     metric: str
 
+    history_only: ClassVar[bool] = True
     default_summary: ClassVar[str] = "{metric} is {value} at step {step}"
 
     def metrics(self) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ class PlateauRule(RuleBase):
     min_delta: float = Field(default=0.0, ge=0)
     direction: Literal["min", "max"] = "min"  # loss improves downwards, accuracy upwards
 
+    history_only: ClassVar[bool] = True
     default_summary: ClassVar[str] = (
         "{metric} has not improved on {value:.4g} (step {step}) for {threshold}"
     )

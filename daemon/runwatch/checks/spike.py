@@ -23,6 +23,7 @@ class SpikeRule(RuleBase):
     min_points: int = Field(default=10, ge=3)
     direction: Literal["up", "down", "both"] = "up"
 
+    history_only: ClassVar[bool] = True
     default_summary: ClassVar[str] = (
         "{metric} spiked to {value:.4g} at step {step} (over {threshold:g} robust deviations)"
     )

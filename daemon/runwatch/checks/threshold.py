@@ -31,6 +31,7 @@ class ThresholdRule(RuleBase):
     window: int = Field(default=20, ge=1, le=10_000)  # points, for mean/max/min
     resolve_value: float | None = None  # hysteresis: holds until the value passes this
 
+    history_only: ClassVar[bool] = True
     default_summary: ClassVar[str] = "{metric} {value:.4g} {op} {threshold:.4g} at step {step}"
 
     @model_validator(mode="after")
