@@ -10,6 +10,7 @@ Run: .venv/bin/python bench/rundir_tick.py
 
 from __future__ import annotations
 
+import os
 import shutil
 import statistics
 import tempfile
@@ -25,8 +26,10 @@ from runwatch.sources.wandbfile import EXIT, LogReader
 from runwatch.store.base import open_store
 from runwatch.tick import run_tick
 
-GOAL_IDLE_MS = 100.0
+GOAL_IDLE_MS = 100.0  # the source's poll
 GOAL_APPEND_MS = 1000.0
+TICK_GOAL_IDLE_MS = 30.0  # the whole tick: source, engine, store
+TICK_GOAL_APPEND_MS = 300.0
 PROJECTS, PER_PROJECT = 10, 100
 
 
@@ -58,6 +61,7 @@ def build_tree() -> tuple:
 
 
 def main() -> None:
+    print(f"uptime: {os.popen('uptime').read().strip()}")
     root, live_logs, live_size = build_tree()
     print(f"{PROJECTS * PER_PROJECT} run directories under {root}: "
           f"{len(live_logs)} live, {PROJECTS * PER_PROJECT - len(live_logs)} ended")
@@ -170,8 +174,8 @@ def full_ticks() -> None:
         store.claim_writer("bench")
         tick()
         idle = statistics.median(tick() for _ in range(5))
-        print(f"  no new data: median {idle:.0f} ms (goal < {GOAL_IDLE_MS:.0f} ms: "
-              f"{'met' if idle < GOAL_IDLE_MS else 'MISSED'}); a store that reads every"
+        print(f"  no new data: median {idle:.0f} ms (goal < {TICK_GOAL_IDLE_MS:.0f} ms: "
+              f"{'met' if idle < TICK_GOAL_IDLE_MS else 'MISSED'}); a store that reads every"
               f" alert row each tick: {plain:.0f} ms ({plain / idle:.1f}x)")
         _, templates = benchdata.step_templates(benchdata.sdk_run())
         appended = []
@@ -185,10 +189,12 @@ def full_ticks() -> None:
             appended.append(tick())
         median = statistics.median(appended)
         print(f"  100 new steps in each of {len(live_logs)} live runs: median {median:.0f} ms "
-              f"(goal < {GOAL_APPEND_MS:.0f} ms: {'met' if median < GOAL_APPEND_MS else 'MISSED'})")
+              f"(goal < {TICK_GOAL_APPEND_MS:.0f} ms: "
+              f"{'met' if median < TICK_GOAL_APPEND_MS else 'MISSED'})")
         store.close()
     shutil.rmtree(root)
 
 
 if __name__ == "__main__":
     main()
+    print(f"uptime: {os.popen('uptime').read().strip()}")
