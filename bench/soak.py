@@ -14,9 +14,11 @@ Run: .venv/bin/python bench/soak.py [--runs 200] [--minutes 10] [--interval 5] [
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -45,6 +47,15 @@ def build(root: Path, runs: int) -> list[Path]:
         log.write_bytes(raw[:exit_at])
         logs.append(log)
     return logs
+
+
+def read_to_the_end(store: Path, logs: list[Path]) -> int:
+    """How many logs the daemon's stored cursors say were read to their last byte."""
+    sizes = {str(log.parent): log.stat().st_size for log in logs}
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT run_key, value FROM cursors").fetchall()
+    return sum(1 for key, value in rows
+               if key in sizes and json.loads(value).get("offset") == sizes[key])
 
 
 def rss_mb(pid: int) -> float:
@@ -98,6 +109,8 @@ def main() -> None:
             time.sleep(args.interval)  # the daemon ticks on its own schedule
             samples.append((time.monotonic() - started, rss_mb(daemon.pid)))
             tick += 1
+        time.sleep(2 * args.interval)  # the last rows' tick
+        caught_up = read_to_the_end(work / "state.db", logs)
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(timeout=60)
@@ -108,6 +121,7 @@ def main() -> None:
     print(f"  after the first minute {settled[0][1]:.1f} MB, at the end {samples[-1][1]:.1f} MB,"
           f" largest {max(v for _, v in samples):.1f} MB; slope after the first minute"
           f" {slope_per_hour(settled):+.1f} MB/hour")
+    print(f"  runs whose stored cursor reached the end of their log: {caught_up}/{len(logs)}")
     print(f"uptime: {os.popen('uptime').read().strip()}")
 
 
