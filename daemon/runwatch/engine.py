@@ -52,13 +52,13 @@ def evaluate(
     ended = snapshot.state.ended
     quiet = not snapshot.history  # no new point of any key this tick
     for rule in rules:
+        fp = fingerprint(rule.name, snapshot.ref)
         if quiet and rule.history_only:
-            stored = previous.get(fingerprint(rule.name, snapshot.ref))
+            stored = previous.get(fp)
             if stored is not None and _stays(rule, snapshot, stored):
                 continue
         if not rule.match.matches(snapshot):
             continue
-        fp = fingerprint(rule.name, snapshot.ref)
         before = previous.get(fp) or AlertState(
             fingerprint=fp, rule=rule.name, run=snapshot.ref, severity=rule.severity,
             first_seen=now,

@@ -113,15 +113,20 @@ class RunSnapshot:
     history: Mapping[str, Series] = field(default_factory=dict)
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a tick asks twice per (rule, run): load, evaluate
 def fingerprint(rule: str, run: RunRef) -> str:
     """Stable identity of one (rule, run) alert across ticks, restarts and replicas.
 
     The run's path (``entity/project/id``, or its directory) is unique without the source's
     name, and leaving the name out keeps alerts when a source is renamed or re-pathed.
     """
-    text = f"{rule}\x00{run.path}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return _fingerprint(rule, run.path)
+
+
+# A tick asks twice per (rule, run): to load, to evaluate. Keyed by text, not by the RunRef,
+# whose dataclass hash is computed in Python on every call.
+@functools.lru_cache(maxsize=1 << 16)
+def _fingerprint(rule: str, path: str) -> str:
+    return hashlib.sha256(f"{rule}\x00{path}".encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

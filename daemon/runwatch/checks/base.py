@@ -72,7 +72,16 @@ class Match(BaseModel):
     tags: Names = ()  # every tag listed must be on the run
     config: Mapping[str, str | int | float | bool | None] = Field(default_factory=dict)
 
+    @functools.cached_property
+    def everything(self) -> bool:
+        """Whether this matches every run (nothing given): most rules' case, asked per run
+        and tick."""
+        return not (self.project or self.entity or self.run or self.group or self.tags
+                    or self.config)
+
     def matches(self, snapshot: RunSnapshot) -> bool:
+        if self.everything:
+            return True
         ref = snapshot.ref
         if self.project and not _any_glob(ref.project, self.project):
             return False
