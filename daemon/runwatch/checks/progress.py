@@ -9,7 +9,7 @@ heartbeat rule, so one dead run does not raise both.
 
 from __future__ import annotations
 
-import itertools
+import operator
 import statistics
 from typing import ClassVar, Literal
 
@@ -41,7 +41,11 @@ class ProgressRule(RuleBase):
     def evaluate(self, ctx: Context) -> Verdict:
         snap = ctx.snapshot
         _, rows = ctx.series(ROW_TIME_KEY)
-        recent = [*(ctx.memory or ()), *rows.times][-self.window:]
+        memory = ctx.memory
+        if not rows.times and isinstance(memory, list) and len(memory) <= self.window:
+            recent = memory  # no new row (most ticks): the sample as it was, not a copy
+        else:
+            recent = [*(memory or ()), *rows.times][-self.window:]
         if snap.state is not RunState.RUNNING:
             return Verdict(active=False, memory=recent, step=snap.last_step)
         # Before its first row a run is loading data or compiling: there is no pace to
@@ -52,7 +56,7 @@ class ProgressRule(RuleBase):
             return Verdict(active=None, memory=recent)
         limit = self.older_than
         if len(recent) >= 3:
-            gaps = [b - a for a, b in itertools.pairwise(recent)]
+            gaps = map(operator.sub, recent[1:], recent[:-1])
             limit = max(limit, self.factor * statistics.median(gaps))
         age = ctx.now - newest
         if snap.heartbeat is not None and ctx.now - snap.heartbeat > limit:
