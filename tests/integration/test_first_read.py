@@ -214,3 +214,15 @@ def test_first_read_in_the_config(tmp_path):
         load_config(path, env={})
     [line] = str(caught.value).splitlines()
     assert "runwatch.yaml" in line and "first_read" in line
+
+
+def test_a_bad_header_stops_a_window_read_as_it_stops_a_whole_one(long_run, tmp_path):
+    bad = tmp_path / "wandb" / long_run.name
+    bad.mkdir(parents=True)
+    raw = bytearray((long_run / "run-firstrd.wandb").read_bytes())
+    raw[6] = 1  # log version 1: not one this reader knows
+    (bad / "run-firstrd.wandb").write_bytes(bytes(raw))
+    for window in (FULL, Window(rows=200)):
+        run, history, errors, _ = read(bad, window)
+        assert history == {} and run.offset == 0
+        assert len(errors) == 1 and "unsupported log version 1 at offset 6" in errors[0]

@@ -449,15 +449,18 @@ def read_records(
         reading.consume(Head(head, start))
         reading.settle()
         records, corruption = head.records, head.corruption
-        run.offset = start
-    reader = LogReader(run.log, run.offset, kinds=KINDS)
-    reading.consume(reader)
-    records += reader.records
+        # Damage in the head (a bad file header included) stops the read there, as it
+        # would a read from the start: nothing after it is used.
+        run.offset = start if corruption is None else head.offset
+    if corruption is None:
+        reader = LogReader(run.log, run.offset, kinds=KINDS)
+        reading.consume(reader)
+        records += reader.records
+        corruption = reader.corruption
+        run.offset = reader.offset
     if records:
         run.told_dead = False  # it wrote: alive again, and told anew if it falls silent
-    corruption = reader.corruption or corruption
     reading.finish()
-    run.offset = reader.offset
     # A skipped record (a damaged step summary, a record that does not parse) is behind
     # the new offset, so no later read meets it again;
     # a damaged chunk stops every later read too, so it is said only when it moved.

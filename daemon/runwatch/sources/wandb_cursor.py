@@ -107,10 +107,16 @@ def plan_read(before: RunCursor | None, node: RunNode, wanted: tuple[str, ...],
         expected = ROWS_PER_RUN
     samples = min(span, SAMPLES_FACTOR * expected + SAMPLES_MARGIN)
     apart = before.apart if before is not None else frozenset()
+    # A spec's answer is checked exactly only when the read starts where the counts kept
+    # in the cursor (or the run's start) leave off and reaches the run's newest step.
+    whole = first + span - 1 >= last
+    exact = whole and (first == 0 if before is None
+                       else bool(before.rows) and first == before.step + 1)
     return Plan(read=HistoryRead(run_id=node.snapshot.ref.id, keys=wanted, first=first,
                                  last=first + span - 1, samples=samples,
                                  expected_rows=min(span, expected),
-                                 groups=group_keys(wanted, node, apart), apart=apart))
+                                 groups=group_keys(wanted, node, apart, exact=exact),
+                                 apart=apart))
 
 
 def first_step(node: RunNode, window: Window) -> int:
@@ -147,16 +153,19 @@ def run_seconds(snapshot: RunSnapshot) -> float | None:
     return None
 
 
-def group_keys(keys: Sequence[str], node: RunNode,
-               apart: frozenset[str] = frozenset()) -> tuple[tuple[str, ...], ...]:
+def group_keys(keys: Sequence[str], node: RunNode, apart: frozenset[str] = frozenset(), *,
+               exact: bool = True) -> tuple[tuple[str, ...], ...]:
     """``keys`` grouped into specs: the keys that as many rows hold (``_step`` and
     ``_timestamp``: every row) go together; a key whose count is unknown, or found not to
-    share its rows (``apart``), goes alone."""
+    share its rows (``apart``), goes alone. Unless the answer can be checked ``exact``ly
+    (see :func:`doubted_keys`), only keys in every row are grouped — that proves they share
+    them —; two keys of equal counts in different rows would come back empty, unnoticed."""
     together: dict[int, list[str]] = {}
     alone: list[tuple[str, ...]] = []
+    lines = node.history_lines
     for key in dict.fromkeys(keys):
-        count = node.history_lines if key in ROW_KEYS else node.key_rows.get(key)
-        if key in apart or not count:
+        count = lines if key in ROW_KEYS else node.key_rows.get(key)
+        if key in apart or not count or (not exact and count != lines):
             alone.append((key,))
         else:
             together.setdefault(count, []).append(key)

@@ -518,13 +518,15 @@ class SqliteStore:
                            + conn.executemany(_MOVE_ALERT_AND_MEMORY, remembered).rowcount)
                 if updated != len(narrow):  # a row it knew is gone: write them whole
                     conn.executemany(_UPSERT_ALERT, [codec.alert_to_row(a, now) for a in narrow])
-            if self._alert_cache is not None:
+            # Read once each: close() may drop what the writer keeps meanwhile.
+            kept_alerts, kept_cursors = self._alert_cache, self._cursor_cache
+            if kept_alerts is not None:
                 # Frozen states, and checks copy their memory before changing it: the
                 # writer keeps what it stored as it stored it (a row read back would be
                 # the same values, its memory's tuples as lists).
-                self._alert_cache.update((a.fingerprint, a) for a in alerts)
-            if self._cursor_cache is not None and source in self._cursor_cache:
-                self._cursor_cache[source].update((str(k), v) for k, v in cursors.items())
+                kept_alerts.update((a.fingerprint, a) for a in alerts)
+            if kept_cursors is not None and source in kept_cursors:
+                kept_cursors[source].update((str(k), v) for k, v in cursors.items())
 
     def _alert_rows(self, alerts: list[AlertState], now: float) -> tuple[list[Any], ...]:
         """Rows to write for ``alerts``: whole rows, and — for the alerts (``narrow``) the
@@ -542,6 +544,9 @@ class SqliteStore:
                 full.append(codec.alert_to_row(alert, now))
                 continue
             narrow.append(alert)
+            # Equal memory is not rewritten: the file keeps what was stored, which differs
+            # from a whole-row write only where equal numbers are spelled differently
+            # (0.0 kept for a -0.0, 1 for a 1.0) — the same to every check.
             if alert.memory == stored.memory:
                 moved.append((*moving_row(alert, now), alert.fingerprint))
             else:
@@ -787,15 +792,16 @@ class SqliteStore:
             "outbox": ("DELETE FROM outbox WHERE failed_at < ?", now - outbox_retention),
             "refs": ("DELETE FROM delivery_refs WHERE expires_at <= ?", now),
         }
-        try:
-            with self._cache_lock, self._transaction("cannot collect garbage") as conn:
-                for kind, (sql, cutoff) in statements.items():
-                    deleted[kind] = conn.execute(sql, (float(cutoff),)).rowcount
-        finally:
-            if self._alert_cache is not None:
-                self._alert_cache.clear()  # rows are gone: read what is left afresh
-            if self._cursor_cache is not None:
-                self._cursor_cache.clear()
+        with self._cache_lock:  # no tick reads what the writer keeps until it is cleared
+            try:
+                with self._transaction("cannot collect garbage") as conn:
+                    for kind, (sql, cutoff) in statements.items():
+                        deleted[kind] = conn.execute(sql, (float(cutoff),)).rowcount
+            finally:
+                if self._alert_cache is not None:
+                    self._alert_cache.clear()  # rows are gone: read what is left afresh
+                if self._cursor_cache is not None:
+                    self._cursor_cache.clear()
         return Collected(**deleted)
 
     def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
