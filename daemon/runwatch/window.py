@@ -18,7 +18,7 @@ from typing import Any
 from runwatch.duration import format_duration, parse_duration
 
 _ROWS = re.compile(r"^\s*(\d+)\s*rows?\s*$")
-_STEPS = re.compile(r"^\s*(\d+)\s*steps?\s*$")
+STEPS = re.compile(r"^\s*(\d+)\s*steps?\s*$")  # "500 steps": a count of steps
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -62,9 +62,7 @@ def parse_first_read(value: Any) -> Window:
     duration (``"6h"``), or ``all``."""
     if isinstance(value, Window):
         return value
-    if isinstance(value, bool):
-        raise ValueError(f"invalid first_read {value!r}")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         if value < 1:
             raise ValueError(f"invalid first_read {value}: at least 1 row")
         return Window(rows=value)
@@ -73,7 +71,7 @@ def parse_first_read(value: Any) -> Window:
             return FULL
         if m := _ROWS.match(value):
             return parse_first_read(int(m.group(1)))
-        if m := _STEPS.match(value):
+        if m := STEPS.match(value):
             return Window(rows=1, steps=int(m.group(1)))
         try:
             seconds = parse_duration(value)

@@ -68,6 +68,12 @@ ERRORS = {
         "config/zero-interval.yaml:4: sources[0].interval: invalid duration '0s':"
         " must be more than zero",
     ],
+    "bad-first-read.yaml": [
+        "config/bad-first-read.yaml:4: sources[0].first_read: invalid first_read True: a"
+        " number of rows ('10000 rows'), of steps ('50000 steps'), a duration ('6h') or 'all'",
+        "config/bad-first-read.yaml:8: sources[1].first_read: invalid first_read 'lots': a"
+        " number of rows ('10000 rows'), of steps ('50000 steps'), a duration ('6h') or 'all'",
+    ],
     "bad-depth.yaml": [
         "config/bad-depth.yaml:4: sources[0].depth: expected an integer, got 'deep'",
     ],

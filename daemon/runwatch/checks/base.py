@@ -28,10 +28,9 @@ from runwatch.duration import format_duration, parse_duration
 from runwatch.fieldtypes import Labels, Names
 from runwatch.model import EMPTY_SERIES, RunSnapshot, Series, Severity
 from runwatch.template import template_errors
-from runwatch.window import NONE, Window
+from runwatch.window import NONE, STEPS, Window
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-_STEPS = re.compile(r"^\s*(\d+)\s*steps?\s*$")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,7 +44,7 @@ class Hold:
     def parse(cls, value: Any) -> Hold:
         if isinstance(value, Hold):
             return value
-        if isinstance(value, str) and (m := _STEPS.match(value)):
+        if isinstance(value, str) and (m := STEPS.match(value)):
             return cls(steps=int(m.group(1)))
         if isinstance(value, int) and not isinstance(value, bool):
             raise ValueError(

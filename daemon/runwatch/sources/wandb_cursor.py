@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from runwatch.model import RunSnapshot
 from runwatch.sources.wandb_graphql import ROW_KEYS, HistoryRead, RunNode, number
@@ -209,9 +209,7 @@ def split(read: HistoryRead, keys: frozenset[str]) -> HistoryRead:
     apart = read.apart | keys
     groups = tuple(sorted({(key,) for key in keys}
                           | {group for group in read.specs_keys if not keys & set(group)}))
-    return HistoryRead(run_id=read.run_id, keys=read.keys, first=read.first, last=read.last,
-                       samples=read.samples, expected_rows=read.expected_rows,
-                       groups=groups, apart=apart)
+    return replace(read, groups=groups, apart=apart)
 
 
 def after_read(before: RunCursor | None, node: RunNode, read: HistoryRead) -> RunCursor:

@@ -277,9 +277,7 @@ MOVING_COLUMNS = (
     "run_state", "updated_at",
 )
 steady = operator.attrgetter(*STEADY_FIELDS)
-_moving = operator.attrgetter(
-    "last_seen", "metric", "value", "step", "latest_value", "latest_step", "summary",
-    "run_state")
+_moving = operator.attrgetter(*MOVING_COLUMNS[:-1])  # all but updated_at: the alert's own
 
 
 def moving_row(alert: AlertState, updated_at: float, *, memory: bool = False) -> tuple[Any, ...]:
