@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 from runwatch.checks import RULE_ADAPTER, Rule
 from runwatch.model import RunRef, RunSnapshot, RunState, Series
 
 T0 = 1_760_000_000.0  # a fixed "now" for tests: 2025-10-09T08:53:20Z
+
+
+def canon(value: Any) -> Any:
+    """A comparable form of ``value`` in which NaN equals NaN, 1 differs from 1.0 and -0.0
+    from 0.0: stored values compared exactly."""
+    if isinstance(value, float):
+        return ("float", repr(value))
+    if is_dataclass(value) and not isinstance(value, type):
+        items = tuple((f.name, canon(getattr(value, f.name))) for f in fields(value))
+        return (type(value).__name__, items)
+    if isinstance(value, dict):
+        return ("map", tuple(sorted((k, canon(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return ("seq", tuple(canon(v) for v in value))
+    return value
 
 
 def rule(**fields: Any) -> Rule:

@@ -18,7 +18,7 @@ from runwatch.checks import RULE_ADAPTER
 from runwatch.model import AlertStatus, RunState
 from runwatch.sources import firstread, rundir
 from runwatch.sources.runlog import RunLog
-from runwatch.sources.wandbfile import BLOCK_SIZE, HISTORY, LogReader, record_start
+from runwatch.sources.wandbfile import BLOCK_SIZE, HISTORY, LogReader, history_starts
 from runwatch.store.memory import MemoryStore
 from runwatch.tick import history_needed, run_tick
 from runwatch.window import FULL, Window, parse_first_read
@@ -56,21 +56,19 @@ def long_run(tmp_path_factory) -> Path:
     return write_run(tmp_path_factory.mktemp("long"), 40_000, spike_at=100)
 
 
-def test_record_start_joins_a_log_at_any_block(tmp_path):
+def test_a_log_is_joined_at_any_block(tmp_path):
     payloads = [lw.history(n, n, {"x": "v" * (n * 997 % 50_000)}, time=T0) for n in range(1, 60)]
     path = tmp_path / "log.wandb"
     lw.write(path, payloads)
     ends = lw.record_ends(payloads)
     starts = [len(lw.HEADER), *ends[:-1]]
     for block in range(0, path.stat().st_size, BLOCK_SIZE):
-        expected = next((s for s in starts if s >= block), None)
-        assert record_start(str(path), block) == expected, block
-        # ...and a reader started there reads exactly the records from that one on
-        if expected is not None:
-            got = [at for *_, at in LogReader(str(path), expected, kinds=(HISTORY,))]
-            assert got == [s for s in starts if s >= expected]
-    with pytest.raises(ValueError):
-        record_start(str(path), 10)
+        joined = history_starts(str(path), block or len(lw.HEADER))
+        assert joined == [s for s in starts if s >= block], block
+        # ...and a reader started at the first of them reads exactly those records
+        if joined:
+            got = [at for *_, at in LogReader(str(path), joined[0], kinds=(HISTORY,))]
+            assert got == joined
 
 
 def test_a_long_log_is_read_from_its_window_plus_its_head(long_run):

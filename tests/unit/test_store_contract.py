@@ -8,12 +8,13 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from builders import canon
 from runwatch.model import AlertState, AlertStatus, RunRef, Severity
 from runwatch.store.base import (
     Collected,
@@ -59,20 +60,6 @@ def store(backend: Backend) -> Iterator[Store]:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def canon(value: Any) -> Any:
-    """A comparable form of ``value`` in which NaN equals NaN (and 1 differs from 1.0)."""
-    if isinstance(value, float):
-        return ("float", repr(value))
-    if is_dataclass(value) and not isinstance(value, type):
-        items = tuple((f.name, canon(getattr(value, f.name))) for f in fields(value))
-        return (type(value).__name__, items)
-    if isinstance(value, dict):
-        return ("map", tuple(sorted((k, canon(v)) for k, v in value.items())))
-    if isinstance(value, list | tuple):
-        return ("seq", tuple(canon(v) for v in value))
-    return value
 
 
 def run(run_id: str = "r1", *, project: str = "proj", entity: str = "team") -> RunRef:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from builders import T0, rule, series, snapshot
+from builders import T0, canon, rule, series, snapshot
 from runwatch.engine import evaluate
 from runwatch.keys import DEFAULT_ALIASES
 from runwatch.model import AlertState, AlertStatus, RunRef, RunState, Severity
@@ -71,20 +71,6 @@ def store(backend: Backend) -> Iterator[Store]:
     opened = backend.open("state")
     yield opened
     opened.close()
-
-
-def canon(value: Any) -> Any:
-    """A comparable form in which NaN equals NaN, 1 differs from 1.0 and -0.0 from 0.0."""
-    if isinstance(value, float):
-        return ("float", repr(value))
-    if is_dataclass(value) and not isinstance(value, type):
-        return (type(value).__name__,
-                tuple((f.name, canon(getattr(value, f.name))) for f in fields(value)))
-    if isinstance(value, dict):
-        return ("map", tuple(sorted((k, canon(v)) for k, v in value.items())))
-    if isinstance(value, list | tuple):
-        return ("seq", tuple(canon(v) for v in value))
-    return value
 
 
 def alert(fp: str = "fp1", **changes: Any) -> AlertState:

@@ -53,6 +53,10 @@ class Hold:
             )
         return cls(seconds=parse_duration(value))
 
+    def window(self) -> Window:
+        """The history that holding this long spans: what a first read must cover."""
+        return Window(steps=self.steps or 0, seconds=self.seconds or 0.0)
+
     def __str__(self) -> str:
         if self.steps is not None:
             return f"{self.steps} steps"
@@ -229,10 +233,7 @@ class RuleBase(BaseModel):
     def history_needed(self) -> Window:
         """The newest history this rule needs to judge a run it has never seen (see
         :mod:`runwatch.window`): a ``for:`` needs its steps or time; kinds add theirs."""
-        hold = self.hold
-        if hold is None:
-            return NONE
-        return Window(steps=hold.steps or 0, seconds=hold.seconds or 0.0)
+        return NONE if self.hold is None else self.hold.window()
 
     def evaluate(self, ctx: Context) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -36,9 +36,7 @@ class PlateauRule(RuleBase):
         return (self.metric,)
 
     def history_needed(self) -> Window:
-        patience = self.patience
-        return super().history_needed() | Window(steps=patience.steps or 0,
-                                                 seconds=patience.seconds or 0.0)
+        return super().history_needed() | self.patience.window()
 
     def evaluate(self, ctx: Context) -> Verdict:
         key, series = ctx.series(self.metric)

@@ -3,7 +3,7 @@
 A run seen for the first time is judged on its newest rows (see :mod:`runwatch.window`),
 so its first read need not cost its whole history. The log is written in 32 KiB blocks,
 each beginning with a chunk header, so a reader can join it at any block boundary (see
-:func:`wandbfile.record_start`). :func:`window_start` goes back from the end a segment at
+:func:`wandbfile.history_starts`). :func:`window_start` goes back from the end a segment at
 a time — 256 KiB, then as far as the rows counted so far say the rest of the window
 needs, or twice as far as the last — counting the history rows in each, until
 the rows counted cover the window (rows, steps and seconds of row time); the read then
@@ -31,7 +31,6 @@ from runwatch.sources.wandbfile import (
     LogReader,
     Record,
     history_starts,
-    record_start,
 )
 from runwatch.window import Window
 
@@ -50,29 +49,27 @@ def window_start(path: str, size: int, window: Window) -> int:
         return 0
     later = 0  # rows counted in the segments after this one
     newest: tuple[float, float] | None = None  # (step, time) of the log's newest row
-    stop: int | None = None  # records from here on are counted already
     end = size  # the segment counted next ends here
     span = SEGMENT
     while True:
         begin = max(end - span, 0) // BLOCK_SIZE * BLOCK_SIZE
         if begin <= BLOCK_SIZE:
             return 0  # back at the head: read it all
-        at = record_start(path, begin, before=stop)
-        if at is not None:
-            rows = history_starts(path, at, stop)
-            newest = newest or _newest(path, rows)
-            if newest is not None and rows and _covers(window, later + len(rows), newest,
-                                                       path, rows[0]):
-                return _trim(window, path, rows, later, newest)
-            later += len(rows)
-            stop = at
-        end = begin
-        if at is not None and later and window.rows > later:
+        # The rows that start in [begin, end): one continued across `begin` (a MIDDLE or
+        # LAST chunk there) belongs to the segment before, where it starts.
+        rows = history_starts(path, begin, end)
+        newest = newest or _newest(path, rows)
+        if newest is not None and rows and _covers(window, later + len(rows), newest,
+                                                   path, rows[0]):
+            return _trim(window, path, rows, later, newest)
+        later += len(rows)
+        if later and window.rows > later:
             # As far as the rows still wanted need at the bytes per row counted, and a
             # quarter more; a window of steps or seconds doubles the span each time.
-            span = max(SEGMENT, (window.rows - later) * (size - stop) // later * 5 // 4)
+            span = max(SEGMENT, (window.rows - later) * (size - begin) // later * 5 // 4)
         else:
             span *= 2
+        end = begin
 
 
 def _trim(window: Window, path: str, rows: list[int], later: int,

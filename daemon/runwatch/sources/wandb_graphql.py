@@ -182,6 +182,7 @@ def read_node(node: Mapping[str, Any], *, source: str, entity: str, project: str
                  location=f"{app_url}/{entity}/{project}/runs/{run_id}")
     state = STATES.get(str(node.get("state") or "").lower(), RunState.UNKNOWN)
     tags = node.get("tags") or ()
+    logged = _json(node.get("historyKeys"))  # parsed once: its keys and their row counts
     snapshot = RunSnapshot(
         ref=ref,
         state=state,
@@ -193,11 +194,11 @@ def read_node(node: Mapping[str, Any], *, source: str, entity: str, project: str
         group=str(node.get("group") or ""),
         config=plain_config(node.get("config")),
         summary=summary,
-        keys=frozenset(summary) | history_keys(node.get("historyKeys")),
+        keys=frozenset(summary) | history_keys(logged),
     )
     lines = node.get("historyLineCount")
     return RunNode(snapshot=snapshot, history_lines=lines if isinstance(lines, int) else 0,
-                   key_rows=key_rows(node.get("historyKeys")))
+                   key_rows=key_rows(logged))
 
 
 def history_keys(raw: Any) -> frozenset[str]:

@@ -99,7 +99,7 @@ _TAIL_PIECE = 64 * 1024
 _unpack_chunk = struct.Struct("<IHB").unpack_from
 # A history record as wandb-core begins it: `08 <num> 12` (the record number, then the
 # history field's tag).
-history_head = re.compile(rb"\x08[\x80-\xff]{0,4}[\x00-\x7f]\x12").match
+_history_head = re.compile(rb"\x08[\x80-\xff]{0,4}[\x00-\x7f]\x12").match
 # A chunk header and the first 6 bytes of its data: a record's number (up to 2^28: a
 # long run's records pass 2^21 after ~700k steps) and type tag.
 _unpack_head = struct.Struct("<IHB6B").unpack_from
@@ -448,42 +448,15 @@ class LogReader:
         self.corruption = Corruption(offset=offset, reason=reason)
 
 
-def record_start(path: str, offset: int, *, before: int | None = None) -> int | None:
-    """The offset of the first record that starts at or after ``offset`` (a block
-    boundary) and before ``before``, or None if there is none: how a reader joins a log
-    in the middle. Every block begins with a chunk header; a MIDDLE or LAST chunk there
-    continues a record begun in an earlier block, so its chunks are stepped over until a
-    FULL or FIRST chunk begins the next record. Chunks are framed, not checksummed: the
-    reader that starts there checks what it reads."""
-    if offset % BLOCK_SIZE:
-        raise ValueError(f"offset {offset} is not a block boundary")
-    with open_regular(path) as file:
-        size = os.fstat(file.fileno()).st_size
-        end = size if before is None else min(before, size)
-        pos = max(offset, FILE_HEADER_SIZE)
-        while pos < end:
-            block = pos - pos % BLOCK_SIZE
-            file.seek(block)
-            data = file.read(BLOCK_SIZE)
-            at = pos - block
-            while at + CHUNK_HEADER_SIZE <= len(data):
-                _, length, ctype = _unpack_chunk(data, at)
-                if ctype in (FULL, FIRST):
-                    return block + at if block + at < end else None
-                if ctype not in (MIDDLE, LAST) or at + CHUNK_HEADER_SIZE + length > BLOCK_SIZE:
-                    break  # zeroed or damaged: the next block begins anew
-                at += CHUNK_HEADER_SIZE + length
-            pos = block + BLOCK_SIZE
-    return None
-
-
 def history_starts(path: str, start: int, stop: int | None = None) -> list[int]:
-    """The offsets of the history records that start in ``[start, stop)``, ``start`` being
-    a record's start: found from the chunk framing and each record's first bytes, a block
-    at a time, with no checksum and nothing decoded — a count of rows, for finding where a
-    window starts (the reader that then reads them checks them). A record whose first
-    chunk holds too few bytes to tell its kind (one begun at a block's very end) is not
-    counted."""
+    """The offsets of the history records that start in ``[start, stop)``: found from the
+    chunk framing and each record's first bytes, a block at a time, with no checksum and
+    nothing decoded — a count of rows, for finding where a window starts (the reader that
+    then reads them checks them). ``start`` is a record's start or a block boundary past
+    the first block: every block begins with a chunk header, and a MIDDLE or LAST chunk
+    there continues a record begun before it, which is not counted — so a log is joined
+    at any block. A record whose first chunk holds too few bytes to tell its kind (one
+    begun at a block's very end) is not counted either."""
     found: list[int] = []
     append = found.append
     unpack = _unpack_chunk
@@ -504,7 +477,7 @@ def history_starts(path: str, start: int, stop: int | None = None) -> list[int]:
                     return found
                 data_at = pos + CHUNK_HEADER_SIZE
                 if ctype in (FULL, FIRST):
-                    if history_head(data, data_at, data_at + length):
+                    if _history_head(data, data_at, data_at + length):
                         append(block + pos)
                     elif data[data_at:data_at + 1] != b"\x08" and record_kind(
                             data, data_at, data_at + length)[0] == HISTORY:

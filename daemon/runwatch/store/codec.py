@@ -16,7 +16,8 @@ import json
 import math
 import operator
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
@@ -54,8 +55,12 @@ def encode_json(value: Any) -> str:
 
 
 def decode_json(text: str) -> Any:
+    return _decode(_DECODER, text)
+
+
+def _decode(decoder: json.JSONDecoder, text: str) -> Any:
     try:
-        return _DECODER.decode(text)
+        return decoder.decode(text)
     except (TypeError, ValueError) as exc:
         raise CodecError(f"stored JSON unreadable: {exc}") from None
 
@@ -109,10 +114,7 @@ def encode_memory(memory: Any) -> str:
 
 def decode_memory(text: str) -> Any:
     """The inverse of ``encode_memory`` (plain ``encode_json`` text reads the same)."""
-    try:
-        return _MEMORY_DECODER.decode(text)
-    except (TypeError, ValueError) as exc:
-        raise CodecError(f"stored JSON unreadable: {exc}") from None
+    return _decode(_MEMORY_DECODER, text)
 
 
 def _packable(value: Any) -> bool:
@@ -221,7 +223,7 @@ def alert_to_row(alert: AlertState, updated_at: float) -> tuple[Any, ...]:
     ``value`` is text (``repr`` of the float) because SQL REAL columns turn NaN into
     NULL; times must be numbers, not NaN.
     """
-    try:
+    with _storing(alert):
         run = alert.run
         labels = {str(k): str(v) for k, v in sorted(dict(alert.labels).items())}
         times = {name: _time(alert, name) for name in _TIME_FIELDS}
@@ -256,6 +258,13 @@ def alert_to_row(alert: AlertState, updated_at: float) -> tuple[Any, ...]:
             _int(alert.latest_step),
             float(updated_at),
         )
+
+
+@contextmanager
+def _storing(alert: AlertState) -> Iterator[None]:
+    """A value of ``alert`` that cannot be stored, as one CodecError naming the alert."""
+    try:
+        yield
     except (TypeError, ValueError) as exc:
         raise CodecError(
             f"cannot store alert {alert.fingerprint} (rule {alert.rule}, "
@@ -277,36 +286,24 @@ MOVING_COLUMNS = (
     "run_state", "updated_at",
 )
 steady = operator.attrgetter(*STEADY_FIELDS)
-_moving = operator.attrgetter(*MOVING_COLUMNS[:-1])  # all but updated_at: the alert's own
 
 
 def moving_row(alert: AlertState, updated_at: float, *, memory: bool = False) -> tuple[Any, ...]:
     """``alert``'s values in ``MOVING_COLUMNS`` order (then its ``memory``, if asked),
     encoded as ``alert_to_row`` encodes them."""
-    last_seen, metric, value, step, latest_value, latest_step, summary, run_state = (
-        _moving(alert))
-    try:
-        if last_seen is not None:
-            last_seen = float(last_seen)
-            if last_seen != last_seen:
-                raise CodecError("last_seen is NaN")
+    with _storing(alert):
         return (
-            last_seen,
-            metric,
-            None if value is None else repr(float(value)),
-            None if step is None else int(step),
-            None if latest_value is None else repr(float(latest_value)),
-            None if latest_step is None else int(latest_step),
-            str(summary),
-            RunState(run_state).value,
+            _time(alert, "last_seen"),
+            alert.metric,
+            _number_text(alert.value),
+            _int(alert.step),
+            _number_text(alert.latest_value),
+            _int(alert.latest_step),
+            str(alert.summary),
+            RunState(alert.run_state).value,
             float(updated_at),
             *((encode_memory(alert.memory),) if memory else ()),
         )
-    except (TypeError, ValueError) as exc:
-        raise CodecError(
-            f"cannot store alert {alert.fingerprint} (rule {alert.rule}, "
-            f"run {alert.run.path}): {exc}"
-        ) from None
 
 
 def alert_from_row(row: Sequence[Any]) -> AlertState:
