@@ -18,8 +18,13 @@ ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+# A C compiler and zlib's header for the compiled log reader (setup.py): only this
+# stage has them. Without them the wheel would still build, reading logs in pure Python.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev zlib1g-dev \
+ && rm -rf /var/lib/apt/lists/*
 # Only what the wheel is built from: the tests, benchmarks and deploy files stay out.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY daemon ./daemon
 RUN pip wheel --wheel-dir /wheels .
 

@@ -105,3 +105,19 @@ def wandb_server(fake_wandb):
     fake_wandb.reset()
     yield fake_wandb
     fake_wandb.reset()
+
+
+# --- sources: the .wandb reader, compiled and pure Python -------------------------------
+# runwatch reads logs with a compiled fast path where the install could build one
+# (sources/_wandblog.c) and in pure Python elsewhere; reader tests run both ways.
+
+
+@pytest.fixture(params=["compiled", "python"])
+def reader_path(request, monkeypatch):
+    from runwatch.sources import wandbfile
+
+    if request.param == "python":
+        monkeypatch.setattr(wandbfile, "compiled", None)
+    elif wandbfile.compiled is None:
+        pytest.skip("no compiled reader on this machine (built where a C compiler is)")
+    return request.param

@@ -347,7 +347,7 @@ def test_build_context_keeps_what_the_build_copies():
                if line.strip() and not line.startswith("#")}
     copied = re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE.read_text(), flags=re.M)
     sources = [s for line in copied for s in line.split()]
-    assert sources == ["pyproject.toml", "README.md", "daemon"]
+    assert sources == ["pyproject.toml", "setup.py", "README.md", "daemon"]
     for source in sources:
         assert (REPO / source).exists()
         assert source not in ignored

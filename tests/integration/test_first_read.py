@@ -23,6 +23,9 @@ from runwatch.store.memory import MemoryStore
 from runwatch.tick import history_needed, run_tick
 from runwatch.window import FULL, Window, parse_first_read
 
+# Every test reads logs both ways: compiled and pure Python (conftest: reader_path).
+pytestmark = pytest.mark.usefixtures("reader_path")
+
 T0 = 1_800_000_000.0
 WANTED = frozenset({"train/loss", "train/grad_norm"})
 

@@ -19,7 +19,8 @@ from runwatch.sources import rundir
 from runwatch.sources.base import Poll, Source
 from runwatch.sources.wandbfile import HISTORY, SUMMARY, LogReader
 
-pytestmark = pytest.mark.sdk
+# Every test reads logs both ways: compiled and pure Python (conftest: reader_path).
+pytestmark = [pytest.mark.sdk, pytest.mark.usefixtures("reader_path")]
 
 LOSS, GRAD, EVAL_LOSS, EVAL_ACC, STEP = (
     DEFAULT_ALIASES[name] for name in ("loss", "grad_norm", "eval_loss", "eval_accuracy", "step")

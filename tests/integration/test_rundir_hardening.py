@@ -20,7 +20,8 @@ from runwatch.model import RunState
 from runwatch.sources.rundir import RundirSource
 from runwatch.sources.wandbfile import LogReader
 
-pytestmark = pytest.mark.sdk
+# Every test reads logs both ways: compiled and pure Python (conftest: reader_path).
+pytestmark = [pytest.mark.sdk, pytest.mark.usefixtures("reader_path")]
 
 T0 = 1_800_000_000.0
 WANTED = frozenset({"train/loss", "train/grad_norm"})

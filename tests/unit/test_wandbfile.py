@@ -14,6 +14,9 @@ from runwatch.sources import wandbfile as wf
 from runwatch.sources import wandbitems
 from runwatch.sources.wandbfile import LogReader
 
+# Every test reads logs both ways: compiled and pure Python (conftest: reader_path).
+pytestmark = pytest.mark.usefixtures("reader_path")
+
 
 def read_all(path: Path, offset: int = 0, kinds=None) -> tuple[list[pb.Record], LogReader]:
     """Records read, rebuilt as Record protos from their inner message."""

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2 as pb
 
 from runwatch.model import RunRef, RunState, Series
-from runwatch.sources import wandbitems
+from runwatch.sources import wandbfile, wandbitems
 from runwatch.sources.firstread import Head
 from runwatch.sources.wandbfile import (
     CONFIG,
@@ -304,6 +304,8 @@ class LogRead:
         join = b"".join
         names_of = b"\n".join  # unambiguous: no key the pattern finds holds a control byte
         update_items = wandbitems.items
+        compiled = wandbfile.compiled
+        history_row = compiled.history_row if compiled is not None else None
         pending: _Pending | None = None  # a step summary, until its row comes
         # Rows come in a few shapes: each row's keys, in order -> (key set, bytes of the
         # items that are not values), so a shape seen before costs no set arithmetic.
@@ -314,17 +316,28 @@ class LogRead:
             for kind, data, start, end, unchecked, seq, at in batch:
                 if kind == HISTORY:
                     # wandbitems.history_items, inlined: this runs once per logged step.
-                    row = dict(findall(data, start, end))
-                    names = names_of(row)
-                    shape = shapes.get(names)
-                    fresh = shape is None  # a shape not seen before may hold new keys
-                    if fresh:
-                        shape = shapes[names] = (frozenset(row), 7 * len(row) + len(join(row)))
-                    keyset, framing = shape
-                    # The items must tile the record; what is left must be the step
-                    # field, `12 L 08 <varint>`.
-                    rest = end - start - framing - len(join(row.values()))
-                    tail = end - rest
+                    plain = history_row(data, start, end) if history_row else None
+                    if plain is not None:  # compiled, and the record checked as it went
+                        row, names = plain
+                        shape = shapes.get(names)
+                        fresh = shape is None  # a shape not seen before may hold new keys
+                        if fresh:
+                            shape = shapes[names] = (frozenset(row), 7 * len(row) + len(join(row)))
+                        keyset = shape[0]
+                        rest = 0
+                    else:
+                        row = dict(findall(data, start, end))
+                        names = names_of(row)
+                        shape = shapes.get(names)
+                        fresh = shape is None
+                        if fresh:
+                            shape = shapes[names] = (
+                                frozenset(row), 7 * len(row) + len(join(row)))
+                        keyset, framing = shape
+                        # The items must tile the record; what is left must be the step
+                        # field, `12 L 08 <varint>`.
+                        rest = end - start - framing - len(join(row.values()))
+                        tail = end - rest
                     if rest and not (
                         1 < rest < 13 and data[tail] == 18 and data[tail + 1] == rest - 2
                     ):

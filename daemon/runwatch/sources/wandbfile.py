@@ -51,6 +51,11 @@ from typing import BinaryIO
 
 from runwatch.files import open_regular
 
+try:  # the compiled fast paths, where the install could build them (see _wandblog.c)
+    from runwatch.sources import _wandblog as compiled
+except ImportError:  # pragma: no cover - a machine without a compiler
+    compiled = None
+
 FILE_HEADER = b":W&B" + struct.pack("<H", 0xBEE1) + b"\x00"
 FILE_HEADER_SIZE = len(FILE_HEADER)
 BLOCK_SIZE = 32 * 1024
@@ -266,6 +271,7 @@ class LogReader:
         unpack_head = _unpack_head
         crc32 = _crc32
         kind_of = record_kind
+        fast = compiled.frame if compiled is not None else None
         size = self.size
         seq = self.records
         runtime_seq = -2  # seq of the last runtime summary record
@@ -285,6 +291,13 @@ class LogReader:
             block_end = ((base + pos) | (BLOCK_SIZE - 1)) + 1 - base  # in buf
             limit = block_end if block_end <= avail else avail
             while pos + 7 <= limit:
+                if fast is not None and parts is None:
+                    # The compiled loop below, up to the first chunk it leaves to it.
+                    pos, done, seq, runtime_seq = fast(
+                        buf, pos, limit, tags, step_summaries, runtime_kind, summary_kind,
+                        seq, runtime_seq, base, done, out)
+                    if pos + 7 > limit:
+                        continue
                 try:
                     checksum, length, ctype, b0, b1, b2, b3, b4, b5 = unpack_head(buf, pos)
                 except struct.error:

@@ -1,0 +1,254 @@
+/* The two hottest loops of reading a .wandb log, compiled: an optional speed-up.
+ *
+ * Each function does exactly what a piece of Python in wandbfile.py / runlog.py does, for
+ * the common case only, and hands everything else back to that Python: it stops (or
+ * returns None) wherever the Python would leave its fast path. The package works without
+ * this module (a machine with no compiler builds none); the tests run the readers both
+ * ways and compare them.
+ *
+ *   frame(buf, pos, limit, tags, step_summaries, runtime_kind, summary_kind, seq,
+ *         runtime_seq, base, done, out) -> (pos, done, seq, runtime_seq)
+ *       The FULL-chunk loop of LogReader._batches: walks complete FULL chunks from
+ *       ``pos`` up to ``limit`` (a block's end or the buffer's), appending a Record tuple
+ *       to ``out`` for each one taken, and stops before the first chunk that loop would
+ *       not settle on its fast path (another chunk type, a chunk past ``limit``, a bad
+ *       checksum, a record whose kind needs record_kind, a length of three bytes or more).
+ *
+ *   history_row(data, start, end) -> (row, names) | None
+ *       A HistoryRecord laid out as wandb-core writes nearly all of them: items
+ *       ``0a L 0a|12 KL <key> 82 01 VL <json>`` with one-byte lengths, key and JSON bytes
+ *       all >= 0x20, no key twice, then at most a step field ``12 L ...``. ``row`` is
+ *       {raw key: raw JSON} in record order (what wandbitems.find_items finds on such a
+ *       record), ``names`` the keys joined by b"\n". None for anything else.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <zlib.h>
+
+#define BLOCK_SIZE 32768
+#define STEP_SUMMARY (-2)
+
+static const unsigned char RUNTIME[] = "\x12\x06_wandb\x12\x07runtime\x82\x01";
+#define RUNTIME_LEN 19
+
+static PyObject *
+append_record(PyObject *out, long kind, PyObject *buf, Py_ssize_t start, Py_ssize_t end,
+              Py_ssize_t unchecked, long long seq, long long offset)
+{
+    PyObject *record = Py_BuildValue("(lOnnnLL)", kind, buf, start, end, unchecked, seq, offset);
+    if (record == NULL)
+        return NULL;
+    int failed = PyList_Append(out, record);
+    Py_DECREF(record);
+    return failed ? NULL : out;
+}
+
+static PyObject *
+frame(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *buf, *out;
+    Py_buffer tags_view;
+    Py_ssize_t pos, limit, done;
+    int step_summaries;
+    long runtime_kind, summary_kind;
+    long long seq, runtime_seq, base;
+    if (!PyArg_ParseTuple(args, "O!nny*pllLLLnO!", &PyBytes_Type, &buf, &pos, &limit,
+                          &tags_view, &step_summaries, &runtime_kind, &summary_kind, &seq,
+                          &runtime_seq, &base, &done, &PyList_Type, &out))
+        return NULL;
+    PyObject *result = NULL;
+    if (tags_view.len != 256) {
+        PyErr_SetString(PyExc_ValueError, "tags must be 256 bytes");
+        goto finally;
+    }
+    const unsigned char *tags = tags_view.buf;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(buf);
+    Py_ssize_t avail = PyBytes_GET_SIZE(buf);
+    if (limit > avail)
+        limit = avail;
+    while (pos + 7 <= limit) {
+        if (pos + 13 > avail)
+            break; /* the Python loop's struct.error: its slow path decides */
+        const unsigned char *h = b + pos;
+        unsigned long checksum = (unsigned long)h[0] | (unsigned long)h[1] << 8 |
+                                 (unsigned long)h[2] << 16 | (unsigned long)h[3] << 24;
+        Py_ssize_t length = (Py_ssize_t)h[4] | (Py_ssize_t)h[5] << 8;
+        int ctype = h[6];
+        Py_ssize_t start = pos + 7, end = start + length;
+        if (end > limit || ctype != 1)
+            break;
+        int verdict = 0, tag = 0;
+        Py_ssize_t p = end;
+        if (h[7] == 8) {
+            const unsigned char *n = h + 8; /* the record number's varint */
+            if (n[0] < 128) { p = start + 2; tag = n[1]; }
+            else if (n[1] < 128) { p = start + 3; tag = n[2]; }
+            else if (n[2] < 128) { p = start + 4; tag = n[3]; }
+            else if (n[3] < 128) { p = start + 5; tag = n[4]; }
+            else { p = end; tag = 0; }
+            if (p + 2 < end) {
+                verdict = tags[tag];
+                if (verdict == 1) {
+                    seq += 1;
+                    pos = done = end;
+                    continue;
+                }
+                if (verdict == 3) {
+                    if (end - p < 64 && p + 4 + RUNTIME_LEN <= avail &&
+                        memcmp(b + p + 4, RUNTIME, RUNTIME_LEN) == 0) {
+                        seq += 1;
+                        runtime_seq = seq;
+                        if (runtime_kind && !append_record(out, runtime_kind, buf, p + 2, end,
+                                                           pos, seq, base + pos))
+                            goto finally;
+                        pos = done = end;
+                        continue;
+                    }
+                    if (step_summaries && seq == runtime_seq) {
+                        Py_ssize_t n1 = b[p + 1], q = 0;
+                        if (n1 < 128) {
+                            q = p + 2;
+                        } else if (b[p + 2] < 128) {
+                            n1 = (n1 & 127) | ((Py_ssize_t)b[p + 2] << 7);
+                            q = p + 3;
+                        }
+                        if (q) {
+                            seq += 1;
+                            if (!append_record(out, STEP_SUMMARY, buf, q, q + n1, pos, seq,
+                                               base + pos))
+                                goto finally;
+                            pos = done = end;
+                            continue;
+                        }
+                    }
+                }
+            }
+        }
+        /* Past here the Python checks the checksum and takes the record; leave it the
+         * records it would hand to record_kind, before touching anything. */
+        if (verdict < 2 || (b[p + 1] >= 128 && b[p + 2] >= 128))
+            break;
+        if (crc32(0L, b + pos + 6, (uInt)(end - pos - 6)) != checksum)
+            break;
+        seq += 1;
+        Py_ssize_t at = pos;
+        pos = done = end;
+        long kind = tag >> 3;
+        if (verdict == 3) {
+            if (step_summaries && seq == runtime_seq + 1)
+                kind = STEP_SUMMARY;
+            else if (!summary_kind)
+                continue;
+        }
+        Py_ssize_t n1 = b[p + 1], q = p + 2;
+        if (n1 >= 128) {
+            n1 = (n1 & 127) | ((Py_ssize_t)b[p + 2] << 7);
+            q = p + 3;
+        }
+        if (!append_record(out, kind, buf, q, q + n1, -1, seq, base + at))
+            goto finally;
+    }
+    result = Py_BuildValue("(nnLL)", pos, done, seq, runtime_seq);
+finally:
+    PyBuffer_Release(&tags_view);
+    return result;
+}
+
+static int
+plain_text(const unsigned char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (s[i] < 0x20)
+            return 0;
+    return 1;
+}
+
+static PyObject *
+history_row(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *data;
+    Py_ssize_t start, end;
+    if (!PyArg_ParseTuple(args, "O!nn", &PyBytes_Type, &data, &start, &end))
+        return NULL;
+    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(data);
+    if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end)
+        Py_RETURN_NONE;
+    /* First the layout, allocating nothing: most rows pass, the rest cost nothing. */
+    Py_ssize_t p = start, count = 0, names_len = 0;
+    while (p < end && b[p] == 0x0a) {
+        if (p + 2 > end || b[p + 1] >= 128)
+            Py_RETURN_NONE;
+        Py_ssize_t item_end = p + 2 + b[p + 1], q = p + 2;
+        if (item_end > end || q + 2 > item_end || (b[q] != 0x0a && b[q] != 0x12) ||
+            b[q + 1] >= 128)
+            Py_RETURN_NONE;
+        Py_ssize_t key = q + 2, key_len = b[q + 1], r = key + key_len;
+        if (r + 3 > item_end || b[r] != 0x82 || b[r + 1] != 0x01 || b[r + 2] >= 128 ||
+            r + 3 + b[r + 2] != item_end || !plain_text(b + key, key_len) ||
+            !plain_text(b + r + 3, b[r + 2]))
+            Py_RETURN_NONE;
+        count += 1;
+        names_len += key_len + 1;
+        p = item_end;
+    }
+    Py_ssize_t rest = end - p;
+    if (rest && !(1 < rest && rest < 13 && b[p] == 0x12 && b[p + 1] == rest - 2))
+        Py_RETURN_NONE;
+    PyObject *row = PyDict_New(), *names = NULL, *key = NULL, *value = NULL;
+    if (row == NULL)
+        return NULL;
+    names = PyBytes_FromStringAndSize(NULL, names_len ? names_len - 1 : 0);
+    if (names == NULL)
+        goto error;
+    char *w = PyBytes_AS_STRING(names);
+    for (p = start; count--;) {
+        Py_ssize_t q = p + 2, key_len = b[q + 1], r = q + 2 + key_len, value_len = b[r + 2];
+        key = PyBytes_FromStringAndSize((const char *)b + q + 2, key_len);
+        value = PyBytes_FromStringAndSize((const char *)b + r + 3, value_len);
+        if (key == NULL || value == NULL)
+            goto error;
+        int seen = PyDict_Contains(row, key);
+        if (seen) { /* a key twice (or an error): the Python path decides */
+            Py_DECREF(key);
+            Py_DECREF(value);
+            Py_DECREF(row);
+            Py_DECREF(names);
+            if (seen < 0)
+                return NULL;
+            Py_RETURN_NONE;
+        }
+        if (PyDict_SetItem(row, key, value) < 0)
+            goto error;
+        if (p != start)
+            *w++ = '\n';
+        memcpy(w, b + q + 2, key_len);
+        w += key_len;
+        Py_CLEAR(key);
+        Py_CLEAR(value);
+        p = r + 3 + value_len;
+    }
+    return Py_BuildValue("(NN)", row, names);
+error:
+    Py_XDECREF(key);
+    Py_XDECREF(value);
+    Py_XDECREF(names);
+    Py_DECREF(row);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"frame", frame, METH_VARARGS, "The FULL-chunk fast path of LogReader._batches."},
+    {"history_row", history_row, METH_VARARGS, "A plain HistoryRecord's items, or None."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_wandblog", "Compiled fast paths of the .wandb log reader.", -1,
+    methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__wandblog(void)
+{
+    return PyModule_Create(&module);
+}

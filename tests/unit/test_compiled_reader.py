@@ -1,0 +1,217 @@
+"""The compiled reader (sources/_wandblog.c) against the pure-Python one it speeds up.
+
+Both read the same bytes to the same records, the same stopping point and the same
+damage report: on every real SDK log, on logs framed as wandb-core frames them, and on
+a few thousand damaged copies (bytes changed, cut short, zeroed). The other reader tests
+run both ways as well (conftest: ``reader_path``).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from fixtures import logwriter as lw
+from runwatch.sources import wandbfile, wandbitems
+from runwatch.sources.runlog import KINDS, LogRead, RunLog
+from runwatch.sources.wandbfile import HISTORY, LogReader
+
+compiled = wandbfile.compiled
+needs_compiled = pytest.mark.skipif(compiled is None, reason="no compiled reader here")
+
+
+def read(path: Path, monkeypatch, *, fast: bool, kinds=None, offset: int = 0,
+         window: int | None = None):
+    """Everything a reader says about a file: records (inner bytes, checked or not),
+    where it stopped, why, and how many records it counted."""
+    with monkeypatch.context() as patch:
+        if not fast:
+            patch.setattr(wandbfile, "compiled", None)
+        reader = LogReader(str(path), offset, kinds=kinds, window=window)
+        records = [(kind, bytes(data[start:end]), unchecked >= 0, seq, at)
+                   for kind, data, start, end, unchecked, seq, at in reader]
+    return records, reader.offset, reader.corruption, reader.records, reader.size
+
+
+def test_a_compiler_here_means_a_compiled_reader():
+    """CI builds the module (setup.py): were the build to fail quietly, the tests marked
+    compiled would be skipped and the speed-up gone unnoticed."""
+    include = sysconfig.get_paths()["include"]
+    has_toolchain = shutil.which("cc") and Path(include, "Python.h").exists() and Path(
+        "/usr/include/zlib.h").exists()
+    if not has_toolchain:
+        pytest.skip("no C compiler, Python or zlib headers: the pure-Python reader is used")
+    assert compiled is not None
+
+
+@needs_compiled
+@pytest.mark.sdk
+@pytest.mark.parametrize("kinds", [None, KINDS, frozenset({HISTORY})])
+def test_real_sdk_logs_read_the_same(wandb_runs, monkeypatch, kinds):
+    for scenario in wandb_runs.runs:
+        path = wandb_runs.log(scenario)
+        fast = read(path, monkeypatch, fast=True, kinds=kinds)
+        assert fast == read(path, monkeypatch, fast=False, kinds=kinds), scenario
+        assert fast[0], scenario
+
+
+def damaged_copies(raw: bytes, rng: random.Random, count: int):
+    """Copies of a log with damage of the kinds a disk or a crash leaves."""
+    for _ in range(count):
+        data = bytearray(raw)
+        how = rng.randrange(4)
+        if how == 0:  # a few bytes changed anywhere
+            for _ in range(rng.randint(1, 4)):
+                data[rng.randrange(7, len(data))] = rng.randrange(256)
+        elif how == 1:  # cut short
+            del data[rng.randrange(7, len(data)):]
+        elif how == 2:  # a zeroed stretch
+            at, size = rng.randrange(7, len(data)), rng.randint(1, 5000)
+            data[at : at + size] = bytes(len(data[at : at + size]))
+        else:  # a chunk header's bytes changed (length, type, checksum)
+            at = rng.randrange(7, len(data) - 7)
+            data[at + rng.randrange(7)] ^= 1 << rng.randrange(8)
+        yield bytes(data)
+
+
+@needs_compiled
+@pytest.mark.sdk
+def test_damaged_logs_read_the_same(wandb_runs, monkeypatch, tmp_path):
+    rng = random.Random(14)
+    target = tmp_path / "run.wandb"
+    compared = 0
+    for scenario in ("healthy", "killed", "long", "nested"):
+        raw = wandb_runs.log(scenario).read_bytes()
+        for data in damaged_copies(raw, rng, 150):
+            target.write_bytes(data)
+            kinds = rng.choice([None, KINDS])
+            window = rng.choice([None, 4096, 40_000])
+            fast = read(target, monkeypatch, fast=True, kinds=kinds, window=window)
+            slow = read(target, monkeypatch, fast=False, kinds=kinds, window=window)
+            assert fast == slow, (scenario, compared)
+            compared += 1
+    assert compared == 600
+
+
+@needs_compiled
+def test_framed_logs_read_the_same_from_every_offset(monkeypatch, tmp_path):
+    """Logs framed like wandb-core (records across blocks, zero tails, long records),
+    resumed from every record end, in small windows."""
+    payloads = []
+    num = 1
+    for i in range(300):
+        payloads += lw.step(num, i, {"loss": 1.0 / (i + 1), "blob": "x" * (i * 37 % 900)},
+                            time=1000.0 + i)
+        num += 3
+        if i % 50 == 0:
+            payloads += [lw.stats(num, time=1000.0 + i), lw.telemetry(num + 1)]
+            num += 2
+    payloads.append(lw.exit_(num))
+    path = tmp_path / "run.wandb"
+    lw.write(path, payloads)
+    for offset in [0, *lw.record_ends(payloads)[::7]]:
+        for window in (None, 1000):
+            fast = read(path, monkeypatch, fast=True, kinds=KINDS, offset=offset, window=window)
+            assert fast == read(path, monkeypatch, fast=False, kinds=KINDS, offset=offset,
+                                window=window)
+
+
+@needs_compiled
+@pytest.mark.sdk
+def test_history_rows_match_the_item_pattern(wandb_runs):
+    """Every real SDK row with plain keys takes the compiled path, and gives what the
+    pattern finds."""
+    rows = 0
+    for scenario in wandb_runs.runs:
+        for kind, data, start, end, *_ in LogReader(str(wandb_runs.log(scenario))):
+            if kind != HISTORY:
+                continue
+            found = compiled.history_row(data, start, end)
+            if found is None:
+                # only keys of several elements (a.b logged as {"a": {"b": …}}) take
+                # the pattern's path
+                assert scenario == "nested", scenario
+                continue
+            row, names = found
+            assert row == wandbitems.history_items(data, start, end)
+            assert list(row) == [key for key, _ in wandbitems.find_items(data, start, end)]
+            assert names == b"\n".join(row)
+            rows += 1
+    assert rows > 1000
+
+
+@needs_compiled
+def test_damaged_history_rows_are_left_to_python_or_read_alike():
+    """A row the compiled path takes is read as the pattern reads it; one it leaves
+    (None) is any row that is not exactly plain items and a step field."""
+    rng = random.Random(3)
+    record = lw.history(7, 41, {"train/loss": 0.25, "grad": 1.5, "note": "ok"}, time=1e9)
+    inner_start = record.index(b"\x12", 2) + 2  # Record: num, then the history field
+    taken = left = 0
+    for _ in range(20_000):
+        data = bytearray(record)
+        for _ in range(rng.randint(1, 3)):
+            data[rng.randrange(inner_start, len(data))] = rng.choice(
+                [rng.randrange(256), 0x0a, 0x12, 0x82, 0x01, 0x7f, 0x80])
+        data = bytes(data)
+        end = len(data)
+        found = compiled.history_row(data, inner_start, end)
+        expected = wandbitems.history_items(data, inner_start, end)
+        if found is None:
+            left += 1
+            continue
+        taken += 1
+        row, names = found
+        assert row == expected, data
+        assert names == b"\n".join(row)
+    assert taken and left
+    assert compiled.history_row(record, inner_start, len(record) + 1) is None
+    assert compiled.history_row(record, inner_start + 1, inner_start) is None
+
+
+@needs_compiled
+@pytest.mark.sdk
+def test_a_run_read_both_ways_is_the_same_run(wandb_runs, monkeypatch):
+    wanted = frozenset({"train/loss", "train/grad_norm", "loss", "eval/loss"})
+
+    def state(fast: bool):
+        with monkeypatch.context() as patch:
+            if not fast:
+                patch.setattr(wandbfile, "compiled", None)
+            read = LogRead(RunLog(key=str(path.parent), log=str(path)), wanted)
+            read.consume(LogReader(str(path), kinds=KINDS))
+            read.finish()
+        # repr: a NaN point equals itself only as text
+        return read.run.to_cursor(), repr(read.series()), read.damaged
+
+    for scenario in wandb_runs.runs:
+        path = wandb_runs.log(scenario)
+        assert state(True) == state(False), scenario
+
+
+def test_the_package_reads_without_the_compiled_module(tmp_path):
+    """A machine with no compiler installs no _wandblog: runwatch still imports and
+    reads (here: the module hidden from a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "run.wandb"
+    lw.write(path, lw.step(1, 0, {"loss": 0.5}, time=1000.0))
+    code = (
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.endswith('_wandblog'): raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "from runwatch.sources import wandbfile\n"
+        "assert wandbfile.compiled is None\n"
+        f"print(sum(1 for _ in wandbfile.LogReader({str(path)!r})))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ}, check=True)
+    assert out.stdout.strip() == "3"
