@@ -5,7 +5,8 @@ cut before its exit record), in 10 project directories of 100 runs each. Measure
 with no new data, and a poll after 100 new steps were appended to every live run (steps
 made from the SDK run's record bytes, framed like wandb-core: see benchdata.py).
 
-Run: .venv/bin/python bench/rundir_tick.py
+Run: .venv/bin/python bench/rundir_tick.py [--pure-python]
+(--pure-python: without the compiled log reader, as on a machine with no C compiler)
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 
@@ -21,6 +23,7 @@ from benchdata import DEFAULT_WANTED, log_of
 
 from fixtures import logwriter, runmaker
 from runwatch.config import default_config
+from runwatch.sources import wandbfile
 from runwatch.sources.rundir import RundirSource
 from runwatch.sources.wandbfile import EXIT, LogReader
 from runwatch.store.base import open_store
@@ -196,5 +199,8 @@ def full_ticks() -> None:
 
 
 if __name__ == "__main__":
+    if "--pure-python" in sys.argv[1:]:
+        wandbfile.compiled = None
+    print("log reader:", "compiled" if wandbfile.compiled is not None else "pure Python")
     main()
     print(f"uptime: {os.popen('uptime').read().strip()}")

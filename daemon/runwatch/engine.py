@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 from runwatch.checks import Context, Rule, Verdict
 from runwatch.duration import format_duration
-from runwatch.model import AlertState, AlertStatus, RunSnapshot, Transition, fingerprint
+from runwatch.model import AlertState, AlertStatus, RunSnapshot, Transition, fingerprint_at
 from runwatch.template import render
 
 _HOLDING = (AlertStatus.PENDING, AlertStatus.FIRING)
@@ -33,12 +33,26 @@ class Evaluation:
     transitions: tuple[Transition, ...]  # what changed, in rule order
 
 
+@dataclass(frozen=True, slots=True)
+class Quiet:
+    """An alert that a rule left as it was, and until when it would again: while the
+    rule, the stored state and the run (:func:`_basis`) are the very same, asking the rule
+    before ``until`` gives the same answer (:attr:`Verdict.until`), so it is not asked."""
+
+    rule: Rule
+    before: AlertState
+    basis: tuple[object, ...]
+    until: float
+
+
 def evaluate(
     rules: Iterable[Rule],
     snapshot: RunSnapshot,
     previous: Mapping[str, AlertState],
     now: float,
     aliases: Mapping[str, tuple[str, ...]],
+    *,
+    quiet_until: dict[str, Quiet] | None = None,
 ) -> Evaluation:
     """Evaluate every rule that matches ``snapshot``'s run.
 
@@ -46,17 +60,31 @@ def evaluate(
     Rules that do not match the run leave no state and no transition. An alert that stays
     quiet with the same memory is left as it was and not returned: an idle tick over
     thousands of runs then writes (almost) nothing.
+
+    ``quiet_until``, kept by the caller from tick to tick, lets an idle tick skip the
+    rules that judge time or state (heartbeat, progress, state) on a run that brought
+    nothing new, until the time their answer could change; the result is exactly that of
+    asking them.
     """
     alerts: list[AlertState] = []
     transitions: list[Transition] = []
     ended = snapshot.state.ended
     quiet = not snapshot.history  # no new point of any key this tick
+    basis = _basis(snapshot) if quiet and quiet_until is not None else None
+    path = snapshot.ref.path
     for rule in rules:
-        fp = fingerprint(rule.name, snapshot.ref)
-        if quiet and rule.history_only:
+        fp = fingerprint_at(rule.name, path)
+        if quiet:
             stored = previous.get(fp)
-            if stored is not None and _stays(rule, snapshot, stored):
-                continue
+            if stored is not None:
+                if rule.history_only:
+                    if _stays(rule, snapshot, stored):
+                        continue
+                elif basis is not None:
+                    known = quiet_until.get(fp)
+                    if (known is not None and known.rule is rule and known.before is stored
+                            and now < known.until and known.basis == basis):
+                        continue
         if not rule.match.matches(snapshot):
             continue
         before = previous.get(fp) or AlertState(
@@ -70,6 +98,8 @@ def evaluate(
         ))
         memory = None if verdict.memory is None else [tag, verdict.memory]
         if fp in previous and _unchanged(rule, snapshot, before, verdict, memory):
+            if basis is not None and verdict.until is not None and not rule.history_only:
+                quiet_until[fp] = Quiet(rule, before, basis, verdict.until)
             continue
         after = step_alert(rule, snapshot, before, verdict, now, memory=memory)
         if after.status != before.status and after.status != AlertStatus.INACTIVE:
@@ -84,6 +114,14 @@ def evaluate(
             after = resolved
         alerts.append(after)
     return Evaluation(alerts=tuple(alerts), transitions=tuple(transitions))
+
+
+def _basis(snapshot: RunSnapshot) -> tuple[object, ...]:
+    """What of a run with no new point the rules that give ``until`` (heartbeat,
+    progress, state) and the matching of rules read."""
+    return (snapshot.ref, snapshot.state, snapshot.ended_why, snapshot.heartbeat,
+            snapshot.progress, snapshot.last_step, snapshot.tags, snapshot.group,
+            snapshot.config)
 
 
 def ended_reason(snapshot: RunSnapshot) -> str:

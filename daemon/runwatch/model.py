@@ -119,13 +119,14 @@ def fingerprint(rule: str, run: RunRef) -> str:
     The run's path (``entity/project/id``, or its directory) is unique without the source's
     name, and leaving the name out keeps alerts when a source is renamed or re-pathed.
     """
-    return _fingerprint(rule, run.path)
+    return fingerprint_at(rule, run.path)
 
 
 # A tick asks twice per (rule, run): to load, to evaluate. Keyed by text, not by the RunRef,
 # whose dataclass hash is computed in Python on every call.
 @functools.lru_cache(maxsize=1 << 16)
-def _fingerprint(rule: str, path: str) -> str:
+def fingerprint_at(rule: str, path: str) -> str:
+    """:func:`fingerprint` of the run at ``path`` (its ``RunRef.path``)."""
     return hashlib.sha256(f"{rule}\x00{path}".encode()).hexdigest()[:16]
 
 

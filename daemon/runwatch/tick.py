@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from runwatch import keys
 from runwatch.checks import Rule
-from runwatch.engine import evaluate, retire
+from runwatch.engine import Quiet, evaluate, retire
 from runwatch.model import (
     AlertState,
     AlertStatus,
@@ -140,9 +140,14 @@ def run_tick(
         held: set[str] = set()  # cursor keys of runs whose new rows were not judged
         about_key = fingerprint(SOURCE_UNREACHABLE, source_ref(source.name))
         previous = store.load_alerts([about_key, *_fingerprints(rules, poll.snapshots)])
+        # What stayed quiet last tick and until when (engine.Quiet), for this tick's runs.
+        known = _QUIET.get(source, {})
+        quiet_until = {fp: q for fp, q in known.items() if previous.get(fp) is q.before}
+        _QUIET[source] = quiet_until
         for snapshot in poll.snapshots:
             try:
-                result = evaluate(rules, snapshot, previous, now, aliases)
+                result = evaluate(rules, snapshot, previous, now, aliases,
+                                  quiet_until=quiet_until)
             except Exception as exc:  # one run's bad data must not stop the others
                 keys = cursor_keys(snapshot.ref)
                 failures = _FAILURES.setdefault(source, {})
@@ -190,6 +195,10 @@ def run_tick(
 # ever, nor grow its re-read without end). Counted per live source object.
 HOLD_TICKS = 3
 _FAILURES: weakref.WeakKeyDictionary[Source, dict[str, int]] = weakref.WeakKeyDictionary()
+# Per live source object: the alerts its last tick left quiet, and until when they stay so
+# if nothing new comes (see engine.evaluate). Entries whose stored state has changed since
+# (another tick's write, a reload of the store's states) are dropped at the next tick.
+_QUIET: weakref.WeakKeyDictionary[Source, dict[str, Quiet]] = weakref.WeakKeyDictionary()
 
 
 def cursor_keys(ref: RunRef) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from wandb.proto import wandb_internal_pb2 as pb
 
 from fixtures import logwriter as lw
 from runwatch.sources import wandbfile, wandbitems
@@ -94,6 +95,8 @@ def test_damaged_logs_read_the_same(wandb_runs, monkeypatch, tmp_path):
             fast = read(target, monkeypatch, fast=True, kinds=kinds, window=window)
             slow = read(target, monkeypatch, fast=False, kinds=kinds, window=window)
             assert fast == slow, (scenario, compared)
+            assert run_state(target, monkeypatch, fast=True) == run_state(
+                target, monkeypatch, fast=False), (scenario, compared)
             compared += 1
     assert compared == 600
 
@@ -174,24 +177,68 @@ def test_damaged_history_rows_are_left_to_python_or_read_alike():
     assert compiled.history_row(record, inner_start + 1, inner_start) is None
 
 
+def run_state(path: Path, monkeypatch, *, fast: bool, window: int | None = None):
+    """What a read of the log makes of its run: its cursor, the new points (repr: a NaN
+    point equals itself only as text) and the records it skipped as damaged."""
+    wanted = frozenset({"train/loss", "train/grad_norm", "loss", "eval/loss", "acc"})
+    with monkeypatch.context() as patch:
+        if not fast:
+            patch.setattr(wandbfile, "compiled", None)
+        read = LogRead(RunLog(key=str(path.parent), log=str(path)), wanted)
+        read.consume(LogReader(str(path), kinds=KINDS, window=window))
+        read.finish()
+    return read.run.to_cursor(), repr(read.series()), read.damaged
+
+
 @needs_compiled
 @pytest.mark.sdk
 def test_a_run_read_both_ways_is_the_same_run(wandb_runs, monkeypatch):
-    wanted = frozenset({"train/loss", "train/grad_norm", "loss", "eval/loss"})
-
-    def state(fast: bool):
-        with monkeypatch.context() as patch:
-            if not fast:
-                patch.setattr(wandbfile, "compiled", None)
-            read = LogRead(RunLog(key=str(path.parent), log=str(path)), wanted)
-            read.consume(LogReader(str(path), kinds=KINDS))
-            read.finish()
-        # repr: a NaN point equals itself only as text
-        return read.run.to_cursor(), repr(read.series()), read.damaged
-
     for scenario in wandb_runs.runs:
         path = wandb_runs.log(scenario)
-        assert state(True) == state(False), scenario
+        for window in (None, 5000):
+            assert run_state(path, monkeypatch, fast=True, window=window) == run_state(
+                path, monkeypatch, fast=False, window=window), scenario
+
+
+@needs_compiled
+def test_rows_of_new_shapes_without_step_or_summary_read_alike(monkeypatch, tmp_path):
+    """Rows whose keys change, rows without _step, rows with no step summary before
+    them, summaries that are not a row's, damaged step summaries: the compiled pair
+    loop hands each back to Python and the run comes out the same."""
+    rng = random.Random(5)
+    payloads, num = [], 1
+    for i in range(400):
+        values = {"loss": rng.random()}
+        if rng.random() < 0.2:
+            values["acc"] = rng.random()
+        how = rng.randrange(10)
+        if how == 0:  # a row with no step summary before it
+            payloads.append(lw.history(num, i, values, time=1000.0 + i))
+            num += 1
+        elif how == 1:  # a summary of its own, not a row's
+            payloads.append(lw.summary(num, {"best": i}))
+            num += 1
+        elif how == 2:  # no _step in the row: its step field says the step
+            payloads.append(lw.runtime_summary(num))
+            payloads.append(lw.summary(num + 1, values))
+            record = pb.Record.FromString(lw.history(num + 2, i, values, time=1000.0 + i))
+            kept = [item for item in record.history.item if item.nested_key != ["_step"]]
+            assert len(kept) == len(record.history.item) - 1
+            del record.history.item[:]
+            record.history.item.extend(kept)
+            payloads.append(record.SerializeToString())
+            num += 3
+        else:
+            payloads += lw.step(num, i, values, time=1000.0 + i)
+            num += 3
+    path = tmp_path / "run.wandb"
+    lw.write(path, payloads)
+    raw = path.read_bytes()
+    for copy in [raw, *damaged_copies(raw, rng, 40)]:
+        path.write_bytes(copy)
+        for window in (None, 3000):
+            assert run_state(path, monkeypatch, fast=True, window=window) == run_state(
+                path, monkeypatch, fast=False, window=window)
 
 
 def test_the_package_reads_without_the_compiled_module(tmp_path):

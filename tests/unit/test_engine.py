@@ -313,3 +313,93 @@ def test_a_quiet_tick_over_an_untouched_alert_evaluates_nothing():
     stored = {a.fingerprint: a for a in result.alerts}
     quiet = evaluate([r], snapshot(heartbeat=T0 + 60), stored, T0 + 60, DEFAULT_ALIASES)
     assert quiet.alerts == () and quiet.transitions == ()
+
+
+# --- a run with nothing new: time and state checks are asked again only when due --------
+
+TIMED_RULES = [
+    rule(kind="heartbeat", older_than="10m"),
+    rule(kind="heartbeat", older_than="10m", **{"for": "5m"}),
+    rule(kind="progress", older_than="10m", factor=3),
+    rule(kind="state"),
+    rule(kind="state", states=["finished"], match={"tags": ["prod"]}),
+]
+
+
+def counted(r, calls):
+    """The same rule, counting the times it is asked."""
+    def evaluate(self, ctx):
+        calls.append(ctx.now)
+        return type(r).evaluate(self, ctx)
+
+    twin = type(f"Counted{type(r).__name__}", (type(r),), {"evaluate": evaluate})
+    return twin.model_construct(**{name: getattr(r, name) for name in type(r).model_fields})
+
+
+def idle_ticks():
+    """A run that logs rows, goes quiet (heartbeat still beating, then not), is re-tagged,
+    logs again, and ends: (now, snapshot) every 90 s for three hours. Quiet stretches hand
+    the engine the very same snapshot object, as a source does for an unchanged run."""
+    rows = snapshot({"loss": series([1, 2, 3], interval=30)}, heartbeat=T0 + 60,
+                    tags=["prod"])
+    quiet = snapshot(heartbeat=T0 + 60, progress=T0 + 60, tags=["prod"])
+    beating = [snapshot(heartbeat=T0 + 60 + 90 * i, progress=T0 + 60, tags=["prod"])
+               for i in range(120)]
+    retagged = snapshot(heartbeat=T0 + 1500, progress=T0 + 60, tags=["dev"])
+    ended = snapshot(heartbeat=T0 + 1500, progress=T0 + 60, tags=["prod"],
+                     state=RunState.FINISHED)
+    for i in range(120):
+        now = T0 + 90 + 90 * i
+        if i == 0:
+            yield now, rows
+        elif i < 10:
+            yield now, beating[i]
+        elif i < 40:
+            yield now, quiet
+        elif i < 50:
+            yield now, retagged
+        elif i < 90:
+            yield now, quiet
+        else:
+            yield now, ended
+
+
+@pytest.mark.parametrize("r", TIMED_RULES, ids=lambda r: f"{r.kind}-{r.hold or ''}")
+def test_quiet_runs_skip_time_and_state_checks_only_until_their_answer_could_change(r):
+    asked_memo, asked_always = [], []
+    with_memo, always = counted(r, asked_memo), counted(r, asked_always)
+    previous_memo, previous_always, quiet_until = {}, {}, {}
+    for now, snap in idle_ticks():
+        memo = evaluate([with_memo], snap, previous_memo, now, DEFAULT_ALIASES,
+                        quiet_until=quiet_until)
+        plain = evaluate([always], snap, previous_always, now, DEFAULT_ALIASES)
+        assert memo == plain, now - T0
+        previous_memo |= {a.fingerprint: a for a in memo.alerts}
+        previous_always |= {a.fingerprint: a for a in plain.alerts}
+        assert previous_memo == previous_always
+    assert len(asked_memo) < len(asked_always) - 10  # quiet ticks were not asked
+    # and the statuses went somewhere: not a test of an alert that never moved
+    assert {a.status for a in previous_always.values()} != {N} or r.kind == "state"
+
+
+def test_a_changed_stored_state_or_rule_is_asked_again():
+    r = rule(kind="heartbeat", older_than="10m")
+    calls: list[float] = []
+    counting = counted(r, calls)
+    quiet = snapshot(heartbeat=T0)
+    quiet_until: dict = {}
+    first = evaluate([counting], quiet, {}, T0 + 60, DEFAULT_ALIASES, quiet_until=quiet_until)
+    stored = {a.fingerprint: a for a in first.alerts}
+    evaluate([counting], quiet, stored, T0 + 120, DEFAULT_ALIASES, quiet_until=quiet_until)
+    assert len(calls) == 2 and quiet_until  # asked, found unchanged: remembered
+    evaluate([counting], quiet, stored, T0 + 180, DEFAULT_ALIASES, quiet_until=quiet_until)
+    assert len(calls) == 2  # not asked
+    reloaded = {fp: dataclasses.replace(a) for fp, a in stored.items()}  # a store reload
+    evaluate([counting], quiet, reloaded, T0 + 240, DEFAULT_ALIASES, quiet_until=quiet_until)
+    assert len(calls) == 3
+    edited = counted(rule(kind="heartbeat", older_than="10m"), calls)
+    evaluate([edited], quiet, stored, T0 + 300, DEFAULT_ALIASES, quiet_until=quiet_until)
+    assert len(calls) == 4
+    late = evaluate([counting], quiet, stored, T0 + 601, DEFAULT_ALIASES,
+                    quiet_until=quiet_until)
+    assert len(calls) == 5 and late.alerts[0].status == F  # due: asked, and it fires

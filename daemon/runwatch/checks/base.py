@@ -160,6 +160,10 @@ class Verdict:
     first_value: float | None = None  # the value at ``since_step``: the first bad point
     latest: float | None = None  # the newest point judged, and its step
     latest_step: int | None = None
+    # The same run as seen now (no new point; the same state, heartbeat, progress, step)
+    # gives this same verdict, with the same memory, at any time before ``until``: the
+    # engine need not ask again until then (see engine.Quiet). None: ask every tick.
+    until: float | None = None
 
 
 _NOT_SHAPE = frozenset({"severity", "description", "labels", "summary", "resolve_on_end",

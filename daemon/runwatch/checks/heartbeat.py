@@ -6,6 +6,7 @@ beating — which is what ``progress`` is for.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar, Literal
 
 from runwatch.checks.base import Context, RuleBase, Verdict
@@ -23,10 +24,11 @@ class HeartbeatRule(RuleBase):
     def evaluate(self, ctx: Context) -> Verdict:
         snap = ctx.snapshot
         if snap.state is not RunState.RUNNING:
-            return Verdict(active=False)
+            return Verdict(active=False, until=math.inf)
         if snap.heartbeat is None:
-            return Verdict(active=None)
+            return Verdict(active=None, until=math.inf)
         age = ctx.now - snap.heartbeat
         active = age > self.older_than
         return Verdict(active=active, age=age, threshold=self.older_than,
-                       since=snap.heartbeat + self.older_than if active else None)
+                       since=snap.heartbeat + self.older_than if active else None,
+                       until=None if active else snap.heartbeat + self.older_than)

@@ -9,6 +9,7 @@ heartbeat rule, so one dead run does not raise both.
 
 from __future__ import annotations
 
+import math
 import operator
 import statistics
 from typing import ClassVar, Literal
@@ -47,13 +48,13 @@ class ProgressRule(RuleBase):
         else:
             recent = [*(memory or ()), *rows.times][-self.window:]
         if snap.state is not RunState.RUNNING:
-            return Verdict(active=False, memory=recent, step=snap.last_step)
+            return Verdict(active=False, memory=recent, step=snap.last_step, until=math.inf)
         # Before its first row a run is loading data or compiling: there is no pace to
         # judge yet (a dead process still shows as a stale heartbeat).
         newest = snap.progress if snap.progress is not None else (
             recent[-1] if recent else None)
         if newest is None:
-            return Verdict(active=None, memory=recent)
+            return Verdict(active=None, memory=recent, until=math.inf)
         limit = self.older_than
         if len(recent) >= 3:
             gaps = map(operator.sub, recent[1:], recent[:-1])
@@ -62,8 +63,10 @@ class ProgressRule(RuleBase):
         if snap.heartbeat is not None and ctx.now - snap.heartbeat > limit:
             # No sign of life either: the process is gone, which is the heartbeat rule's
             # to report. This rule speaks of live processes that make no progress.
+            # (and stays so while nothing new comes: the heartbeat only gets older)
             return Verdict(active=False, memory=recent, age=age, threshold=limit,
-                           step=snap.last_step)
+                           step=snap.last_step, until=math.inf)
         active = age > limit
         return Verdict(active=active, memory=recent, age=age, threshold=limit,
-                       step=snap.last_step, since=newest + limit if active else None)
+                       step=snap.last_step, since=newest + limit if active else None,
+                       until=None if active else newest + limit)

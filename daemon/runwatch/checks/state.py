@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BeforeValidator, field_validator
@@ -28,4 +29,5 @@ class StateRule(RuleBase):
 
 
     def evaluate(self, ctx: Context) -> Verdict:
-        return Verdict(active=ctx.snapshot.state in self.states, step=ctx.snapshot.last_step)
+        return Verdict(active=ctx.snapshot.state in self.states, step=ctx.snapshot.last_step,
+                       until=math.inf)

@@ -20,6 +20,14 @@
  *       all >= 0x20, no key twice, then at most a step field ``12 L ...``. ``row`` is
  *       {raw key: raw JSON} in record order (what wandbitems.find_items finds on such a
  *       record), ``names`` the keys joined by b"\n". None for anything else.
+ *
+ *   steps(batch, i, shapes, rows, deferred, step_key) -> i
+ *       LogRead.consume's loop over the pairs wandb-core writes for each logged step, a
+ *       step summary then its history row (the next record): from ``batch[i]`` on, while
+ *       the pairs are such and each row is plain, of a shape already in ``shapes`` and
+ *       holds ``step_key``, appends the row to ``rows`` and defers the summary record
+ *       under the shape's key set (``deferred[shapes[names][0]] = summary``). Returns
+ *       the index of the first record it left; the caller has nothing pending then.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -27,6 +35,7 @@
 
 #define BLOCK_SIZE 32768
 #define STEP_SUMMARY (-2)
+#define HISTORY 2
 
 static const unsigned char RUNTIME[] = "\x12\x06_wandb\x12\x07runtime\x82\x01";
 #define RUNTIME_LEN 19
@@ -163,16 +172,11 @@ plain_text(const unsigned char *s, Py_ssize_t n)
     return 1;
 }
 
+/* The items of a plain HistoryRecord as (row, names), Py_None if it is not plain, NULL
+ * on an error (memory). */
 static PyObject *
-history_row(PyObject *Py_UNUSED(self), PyObject *args)
+plain_row(const unsigned char *b, Py_ssize_t start, Py_ssize_t end)
 {
-    PyObject *data;
-    Py_ssize_t start, end;
-    if (!PyArg_ParseTuple(args, "O!nn", &PyBytes_Type, &data, &start, &end))
-        return NULL;
-    const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(data);
-    if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end)
-        Py_RETURN_NONE;
     /* First the layout, allocating nothing: most rows pass, the rest cost nothing. */
     Py_ssize_t p = start, count = 0, names_len = 0;
     while (p < end && b[p] == 0x0a) {
@@ -236,9 +240,85 @@ error:
     return NULL;
 }
 
+static PyObject *
+history_row(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *data;
+    Py_ssize_t start, end;
+    if (!PyArg_ParseTuple(args, "O!nn", &PyBytes_Type, &data, &start, &end))
+        return NULL;
+    if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end)
+        Py_RETURN_NONE;
+    return plain_row((const unsigned char *)PyBytes_AS_STRING(data), start, end);
+}
+
+/* A Record tuple's field as a C integer; -1 with an error set if it is not one. */
+static long long
+field(PyObject *record, Py_ssize_t i)
+{
+    return PyLong_AsLongLong(PyTuple_GET_ITEM(record, i));
+}
+
+static PyObject *
+steps(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *batch, *shapes, *rows, *deferred, *step_key;
+    Py_ssize_t i;
+    if (!PyArg_ParseTuple(args, "O!nO!O!O!S", &PyList_Type, &batch, &i, &PyDict_Type,
+                          &shapes, &PyList_Type, &rows, &PyDict_Type, &deferred, &step_key))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(batch);
+    for (; i + 1 < n; i += 2) {
+        PyObject *summary = PyList_GET_ITEM(batch, i), *history = PyList_GET_ITEM(batch, i + 1);
+        if (!PyTuple_Check(summary) || PyTuple_GET_SIZE(summary) != 7 ||
+            !PyTuple_Check(history) || PyTuple_GET_SIZE(history) != 7)
+            break;
+        long long summary_kind = field(summary, 0), history_kind = field(history, 0);
+        long long summary_seq = field(summary, 5), history_seq = field(history, 5);
+        if (PyErr_Occurred())
+            return NULL;
+        if (summary_kind != STEP_SUMMARY || history_kind != HISTORY ||
+            history_seq != summary_seq + 1)
+            break;
+        PyObject *data = PyTuple_GET_ITEM(history, 1);
+        if (!PyBytes_Check(data))
+            break;
+        Py_ssize_t start = PyLong_AsSsize_t(PyTuple_GET_ITEM(history, 2));
+        Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(history, 3));
+        if (PyErr_Occurred())
+            return NULL;
+        if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end)
+            break;
+        PyObject *plain = plain_row((const unsigned char *)PyBytes_AS_STRING(data), start, end);
+        if (plain == NULL)
+            return NULL;
+        if (plain == Py_None) {
+            Py_DECREF(plain);
+            break;
+        }
+        PyObject *row = PyTuple_GET_ITEM(plain, 0), *names = PyTuple_GET_ITEM(plain, 1);
+        PyObject *shape = PyDict_GetItemWithError(shapes, names); /* borrowed */
+        int has_step = PyDict_Contains(row, step_key);
+        if (shape == NULL || has_step != 1 || !PyTuple_Check(shape) ||
+            PyTuple_GET_SIZE(shape) < 1) {
+            Py_DECREF(plain);
+            if (PyErr_Occurred())
+                return NULL;
+            break; /* a new shape, a row without _step: the Python path */
+        }
+        int failed = PyList_Append(rows, row) < 0 ||
+                     PyDict_SetItem(deferred, PyTuple_GET_ITEM(shape, 0), summary) < 0;
+        Py_DECREF(plain);
+        if (failed)
+            return NULL;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef methods[] = {
     {"frame", frame, METH_VARARGS, "The FULL-chunk fast path of LogReader._batches."},
     {"history_row", history_row, METH_VARARGS, "A plain HistoryRecord's items, or None."},
+    {"steps", steps, METH_VARARGS, "LogRead.consume's loop over (step summary, row) pairs."},
     {NULL, NULL, 0, NULL},
 };
 

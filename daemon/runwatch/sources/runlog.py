@@ -49,9 +49,10 @@ KINDS = frozenset({
 _CURSOR_VERSION = 1
 _STEP = b"_step"
 _TIMESTAMP = b"_timestamp"
-# A step summary waiting to be folded: (seq, data, start, end, unchecked, offset), from
-# the reader's Record.
-_Pending = tuple[int, bytes, int, int, int, int]
+# A step summary waiting to be folded: the reader's Record (kind, data, start, end,
+# unchecked, seq, offset).
+_Pending = tuple[int, bytes, int, int, int, int, int]
+_SEQ = 5
 
 
 # --- per-run state, which the cursor serialises ------------------------------------------
@@ -304,16 +305,27 @@ class LogRead:
         join = b"".join
         names_of = b"\n".join  # unambiguous: no key the pattern finds holds a control byte
         update_items = wandbitems.items
-        compiled = wandbfile.compiled
-        history_row = compiled.history_row if compiled is not None else None
         pending: _Pending | None = None  # a step summary, until its row comes
         # Rows come in a few shapes: each row's keys, in order -> (key set, bytes of the
         # items that are not values), so a shape seen before costs no set arithmetic.
         shapes: dict[bytes, tuple[frozenset[bytes], int]] = {}
+        compiled = wandbfile.compiled
+        history_row = compiled.history_row if compiled is not None else None
+        steps = compiled.steps if compiled is not None else None
         for batch in reader.batches():
             rows: list[dict[bytes, bytes]] = []  # the batch's history rows, raw key -> JSON
             step_fields: dict[int, int | None] = {}  # row -> step.num, for rows without _step
-            for kind, data, start, end, unchecked, seq, at in batch:
+            i, count = 0, len(batch)
+            while i < count:
+                if steps is not None and pending is None:
+                    # The compiled loop below for the common (summary, row) pairs, up to
+                    # the first record it leaves to it.
+                    i = steps(batch, i, shapes, rows, deferred, _STEP)
+                    if i == count:
+                        break
+                record = batch[i]
+                kind, data, start, end, _, seq, at = record
+                i += 1
                 if kind == HISTORY:
                     # wandbitems.history_items, inlined: this runs once per logged step.
                     plain = history_row(data, start, end) if history_row else None
@@ -359,24 +371,24 @@ class LogRead:
                                 targets.setdefault(text, []).append(raw)
                         run._keys_view = None
                     if pending is not None:
-                        if seq == pending[0] + 1:
+                        if seq == pending[_SEQ] + 1:
                             # `pending` is this row's summary: defer it under the row's keys.
                             deferred[keyset] = pending
                         else:
                             self._fold_deferred()
-                            self._fold_summary(*pending[1:])
+                            self._fold_pending(pending)
                         pending = None
                 elif kind == STEP_SUMMARY:
                     if pending is not None:
                         self._fold_deferred()
-                        self._fold_summary(*pending[1:])
-                    pending = (seq, data, start, end, unchecked, at)
+                        self._fold_pending(pending)
+                    pending = record
                 elif kind in (SUMMARY, METRIC):
                     # In file order after everything deferred; a metric definition may
                     # change which keys later step summaries carry, so it is a barrier too.
                     if pending is not None:
                         self._fold_deferred()
-                        self._fold_summary(*pending[1:])
+                        self._fold_pending(pending)
                         pending = None
                     self._fold_deferred()
                     if kind == METRIC:
@@ -396,7 +408,7 @@ class LogRead:
                 self._add_rows(rows, step_fields, targets)
         if pending is not None:
             self._fold_deferred()
-            self._fold_summary(*pending[1:])
+            self._fold_pending(pending)
 
     def settle(self) -> None:
         """Fold what is deferred: the records consumed so far end here (a window read's
@@ -469,10 +481,14 @@ class LogRead:
         summary.update(updates)
         self.run._summary_view = None
 
+    def _fold_pending(self, record: _Pending) -> None:
+        _, data, start, end, unchecked, _, at = record
+        self._fold_summary(data, start, end, unchecked, at)
+
     def _fold_deferred(self) -> None:
         if self.deferred:
-            for pending in sorted(self.deferred.values(), key=_first):
-                self._fold_summary(*pending[1:])
+            for pending in sorted(self.deferred.values(), key=_seq):
+                self._fold_pending(pending)
             self.deferred.clear()
 
     def _other(self, kind: int, data: bytes) -> None:
@@ -534,7 +550,7 @@ class LogRead:
         return history
 
 
-_first = operator.itemgetter(0)
+_seq = operator.itemgetter(_SEQ)
 
 
 def _float_or(raw: bytes, default: float | None) -> float | None:
