@@ -91,6 +91,10 @@ class RunLog:
     started: float | None = None
     corrupt_at: int | None = None
     told_dead: bool = False  # taken as crashed for its silence, and told so (rundir.py)
+    # Its rows come in a few shapes: each row's keys, in order -> (key set, bytes of the
+    # items that are not values), so a shape seen before costs no set arithmetic. Every
+    # key of a shape here is in ``keys``. Kept in memory only (a cursor starts afresh).
+    shapes: dict[bytes, tuple[frozenset[bytes], int]] = field(default_factory=dict)
     # Derived views, rebuilt lazily; shared with the snapshots already handed out.
     _summary_view: SummaryView | None = None
     _keys_view: frozenset[str] | None = None
@@ -114,6 +118,7 @@ class RunLog:
             setattr(new, name, getattr(self, name))
         new.summary = dict(self.summary)
         new.keys = dict(self.keys)
+        new.shapes = dict(self.shapes)
         return new
 
     def ref(self, source: str) -> RunRef:
@@ -306,9 +311,7 @@ class LogRead:
         names_of = b"\n".join  # unambiguous: no key the pattern finds holds a control byte
         update_items = wandbitems.items
         pending: _Pending | None = None  # a step summary, until its row comes
-        # Rows come in a few shapes: each row's keys, in order -> (key set, bytes of the
-        # items that are not values), so a shape seen before costs no set arithmetic.
-        shapes: dict[bytes, tuple[frozenset[bytes], int]] = {}
+        shapes = run.shapes
         compiled = wandbfile.compiled
         history_row = compiled.history_row if compiled is not None else None
         steps = compiled.steps if compiled is not None else None

@@ -41,6 +41,7 @@ used is checksum-verified. Not checksumming the rest is where the speed is.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import struct
@@ -525,6 +526,17 @@ def _tag_table(kinds: Container[int] | None) -> bytes:
     Only one-byte tags of length-delimited fields 2..15 are decided here; field 1 is the
     number itself and anything longer goes through :func:`record_kind`.
     """
+    if kinds is None or isinstance(kinds, frozenset):
+        return _tag_table_of(kinds)  # the usual case: one table per kind set, kept
+    return _make_tag_table(kinds)
+
+
+@functools.lru_cache(maxsize=64)
+def _tag_table_of(kinds: frozenset[int] | None) -> bytes:
+    return _make_tag_table(kinds)
+
+
+def _make_tag_table(kinds: Container[int] | None) -> bytes:
     table = bytearray(256)
     for field in range(2, 16):
         table[field << 3 | 2] = 2 if kinds is None or field in kinds else 1
