@@ -32,24 +32,32 @@ from runwatch.window import DEFAULT_FIRST_READ
 DEFAULT = f"{DEFAULT_FIRST_READ.rows} rows"
 
 ROUNDS = 3
+# Peak RSS from /proc/self/status (VmHWM: this process image's own high-water mark), not
+# getrusage's ru_maxrss, which Linux carries over exec from the forking parent: a bench
+# that had just synthesized a log would show its own size as every child's peak.
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 sys.path[:0] = {paths!r}
+
+def peak_mb():
+    with open("/proc/self/status") as status:
+        line = next(l for l in status if l.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
 from runwatch.config import default_config
 from runwatch.sources.rundir import RundirSource
 from runwatch.store.memory import MemoryStore
 from runwatch.tick import run_tick
 from runwatch.window import parse_first_read
 rule_set = default_config([{root!r}]).rule_set()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+before = peak_mb()
 source = RundirSource("bench", [{root!r}], first_read=parse_first_read({first_read!r}))
 started = time.perf_counter()
 report = run_tick(sources=[source], rules=rule_set.rules, aliases=rule_set.aliases,
                   store=MemoryStore(), now=2_000_000_000.0)
 seconds = time.perf_counter() - started
 print(json.dumps({{"seconds": seconds, "runs": report.runs_checked,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "base_mb": before / 1024}}))
+                  "rss_mb": peak_mb(), "base_mb": before}}))
 """
 
 
