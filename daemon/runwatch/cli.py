@@ -86,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
     rules.add_argument("--json", action="store_true", help="print JSON")
     rules.set_defaults(func=cmd_rules)
 
+    schema = sub.add_parser("schema", help="print the JSON Schema of rule files or the config")
+    schema.add_argument("what", choices=("rules", "config"), nargs="?", default="rules",
+                        help="rules (a rule file; the default) or config (the daemon config)")
+    schema.set_defaults(func=cmd_schema)
+
     test = sub.add_parser("notify-test", help="send a test message to one receiver")
     test.add_argument("--config", "-c", type=Path, metavar="FILE", required=True,
                       help="daemon config (YAML)")
@@ -574,6 +579,13 @@ def cmd_rules(args: argparse.Namespace) -> int:
         inhibit.add_row(_selector_text(entry.source), _selector_text(entry.target),
                         ", ".join(entry.equal) or "(anything)", origin)
     _console().print(inhibit if config.inhibit else "inhibit: none")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from runwatch.schema import SCHEMAS
+
+    print(json.dumps(SCHEMAS[args.what](), indent=2))
     return EXIT_OK
 
 

@@ -13,19 +13,20 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from runwatch import keys
 from runwatch.duration import format_duration, parse_duration
-from runwatch.fieldtypes import Labels, Names
+from runwatch.fieldtypes import DURATION_TEXT, STEPS_TEXT, Labels, Names
 from runwatch.model import EMPTY_SERIES, RunSnapshot, Series, Severity
 from runwatch.template import template_errors
 from runwatch.window import NONE, STEPS, Window
@@ -61,6 +62,17 @@ class Hold:
         if self.steps is not None:
             return f"{self.steps} steps"
         return format_duration(self.seconds or 0)
+
+
+HOLD_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": DURATION_TEXT},
+        {"type": "string", "pattern": STEPS_TEXT},
+    ],
+    "description": "a duration (10m) or a count of the run's steps (500 steps)",
+}
+HoldField = Annotated[Hold, WithJsonSchema(HOLD_SCHEMA)]
 
 
 class Match(BaseModel):
@@ -187,7 +199,7 @@ class RuleBase(BaseModel):
     severity: Severity
     description: str = ""
     match: Match = Field(default_factory=Match)
-    hold: Hold | None = Field(default=None, alias="for")
+    hold: Annotated[Hold | None, WithJsonSchema(HOLD_SCHEMA)] = Field(default=None, alias="for")
     labels: Labels = Field(default_factory=dict)
     summary: str | None = None
     resolve_on_end: bool = True  # a firing alert resolves when its run ends

@@ -11,14 +11,14 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from runwatch.checks.base import Context, Hold, RuleBase, Verdict
+from runwatch.checks.base import Context, Hold, HoldField, RuleBase, Verdict
 from runwatch.window import Window
 
 
 class PlateauRule(RuleBase):
     kind: Literal["plateau"]
     metric: str
-    patience: Hold
+    patience: HoldField
     min_delta: float = Field(default=0.0, ge=0)
     direction: Literal["min", "max"] = "min"  # loss improves downwards, accuracy upwards
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, field_validator
+from pydantic import BeforeValidator, WithJsonSchema, field_validator
 
 from runwatch.checks.base import Context, RuleBase, Verdict
-from runwatch.fieldtypes import one_or_many
+from runwatch.fieldtypes import names_schema, one_or_many
 from runwatch.model import RunState
 
 
 class StateRule(RuleBase):
     kind: Literal["state"]
-    states: Annotated[tuple[RunState, ...], BeforeValidator(one_or_many)] = (
+    states: Annotated[tuple[RunState, ...], BeforeValidator(one_or_many), WithJsonSchema(
+        names_schema({"enum": [state.value for state in RunState]}))] = (
         RunState.CRASHED, RunState.FAILED, RunState.KILLED)
     resolve_on_end: bool = False  # the run's end is what this rule reports
 

@@ -64,8 +64,21 @@ def _secret_value(value: Any) -> Any:
 Secret = Annotated[SecretStr, BeforeValidator(_secret_value), Field(min_length=1)]
 
 
+def _secret_file_properties(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """The JSON Schema of a :class:`WithSecrets` model: each secret ``X`` may be
+    ``X_file`` instead (the path of a file holding it)."""
+    properties = schema.setdefault("properties", {})
+    for name in sorted(SECRET_FIELDS & set(model.model_fields)):
+        properties[f"{name}_file"] = {
+            "type": "string", "minLength": 1,
+            "description": f"the path of a file holding {name} (instead of {name})",
+        }
+
+
 class WithSecrets(StrictModel):
     """A model whose secret fields ``X`` may be given as ``X_file`` instead."""
+
+    model_config = ConfigDict(json_schema_extra=_secret_file_properties)
 
     @model_validator(mode="before")
     @classmethod

@@ -21,6 +21,7 @@ from pydantic import (
     PlainValidator,
     PrivateAttr,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -36,7 +37,16 @@ from runwatch.config.fields import (
 from runwatch.config.receivers import Receiver
 from runwatch.config.rules import RuleSet, load_rules, rule_files
 from runwatch.config.sources import Source
-from runwatch.fieldtypes import Duration, Interval, Names, one_or_many, scalar_text
+from runwatch.fieldtypes import (
+    NAMES_SCHEMA,
+    SCALAR_SCHEMA,
+    Duration,
+    Interval,
+    Names,
+    names_schema,
+    one_or_many,
+    scalar_text,
+)
 from runwatch.store.base import Matcher, parse_store_url
 
 _LABEL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
@@ -75,7 +85,15 @@ def _selector(value: Any) -> Mapping[str, str | tuple[str, ...]] | tuple[str, ..
     raise ValueError(f"{_SELECTOR_HELP}, got {value!r}")
 
 
-Selector = Annotated[Any, PlainValidator(_selector)]
+Selector = Annotated[Any, PlainValidator(_selector), WithJsonSchema({
+    "anyOf": [
+        {"type": "object", "additionalProperties": {"anyOf": [
+            SCALAR_SCHEMA, {"type": "array", "items": SCALAR_SCHEMA, "minItems": 1}]}},
+        {"type": "array", "items": {"type": "string"}},
+    ],
+    "description": "label: value (literal or glob, or a list of them), or a list of"
+                   " matchers like 'severity=~warning|critical'",
+})]
 
 
 class Route(StrictModel):
@@ -89,7 +107,7 @@ class Route(StrictModel):
     """
 
     match: Selector = Field(default_factory=dict)
-    receivers: Annotated[Names, Field(min_length=1)]
+    receivers: Annotated[Names, Field(min_length=1), WithJsonSchema(names_schema(at_least=1))]
     continue_: bool = Field(default=False, alias="continue")
     group_by: Names | None = None
     group_wait: Duration = 0.0
@@ -206,7 +224,7 @@ class Digest(StrictModel):
 
     schedule: Annotated[str, AfterValidator(_cron)] = "0 8 * * *"
     timezone: Annotated[str, AfterValidator(_zone)] | None = None  # the host's when unset
-    receivers: Annotated[Names, Field(min_length=1)]
+    receivers: Annotated[Names, Field(min_length=1), WithJsonSchema(names_schema(at_least=1))]
     # A digest missed while runwatch was down is sent at start-up if its time passed less
     # than this long ago; an older one is skipped (yesterday's news), and said so.
     grace: Interval = 6 * 3600.0
@@ -257,10 +275,11 @@ class RuleFiles(StrictModel):
 
     rules: Annotated[
         tuple[Annotated[str, AfterValidator(_rule_pattern)], ...],
-        BeforeValidator(one_or_many),
+        BeforeValidator(one_or_many), WithJsonSchema(NAMES_SCHEMA),
     ] = Field(default_factory=lambda: (default_rules_path(),), validate_default=True)
     aliases: Mapping[
-        str, Annotated[tuple[str, ...], BeforeValidator(one_or_many), AfterValidator(_alias_keys)]
+        str, Annotated[tuple[str, ...], BeforeValidator(one_or_many), AfterValidator(_alias_keys),
+                       WithJsonSchema(NAMES_SCHEMA)]
     ] = Field(default_factory=dict, validate_default=True)
 
     _path: Path | None = PrivateAttr(default=None)

@@ -6,7 +6,14 @@ import ssl
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 
 from runwatch.config.fields import (
     BaseUrl,
@@ -18,7 +25,7 @@ from runwatch.config.fields import (
     host_port,
     resolve,
 )
-from runwatch.fieldtypes import one_or_many
+from runwatch.fieldtypes import names_schema, one_or_many
 
 
 class SlackReceiver(WithSecrets):
@@ -71,7 +78,8 @@ class EmailReceiver(WithSecrets):
     username: str | None = None
     password: Secret | None = None
     sender: Email = Field(alias="from")
-    to: Annotated[tuple[Email, ...], BeforeValidator(one_or_many), Field(min_length=1)]
+    to: Annotated[tuple[Email, ...], BeforeValidator(one_or_many), Field(min_length=1),
+                  WithJsonSchema(names_schema(at_least=1))]
     charts: bool = False
     ca_file: Path | None = None
 

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator
+from pydantic import BeforeValidator, Field, ValidationInfo, WithJsonSchema, field_validator
 
 from runwatch.config.fields import (
     BaseUrl,
@@ -16,19 +16,29 @@ from runwatch.config.fields import (
     WithSecrets,
     resolve,
 )
-from runwatch.fieldtypes import Interval, Names, one_or_many
+from runwatch.fieldtypes import DURATION_TEXT, NAMES_SCHEMA, Interval, Names, one_or_many
 from runwatch.window import DEFAULT_FIRST_READ, Window, parse_first_read
 
 # A run seen for the first time is read this far back, or as far as the rules need if
 # more: `10000` / `10000 rows`, `50000 steps`, a duration (`6h`), or `all`.
-FirstRead = Annotated[Window, BeforeValidator(parse_first_read)]
+FirstRead = Annotated[Window, BeforeValidator(parse_first_read), WithJsonSchema({
+    "anyOf": [
+        {"type": "integer", "minimum": 1},
+        {"type": "string", "pattern": r"^\s*[0-9]+\s*(rows?|steps?)\s*$"},
+        {"type": "string", "pattern": DURATION_TEXT},
+        {"const": "all"},
+    ],
+    "description": "rows (10000, '10000 rows'), steps ('50000 steps'), a duration ('6h')"
+                   " or all",
+})]
 
 
 class RundirSource(StrictModel):
     """Local wandb run directories (``run-*``, ``offline-run-*``) under ``path``."""
 
     type: Literal["rundir"]
-    paths: Annotated[tuple[Path, ...], Field(alias="path", min_length=1)]
+    paths: Annotated[tuple[Path, ...], Field(alias="path", min_length=1),
+                     WithJsonSchema(NAMES_SCHEMA)]
     depth: int = Field(default=6, ge=0, le=64)
     interval: Interval = 60.0
     rescan: Interval = 600.0  # the full search; changed folders are listed at every tick
