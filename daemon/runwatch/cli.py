@@ -86,6 +86,10 @@ def _parser() -> argparse.ArgumentParser:
     rules.add_argument("--json", action="store_true", help="print JSON")
     rules.set_defaults(func=cmd_rules)
 
+    tests = sub.add_parser("test-rules", help="replay rule tests: synthetic runs, expected alerts")
+    tests.add_argument("files", nargs="+", metavar="FILE", help="rule test files (YAML)")
+    tests.set_defaults(func=cmd_test_rules)
+
     schema = sub.add_parser("schema", help="print the JSON Schema of rule files or the config")
     schema.add_argument("what", choices=("rules", "config"), nargs="?", default="rules",
                         help="rules (a rule file; the default) or config (the daemon config)")
@@ -580,6 +584,27 @@ def cmd_rules(args: argparse.Namespace) -> int:
                         ", ".join(entry.equal) or "(anything)", origin)
     _console().print(inhibit if config.inhibit else "inhibit: none")
     return EXIT_OK
+
+
+def cmd_test_rules(args: argparse.Namespace) -> int:
+    from runwatch.ruletests import run_file
+
+    failed = broken = 0
+    for name in args.files:
+        try:
+            result = run_file(Path(name))
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            broken += 1
+            continue
+        for failure in result.failures:
+            print(failure)
+        failed += len(result.failures)
+        verdict = "ok" if not result.failures else f"{len(result.failures)} FAILED"
+        print(f"{result.file}: {result.tests} tests, {verdict}")
+    if broken:
+        return EXIT_CONFIG
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -256,7 +256,8 @@ def test_progress_respects_a_slow_run_s_own_pace():
     slow = series([0] * 5, start_time=T0 - 5 * 600, interval=600)  # a row every 10 min
     v = verdict(r, snapshot({"_timestamp": slow}), now=slow.times[-1] + 40 * 60)
     assert v.active is False and v.threshold == 6000  # 10 × 10 min beats 30 min
-    v = verdict(r, snapshot({"_timestamp": slow}), now=slow.times[-1] + 101 * 60)
+    now = slow.times[-1] + 101 * 60
+    v = verdict(r, snapshot({"_timestamp": slow}, heartbeat=now - 15), now=now)  # alive
     assert v.active is True
 
 
@@ -325,3 +326,10 @@ def test_progress_leaves_a_dead_process_to_the_heartbeat_rule():
     assert verdict(r, snapshot({"_timestamp": rows}, heartbeat=T0 - 60)).active is True
     assert verdict(r, snapshot({"_timestamp": rows}, heartbeat=T0 - 3500)).active is False
     assert verdict(r, snapshot({"_timestamp": rows}, heartbeat=None)).active is True
+    # A process that died right after its last row: its heartbeat is a flush newer than
+    # the row, and both pass the limit within seconds of each other; it is never "hung".
+    last = rows.times[-1]
+    for now in (last + 1800.5, last + 1805, last + 1814):
+        assert verdict(r, snapshot({"_timestamp": rows}, heartbeat=last + 15),
+                       now=now).active is False
+    assert verdict(r, snapshot({"_timestamp": rows}, heartbeat=T0 - 899)).active is True

@@ -4,7 +4,10 @@ The heartbeat cannot see a hung training loop (wandb-core keeps beating); the ne
 can. "Too old" is both older than ``older_than`` and ``factor`` times the run's own recent
 median interval between rows, so a run that logs every 40 minutes is not stalled at 31.
 A run whose heartbeat is as stale as its rows is dead, not hung: that is left to the
-heartbeat rule, so one dead run does not raise both.
+heartbeat rule, so one dead run does not raise both. "As stale" is older than half the
+limit: a live writer beats every ~15 s, while a dead process's last heartbeat is its last
+row's time give or take a flush — the same age, so that a bound of the whole limit would
+let the rule fire in the seconds between the two (found by the shipped rule tests).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class ProgressRule(RuleBase):
             gaps = map(operator.sub, recent[1:], recent[:-1])
             limit = max(limit, self.factor * statistics.median(gaps))
         age = ctx.now - newest
-        if snap.heartbeat is not None and ctx.now - snap.heartbeat > limit:
+        if snap.heartbeat is not None and ctx.now - snap.heartbeat > limit / 2:
             # No sign of life either: the process is gone, which is the heartbeat rule's
             # to report. This rule speaks of live processes that make no progress.
             # (and stays so while nothing new comes: the heartbeat only gets older)
