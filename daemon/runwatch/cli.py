@@ -90,6 +90,22 @@ def _parser() -> argparse.ArgumentParser:
     tests.add_argument("files", nargs="+", metavar="FILE", help="rule test files (YAML)")
     tests.set_defaults(func=cmd_test_rules)
 
+    backtest = sub.add_parser("backtest", help="replay past runs through the rules: what"
+                                               " would have fired, and what it would cost")
+    backtest.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    backtest.add_argument("--rules", nargs="+", metavar="FILE", default=None,
+                          help="rule files (default: the config's, else the shipped rules)")
+    backtest.add_argument("--config", type=Path, default=None,
+                          help="take rules, aliases, repeat_interval and send_resolved here")
+    backtest.add_argument("--interval", default="1m", help="the daemon's tick (default 1m)")
+    backtest.add_argument("--delay", default="15s",
+                          help="how late a point is seen: wandb-core's flush (default 15s)")
+    backtest.add_argument("--tail", default="1h",
+                          help="how long a run with no exit record is watched after its"
+                               " last record (default 1h)")
+    backtest.add_argument("--json", action="store_true", help="print JSON")
+    backtest.set_defaults(func=cmd_backtest)
+
     schema = sub.add_parser("schema", help="print the JSON Schema of rule files or the config")
     schema.add_argument("what", choices=("rules", "config"), nargs="?", default="rules",
                         help="rules (a rule file; the default) or config (the daemon config)")
@@ -605,6 +621,79 @@ def cmd_test_rules(args: argparse.Namespace) -> int:
     if broken:
         return EXIT_CONFIG
     return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _fail(line: str, code: int = EXIT_FAILURE) -> int:
+    print(f"runwatch: {printable(line)}", file=sys.stderr)
+    return code
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from runwatch.backtest import Options, backtest_run, replay_of, summarize
+    from runwatch.config.rules import load_rules
+    from runwatch.duration import parse_duration
+    from runwatch.sources.rundir_reports import RunNotFound, read_run
+    from runwatch.tick import wanted_keys
+
+    try:
+        options = {name: parse_duration(getattr(args, name))
+                   for name in ("interval", "delay", "tail")}
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    if options["interval"] <= 0:
+        return _fail(f"--interval {args.interval}: must be more than zero", EXIT_CONFIG)
+    try:
+        config = load_all(args.config)[0] if args.config is not None else None
+        aliases = config.aliases if config is not None else None
+        if args.rules:
+            rule_set = load_rules(args.rules, Path.cwd(), aliases)
+        elif config is not None:
+            rule_set = config.rule_set()
+        else:
+            rule_set = default_config([Path(".")]).rule_set()
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
+    settings = Options(**options) if config is None else Options(
+        **options, repeat_interval=config.repeat_interval, send_resolved=config.send_resolved)
+    keys = wanted_keys(rule_set.rules, rule_set.aliases)
+    results = []
+    for text in args.runs:
+        try:
+            snapshot, damage = read_run(text, keys)
+        except RunNotFound as exc:
+            return _fail(str(exc), EXIT_CONFIG)
+        except OSError as exc:
+            return _fail(f"{text}: cannot read: {exc.strerror or exc}")
+        for line in damage:
+            print(printable(line), file=sys.stderr)
+        results.append(backtest_run(replay_of(snapshot, settings.delay), rule_set.rules,
+                                    rule_set.aliases, settings))
+    summary = summarize(results, rule_set.rules)
+    if args.json:
+        print(json.dumps({"runs": [r.as_json() for r in results],
+                          "rules": [s.as_json() for s in summary]}, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table("run", "rule", "fired", "resolved", "notifications", box=None)
+    for result in results:
+        if not result.episodes:
+            table.add_row(printable(result.name), "(nothing fired)", "", "", "0")
+        for e in result.episodes:
+            table.add_row(
+                printable(result.name), e.rule,
+                f"+{format_duration(e.fired_at)} step {e.fired_step}",
+                "" if e.resolved_at is None else
+                f"+{format_duration(e.resolved_at)} ({printable(e.resolution)})",
+                str(e.notifications))
+    _console().print(table)
+    rules = Table("rule", "runs fired", "alerts", "notifications", "per 100 run-hours",
+                  box=None)
+    for s in summary:
+        rules.add_row(s.rule, f"{s.runs_fired}/{s.runs}", str(s.alerts), str(s.notifications),
+                      f"{s.per_100_run_hours:.1f}")
+    _console().print(rules)
+    return EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -49,11 +49,10 @@ from runwatch.config.models import default_rules_path
 from runwatch.config.rules import load_rules
 from runwatch.duration import format_duration
 from runwatch.fieldtypes import Duration, Interval, Labels, Names
-from runwatch.model import AlertState, AlertStatus, RunRef, RunSnapshot, RunState, Series
-from runwatch.sources.base import Poll
+from runwatch.model import AlertState, AlertStatus, RunRef, RunState, Series
+from runwatch.replay import ROW_TIME, ReplayRun, ReplaySource
 from runwatch.store.memory import MemoryStore
 from runwatch.tick import run_tick
-from runwatch.window import NONE, Window
 
 # Synthetic runs start at 2026-01-01T00:00:00Z.
 T0 = 1_767_225_600.0
@@ -167,82 +166,27 @@ class TestFile(StrictModel):
 # --- replay ---------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class SyntheticRun:
-    """A run as the daemon would see it at any time: rows up to then, its heartbeat, and
-    its state once its end has been logged."""
-
-    spec: RunSpec
-    steps: list[int] = field(default_factory=list)
-    times: list[float] = field(default_factory=list)
-    values: dict[str, list[float | None]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, spec: RunSpec) -> SyntheticRun:
-        values = {key: parse_series(text) for key, text in spec.series.items()}
-        length = max(map(len, values.values()))
-        steps = [spec.start_step + i for i in range(length)]
-        times = [T0 + i * spec.interval for i in range(length)]
-        return cls(spec=spec, steps=steps, times=times,
-                   values={k: v + [None] * (length - len(v)) for k, v in values.items()})
-
-    def ref(self) -> RunRef:
-        spec = self.spec
-        return RunRef(source="test", id=spec.id, name=spec.name, project=spec.project,
-                      entity=spec.entity, location=f"test/{spec.id}")
-
-    def snapshot(self, since: float, now: float) -> RunSnapshot:
-        """What a tick at ``now`` sees, its new points being those after ``since``."""
-        spec = self.spec
-        end = T0 + spec.end.at if spec.end is not None else math.inf
-        seen = [i for i, t in enumerate(self.times) if t <= min(now, end)]
-        new = [i for i in seen if self.times[i] > since]
-        history: dict[str, Series] = {}
-        for key, values in self.values.items():
-            points = [i for i in new if values[i] is not None]
-            if points:
-                history[key] = Series(steps=tuple(self.steps[i] for i in points),
-                                      times=tuple(self.times[i] for i in points),
-                                      values=tuple(values[i] for i in points))
-        if new:
-            history["_timestamp"] = Series(steps=tuple(self.steps[i] for i in new),
-                                           times=tuple(self.times[i] for i in new),
-                                           values=tuple(self.times[i] for i in new))
-        alive = min(end, T0 + spec.alive_until if spec.alive_until is not None else math.inf)
-        logged = {key for key, values in self.values.items()
-                  if any(values[i] is not None for i in seen)}
-        return RunSnapshot(
-            ref=self.ref(), state=spec.end.state if now >= end else RunState.RUNNING,
-            heartbeat=min(now, alive), progress=self.times[seen[-1]] if seen else None,
-            started=T0, last_step=self.steps[seen[-1]] if seen else None,
-            tags=tuple(spec.tags), group=spec.group, config=dict(spec.config),
-            keys=frozenset(logged | ({"_timestamp"} if seen else set())), history=history)
-
-
-class ReplaySource:
-    """A source over synthetic runs: each poll hands out what is new since the last, as
-    the run-directory source does; an ended run is handed out once more, then no more."""
-
-    def __init__(self, runs: Sequence[SyntheticRun], name: str = "test") -> None:
-        self.name = name
-        self.runs = list(runs)
-        self._since = {run.spec.id: -math.inf for run in runs}
-        self._done: set[str] = set()
-
-    def poll(self, cursors: Mapping[str, str], wanted_keys: frozenset[str], now: float, *,
-             keys_for: Callable[[RunSnapshot], frozenset[str]] | None = None,
-             needs_config: bool = True, window: Window = NONE) -> Poll:
-        snapshots = []
-        for run in self.runs:
-            run_id = run.spec.id
-            if run_id in self._done:
-                continue
-            snapshot = run.snapshot(self._since[run_id], now)
-            self._since[run_id] = now
-            if snapshot.state.ended:
-                self._done.add(run_id)
-            snapshots.append(snapshot)
-        return Poll(snapshots=tuple(snapshots))
+def synthetic_run(spec: RunSpec) -> ReplayRun:
+    """The run a test describes: one row per step from T0, ``interval`` apart."""
+    values = {key: parse_series(text) for key, text in spec.series.items()}
+    length = max(map(len, values.values()))
+    steps = [spec.start_step + i for i in range(length)]
+    times = [T0 + i * spec.interval for i in range(length)]
+    history = {ROW_TIME: Series(steps=tuple(steps), times=tuple(times), values=tuple(times))}
+    for key, points in values.items():
+        kept = [i for i, value in enumerate(points) if value is not None]
+        if kept:
+            history[key] = Series(steps=tuple(steps[i] for i in kept),
+                                  times=tuple(times[i] for i in kept),
+                                  values=tuple(points[i] for i in kept))
+    return ReplayRun(
+        ref=RunRef(source="test", id=spec.id, name=spec.name, project=spec.project,
+                   entity=spec.entity, location=f"test/{spec.id}"),
+        history=history,
+        end_at=T0 + spec.end.at if spec.end is not None else None,
+        end_state=spec.end.state if spec.end is not None else RunState.FINISHED,
+        alive_until=T0 + spec.alive_until if spec.alive_until is not None else None,
+        started=T0, tags=tuple(spec.tags), group=spec.group, config=dict(spec.config))
 
 
 # --- running a file -------------------------------------------------------------------------
@@ -313,7 +257,7 @@ def run_file(path: Path) -> FileResult:
 def run_test(test: RuleTest, rules: list[Rule], aliases: Mapping[str, Any],
              line_of: Callable[..., int | None], file: str) -> list[Failure]:
     """Replay ``test``'s run tick by tick; a failure for each expectation not met."""
-    source = ReplaySource([SyntheticRun.of(test.run)])
+    source = ReplaySource([synthetic_run(test.run)], name="test")
     store = MemoryStore()
     checked = frozenset(test.rules) or None
     expects = sorted(enumerate(test.expect), key=lambda e: e[1].at)

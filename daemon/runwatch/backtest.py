@@ -1,0 +1,176 @@
+"""``runwatch backtest``: what rules would have done over past runs.
+
+Each run's whole history is replayed through the daemon's own tick (``run_tick``, an
+in-memory store) every ``interval`` of the run's own clock, each point seen ``delay`` after
+its time (wandb-core writes its log every ~15 s), the run's end seen when its exit record
+is. What comes out is, per run and rule, when each alert would have fired and resolved and
+how many notifications it would have cost with the configured ``repeat_interval`` and
+``send_resolved``; across runs, each rule's alerts and notifications per 100 run-hours,
+noisiest first.
+
+Replayed from run directories (read whole, as reports read them). A run that never wrote
+an exit record is replayed ``tail`` past its last record, as the daemon would keep looking.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from runwatch.checks import Rule
+from runwatch.model import AlertStatus, RunSnapshot, Transition
+from runwatch.replay import ReplayRun, ReplaySource
+from runwatch.store.memory import MemoryStore
+from runwatch.tick import run_tick
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Options:
+    interval: float = 60.0  # the daemon's tick, on the run's clock
+    delay: float = 15.0  # a point is seen this long after its time
+    tail: float = 3600.0  # how long a run with no exit record is watched after its last sign
+    repeat_interval: float = 4 * 3600.0  # a firing alert's reminder
+    send_resolved: bool = True
+
+
+@dataclass(kw_only=True, slots=True)
+class AlertEpisode:
+    """One alert of one rule on one run, from firing to resolved (or the replay's end)."""
+
+    rule: str
+    severity: str
+    fired_at: float  # seconds since the run's first row
+    fired_step: int | None
+    value: float | None
+    summary: str
+    resolved_at: float | None = None
+    resolution: str = ""
+    notifications: int = 0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule, "severity": self.severity, "fired_at": self.fired_at,
+            "fired_step": self.fired_step, "value": _number(self.value),
+            "summary": self.summary, "resolved_at": self.resolved_at,
+            "resolution": self.resolution or None, "notifications": self.notifications,
+        }
+
+
+@dataclass(kw_only=True, slots=True)
+class RunResult:
+    run: str  # its path
+    name: str
+    hours: float  # the span replayed, first row to last sign
+    steps: int  # rows replayed
+    ticks: int
+    episodes: list[AlertEpisode] = field(default_factory=list)
+
+    @property
+    def notifications(self) -> int:
+        return sum(e.notifications for e in self.episodes)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"run": self.run, "name": self.name, "hours": self.hours,
+                "steps": self.steps, "ticks": self.ticks,
+                "notifications": self.notifications,
+                "alerts": [e.as_json() for e in self.episodes]}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuleSummary:
+    rule: str
+    runs: int  # runs replayed
+    runs_fired: int
+    alerts: int
+    notifications: int
+    per_100_run_hours: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "runs": self.runs, "runs_fired": self.runs_fired,
+                "alerts": self.alerts, "notifications": self.notifications,
+                "notifications_per_100_run_hours": round(self.per_100_run_hours, 3)}
+
+
+def replay_of(snapshot: RunSnapshot, delay: float) -> ReplayRun:
+    """A run read whole, as the daemon would have seen it live."""
+    return ReplayRun(
+        ref=snapshot.ref, history=snapshot.history,
+        end_at=snapshot.heartbeat if snapshot.state.ended else None,
+        end_state=snapshot.state, alive_until=snapshot.heartbeat, started=snapshot.started,
+        tags=snapshot.tags, group=snapshot.group, config=snapshot.config, delay=delay)
+
+
+def backtest_run(run: ReplayRun, rules: Sequence[Rule],
+                 aliases: Mapping[str, tuple[str, ...]], options: Options) -> RunResult:
+    """Replay one run tick by tick; its alerts, as episodes with their notifications."""
+    first, last = run.first_time, run.last_time
+    result = RunResult(run=run.ref.path, name=run.ref.display_name, hours=0.0,
+                       steps=len(run.history.get("_timestamp", ())), ticks=0)
+    if first is None or last is None:
+        return result
+    result.hours = (last - first) / 3600
+    end = last + run.delay + (options.interval if run.end_at is not None else options.tail)
+    source, store = ReplaySource([run]), MemoryStore()
+    open_episodes: dict[str, AlertEpisode] = {}
+    now = first + run.delay
+    while True:
+        now += options.interval
+        report = run_tick(sources=[source], rules=rules, aliases=aliases, store=store, now=now)
+        result.ticks += 1
+        _record(report.transitions, open_episodes, result, now - first, options)
+        if now >= end or source.all_ended:
+            break
+    horizon = now - first
+    for episode in open_episodes.values():  # still firing when the replay ends
+        episode.notifications += _reminders(episode.fired_at, horizon, options)
+    result.episodes.sort(key=lambda e: (e.fired_at, e.rule))
+    return result
+
+
+def _record(transitions: Iterable[Transition], open_episodes: dict[str, AlertEpisode],
+            result: RunResult, at: float, options: Options) -> None:
+    for transition in transitions:
+        alert = transition.alert
+        if transition.status == AlertStatus.FIRING:
+            episode = AlertEpisode(rule=alert.rule, severity=str(alert.severity), fired_at=at,
+                                   fired_step=alert.since_step if alert.since_step is not None
+                                   else alert.step, value=alert.value, summary=alert.summary,
+                                   notifications=1)
+            open_episodes[alert.fingerprint] = episode
+            result.episodes.append(episode)
+        elif transition.status == AlertStatus.RESOLVED:
+            episode = open_episodes.pop(alert.fingerprint, None)
+            if episode is None:
+                continue
+            episode.resolved_at, episode.resolution = at, alert.resolution
+            episode.notifications += _reminders(episode.fired_at, at, options) + (
+                1 if options.send_resolved else 0)
+
+
+def _reminders(fired_at: float, until: float, options: Options) -> int:
+    """Reminders of a firing alert between ``fired_at`` and ``until``."""
+    if options.repeat_interval <= 0 or until <= fired_at:
+        return 0
+    return max(0, math.ceil((until - fired_at) / options.repeat_interval) - 1)
+
+
+def summarize(results: Sequence[RunResult], rules: Sequence[Rule]) -> list[RuleSummary]:
+    """Per rule across runs, noisiest first (notifications per 100 run-hours)."""
+    hours = sum(r.hours for r in results)
+    summaries = []
+    for rule in rules:
+        episodes = [(r, e) for r in results for e in r.episodes if e.rule == rule.name]
+        notifications = sum(e.notifications for _, e in episodes)
+        summaries.append(RuleSummary(
+            rule=rule.name, runs=len(results), runs_fired=len({r.run for r, _ in episodes}),
+            alerts=len(episodes), notifications=notifications,
+            per_100_run_hours=100 * notifications / hours if hours else 0.0))
+    return sorted(summaries, key=lambda s: (-s.per_100_run_hours, -s.alerts, s.rule))
+
+
+def _number(value: float | None) -> float | str | None:
+    if value is None or math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")

@@ -1,0 +1,125 @@
+"""`runwatch backtest` over run directories the real SDK wrote: each alert fires at the
+step where its condition first held, within one interval of that point's time; what
+resolves, resolves where it should; a healthy run costs nothing; notifications follow
+repeat_interval and send_resolved."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from runwatch.backtest import Options, backtest_run, summarize
+from runwatch.cli import main
+from runwatch.config import default_rules_path
+from runwatch.config.rules import load_rules
+from runwatch.ruletests import RunSpec, synthetic_run
+from runwatch.sources.rundir_reports import read_run
+from runwatch.tick import wanted_keys
+
+pytestmark = pytest.mark.sdk
+INTERVAL = 0.05  # the fixture runs log a step every few milliseconds
+
+
+def backtest(capsys, *runs, interval=INTERVAL, extra=()):
+    code = main(["backtest", "--interval", f"{interval}s", "--delay", "0s", "--json",
+                 *extra, *map(str, runs)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    return json.loads(out.out)
+
+
+def first_step(path, key, condition):
+    """The step and time (since the first row) of the first point where ``condition``."""
+    rules = load_rules([default_rules_path()], path)
+    snapshot, _ = read_run(path, wanted_keys(rules.rules, rules.aliases))
+    series = snapshot.history[key]
+    start = snapshot.history["_timestamp"].times[0]
+    for step, when, value in zip(series.steps, series.times, series.values, strict=True):
+        if condition(value):
+            return step, when - start
+    raise AssertionError("no such point")
+
+
+def test_alerts_fire_at_their_step_within_one_interval(wandb_runs, capsys):
+    exploding, nan_loss = wandb_runs.runs["exploding"], wandb_runs.runs["nan_loss"]
+    report = backtest(capsys, exploding, nan_loss)
+    by_run = {r["name"]: {a["rule"]: a for a in r["alerts"]} for r in report["runs"]}
+    cases = [
+        ("exploding-grads", "grad-norm-exploding", exploding, "train/grad_norm",
+         lambda v: v > 10),
+        ("exploding-grads", "grad-norm-spiky", exploding, "train/grad_norm", lambda v: v > 5),
+        ("nan-loss", "loss-nonfinite", nan_loss, "train/loss", lambda v: not math.isfinite(v)),
+    ]
+    for name, rule, path, key, condition in cases:
+        step, when = first_step(path, key, condition)
+        alert = by_run[name][rule]
+        assert alert["fired_step"] == step, (rule, alert)
+        assert when <= alert["fired_at"] <= when + INTERVAL + 1e-6, (rule, alert, when)
+        # These runs finished right after: the alert resolves with the run, and costs its
+        # firing message and its resolved one.
+        assert alert["resolution"] == "run ended: finished"
+        assert alert["notifications"] == 2
+    assert set(by_run["exploding-grads"]) == {"grad-norm-exploding", "grad-norm-spiky"}
+
+
+def test_a_healthy_run_costs_nothing(wandb_runs, capsys):
+    report = backtest(capsys, wandb_runs.runs["healthy"])
+    (run,) = report["runs"]
+    assert run["alerts"] == [] and run["notifications"] == 0 and run["steps"] >= 50
+    assert all(rule["notifications"] == 0 for rule in report["rules"])
+
+
+def test_a_crash_and_a_silent_death(wandb_runs, capsys):
+    report = backtest(capsys, wandb_runs.runs["crashed"], wandb_runs.runs["killed"],
+                      interval=1, extra=("--tail", "40m"))
+    crashed, killed = ({a["rule"]: a for a in r["alerts"]} for r in report["runs"])
+    assert set(crashed) == {"run-crashed"}
+    assert crashed["run-crashed"]["resolved_at"] is None  # a state rule keeps firing
+    assert crashed["run-crashed"]["notifications"] == 1
+    assert set(killed) == {"run-slow", "run-stalled"}  # not progress-stalled: it is dead
+    last = report["runs"][1]["hours"] * 3600  # its last record, since its first row
+    for rule, older_than in (("run-slow", 600), ("run-stalled", 1800)):
+        assert last + older_than < killed[rule]["fired_at"] <= last + older_than + 1, rule
+
+
+def test_the_summary_ranks_the_noisy_rules(wandb_runs, capsys):
+    report = backtest(capsys, wandb_runs.runs["exploding"], wandb_runs.runs["healthy"])
+    ranked = [r["rule"] for r in report["rules"]]
+    assert ranked[:2] == ["grad-norm-exploding", "grad-norm-spiky"]
+    top = report["rules"][0]
+    hours = sum(r["hours"] for r in report["runs"])
+    assert top["runs_fired"] == 1 and top["runs"] == 2 and top["alerts"] == 1
+    assert top["notifications_per_100_run_hours"] == pytest.approx(
+        100 * top["notifications"] / hours, rel=1e-3)
+
+
+def test_reminders_follow_repeat_interval_and_send_resolved():
+    rules = load_rules([default_rules_path()], Path(".")).rules
+    run = synthetic_run(RunSpec.model_validate({
+        "interval": "1m", "series": {"train/grad_norm": "1x10 50x540 1x10"}}))
+    aliases = {"grad_norm": ("train/grad_norm",)}
+    result = backtest_run(run, rules, aliases, Options(interval=60, delay=0))
+    alert = next(e for e in result.episodes if e.rule == "grad-norm-exploding")
+    # firing for 9 h: the message, reminders at 4 h and 8 h, the resolved message
+    assert alert.resolved_at is not None and 9 * 3600 - 120 < alert.resolved_at - (
+        alert.fired_at) <= 9 * 3600 + 60
+    assert alert.notifications == 4
+    quiet = backtest_run(run, rules, aliases,
+                         Options(interval=60, delay=0, send_resolved=False,
+                                 repeat_interval=math.inf))
+    assert next(e for e in quiet.episodes if e.rule == "grad-norm-exploding").notifications == 1
+    assert summarize([result], rules)[0].rule in ("grad-norm-exploding", "grad-norm-spiky")
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["/no/such/run"], "/no/such/run: not a wandb run directory"),
+    (["--interval", "soon", "."], "invalid duration 'soon'"),
+    (["--interval", "0s", "."], "--interval 0s: must be more than zero"),
+])
+def test_bad_arguments_are_one_line(capsys, argv, message):
+    assert main(["backtest", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
