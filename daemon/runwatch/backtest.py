@@ -14,7 +14,10 @@ an exit record is replayed ``tail`` past its last record, as the daemon would ke
 
 from __future__ import annotations
 
+import bisect
 import math
+import re
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,11 +64,20 @@ class AlertEpisode:
 @dataclass(kw_only=True, slots=True)
 class RunResult:
     run: str  # its path
+    id: str
     name: str
     hours: float  # the span replayed, first row to last sign
     steps: int  # rows replayed
     ticks: int
     episodes: list[AlertEpisode] = field(default_factory=list)
+    # Its rows' steps and times (seconds since the first row): where a labelled bad step is.
+    row_steps: tuple[int, ...] = ()
+    row_times: tuple[float, ...] = ()
+
+    def time_of_step(self, step: int) -> float | None:
+        """Seconds since the first row at which the run reached ``step``."""
+        at = bisect.bisect_left(self.row_steps, step)
+        return self.row_times[at] if at < len(self.row_times) else None
 
     @property
     def notifications(self) -> int:
@@ -106,10 +118,13 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
                  aliases: Mapping[str, tuple[str, ...]], options: Options) -> RunResult:
     """Replay one run tick by tick; its alerts, as episodes with their notifications."""
     first, last = run.first_time, run.last_time
-    result = RunResult(run=run.ref.path, name=run.ref.display_name, hours=0.0,
-                       steps=len(run.history.get("_timestamp", ())), ticks=0)
-    if first is None or last is None:
+    rows = run.history.get("_timestamp")
+    result = RunResult(run=run.ref.path, id=run.ref.id, name=run.ref.display_name, hours=0.0,
+                       steps=len(rows) if rows is not None else 0, ticks=0)
+    if first is None or last is None or rows is None:
         return result
+    result.row_steps = tuple(rows.steps)
+    result.row_times = tuple(t - first for t in rows.times)
     result.hours = (last - first) / 3600
     end = last + run.delay + (options.interval if run.end_at is not None else options.tail)
     source, store = ReplaySource([run]), MemoryStore()
@@ -174,3 +189,86 @@ def _number(value: float | None) -> float | str | None:
     if value is None or math.isfinite(value):
         return value
     return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+# --- labelled runs: scoring ---------------------------------------------------------------
+
+_LABEL = re.compile(r"^(?:run=)?(?P<run>[^:=\s]+):(?:bad@(?P<step>\d+)|(?P<good>good))$")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Label:
+    """What a run is known to be: bad from ``bad_at`` on, or good (``bad_at`` None)."""
+
+    run: str  # its id, name or path
+    bad_at: int | None
+
+    @classmethod
+    def parse(cls, text: str) -> Label:
+        m = _LABEL.match(text.strip())
+        if m is None:
+            raise ValueError(f"invalid label {text!r}: expected run=ID:bad@STEP or"
+                             " run=ID:good")
+        return cls(run=m["run"], bad_at=None if m["good"] else int(m["step"]))
+
+    def names(self, result: RunResult) -> bool:
+        return self.run in (result.id, result.name, result.run)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RuleScore:
+    """One rule over the labelled runs: a bad run is detected when the rule fires at or
+    after its bad step; anything it fires on a good run, or before a bad run's bad step,
+    is a false alert."""
+
+    rule: str
+    bad_runs: int
+    detected: int
+    missed: int
+    false_alerts: int
+    false_per_100_run_hours: float
+    median_time_to_detect: float | None  # seconds from the bad step's time to firing
+
+    def as_json(self) -> dict[str, Any]:
+        return {"rule": self.rule, "bad_runs": self.bad_runs, "detected": self.detected,
+                "missed": self.missed, "false_alerts": self.false_alerts,
+                "false_alerts_per_100_run_hours": round(self.false_per_100_run_hours, 3),
+                "median_time_to_detect": self.median_time_to_detect}
+
+
+def score(results: Sequence[RunResult], labels: Sequence[Label],
+          rules: Sequence[Rule]) -> list[RuleScore]:
+    """Each rule scored over the runs that carry a label (the others are not scored).
+    Raises ValueError naming a label that names no run replayed."""
+    labelled: list[tuple[RunResult, Label, float | None]] = []
+    for label in labels:
+        result = next((r for r in results if label.names(r)), None)
+        if result is None:
+            raise ValueError(f"label {label.run!r}: no such run among those replayed")
+        bad_time = result.time_of_step(label.bad_at) if label.bad_at is not None else None
+        if label.bad_at is not None and bad_time is None:
+            raise ValueError(f"label {label.run!r}: the run never reached step {label.bad_at}")
+        labelled.append((result, label, bad_time))
+    hours = sum(r.hours for r, _, _ in labelled)
+    scores = []
+    for rule in rules:
+        detected, delays, false_alerts = 0, [], 0
+        bad_runs = sum(1 for _, label, _ in labelled if label.bad_at is not None)
+        for result, label, bad_time in labelled:
+            episodes = [e for e in result.episodes if e.rule == rule.name]
+            if bad_time is None:
+                false_alerts += len(episodes)
+                continue
+            early = [e for e in episodes if (e.fired_step is not None
+                                             and e.fired_step < (label.bad_at or 0))]
+            hits = [e for e in episodes if e not in early]
+            false_alerts += len(early)
+            if hits:
+                detected += 1
+                delays.append(max(0.0, hits[0].fired_at - bad_time))
+        scores.append(RuleScore(
+            rule=rule.name, bad_runs=bad_runs, detected=detected, missed=bad_runs - detected,
+            false_alerts=false_alerts,
+            false_per_100_run_hours=100 * false_alerts / hours if hours else 0.0,
+            median_time_to_detect=statistics.median(delays) if delays else None))
+    return sorted(scores, key=lambda s: (-s.detected, s.false_per_100_run_hours, s.rule))

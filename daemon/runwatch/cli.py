@@ -103,6 +103,11 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--tail", default="1h",
                           help="how long a run with no exit record is watched after its"
                                " last record (default 1h)")
+    backtest.add_argument("--label", action="append", default=[], metavar="run=ID:bad@STEP",
+                          help="a run known bad from STEP on (or run=ID:good): score the"
+                               " rules on the labelled runs")
+    backtest.add_argument("--labels", type=Path, default=None, metavar="FILE",
+                          help="labels in a YAML file: a list of run=ID:bad@STEP lines")
     backtest.add_argument("--json", action="store_true", help="print JSON")
     backtest.set_defaults(func=cmd_backtest)
 
@@ -629,7 +634,7 @@ def _fail(line: str, code: int = EXIT_FAILURE) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from runwatch.backtest import Options, backtest_run, replay_of, summarize
+    from runwatch.backtest import Label, Options, backtest_run, replay_of, score, summarize
     from runwatch.config.rules import load_rules
     from runwatch.duration import parse_duration
     from runwatch.sources.rundir_reports import RunNotFound, read_run
@@ -653,6 +658,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             rule_set = default_config([Path(".")]).rule_set()
     except ConfigError as exc:
         return _fail(str(exc), EXIT_CONFIG)
+    try:
+        labels = [Label.parse(text) for text in [*args.label, *_label_lines(args.labels)]]
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc), EXIT_CONFIG)
     settings = Options(**options) if config is None else Options(
         **options, repeat_interval=config.repeat_interval, send_resolved=config.send_resolved)
     keys = wanted_keys(rule_set.rules, rule_set.aliases)
@@ -669,9 +678,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         results.append(backtest_run(replay_of(snapshot, settings.delay), rule_set.rules,
                                     rule_set.aliases, settings))
     summary = summarize(results, rule_set.rules)
+    try:
+        scores = score(results, labels, rule_set.rules) if labels else []
+    except ValueError as exc:
+        return _fail(str(exc), EXIT_CONFIG)
     if args.json:
         print(json.dumps({"runs": [r.as_json() for r in results],
-                          "rules": [s.as_json() for s in summary]}, indent=2))
+                          "rules": [s.as_json() for s in summary],
+                          "scores": [s.as_json() for s in scores]}, indent=2))
         return EXIT_OK
     from rich.table import Table
 
@@ -693,7 +707,31 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         rules.add_row(s.rule, f"{s.runs_fired}/{s.runs}", str(s.alerts), str(s.notifications),
                       f"{s.per_100_run_hours:.1f}")
     _console().print(rules)
+    if scores:
+        scored = Table("rule", "detected", "missed", "false alerts", "per 100 run-hours",
+                       "median time to detect", box=None)
+        for sc in scores:
+            scored.add_row(sc.rule, f"{sc.detected}/{sc.bad_runs}", str(sc.missed),
+                           str(sc.false_alerts), f"{sc.false_per_100_run_hours:.1f}",
+                           "" if sc.median_time_to_detect is None
+                           else format_duration(sc.median_time_to_detect))
+        _console().print(scored)
     return EXIT_OK
+
+
+def _label_lines(path: Path | None) -> list[str]:
+    """The labels in a YAML file: a list of ``run=ID:bad@STEP`` / ``run=ID:good``."""
+    if path is None:
+        return []
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not YAML: {exc}".splitlines()[0]) from None
+    if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
+        raise ValueError(f"{path}: expected a list of run=ID:bad@STEP or run=ID:good")
+    return data
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runwatch.backtest import Options, backtest_run, summarize
+from runwatch.backtest import Label, Options, backtest_run, score, summarize
 from runwatch.cli import main
 from runwatch.config import default_rules_path
 from runwatch.config.rules import load_rules
@@ -123,3 +123,43 @@ def test_bad_arguments_are_one_line(capsys, argv, message):
     assert main(["backtest", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_labelled_runs_score_each_rule():
+    rules = load_rules([default_rules_path()], Path(".")).rules
+    aliases = {"grad_norm": ("train/grad_norm",), "loss": ("train/loss",)}
+    bad = synthetic_run(RunSpec.model_validate({
+        "id": "bad1", "series": {"train/grad_norm": "1x100 50x5 1x100"}}))
+    good = synthetic_run(RunSpec.model_validate({
+        "id": "good1", "series": {"train/grad_norm": "1x30 12x2 1x200"}}))  # a false alarm
+    options = Options(interval=60, delay=15)
+    results = [backtest_run(run, rules, aliases, options) for run in (bad, good)]
+    scores = {s.rule: s for s in score(results, [Label.parse("run=bad1:bad@100"),
+                                                 Label.parse("run=good1:good")], rules)}
+    exploding = scores["grad-norm-exploding"]
+    assert (exploding.bad_runs, exploding.detected, exploding.missed) == (1, 1, 0)
+    assert exploding.false_alerts == 1
+    hours = sum(r.hours for r in results)
+    assert exploding.false_per_100_run_hours == pytest.approx(100 / hours)
+    # the bad point is logged at 1000 s and seen 15 s later: the next tick (1020 s) fires
+    assert 15 <= exploding.median_time_to_detect <= 15 + 60
+    vanishing = scores["grad-norm-vanishing"]
+    assert (vanishing.detected, vanishing.missed, vanishing.false_alerts) == (0, 1, 0)
+    assert vanishing.median_time_to_detect is None
+    ranked = list(scores.values())  # most detections first, then the fewest false alerts
+    assert ranked == sorted(ranked, key=lambda s: (-s.detected, s.false_per_100_run_hours))
+
+
+@pytest.mark.parametrize(("label", "message"), [
+    ("run=x:bad", "invalid label 'run=x:bad'"),
+    ("x=bad@3", "invalid label 'x=bad@3'"),
+])
+def test_bad_labels_are_refused(label, message):
+    with pytest.raises(ValueError, match=message):
+        Label.parse(label)
+
+
+def test_a_label_for_a_run_not_replayed_is_one_line(wandb_runs, capsys):
+    code = main(["backtest", "--label", "run=nosuch:good", str(wandb_runs.runs["healthy"])])
+    assert code == 2
+    assert "label 'nosuch': no such run among those replayed" in capsys.readouterr().err
