@@ -18,7 +18,7 @@ import bisect
 import math
 import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,8 +115,10 @@ def replay_of(snapshot: RunSnapshot, delay: float) -> ReplayRun:
 
 
 def backtest_run(run: ReplayRun, rules: Sequence[Rule],
-                 aliases: Mapping[str, tuple[str, ...]], options: Options) -> RunResult:
-    """Replay one run tick by tick; its alerts, as episodes with their notifications."""
+                 aliases: Mapping[str, tuple[str, ...]], options: Options,
+                 progress: Callable[[float, float], object] | None = None) -> RunResult:
+    """Replay one run tick by tick; its alerts, as episodes with their notifications.
+    ``progress(done, total)`` is told the seconds of the run's clock replayed so far."""
     first, last = run.first_time, run.last_time
     rows = run.history.get("_timestamp")
     result = RunResult(run=run.ref.path, id=run.ref.id, name=run.ref.display_name, hours=0.0,
@@ -135,6 +137,8 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
         report = run_tick(sources=[source], rules=rules, aliases=aliases, store=store, now=now)
         result.ticks += 1
         _record(report.transitions, open_episodes, result, now - first, options)
+        if progress is not None and result.ticks % 100 == 0:
+            progress(now - first, end - first)
         if now >= end or source.all_ended:
             break
     horizon = now - first

@@ -635,6 +635,7 @@ def _fail(line: str, code: int = EXIT_FAILURE) -> int:
 
 def cmd_backtest(args: argparse.Namespace) -> int:
     from runwatch.backtest import Label, Options, backtest_run, replay_of, score, summarize
+    from runwatch.cli_reports import progress_bar
     from runwatch.config.rules import load_rules
     from runwatch.duration import parse_duration
     from runwatch.sources.rundir_reports import RunNotFound, read_run
@@ -675,8 +676,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             return _fail(f"{text}: cannot read: {exc.strerror or exc}")
         for line in damage:
             print(printable(line), file=sys.stderr)
-        results.append(backtest_run(replay_of(snapshot, settings.delay), rule_set.rules,
-                                    rule_set.aliases, settings))
+        with progress_bar(f"replaying {snapshot.ref.display_name}") as update:
+            results.append(backtest_run(replay_of(snapshot, settings.delay), rule_set.rules,
+                                        rule_set.aliases, settings, progress=update))
     summary = summarize(results, rule_set.rules)
     try:
         scores = score(results, labels, rule_set.rules) if labels else []

@@ -121,7 +121,7 @@ def _fail(line: str) -> int:
 
 
 @contextlib.contextmanager
-def _progress(text: str) -> Iterator[Any]:
+def progress_bar(text: str) -> Iterator[Any]:
     """A progress bar on stderr, when stderr is a terminal: yields ``update(done, total)``."""
     from rich.console import Console
     from rich.progress import Progress
@@ -232,7 +232,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
         access = _access(config, args.entity)
         projects = [p for p in (args.projects or "").split(",") if p] or None
         try:
-            with _progress(f"reading the projects of {args.entity}") as update:
+            with progress_bar(f"reading the projects of {args.entity}") as update:
                 found = wandb_runs(access, entity=args.entity, projects=projects, since=since,
                                    keys=keys, progress=update)
         finally:

@@ -163,3 +163,16 @@ def test_a_label_for_a_run_not_replayed_is_one_line(wandb_runs, capsys):
     code = main(["backtest", "--label", "run=nosuch:good", str(wandb_runs.runs["healthy"])])
     assert code == 2
     assert "label 'nosuch': no such run among those replayed" in capsys.readouterr().err
+
+
+def test_a_long_replay_reports_its_progress():
+    rules = load_rules([default_rules_path()], Path(".")).rules
+    run = synthetic_run(RunSpec.model_validate({
+        "interval": "1m", "series": {"train/loss": "2-0.001x600"},
+        "end": {"at": "10h", "state": "finished"}}))
+    told: list[tuple[float, float]] = []
+    result = backtest_run(run, rules, {}, Options(interval=60, delay=0),
+                          progress=lambda done, total: told.append((done, total)))
+    assert len(told) == result.ticks // 100 >= 5
+    assert [done for done, _ in told] == sorted(done for done, _ in told)
+    assert all(done <= total == told[0][1] for done, total in told)
