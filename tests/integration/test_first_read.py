@@ -227,3 +227,21 @@ def test_a_bad_header_stops_a_window_read_as_it_stops_a_whole_one(long_run, tmp_
         run, history, errors, _ = read(bad, window)
         assert history == {} and run.offset == 0
         assert len(errors) == 1 and "unsupported log version 1 at offset 6" in errors[0]
+
+
+def test_damage_just_past_the_head_is_left_to_the_window(long_run, tmp_path):
+    """The head is read in windows of several blocks, so its reader may meet damage beyond
+    the head's end (the first history row): that is not damage in the head, and the rows
+    of the window, far from it, are all read."""
+    damaged = tmp_path / "wandb" / long_run.name
+    damaged.mkdir(parents=True)
+    log = long_run / "run-firstrd.wandb"
+    first_row = next(at for kind, *_, at in LogReader(str(log), kinds=(HISTORY,))
+                     if kind == HISTORY)
+    raw = bytearray(log.read_bytes())
+    raw[first_row + 20_000] ^= 0xFF  # inside a record some 20 KB past the head
+    (damaged / "run-firstrd.wandb").write_bytes(bytes(raw))
+    _, whole, _, _ = read(long_run, Window(rows=200))
+    run, history, errors, _ = read(damaged, Window(rows=200))
+    assert history["train/loss"] == whole["train/loss"] and len(history["train/loss"]) == 200
+    assert errors == [] and run.corrupt_at is None

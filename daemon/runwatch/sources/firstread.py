@@ -28,6 +28,7 @@ from runwatch.sources import wandbitems
 from runwatch.sources.wandbfile import (
     BLOCK_SIZE,
     HISTORY,
+    Corruption,
     LogReader,
     Record,
     history_starts,
@@ -40,6 +41,7 @@ HEAD_LIMIT = 4 << 20  # the most of a log's head read for its run record and con
 HEAD_WINDOW = 2 * BLOCK_SIZE  # the head is read this much at a time: it ends early
 _STEP = b"_step"
 _TIMESTAMP = b"_timestamp"
+_HISTORY_ONLY = frozenset({HISTORY})
 
 
 def window_start(path: str, size: int, window: Window) -> int:
@@ -48,6 +50,7 @@ def window_start(path: str, size: int, window: Window) -> int:
     if window.full or size <= WHOLE:
         return 0
     later = 0  # rows counted in the segments after this one
+    timed = bool(window.steps or window.seconds)  # the only windows that look at rows
     newest: tuple[float, float] | None = None  # (step, time) of the log's newest row
     end = size  # the segment counted next ends here
     span = SEGMENT
@@ -58,10 +61,11 @@ def window_start(path: str, size: int, window: Window) -> int:
         # The rows that start in [begin, end): one continued across `begin` (a MIDDLE or
         # LAST chunk there) belongs to the segment before, where it starts.
         rows = history_starts(path, begin, end)
-        newest = newest or _newest(path, rows)
-        if newest is not None and rows and _covers(window, later + len(rows), newest,
-                                                   path, rows[0]):
-            return _trim(window, path, rows, later, newest)
+        if timed:
+            newest = newest or _newest(path, rows)
+        if (newest is not None or not timed) and rows and _covers(
+                window, later + len(rows), newest or (0.0, 0.0), path, rows[0]):
+            return _trim(window, path, rows, later, newest or (0.0, 0.0))
         later += len(rows)
         if later and window.rows > later:
             # As far as the rows still wanted need at the bytes per row counted, and a
@@ -108,7 +112,7 @@ def _newest(path: str, rows: list[int]) -> tuple[float, float] | None:
 
 def _step_time(path: str, at: int) -> tuple[float, float] | None:
     """The (``_step``, ``_timestamp``) of the history row at ``at``, if it carries both."""
-    batches = LogReader(path, at, kinds=(HISTORY,)).batches()
+    batches = LogReader(path, at, kinds=_HISTORY_ONLY, window=BLOCK_SIZE).batches()
     try:
         for batch in batches:
             if batch:
@@ -130,6 +134,18 @@ class Head:
     def __init__(self, reader: LogReader, until: int):
         self.reader = reader
         self.until = min(until, HEAD_LIMIT)
+        # Where the head ended (the first record not its own), once it has: damage the
+        # reader found past this is not the head's (see ``corruption``).
+        self.ended_at: int | None = None
+
+    @property
+    def corruption(self) -> Corruption | None:
+        """Damage within the head: the reader reads ahead in windows, so what it found
+        beyond the head's end is for the read of the window to meet, or not."""
+        damage = self.reader.corruption
+        if damage is None or (self.ended_at is not None and damage.offset >= self.ended_at):
+            return None
+        return damage
 
     def batches(self) -> Iterator[list[Record]]:
         batches = self.reader.batches()
@@ -137,6 +153,7 @@ class Head:
             for batch in batches:
                 for index, record in enumerate(batch):
                     if record[0] == HISTORY or record[6] >= self.until:
+                        self.ended_at = record[6]
                         if index:
                             yield batch[:index]
                         return

@@ -445,13 +445,12 @@ def read_records(
     records = 0
     corruption = None
     if run.offset == 0 and (start := window_start(run.log, stat.st_size, window)):
-        head = LogReader(run.log, 0, kinds=KINDS, window=HEAD_WINDOW)
-        reading.consume(Head(head, start))
-        reading.settle()
-        records, corruption = head.records, head.corruption
+        head = Head(LogReader(run.log, 0, kinds=KINDS, window=HEAD_WINDOW), start)
+        reading.consume(head)
+        records, corruption = head.reader.records, head.corruption
         # Damage in the head (a bad file header included) stops the read there, as it
         # would a read from the start: nothing after it is used.
-        run.offset = start if corruption is None else head.offset
+        run.offset = start if corruption is None else head.reader.offset
     if corruption is None:
         reader = LogReader(run.log, run.offset, kinds=KINDS)
         reading.consume(reader)

@@ -413,11 +413,6 @@ class LogRead:
             self._fold_deferred()
             self._fold_pending(pending)
 
-    def settle(self) -> None:
-        """Fold what is deferred: the records consumed so far end here (a window read's
-        head ends where its window starts)."""
-        self._fold_deferred()
-
     def _undecodable(self, at: int) -> None:
         self.damaged.append(Corruption(offset=at, reason="undecodable record", skipped=True))
 
