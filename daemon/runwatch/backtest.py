@@ -24,15 +24,17 @@ from typing import Any
 
 from runwatch.checks import Rule
 from runwatch.model import AlertStatus, RunSnapshot, Transition
+from runwatch.notify.report_json import number
 from runwatch.replay import ReplayRun, ReplaySource
 from runwatch.store.memory import MemoryStore
 from runwatch.tick import run_tick
+
+MAX_TICKS = 1_000_000  # a month of a run at a tick every 3 s
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Options:
     interval: float = 60.0  # the daemon's tick, on the run's clock
-    delay: float = 15.0  # a point is seen this long after its time
     tail: float = 3600.0  # how long a run with no exit record is watched after its last sign
     repeat_interval: float = 4 * 3600.0  # a firing alert's reminder
     send_resolved: bool = True
@@ -55,7 +57,7 @@ class AlertEpisode:
     def as_json(self) -> dict[str, Any]:
         return {
             "rule": self.rule, "severity": self.severity, "fired_at": self.fired_at,
-            "fired_step": self.fired_step, "value": _number(self.value),
+            "fired_step": self.fired_step, "value": number(self.value),
             "summary": self.summary, "resolved_at": self.resolved_at,
             "resolution": self.resolution or None, "notifications": self.notifications,
         }
@@ -129,11 +131,15 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
     result.row_times = tuple(t - first for t in rows.times)
     result.hours = (last - first) / 3600
     end = last + run.delay + (options.interval if run.end_at is not None else options.tail)
+    start = first + run.delay
+    ticks = math.ceil((end - start) / options.interval)
+    if ticks > MAX_TICKS:
+        raise ValueError(f"run {run.ref.path}: {ticks:,} ticks of {options.interval:g}s;"
+                         f" at most {MAX_TICKS:,} a run: a longer interval")
     source, store = ReplaySource([run]), MemoryStore()
     open_episodes: dict[str, AlertEpisode] = {}
-    now = first + run.delay
     while True:
-        now += options.interval
+        now = start + (result.ticks + 1) * options.interval  # no drift from adding up
         report = run_tick(sources=[source], rules=rules, aliases=aliases, store=store, now=now)
         result.ticks += 1
         _record(report.transitions, open_episodes, result, now - first, options)
@@ -187,12 +193,6 @@ def summarize(results: Sequence[RunResult], rules: Sequence[Rule]) -> list[RuleS
             alerts=len(episodes), notifications=notifications,
             per_100_run_hours=100 * notifications / hours if hours else 0.0))
     return sorted(summaries, key=lambda s: (-s.per_100_run_hours, -s.alerts, s.rule))
-
-
-def _number(value: float | None) -> float | str | None:
-    if value is None or math.isfinite(value):
-        return value
-    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
 
 
 # --- labelled runs: scoring ---------------------------------------------------------------
@@ -254,19 +254,17 @@ def score(results: Sequence[RunResult], labels: Sequence[Label],
             raise ValueError(f"label {label.run!r}: the run never reached step {label.bad_at}")
         labelled.append((result, label, bad_time))
     hours = sum(r.hours for r, _, _ in labelled)
+    bad_runs = sum(1 for _, label, _ in labelled if label.bad_at is not None)
     scores = []
     for rule in rules:
         detected, delays, false_alerts = 0, [], 0
-        bad_runs = sum(1 for _, label, _ in labelled if label.bad_at is not None)
         for result, label, bad_time in labelled:
             episodes = [e for e in result.episodes if e.rule == rule.name]
-            if bad_time is None:
+            if label.bad_at is None or bad_time is None:
                 false_alerts += len(episodes)
                 continue
-            early = [e for e in episodes if (e.fired_step is not None
-                                             and e.fired_step < (label.bad_at or 0))]
-            hits = [e for e in episodes if e not in early]
-            false_alerts += len(early)
+            hits = [e for e in episodes if e.fired_step is None or e.fired_step >= label.bad_at]
+            false_alerts += len(episodes) - len(hits)
             if hits:
                 detected += 1
                 delays.append(max(0.0, hits[0].fired_at - bad_time))

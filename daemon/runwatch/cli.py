@@ -628,79 +628,70 @@ def cmd_test_rules(args: argparse.Namespace) -> int:
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def _fail(line: str, code: int = EXIT_FAILURE) -> int:
-    print(f"runwatch: {printable(line)}", file=sys.stderr)
-    return code
-
-
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from runwatch.backtest import Label, Options, backtest_run, replay_of, score, summarize
-    from runwatch.cli_reports import progress_bar
+    from rich.table import Table
+    from rich.text import Text
+
+    from runwatch.backtest import Options, backtest_run, replay_of, score, summarize
+    from runwatch.cli_reports import _fail, _rules, progress_bar, read_labels
+    from runwatch.config import load_config
     from runwatch.config.rules import load_rules
     from runwatch.duration import parse_duration
     from runwatch.sources.rundir_reports import RunNotFound, read_run
     from runwatch.tick import wanted_keys
 
     try:
-        options = {name: parse_duration(getattr(args, name))
-                   for name in ("interval", "delay", "tail")}
+        interval, delay, tail = map(parse_duration, (args.interval, args.delay, args.tail))
     except ValueError as exc:
-        return _fail(str(exc), EXIT_CONFIG)
-    if options["interval"] <= 0:
-        return _fail(f"--interval {args.interval}: must be more than zero", EXIT_CONFIG)
-    try:
-        config = load_all(args.config)[0] if args.config is not None else None
-        aliases = config.aliases if config is not None else None
-        if args.rules:
-            rule_set = load_rules(args.rules, Path.cwd(), aliases)
-        elif config is not None:
-            rule_set = config.rule_set()
-        else:
-            rule_set = default_config([Path(".")]).rule_set()
-    except ConfigError as exc:
-        return _fail(str(exc), EXIT_CONFIG)
-    try:
-        labels = [Label.parse(text) for text in [*args.label, *_label_lines(args.labels)]]
-    except (OSError, ValueError) as exc:
-        return _fail(str(exc), EXIT_CONFIG)
-    settings = Options(**options) if config is None else Options(
-        **options, repeat_interval=config.repeat_interval, send_resolved=config.send_resolved)
+        return _fail(str(exc))
+    if interval <= 0:
+        return _fail(f"--interval {args.interval}: must be more than zero")
+    if args.rules:  # ConfigError: main prints it, a line per problem
+        config = load_config(args.config) if args.config is not None else None
+        rule_set = load_rules(args.rules, Path.cwd(), config.aliases if config else None)
+    else:
+        config, rule_set = _rules(args)
+    labels = read_labels(args.label, args.labels)
+    settings = Options(interval=interval, tail=tail) if config is None else Options(
+        interval=interval, tail=tail, repeat_interval=config.repeat_interval,
+        send_resolved=config.send_resolved)
     keys = wanted_keys(rule_set.rules, rule_set.aliases)
     results = []
     for text in args.runs:
         try:
             snapshot, damage = read_run(text, keys)
         except RunNotFound as exc:
-            return _fail(str(exc), EXIT_CONFIG)
+            return _fail(str(exc))
         except OSError as exc:
-            return _fail(f"{text}: cannot read: {exc.strerror or exc}")
+            return _fail(f"{text}: cannot read: {exc.strerror or exc}", EXIT_FAILURE)
         for line in damage:
             print(printable(line), file=sys.stderr)
         with progress_bar(f"replaying {snapshot.ref.display_name}") as update:
-            results.append(backtest_run(replay_of(snapshot, settings.delay), rule_set.rules,
-                                        rule_set.aliases, settings, progress=update))
+            try:
+                results.append(backtest_run(replay_of(snapshot, delay), rule_set.rules,
+                                            rule_set.aliases, settings, progress=update))
+            except ValueError as exc:  # too many ticks
+                return _fail(str(exc))
     summary = summarize(results, rule_set.rules)
     try:
         scores = score(results, labels, rule_set.rules) if labels else []
     except ValueError as exc:
-        return _fail(str(exc), EXIT_CONFIG)
+        return _fail(str(exc))
     if args.json:
         print(json.dumps({"runs": [r.as_json() for r in results],
                           "rules": [s.as_json() for s in summary],
                           "scores": [s.as_json() for s in scores]}, indent=2))
         return EXIT_OK
-    from rich.table import Table
-
     table = Table("run", "rule", "fired", "resolved", "notifications", box=None)
     for result in results:
+        name = Text(printable(result.name))  # Text: a run's name is not rich markup
         if not result.episodes:
-            table.add_row(printable(result.name), "(nothing fired)", "", "", "0")
+            table.add_row(name, "(nothing fired)", "", "", "0")
         for e in result.episodes:
             table.add_row(
-                printable(result.name), e.rule,
-                f"+{format_duration(e.fired_at)} step {e.fired_step}",
+                name, e.rule, f"+{format_duration(e.fired_at)} step {e.fired_step}",
                 "" if e.resolved_at is None else
-                f"+{format_duration(e.resolved_at)} ({printable(e.resolution)})",
+                Text(f"+{format_duration(e.resolved_at)} ({printable(e.resolution)})"),
                 str(e.notifications))
     _console().print(table)
     rules = Table("rule", "runs fired", "alerts", "notifications", "per 100 run-hours",
@@ -719,21 +710,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                            else format_duration(sc.median_time_to_detect))
         _console().print(scored)
     return EXIT_OK
-
-
-def _label_lines(path: Path | None) -> list[str]:
-    """The labels in a YAML file: a list of ``run=ID:bad@STEP`` / ``run=ID:good``."""
-    if path is None:
-        return []
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not YAML: {exc}".splitlines()[0]) from None
-    if not isinstance(data, list) or not all(isinstance(item, str) for item in data):
-        raise ValueError(f"{path}: expected a list of run=ID:bad@STEP or run=ID:good")
-    return data
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,9 +115,38 @@ def _stored(config: Config | None, run_path: str | None = None) -> dict[str, lis
     return found
 
 
-def _fail(line: str) -> int:
+def _fail(line: str, code: int = EXIT_CONFIG) -> int:
     print(f"runwatch: {printable(line)}", file=sys.stderr)
-    return EXIT_CONFIG
+    return code
+
+
+def read_labels(texts: Iterable[str], path: Path | None) -> list[Any]:
+    """``backtest``'s labels: ``--label`` texts, then those of a YAML file (a list of the
+    same texts). ConfigError with a line per bad one, ``file:line`` for the file's."""
+    from runwatch.backtest import Label
+    from runwatch.config.document import Problem, display_path, read
+
+    labels, problems = [], []
+    for text in texts:
+        try:
+            labels.append(Label.parse(text))
+        except ValueError as exc:
+            problems.append(Problem(file=None, line=None, message=f"--label: {exc}"))
+    if path is not None:
+        doc, read_problems = read(path, display_path(str(path)), what="labels file")
+        problems += read_problems
+        items = doc.data if doc is not None else None
+        if doc is not None and not isinstance(items, list):
+            problems.append(doc.problem((), "expected a list of run=ID:bad@STEP or"
+                                            " run=ID:good"))
+        for i, text in enumerate(items if isinstance(items, list) else ()):
+            try:
+                labels.append(Label.parse(str(text)))
+            except ValueError as exc:
+                problems.append(doc.problem((i,), str(exc)))
+    if problems:
+        raise ConfigError.from_problems(problems)
+    return labels
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import AfterValidator, Field, ValidationError
 
 from runwatch.checks import Rule
 from runwatch.config.document import Document, Problem, display_path, read
@@ -61,6 +61,7 @@ _RAMP = re.compile(rf"^({_NUMBER})([-+])({_NUMBER})x(\d+)$")
 _REPEAT = re.compile(rf"^({_NUMBER}|_|NaN|[-+]?Inf)x(\d+)$", re.IGNORECASE)
 _SPECIAL = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
 _MAX_STEPS = 1_000_000
+MAX_TICKS = 1_000_000  # evaluations of one test
 
 
 def parse_series(text: str) -> list[float | None]:
@@ -102,12 +103,9 @@ def _value(token: str) -> float | None:
 # --- the test file --------------------------------------------------------------------------
 
 
-def _series_text(value: Any) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    if isinstance(value, str):
-        parse_series(value)  # refused here, with the token, rather than at replay
-    return value
+def _checked_series(text: str) -> str:
+    parse_series(text)  # refused here, with the token, rather than at replay
+    return text
 
 
 class End(StrictModel):
@@ -127,13 +125,10 @@ class RunSpec(StrictModel):
     config: Mapping[str, Any] = Field(default_factory=dict)
     interval: Interval = 10.0
     start_step: int = Field(default=0, ge=0)
-    series: Mapping[str, Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    series: Mapping[str, Annotated[str, Field(min_length=1), AfterValidator(_checked_series)]] = (
+        Field(min_length=1))
     end: End | None = None  # the run ends then (its exit record), in this state
     alive_until: Duration | None = None  # its process stops beating then (dies silently)
-
-    def model_post_init(self, context: Any) -> None:
-        for text in self.series.values():
-            _series_text(text)
 
 
 class ExpectedAlert(StrictModel):
@@ -226,9 +221,8 @@ def load_test_file(path: Path) -> tuple[TestFile, Document, list[Rule], Mapping[
     except ValidationError as exc:
         raise ConfigError.from_problems(
             [*problems, *problems_from(exc, doc, root=TestFile)]) from None
-    files = [str((path.parent / f).resolve()) for f in spec.rule_files] or [
-        default_rules_path()]
-    rule_set = load_rules(files, path.parent, {k: tuple(v) for k, v in spec.aliases.items()})
+    rule_set = load_rules(list(spec.rule_files) or [default_rules_path()], path.parent,
+                          {k: tuple(v) for k, v in spec.aliases.items()})
     return spec, doc, list(rule_set.rules), rule_set.aliases
 
 
@@ -244,6 +238,11 @@ def run_file(path: Path) -> FileResult:
                              f"test '{test.name}': no rule '{name}' in the rule files")
                  for i, test in enumerate(spec.tests) for name in test.rules
                  if name not in known]
+    problems += [doc.problem(("tests", i, "tick"),
+                             f"test '{test.name}': over {MAX_TICKS:,} ticks of {test.tick:g}s"
+                             " to its last 'at': a longer tick")
+                 for i, test in enumerate(spec.tests)
+                 if max(e.at for e in test.expect) / test.tick > MAX_TICKS]
     if problems:
         raise ConfigError.from_problems(problems)
     failures = []

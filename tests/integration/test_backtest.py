@@ -5,6 +5,7 @@ repeat_interval and send_resolved."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -101,15 +102,14 @@ def test_reminders_follow_repeat_interval_and_send_resolved():
     run = synthetic_run(RunSpec.model_validate({
         "interval": "1m", "series": {"train/grad_norm": "1x10 50x540 1x10"}}))
     aliases = {"grad_norm": ("train/grad_norm",)}
-    result = backtest_run(run, rules, aliases, Options(interval=60, delay=0))
+    result = backtest_run(run, rules, aliases, Options(interval=60))
     alert = next(e for e in result.episodes if e.rule == "grad-norm-exploding")
     # firing for 9 h: the message, reminders at 4 h and 8 h, the resolved message
     assert alert.resolved_at is not None and 9 * 3600 - 120 < alert.resolved_at - (
         alert.fired_at) <= 9 * 3600 + 60
     assert alert.notifications == 4
     quiet = backtest_run(run, rules, aliases,
-                         Options(interval=60, delay=0, send_resolved=False,
-                                 repeat_interval=math.inf))
+                         Options(interval=60, send_resolved=False, repeat_interval=math.inf))
     assert next(e for e in quiet.episodes if e.rule == "grad-norm-exploding").notifications == 1
     assert summarize([result], rules)[0].rule in ("grad-norm-exploding", "grad-norm-spiky")
 
@@ -132,7 +132,8 @@ def test_labelled_runs_score_each_rule():
         "id": "bad1", "series": {"train/grad_norm": "1x100 50x5 1x100"}}))
     good = synthetic_run(RunSpec.model_validate({
         "id": "good1", "series": {"train/grad_norm": "1x30 12x2 1x200"}}))  # a false alarm
-    options = Options(interval=60, delay=15)
+    bad, good = (dataclasses.replace(run, delay=15) for run in (bad, good))  # seen 15 s late
+    options = Options(interval=60)
     results = [backtest_run(run, rules, aliases, options) for run in (bad, good)]
     scores = {s.rule: s for s in score(results, [Label.parse("run=bad1:bad@100"),
                                                  Label.parse("run=good1:good")], rules)}
@@ -171,8 +172,21 @@ def test_a_long_replay_reports_its_progress():
         "interval": "1m", "series": {"train/loss": "2-0.001x600"},
         "end": {"at": "10h", "state": "finished"}}))
     told: list[tuple[float, float]] = []
-    result = backtest_run(run, rules, {}, Options(interval=60, delay=0),
+    result = backtest_run(run, rules, {}, Options(interval=60),
                           progress=lambda done, total: told.append((done, total)))
     assert len(told) == result.ticks // 100 >= 5
     assert [done for done, _ in told] == sorted(done for done, _ in told)
     assert all(done <= total == told[0][1] for done, total in told)
+
+
+def test_a_run_name_is_shown_as_text_not_markup(tmp_path, capsys):
+    from fixtures import logwriter as lw
+
+    run_dir = tmp_path / "offline-run-20260101_000000-mark0001"
+    run_dir.mkdir()
+    payloads = [lw.run(1, run_id="mark0001", name="[/]evil [bold]x")]
+    for i in range(5):
+        payloads += lw.step(2 + 3 * i, i, {"train/loss": 1.0}, time=1_800_000_000.0 + i)
+    lw.write(run_dir / "run-mark0001.wandb", payloads)
+    assert main(["backtest", str(run_dir)]) == 0
+    assert "[/]evil [bold]x" in capsys.readouterr().out
