@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import re
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PART = re.compile(r"(\d+(?:\.\d+)?)(" + "|".join(sorted(UNITS, key=len, reverse=True)) + ")")
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -19,7 +19,7 @@ def parse_duration(text: str | int | float) -> float:
         return float(text)
     compact = str(text).strip().replace(" ", "")
     if compact and _PART.sub("", compact) == "" and _PART.match(compact):
-        return sum(float(n) * _UNITS[u] for n, u in _PART.findall(compact))
+        return sum(float(n) * UNITS[u] for n, u in _PART.findall(compact))
     try:
         seconds = float(compact)
     except ValueError:

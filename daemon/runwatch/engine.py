@@ -74,17 +74,9 @@ def evaluate(
     path = snapshot.ref.path
     for rule in rules:
         fp = fingerprint_at(rule.name, path)
-        if quiet:
-            stored = previous.get(fp)
-            if stored is not None:
-                if rule.history_only:
-                    if _stays(rule, snapshot, stored):
-                        continue
-                elif basis is not None:
-                    known = quiet_until.get(fp)
-                    if (known is not None and known.rule is rule and known.before is stored
-                            and now < known.until and known.basis == basis):
-                        continue
+        if quiet and _left_alone(rule, snapshot, previous.get(fp), basis,
+                                 quiet_until.get(fp) if basis is not None else None, now):
+            continue
         if not rule.match.matches(snapshot):
             continue
         before = previous.get(fp) or AlertState(
@@ -98,8 +90,8 @@ def evaluate(
         ))
         memory = None if verdict.memory is None else [tag, verdict.memory]
         if fp in previous and _unchanged(rule, snapshot, before, verdict, memory):
-            if basis is not None and verdict.until is not None and not rule.history_only:
-                quiet_until[fp] = Quiet(rule, before, basis, verdict.until)
+            if basis is not None and verdict.until is not None:  # (no history-only kind
+                quiet_until[fp] = Quiet(rule, before, basis, verdict.until)  # gives until)
             continue
         after = step_alert(rule, snapshot, before, verdict, now, memory=memory)
         if after.status != before.status and after.status != AlertStatus.INACTIVE:
@@ -114,6 +106,19 @@ def evaluate(
             after = resolved
         alerts.append(after)
     return Evaluation(alerts=tuple(alerts), transitions=tuple(transitions))
+
+
+def _left_alone(rule: Rule, snapshot: RunSnapshot, stored: AlertState | None,
+                basis: tuple[object, ...] | None, known: Quiet | None, now: float) -> bool:
+    """Whether, on a run that brought no point, asking ``rule`` would leave ``stored`` as
+    it is: a history-only check (:func:`_stays`), or one whose answer holds until a time
+    not yet come for the very same rule, stored state and run (:class:`Quiet`)."""
+    if stored is None:
+        return False
+    if rule.history_only:
+        return _stays(rule, snapshot, stored)
+    return (known is not None and known.rule is rule and known.before is stored
+            and now < known.until and known.basis == basis)
 
 
 def _basis(snapshot: RunSnapshot) -> tuple[object, ...]:

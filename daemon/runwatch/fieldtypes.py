@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
 
+from runwatch.duration import UNITS as DURATION_UNITS
 from runwatch.duration import parse_duration
 
 
@@ -32,9 +33,9 @@ def _positive_duration(value: Any) -> float:
 
 # What each type accepts, as JSON Schema (``runwatch schema``): written beside the type,
 # since a value's YAML form (``10m``) is not its Python one (600.0).
-_DURATION = r" *(?:(?:[0-9]+(?:\.[0-9]+)? *(?:ms|s|m|h|d|w) *)+|[0-9]+(?:\.[0-9]+)? *)$"
+_UNIT = "|".join(sorted(DURATION_UNITS, key=len, reverse=True))  # "ms" before "m"
+_DURATION = rf" *(?:(?:[0-9]+(?:\.[0-9]+)? *(?:{_UNIT}) *)+|[0-9]+(?:\.[0-9]+)? *)$"
 DURATION_TEXT = "^" + _DURATION
-STEPS_TEXT = r"^\s*[0-9]+\s*steps?\s*$"
 
 
 def duration_schema(*, above_zero: bool = False) -> dict[str, Any]:

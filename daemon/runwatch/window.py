@@ -17,8 +17,10 @@ from typing import Any
 
 from runwatch.duration import format_duration, parse_duration
 
-_ROWS = re.compile(r"^\s*(\d+)\s*rows?\s*$")
-STEPS = re.compile(r"^\s*(\d+)\s*steps?\s*$")  # "500 steps": a count of steps
+ROWS_TEXT = r"^\s*([0-9]+)\s*(?:rows?)?\s*$"  # "10000 rows", or just "10000" (${VAR} text)
+STEPS_TEXT = r"^\s*([0-9]+)\s*steps?\s*$"  # "500 steps": a count of steps
+_ROWS = re.compile(ROWS_TEXT)
+STEPS = re.compile(STEPS_TEXT)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -71,7 +73,7 @@ def parse_first_read(value: Any) -> Window:
             return FULL
         if m := _ROWS.match(value):
             return parse_first_read(int(m.group(1)))
-        if m := STEPS.match(value):
+        if (m := STEPS.match(value)) and int(m.group(1)) > 0:
             return Window(rows=1, steps=int(m.group(1)))
         try:
             seconds = parse_duration(value)

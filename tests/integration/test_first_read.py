@@ -168,12 +168,13 @@ def test_the_rules_widen_the_window():
     (5000, Window(rows=5000)), ("5000 rows", Window(rows=5000)),
     ("50000 steps", Window(rows=1, steps=50_000)), ("6h", Window(rows=1, seconds=21_600.0)),
     ("all", FULL),
+    ("5000", Window(rows=5000)),  # a number as text (${FIRST_READ:-5000}) is rows too
 ])
 def test_first_read_values(text, window):
     assert parse_first_read(text) == window
 
 
-@pytest.mark.parametrize("bad", [0, -5, True, "0s", "lots", 1.5])
+@pytest.mark.parametrize("bad", [0, -5, True, "0s", "lots", 1.5, "0 steps", "0"])
 def test_bad_first_read_values(bad):
     with pytest.raises(ValueError, match=r"first_read|duration"):
         parse_first_read(bad)

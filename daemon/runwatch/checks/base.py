@@ -17,6 +17,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     WithJsonSchema,
@@ -26,10 +27,10 @@ from pydantic import (
 
 from runwatch import keys
 from runwatch.duration import format_duration, parse_duration
-from runwatch.fieldtypes import DURATION_TEXT, STEPS_TEXT, Labels, Names
+from runwatch.fieldtypes import DURATION_TEXT, Labels, Names
 from runwatch.model import EMPTY_SERIES, RunSnapshot, Series, Severity
 from runwatch.template import template_errors
-from runwatch.window import NONE, STEPS, Window
+from runwatch.window import NONE, STEPS, STEPS_TEXT, Window
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
@@ -72,7 +73,7 @@ HOLD_SCHEMA: dict[str, Any] = {
     ],
     "description": "a duration (10m) or a count of the run's steps (500 steps)",
 }
-HoldField = Annotated[Hold, WithJsonSchema(HOLD_SCHEMA)]
+HoldField = Annotated[Hold, BeforeValidator(Hold.parse), WithJsonSchema(HOLD_SCHEMA)]
 
 
 class Match(BaseModel):
@@ -199,7 +200,7 @@ class RuleBase(BaseModel):
     severity: Severity
     description: str = ""
     match: Match = Field(default_factory=Match)
-    hold: Annotated[Hold | None, WithJsonSchema(HOLD_SCHEMA)] = Field(default=None, alias="for")
+    hold: HoldField | None = Field(default=None, alias="for")
     labels: Labels = Field(default_factory=dict)
     summary: str | None = None
     resolve_on_end: bool = True  # a firing alert resolves when its run ends
@@ -212,11 +213,6 @@ class RuleBase(BaseModel):
                 f"invalid rule name {value!r}: letters, digits and - _ . : only"
             )
         return value
-
-    @field_validator("hold", mode="before")
-    @classmethod
-    def _hold(cls, value: Any) -> Any:
-        return None if value is None else Hold.parse(value)
 
     @field_validator("summary")
     @classmethod

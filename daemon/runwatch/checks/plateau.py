@@ -7,11 +7,11 @@ the wall clock (a stopped run is what ``progress`` reports).
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from runwatch.checks.base import Context, Hold, HoldField, RuleBase, Verdict
+from runwatch.checks.base import Context, HoldField, RuleBase, Verdict
 from runwatch.window import Window
 
 
@@ -26,11 +26,6 @@ class PlateauRule(RuleBase):
     default_summary: ClassVar[str] = (
         "{metric} has not improved on {value:.4g} (step {step}) for {threshold}"
     )
-
-    @field_validator("patience", mode="before")
-    @classmethod
-    def _patience(cls, value: Any) -> Hold:
-        return Hold.parse(value)
 
     def metrics(self) -> tuple[str, ...]:
         return (self.metric,)

@@ -54,6 +54,10 @@ _SELECTOR_HELP = ("expected a mapping of label: value (literal or glob, or a lis
                   " or a list of matchers like 'severity=~warning|critical'")
 
 
+# Whom a route or the digest tells: one receiver's name or several, at least one.
+Receivers = Annotated[Names, Field(min_length=1), WithJsonSchema(names_schema(at_least=1))]
+
+
 def _label_text(value: Any) -> str:
     text = scalar_text(value)
     if not isinstance(text, str):
@@ -107,7 +111,7 @@ class Route(StrictModel):
     """
 
     match: Selector = Field(default_factory=dict)
-    receivers: Annotated[Names, Field(min_length=1), WithJsonSchema(names_schema(at_least=1))]
+    receivers: Receivers
     continue_: bool = Field(default=False, alias="continue")
     group_by: Names | None = None
     group_wait: Duration = 0.0
@@ -224,7 +228,7 @@ class Digest(StrictModel):
 
     schedule: Annotated[str, AfterValidator(_cron)] = "0 8 * * *"
     timezone: Annotated[str, AfterValidator(_zone)] | None = None  # the host's when unset
-    receivers: Annotated[Names, Field(min_length=1), WithJsonSchema(names_schema(at_least=1))]
+    receivers: Receivers
     # A digest missed while runwatch was down is sent at start-up if its time passed less
     # than this long ago; an older one is skipped (yesterday's news), and said so.
     grace: Interval = 6 * 3600.0

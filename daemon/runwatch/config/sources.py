@@ -16,16 +16,17 @@ from runwatch.config.fields import (
     WithSecrets,
     resolve,
 )
-from runwatch.fieldtypes import DURATION_TEXT, NAMES_SCHEMA, Interval, Names, one_or_many
-from runwatch.window import DEFAULT_FIRST_READ, Window, parse_first_read
+from runwatch.fieldtypes import NAMES_SCHEMA, Interval, Names, duration_schema, one_or_many
+from runwatch.window import DEFAULT_FIRST_READ, ROWS_TEXT, STEPS_TEXT, Window, parse_first_read
 
 # A run seen for the first time is read this far back, or as far as the rules need if
 # more: `10000` / `10000 rows`, `50000 steps`, a duration (`6h`), or `all`.
 FirstRead = Annotated[Window, BeforeValidator(parse_first_read), WithJsonSchema({
     "anyOf": [
         {"type": "integer", "minimum": 1},
-        {"type": "string", "pattern": r"^\s*[0-9]+\s*(rows?|steps?)\s*$"},
-        {"type": "string", "pattern": DURATION_TEXT},
+        {"type": "string", "pattern": ROWS_TEXT},
+        {"type": "string", "pattern": STEPS_TEXT},
+        duration_schema(above_zero=True)["anyOf"][1],
         {"const": "all"},
     ],
     "description": "rows (10000, '10000 rows'), steps ('50000 steps'), a duration ('6h')"

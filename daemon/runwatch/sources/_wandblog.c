@@ -33,12 +33,11 @@
 #include <Python.h>
 #include <zlib.h>
 
-#define BLOCK_SIZE 32768
 #define STEP_SUMMARY (-2)
 #define HISTORY 2
 
 static const unsigned char RUNTIME[] = "\x12\x06_wandb\x12\x07runtime\x82\x01";
-#define RUNTIME_LEN 19
+#define RUNTIME_LEN ((Py_ssize_t)sizeof(RUNTIME) - 1)
 
 static PyObject *
 append_record(PyObject *out, long kind, PyObject *buf, Py_ssize_t start, Py_ssize_t end,
@@ -68,6 +67,10 @@ frame(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *result = NULL;
     if (tags_view.len != 256) {
         PyErr_SetString(PyExc_ValueError, "tags must be 256 bytes");
+        goto finally;
+    }
+    if (pos < 0) {
+        PyErr_SetString(PyExc_ValueError, "pos must not be negative");
         goto finally;
     }
     const unsigned char *tags = tags_view.buf;
@@ -267,6 +270,10 @@ steps(PyObject *Py_UNUSED(self), PyObject *args)
     if (!PyArg_ParseTuple(args, "O!nO!O!O!S", &PyList_Type, &batch, &i, &PyDict_Type,
                           &shapes, &PyList_Type, &rows, &PyDict_Type, &deferred, &step_key))
         return NULL;
+    if (i < 0) {
+        PyErr_SetString(PyExc_ValueError, "i must not be negative");
+        return NULL;
+    }
     Py_ssize_t n = PyList_GET_SIZE(batch);
     for (; i + 1 < n; i += 2) {
         PyObject *summary = PyList_GET_ITEM(batch, i), *history = PyList_GET_ITEM(batch, i + 1);

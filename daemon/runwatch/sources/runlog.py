@@ -334,25 +334,19 @@ class LogRead:
                     plain = history_row(data, start, end) if history_row else None
                     if plain is not None:  # compiled, and the record checked as it went
                         row, names = plain
-                        shape = shapes.get(names)
-                        fresh = shape is None  # a shape not seen before may hold new keys
-                        if fresh:
-                            shape = shapes[names] = (frozenset(row), 7 * len(row) + len(join(row)))
-                        keyset = shape[0]
-                        rest = 0
                     else:
                         row = dict(findall(data, start, end))
                         names = names_of(row)
-                        shape = shapes.get(names)
-                        fresh = shape is None
-                        if fresh:
-                            shape = shapes[names] = (
-                                frozenset(row), 7 * len(row) + len(join(row)))
-                        keyset, framing = shape
-                        # The items must tile the record; what is left must be the step
-                        # field, `12 L 08 <varint>`.
-                        rest = end - start - framing - len(join(row.values()))
-                        tail = end - rest
+                    shape = shapes.get(names)
+                    fresh = shape is None  # a shape not seen before may hold new keys
+                    if fresh:
+                        shape = shapes[names] = (frozenset(row), 7 * len(row) + len(join(row)))
+                    keyset, framing = shape
+                    # The items must tile the record; what is left must be the step field,
+                    # `12 L 08 <varint>` (the compiled path checked that already).
+                    rest = 0 if plain is not None else (
+                        end - start - framing - len(join(row.values())))
+                    tail = end - rest
                     if rest and not (
                         1 < rest < 13 and data[tail] == 18 and data[tail + 1] == rest - 2
                     ):
