@@ -113,7 +113,7 @@ def test_a_memory_change_writes_only_the_moving_columns(tmp_path: Path) -> None:
     """Proven by a change made behind the writer's back: a moving write leaves the steady
     columns alone, a status change writes the whole row."""
     path = tmp_path / "state.db"
-    writer = SqliteStore(path)
+    writer = SqliteStore(path, hold_for=0)  # narrow writes, none held
     writer.claim_writer("runwatch test")
     try:
         first = alert()
@@ -139,7 +139,7 @@ def test_a_memory_change_writes_only_the_moving_columns(tmp_path: Path) -> None:
 
 def test_a_row_deleted_behind_the_writer_s_back_is_written_whole_again(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    writer = SqliteStore(path)
+    writer = SqliteStore(path, hold_for=0)  # narrow writes, none held
     writer.claim_writer("runwatch test")
     try:
         commit(writer, alert("a"), alert("b"), now=T0)
@@ -187,7 +187,7 @@ def test_the_file_holds_exactly_what_whole_row_writes_leave(tmp_path: Path) -> N
     """The writer (narrow writes) and a plain handle (whole rows) are given the same
     commits: their files hold the same rows, column for column, after every one; and the
     writer answers what a fresh reader of its file reads."""
-    writer = SqliteStore(tmp_path / "writer.db")
+    writer = SqliteStore(tmp_path / "writer.db", hold_for=0)  # none held
     writer.claim_writer("runwatch test")
     plain = SqliteStore(tmp_path / "plain.db")
     try:
@@ -239,7 +239,7 @@ def test_a_narrow_write_that_cannot_be_stored_writes_nothing(store: Store) -> No
 
 def test_the_writer_keeps_its_cursors_and_forgets_collected_ones(tmp_path: Path) -> None:
     path = tmp_path / "state.db"
-    writer = SqliteStore(path)
+    writer = SqliteStore(path, hold_for=0)  # narrow writes, none held
     writer.claim_writer("runwatch test")
     try:
         commit(writer, now=T0, cursors={"a": "1", "b": "1"})
@@ -350,3 +350,136 @@ def test_states_read_back_from_the_store_evaluate_as_the_engine_s_own(
             commit(store, *stored.alerts, now=now)
     finally:
         store.close()
+
+
+# --- quiet runs held back (store/held.py) ---------------------------------------------------
+
+
+def _file(path: Path) -> tuple[dict[str, tuple[Any, ...]], dict[str, str]]:
+    """What a fresh reader finds in the file: alert rows and cursors."""
+    conn = sqlite3.connect(path)
+    try:
+        cursors = dict(conn.execute("SELECT run_key, value FROM cursors"))
+    finally:
+        conn.close()
+    return rows(path), cursors
+
+
+def _run(name: str) -> RunRef:
+    return RunRef(source="local", id=name, name=name, project="p", entity="e",
+                  location=f"/runs/{name}")
+
+
+def _moved(a: AlertState, n: int) -> AlertState:
+    """A quiet alert after tick ``n``: new values and memory, nothing anyone is told."""
+    return replace(a, memory=["tag", [T0 + n + i / 10 for i in range(20)]], step=10 + n,
+                   value=1.5 + n, latest_value=1.5 + n, latest_step=10 + n,
+                   last_seen=T0 + 60 * n)
+
+
+def test_a_quiet_run_is_held_whole_and_written_whole(tmp_path: Path) -> None:
+    """A run whose alerts only move is held — alerts and cursor — while the writer answers
+    with the newest; a status change on it writes the run whole, its cursor included, and
+    a stop writes what is still held."""
+    path = tmp_path / "state.db"
+    writer = SqliteStore(path, hold_for=3600)
+    writer.claim_writer("runwatch test")
+    a1, a2 = alert("a1", run=_run("a")), alert("a2", run=_run("a"))
+    b1 = alert("b1", run=_run("b"))
+    try:
+        commit(writer, a1, a2, b1, now=T0, cursors={"/runs/a": "a0", "/runs/b": "b0"})
+        first = _file(path)  # new alerts: written at once
+        assert set(first[0]) == {"a1", "a2", "b1"}
+        assert first[1] == {"/runs/a": "a0", "/runs/b": "b0"}
+        moved = [_moved(a, 1) for a in (a1, a2, b1)]
+        commit(writer, *moved, now=T0 + 60, cursors={"/runs/a": "a1", "/runs/b": "b1"})
+        assert _file(path) == first  # both runs held
+        assert canon(writer.load_alerts(["a1", "a2", "b1"])) == canon(
+            {a.fingerprint: a for a in moved})
+        assert writer.load_cursors("s") == {"/runs/a": "a1", "/runs/b": "b1"}
+        # Rows only (no alert moved): the cursor of a held run is held with it.
+        commit(writer, now=T0 + 90, cursors={"/runs/a": "a2"})
+        assert _file(path) == first
+        # One alert of run a fires: run a is written whole (a2 as held, cursor a2); b stays.
+        fired = replace(_moved(a1, 2), status=AlertStatus.FIRING, active_since=T0 + 120,
+                        fired_at=T0 + 120, summary="stalled")
+        commit(writer, fired, now=T0 + 120)
+        alerts, cursors = _file(path)
+        assert alerts["a1"] == codec.alert_to_row(fired, T0 + 120)
+        assert alerts["a2"] == codec.alert_to_row(moved[1], T0 + 120)
+        assert alerts["b1"] == first[0]["b1"]
+        assert cursors == {"/runs/a": "a2", "/runs/b": "b0"}
+    finally:
+        writer.close()
+    alerts, cursors = _file(path)  # the stop wrote run b too
+    assert alerts["b1"] == codec.alert_to_row(moved[2], moved[2].last_seen)
+    assert cursors == {"/runs/a": "a2", "/runs/b": "b1"}
+    reopened = SqliteStore(path)
+    try:
+        assert canon(reopened.load_alerts(["a1", "a2", "b1"])) == canon(
+            {"a1": fired, "a2": moved[1], "b1": moved[2]})
+    finally:
+        reopened.close()
+
+
+def test_a_held_run_is_written_between_one_and_two_hold_times_later(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    writer = SqliteStore(path, hold_for=600)
+    writer.claim_writer("runwatch test")
+    try:
+        runs = [alert(f"r{i}", run=_run(f"r{i}")) for i in range(40)]
+        commit(writer, *runs, now=T0)
+        written_at: dict[str, float] = {}
+        for n in range(1, 23):  # a tick a minute for 22 minutes
+            now = T0 + 60 * n
+            commit(writer, *[_moved(a, n) for a in runs], now=now)
+            for fp, row in _file(path)[0].items():
+                updated_at = dict(zip(codec.ALERT_COLUMNS, row, strict=True))["updated_at"]
+                if updated_at > T0 and fp not in written_at:
+                    written_at[fp] = now
+        assert set(written_at) == {a.fingerprint for a in runs}
+        # First held at T0 + 60; written at the first tick past 600-1200 s after that.
+        assert all(T0 + 660 <= t < T0 + 1260 + 60 for t in written_at.values())
+        assert len(set(written_at.values())) > 5  # spread over ticks, not all at once
+    finally:
+        writer.close()
+
+
+def test_a_crash_leaves_each_run_as_of_one_tick(tmp_path: Path) -> None:
+    """A writer killed with runs held (no stop, no flush): the file holds every run as of
+    the last tick it was written — its memory and its cursor from the same tick — so the
+    restart reads the held ticks' rows again and judges them from that memory."""
+    import multiprocessing
+    import os
+
+    path = tmp_path / "state.db"
+    a, b = alert("a", run=_run("a")), alert("b", run=_run("b"))
+
+    def writer_then_killed() -> None:
+        writer = SqliteStore(path, hold_for=3600)
+        writer.claim_writer("runwatch test")
+        commit(writer, a, b, now=T0, cursors={"/runs/a": "0", "/runs/b": "0"})
+        for n in (1, 2, 3):
+            moved_b = _moved(b, n)
+            if n >= 2:  # b fires on tick 2: a firing alert is never held
+                moved_b = replace(moved_b, status=AlertStatus.FIRING, active_since=T0,
+                                  fired_at=T0, summary="fired")
+            commit(writer, _moved(a, n), moved_b, now=T0 + 60 * n,
+                   cursors={"/runs/a": str(n), "/runs/b": str(n)})
+        os._exit(0)  # as SIGKILL: nothing more runs
+
+    child = multiprocessing.get_context("fork").Process(target=writer_then_killed)
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    restarted = SqliteStore(path)
+    restarted.claim_writer("runwatch test")  # the dead writer's lock went with it
+    try:
+        stored = restarted.load_alerts(["a", "b"])
+        assert canon(stored["a"]) == canon(a)  # held since tick 0: as of tick 0
+        assert restarted.load_cursors("s")["/runs/a"] == "0"
+        assert stored["b"].status == AlertStatus.FIRING  # a status change is never held
+        assert stored["b"].memory == _moved(b, 3).memory  # tick 3: firing, not quiet
+        assert restarted.load_cursors("s")["/runs/b"] == "3"
+    finally:
+        restarted.close()

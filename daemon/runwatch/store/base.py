@@ -4,7 +4,9 @@ Every method is one transaction against the backend and reads no clock: times ar
 Unix seconds passed in by the caller. Nothing is cached in the process, so several
 processes may share one backend (SQLite file, later PostgreSQL) and stay correct — but
 the one writer (``claim_writer``) may keep what only it writes (alert states, cursors),
-as long as every commit leaves the backend exactly as if nothing were kept.
+as long as every commit leaves the backend exactly as if nothing were kept — or, for quiet
+runs, as of an earlier tick, a run whole (its alerts and cursor), until ``close`` writes
+it (``held``).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ each call is one transaction, and writes take the write lock up front
 (``BEGIN IMMEDIATE``) so a busy database waits ``busy_timeout`` and then fails with a
 temporary ``StoreError`` instead of deadlocking. Nothing is cached between calls, so
 several processes sharing the file see each other's writes — except by the one writer
-(``claim_writer``), which keeps the alert states and cursors only it writes, and writes
-back only what changed.
+(``claim_writer``), which keeps the alert states and cursors only it writes, writes
+back only what changed, and holds quiet runs back for a few minutes (``held``).
 
 The schema is versioned in ``PRAGMA user_version``: ``MIGRATIONS[i]`` takes a
 database from version ``i`` to ``i + 1``, and opening runs whatever is missing in one
@@ -38,6 +38,7 @@ from runwatch.store.base import (
     WriterBusy,
     new_silence,
 )
+from runwatch.store.held import HOLD_FOR, Holder
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a call waits for another writer before giving up
 
@@ -247,8 +248,10 @@ _ALERT_TOUCHED = (
 
 
 class SqliteStore:
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+                 hold_for: float = HOLD_FOR):
         self.path = os.path.abspath(os.fspath(path))
+        self._hold_for = hold_for
         self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -260,6 +263,8 @@ class SqliteStore:
         # no alert row and reads no cursor, and a busy one writes only what moved.
         self._alert_cache: dict[str, AlertState | None] | None = None
         self._cursor_cache: dict[str, dict[str, str]] | None = None
+        # The writer's quiet runs not yet written (see ``held``): the caches hold them.
+        self._holder: Holder | None = None
         self._cache_lock = threading.RLock()
         parent = os.path.dirname(self.path)
         try:
@@ -498,37 +503,58 @@ class SqliteStore:
         now: float,
     ) -> None:
         now = float(now)
-
-        def cursor_rows() -> Iterator[tuple[str, str, str, float]]:
-            for key, value in cursors.items():
-                if not isinstance(value, str):
-                    raise codec.CodecError(
-                        f"cursor {source}/{key}: expected text, got {type(value).__name__}"
-                    )
-                yield (source, str(key), value, now)
-
         alerts = list(alerts)
         with self._cache_lock:  # what the writer keeps moves with the file, in one order
-            with self._errors("cannot commit tick"):  # encoded first: a refusal writes nothing
-                full, narrow, moved, remembered = self._alert_rows(alerts, now)
-            with self._transaction("cannot commit tick") as conn:
-                conn.executemany(_UPSERT_CURSOR, cursor_rows())
-                conn.executemany(_UPSERT_ALERT, full)
-                updated = (conn.executemany(_MOVE_ALERT, moved).rowcount
-                           + conn.executemany(_MOVE_ALERT_AND_MEMORY, remembered).rowcount)
-                if updated != len(narrow):  # a row it knew is gone: write them whole
-                    conn.executemany(_UPSERT_ALERT, [codec.alert_to_row(a, now) for a in narrow])
+            holder, kept_alerts = self._holder, self._alert_cache
+            if holder is not None and kept_alerts is not None:
+                plan = holder.plan(source, alerts, cursors, now, kept_alerts)
+                with self._errors("cannot commit tick"):  # refused now, not when written
+                    for alert in plan.holding:
+                        codec.moving_row(alert, now, memory=True)
+                    _cursor_rows(source, cursors, now)
+                self._write(source, plan.alerts, plan.cursors, now, plan.remember)
+                holder.apply(plan)
+            else:
+                self._write(source, alerts, cursors, now, ())
             # Read once each: close() may drop what the writer keeps meanwhile.
             kept_alerts, kept_cursors = self._alert_cache, self._cursor_cache
             if kept_alerts is not None:
                 # Frozen states, and checks copy their memory before changing it: the
-                # writer keeps what it stored as it stored it (a row read back would be
-                # the same values, its memory's tuples as lists).
+                # writer keeps the newest states as they are (or will be) stored (a row
+                # read back would be the same values, its memory's tuples as lists).
                 kept_alerts.update((a.fingerprint, a) for a in alerts)
-            if kept_cursors is not None and source in kept_cursors:
+            if kept_cursors is not None and cursors:
+                if source not in kept_cursors:  # held cursors are only here: keep them all
+                    kept_cursors[source] = dict(self._load_cursors(source))
                 kept_cursors[source].update((str(k), v) for k, v in cursors.items())
 
-    def _alert_rows(self, alerts: list[AlertState], now: float) -> tuple[list[Any], ...]:
+    def _write(self, source: str, alerts: list[AlertState], cursors: Mapping[str, str],
+               now: float, remember: Collection[str]) -> None:
+        if not alerts and not cursors:
+            return
+        with self._errors("cannot commit tick"):  # encoded first: a refusal writes nothing
+            full, narrow, moved, remembered = self._alert_rows(alerts, now, remember)
+            cursor_rows = _cursor_rows(source, cursors, now)
+        with self._transaction("cannot commit tick") as conn:
+            conn.executemany(_UPSERT_CURSOR, cursor_rows)
+            conn.executemany(_UPSERT_ALERT, full)
+            updated = (conn.executemany(_MOVE_ALERT, moved).rowcount
+                       + conn.executemany(_MOVE_ALERT_AND_MEMORY, remembered).rowcount)
+            if updated != len(narrow):  # a row it knew is gone: write them whole
+                conn.executemany(_UPSERT_ALERT, [codec.alert_to_row(a, now) for a in narrow])
+
+    def flush(self) -> None:
+        """Write what the writer holds (see ``held``): at a stop, before collecting."""
+        with self._cache_lock:
+            holder = self._holder
+            if holder is None:
+                return
+            for source, (alerts, cursors) in holder.take_all().items():
+                now = max((a.last_seen or 0.0 for a in alerts), default=0.0)
+                self._write(source, alerts, cursors, now, {a.fingerprint for a in alerts})
+
+    def _alert_rows(self, alerts: list[AlertState], now: float,
+                    remember: Collection[str] = ()) -> tuple[list[Any], ...]:
         """Rows to write for ``alerts``: whole rows, and — for the alerts (``narrow``) the
         writer knows as stored with the same steady fields — just the moving columns, plus
         the memory if it changed. Either way a row ends up as a whole-row write leaves it."""
@@ -547,7 +573,7 @@ class SqliteStore:
             # Equal memory is not rewritten: the file keeps what was stored, which differs
             # from a whole-row write only where equal numbers are spelled differently
             # (0.0 kept for a -0.0, 1 for a 1.0) — the same to every check.
-            if alert.memory == stored.memory:
+            if alert.memory == stored.memory and alert.fingerprint not in remember:
                 moved.append((*moving_row(alert, now), alert.fingerprint))
             else:
                 remembered.append((*moving_row(alert, now, memory=True), alert.fingerprint))
@@ -793,6 +819,7 @@ class SqliteStore:
             "refs": ("DELETE FROM delivery_refs WHERE expires_at <= ?", now),
         }
         with self._cache_lock:  # no tick reads what the writer keeps until it is cleared
+            self.flush()  # the rows collected are judged by what they are now
             try:
                 with self._transaction("cannot collect garbage") as conn:
                     for kind, (sql, cutoff) in statements.items():
@@ -849,8 +876,13 @@ class SqliteStore:
             self._writer = fd
             self._alert_cache = {}
             self._cursor_cache = {}
+            self._holder = Holder(self._hold_for)
 
     def close(self) -> None:
+        if self._writer is not None and not self._closed:
+            # What was held is written (a crash would lose it: see ``held``).
+            with suppress(StoreError):
+                self.flush()
         with self._lock:
             self._closed = True
             if self._writer is not None:
@@ -858,11 +890,23 @@ class SqliteStore:
                 self._writer = None
                 self._alert_cache = None
                 self._cursor_cache = None
+                self._holder = None
             connections = list(self._connections.values())
             self._connections.clear()
         for conn in connections:
             with suppress(sqlite3.Error):
                 conn.close()
+
+
+def _cursor_rows(source: str, cursors: Mapping[str, str],
+                 now: float) -> list[tuple[str, str, str, float]]:
+    rows = []
+    for key, value in cursors.items():
+        if not isinstance(value, str):
+            raise codec.CodecError(
+                f"cursor {source}/{key}: expected text, got {type(value).__name__}")
+        rows.append((source, str(key), value, now))
+    return rows
 
 
 def _holder(fd: int, wait: float = 1.0) -> str:
