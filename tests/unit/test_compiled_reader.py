@@ -262,3 +262,45 @@ def test_the_package_reads_without_the_compiled_module(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ}, check=True)
     assert out.stdout.strip() == "3"
+
+
+@needs_compiled
+def test_values_of_every_form_read_alike(monkeypatch, tmp_path):
+    """The compiled pair loop turns a row's step, time and wanted values into numbers
+    itself: every JSON text it takes must come out as the Python reads it (float(),
+    int(), else JSON), and every one it is unsure of is left to the Python."""
+    numbers = ["1.5", " 1.5", "1.5 ", "1_5", "NaN", "-nan", "Infinity", "-Infinity", "inf",
+               "1e999", "-1e999", "-0.0", "0", "+1.5", ".5", "5.", "1E5", "0x10", '"1.5"',
+               '"NaN"', "true", "null", "{}", "[1]", "1e-400", "123456789012345678901234"]
+    steps = ["7", "007", "-3", "7.0", " 7", "1_0", "+7", "99999999999999999999", '"7"',
+             "123456789012345678", "1234567890123456789"]
+    times = ["1000.5", "NaN", '"x"', "1_000", "-1e999", "1000"]
+    rng = random.Random(11)
+    payloads, num = [], 1
+    for i in range(600):
+        values = {"loss": 0.5, "acc": 0.25}
+        if rng.random() < 0.5:
+            values["eval/loss"] = 1.0
+        records = lw.step(num, i, values, time=1000.0 + i)
+        history = pb.Record.FromString(records[-1])
+        for item in history.history.item:
+            key = item.nested_key[0]
+            form = rng.random()
+            if key in ("loss", "eval/loss") and form < 0.5:
+                item.value_json = rng.choice(numbers)
+            elif key == "_step" and form < 0.2:
+                item.value_json = rng.choice(steps)
+            elif key == "_timestamp" and form < 0.2:
+                item.value_json = rng.choice(times)
+        if rng.random() < 0.05:  # a row without its time
+            kept = [it for it in history.history.item if it.nested_key != ["_timestamp"]]
+            del history.history.item[:]
+            history.history.item.extend(kept)
+        payloads += [*records[:-1], history.SerializeToString()]
+        num += 3
+    path = tmp_path / "run.wandb"
+    lw.write(path, payloads)
+    for window in (None, 2000):
+        fast = run_state(path, monkeypatch, fast=True, window=window)
+        assert fast == run_state(path, monkeypatch, fast=False, window=window)
+    assert "1e999" not in fast[1] and "inf" in fast[1]  # the forms were read, not dropped

@@ -28,6 +28,14 @@
  *       holds ``step_key``, appends the row to ``rows`` and defers the summary record
  *       under the shape's key set (``deferred[shapes[names][0]] = summary``). Returns
  *       the index of the first record it left; the caller has nothing pending then.
+ *
+ *   step_columns(batch, i, shapes, deferred, step_key, time_key, targets, steps, times) -> i
+ *       The same loop, for rows whose step and time are plain decimals and whose wanted
+ *       values float() reads as plain numbers: instead of keeping the row, appends its step
+ *       to ``steps``, its time to ``times`` and each wanted value it holds to its column
+ *       (``targets``: {raw key: (indexes, values)}, the index being the row's in
+ *       ``steps``) — what LogRead._add_rows makes of such rows. It leaves a row that is
+ *       not such to the Python whole: nothing of it is appended.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -175,31 +183,42 @@ plain_text(const unsigned char *s, Py_ssize_t n)
     return 1;
 }
 
+/* Whether b[start:end] is a plain HistoryRecord (see history_row): its item count and the
+ * length of its names joined by newlines, plus one. Allocates nothing. */
+static int
+plain_layout(const unsigned char *b, Py_ssize_t start, Py_ssize_t end, Py_ssize_t *count,
+             Py_ssize_t *names_len)
+{
+    Py_ssize_t p = start;
+    *count = *names_len = 0;
+    while (p < end && b[p] == 0x0a) {
+        if (p + 2 > end || b[p + 1] >= 128)
+            return 0;
+        Py_ssize_t item_end = p + 2 + b[p + 1], q = p + 2;
+        if (item_end > end || q + 2 > item_end || (b[q] != 0x0a && b[q] != 0x12) ||
+            b[q + 1] >= 128)
+            return 0;
+        Py_ssize_t key = q + 2, key_len = b[q + 1], r = key + key_len;
+        if (r + 3 > item_end || b[r] != 0x82 || b[r + 1] != 0x01 || b[r + 2] >= 128 ||
+            r + 3 + b[r + 2] != item_end || !plain_text(b + key, key_len) ||
+            !plain_text(b + r + 3, b[r + 2]))
+            return 0;
+        *count += 1;
+        *names_len += key_len + 1;
+        p = item_end;
+    }
+    Py_ssize_t rest = end - p;
+    return !rest || (1 < rest && rest < 13 && b[p] == 0x12 && b[p + 1] == rest - 2);
+}
+
 /* The items of a plain HistoryRecord as (row, names), Py_None if it is not plain, NULL
  * on an error (memory). */
 static PyObject *
 plain_row(const unsigned char *b, Py_ssize_t start, Py_ssize_t end)
 {
     /* First the layout, allocating nothing: most rows pass, the rest cost nothing. */
-    Py_ssize_t p = start, count = 0, names_len = 0;
-    while (p < end && b[p] == 0x0a) {
-        if (p + 2 > end || b[p + 1] >= 128)
-            Py_RETURN_NONE;
-        Py_ssize_t item_end = p + 2 + b[p + 1], q = p + 2;
-        if (item_end > end || q + 2 > item_end || (b[q] != 0x0a && b[q] != 0x12) ||
-            b[q + 1] >= 128)
-            Py_RETURN_NONE;
-        Py_ssize_t key = q + 2, key_len = b[q + 1], r = key + key_len;
-        if (r + 3 > item_end || b[r] != 0x82 || b[r + 1] != 0x01 || b[r + 2] >= 128 ||
-            r + 3 + b[r + 2] != item_end || !plain_text(b + key, key_len) ||
-            !plain_text(b + r + 3, b[r + 2]))
-            Py_RETURN_NONE;
-        count += 1;
-        names_len += key_len + 1;
-        p = item_end;
-    }
-    Py_ssize_t rest = end - p;
-    if (rest && !(1 < rest && rest < 13 && b[p] == 0x12 && b[p + 1] == rest - 2))
+    Py_ssize_t p, count, names_len;
+    if (!plain_layout(b, start, end, &count, &names_len))
         Py_RETURN_NONE;
     PyObject *row = PyDict_New(), *names = NULL, *key = NULL, *value = NULL;
     if (row == NULL)
@@ -322,10 +341,212 @@ steps(PyObject *Py_UNUSED(self), PyObject *args)
     return PyLong_FromSsize_t(i);
 }
 
+/* A JSON number's text as float() reads it; 0 if float() might read it otherwise (it also
+ * takes spaces and underscores: those values are left to the Python). */
+static int
+plain_double(const unsigned char *s, Py_ssize_t n, double *out)
+{
+    char text[128]; /* values here have one-byte lengths: under 128 */
+    if (n <= 0 || n >= (Py_ssize_t)sizeof text)
+        return 0;
+    memcpy(text, s, n);
+    text[n] = '\0';
+    char *stop;
+    double value = PyOS_string_to_double(text, &stop, NULL);
+    if (value == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    if (stop != text + n)
+        return 0;
+    *out = value;
+    return 1;
+}
+
+/* A step's text as int() reads it, for plain decimals of up to 18 digits; 0 otherwise. */
+static int
+plain_int(const unsigned char *s, Py_ssize_t n, long long *out)
+{
+    Py_ssize_t i = 0;
+    int negative = n > 0 && s[0] == '-';
+    i = negative;
+    if (n - i < 1 || n - i > 18)
+        return 0;
+    long long value = 0;
+    for (; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        value = value * 10 + (s[i] - '0');
+    }
+    *out = negative ? -value : value;
+    return 1;
+}
+
+#define MAX_TARGETS 64
+
+static int
+append_new(PyObject *list, PyObject *item)
+{
+    if (item == NULL)
+        return -1;
+    int failed = PyList_Append(list, item);
+    Py_DECREF(item);
+    return failed;
+}
+
+static PyObject *
+step_columns(PyObject *Py_UNUSED(self), PyObject *args)
+{
+    PyObject *batch, *shapes, *deferred, *step_key, *time_key, *targets, *steps_out, *times_out;
+    Py_ssize_t i;
+    if (!PyArg_ParseTuple(args, "O!nO!O!SSO!O!O!", &PyList_Type, &batch, &i, &PyDict_Type,
+                          &shapes, &PyDict_Type, &deferred, &step_key, &time_key,
+                          &PyDict_Type, &targets, &PyList_Type, &steps_out, &PyList_Type,
+                          &times_out))
+        return NULL;
+    if (i < 0) {
+        PyErr_SetString(PyExc_ValueError, "i must not be negative");
+        return NULL;
+    }
+    /* The wanted keys as C strings, each with its (indexes, values) column. */
+    const char *target_key[MAX_TARGETS];
+    Py_ssize_t target_len[MAX_TARGETS];
+    PyObject *target_indexes[MAX_TARGETS], *target_values[MAX_TARGETS];
+    Py_ssize_t n_targets = 0, pos = 0;
+    PyObject *key, *column;
+    while (PyDict_Next(targets, &pos, &key, &column)) {
+        if (n_targets == MAX_TARGETS || !PyBytes_Check(key) || !PyTuple_Check(column) ||
+            PyTuple_GET_SIZE(column) != 2 || !PyList_Check(PyTuple_GET_ITEM(column, 0)) ||
+            !PyList_Check(PyTuple_GET_ITEM(column, 1)))
+            return PyLong_FromSsize_t(i); /* the Python decides everything */
+        target_key[n_targets] = PyBytes_AS_STRING(key);
+        target_len[n_targets] = PyBytes_GET_SIZE(key);
+        target_indexes[n_targets] = PyTuple_GET_ITEM(column, 0);
+        target_values[n_targets] = PyTuple_GET_ITEM(column, 1);
+        n_targets++;
+    }
+    const char *step_s = PyBytes_AS_STRING(step_key), *time_s = PyBytes_AS_STRING(time_key);
+    Py_ssize_t step_n = PyBytes_GET_SIZE(step_key), time_n = PyBytes_GET_SIZE(time_key);
+    double found[MAX_TARGETS];
+    char has[MAX_TARGETS];
+    char names_buf[1024], last_names[1024];
+    Py_ssize_t last_size = -1;
+    PyObject *last_shape = NULL;
+    Py_ssize_t n = PyList_GET_SIZE(batch);
+    for (; i + 1 < n; i += 2) {
+        PyObject *summary = PyList_GET_ITEM(batch, i), *history = PyList_GET_ITEM(batch, i + 1);
+        if (!PyTuple_Check(summary) || PyTuple_GET_SIZE(summary) != 7 ||
+            !PyTuple_Check(history) || PyTuple_GET_SIZE(history) != 7)
+            break;
+        long long summary_kind = field(summary, 0), history_kind = field(history, 0);
+        long long summary_seq = field(summary, 5), history_seq = field(history, 5);
+        if (PyErr_Occurred())
+            return NULL;
+        if (summary_kind != STEP_SUMMARY || history_kind != HISTORY ||
+            history_seq != summary_seq + 1)
+            break;
+        PyObject *data = PyTuple_GET_ITEM(history, 1);
+        if (!PyBytes_Check(data))
+            break;
+        Py_ssize_t start = PyLong_AsSsize_t(PyTuple_GET_ITEM(history, 2));
+        Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(history, 3));
+        if (PyErr_Occurred())
+            return NULL;
+        if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end)
+            break;
+        const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(data);
+        Py_ssize_t count, names_len;
+        if (!plain_layout(b, start, end, &count, &names_len))
+            break;
+        /* The row's shape, by its names (known shapes never repeat a key): written here,
+         * looked up only when they differ from the last row's. */
+        Py_ssize_t size = names_len ? names_len - 1 : 0;
+        PyObject *names = NULL;
+        char *w = names_buf;
+        if (size > (Py_ssize_t)sizeof names_buf) {
+            names = PyBytes_FromStringAndSize(NULL, size);
+            if (names == NULL)
+                return NULL;
+            w = PyBytes_AS_STRING(names);
+        }
+        const char *names_at = w;
+        long long step = 0;
+        double when = 0.0;
+        int has_step = 0, has_time = 0, plain = 1;
+        memset(has, 0, (size_t)n_targets);
+        Py_ssize_t p = start;
+        for (Py_ssize_t k = 0; k < count; k++) {
+            Py_ssize_t q = p + 2, key_len = b[q + 1], r = q + 2 + key_len, value_len = b[r + 2];
+            const unsigned char *key_at = b + q + 2, *value_at = b + r + 3;
+            if (k)
+                *w++ = '\n';
+            memcpy(w, key_at, key_len);
+            w += key_len;
+            p = r + 3 + value_len;
+            if (!plain)
+                continue;
+            if (key_len == step_n && memcmp(key_at, step_s, step_n) == 0) {
+                plain = plain_int(value_at, value_len, &step);
+                has_step = 1;
+            } else if (key_len == time_n && memcmp(key_at, time_s, time_n) == 0) {
+                plain = plain_double(value_at, value_len, &when);
+                has_time = 1;
+            } else {
+                for (Py_ssize_t t = 0; t < n_targets; t++) {
+                    if (key_len == target_len[t] && memcmp(key_at, target_key[t], key_len) == 0) {
+                        plain = plain_double(value_at, value_len, &found[t]);
+                        has[t] = 1;
+                        break;
+                    }
+                }
+            }
+        }
+        PyObject *shape = NULL; /* borrowed: shapes does not change during the call */
+        if (plain && has_step && has_time) {
+            if (names == NULL && last_shape != NULL && size == last_size &&
+                memcmp(names_at, last_names, size) == 0) {
+                shape = last_shape;
+            } else {
+                if (names == NULL)
+                    names = PyBytes_FromStringAndSize(names_at, size);
+                if (names == NULL)
+                    return NULL;
+                shape = PyDict_GetItemWithError(shapes, names);
+                if (shape != NULL && size <= (Py_ssize_t)sizeof last_names) {
+                    memcpy(last_names, names_at, size);
+                    last_size = size;
+                    last_shape = shape;
+                }
+            }
+        }
+        Py_XDECREF(names);
+        if (shape == NULL || !PyTuple_Check(shape) || PyTuple_GET_SIZE(shape) < 1) {
+            if (PyErr_Occurred())
+                return NULL;
+            break; /* a new shape, a row without _step or _timestamp, a value float() or
+                      int() might read otherwise: the Python path */
+        }
+        Py_ssize_t index = PyList_GET_SIZE(steps_out);
+        if (append_new(steps_out, PyLong_FromLongLong(step)) < 0 ||
+            append_new(times_out, PyFloat_FromDouble(when)) < 0)
+            return NULL;
+        for (Py_ssize_t t = 0; t < n_targets; t++) {
+            if (has[t] && (append_new(target_indexes[t], PyLong_FromSsize_t(index)) < 0 ||
+                           append_new(target_values[t], PyFloat_FromDouble(found[t])) < 0))
+                return NULL;
+        }
+        if (PyDict_SetItem(deferred, PyTuple_GET_ITEM(shape, 0), summary) < 0)
+            return NULL;
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyMethodDef methods[] = {
     {"frame", frame, METH_VARARGS, "The FULL-chunk fast path of LogReader._batches."},
     {"history_row", history_row, METH_VARARGS, "A plain HistoryRecord's items, or None."},
     {"steps", steps, METH_VARARGS, "LogRead.consume's loop over (step summary, row) pairs."},
+    {"step_columns", step_columns, METH_VARARGS,
+     "steps, appending each row's step, time and wanted values to their columns."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -315,6 +315,7 @@ class LogRead:
         compiled = wandbfile.compiled
         history_row = compiled.history_row if compiled is not None else None
         steps = compiled.steps if compiled is not None else None
+        step_columns = getattr(compiled, "step_columns", None)
         for batch in reader.batches():
             rows: list[dict[bytes, bytes]] = []  # the batch's history rows, raw key -> JSON
             step_fields: dict[int, int | None] = {}  # row -> step.num, for rows without _step
@@ -322,8 +323,22 @@ class LogRead:
             while i < count:
                 if steps is not None and pending is None:
                     # The compiled loop below for the common (summary, row) pairs, up to
-                    # the first record it leaves to it.
-                    i = steps(batch, i, shapes, rows, deferred, _STEP)
+                    # the first record it leaves to it: straight into the columns when
+                    # each wanted key has one raw form, else as rows.
+                    if step_columns is not None and all(
+                            len(raws) == 1 for raws in targets.values()):
+                        if rows:  # the rows before go first, in order
+                            self._add_rows(rows, step_fields, targets)
+                            rows, step_fields = [], {}
+                        columns = {raws[0]: self._column(text) for text, raws in targets.items()}
+                        before = len(self.rows_steps)
+                        i = step_columns(batch, i, shapes, deferred, _STEP, _TIMESTAMP,
+                                         columns, self.rows_steps, self.rows_times)
+                        if len(self.rows_steps) > before:
+                            self.last_step, self.last_time = (self.rows_steps[-1],
+                                                              self.rows_times[-1])
+                    else:
+                        i = steps(batch, i, shapes, rows, deferred, _STEP)
                     if i == count:
                         break
                 record = batch[i]

@@ -509,8 +509,10 @@ class SqliteStore:
             if holder is not None and kept_alerts is not None:
                 plan = holder.plan(source, alerts, cursors, now, kept_alerts)
                 with self._errors("cannot commit tick"):  # refused now, not when written
-                    for alert in plan.holding:
-                        codec.moving_row(alert, now, memory=True)
+                    for alert in plan.holding:  # (a memory held before was checked then)
+                        before = kept_alerts.get(alert.fingerprint)
+                        codec.moving_row(alert, now, memory=before is None
+                                         or alert.memory is not before.memory)
                     _cursor_rows(source, cursors, now)
                 self._write(source, plan.alerts, plan.cursors, now, plan.remember)
                 holder.apply(plan)
