@@ -23,6 +23,7 @@ from benchdata import DEFAULT_WANTED, log_of
 
 from fixtures import logwriter, runmaker
 from runwatch.config import default_config
+from runwatch.service import tune_gc
 from runwatch.sources import wandbfile
 from runwatch.sources.rundir import RundirSource
 from runwatch.sources.wandbfile import EXIT, LogReader
@@ -154,6 +155,7 @@ def full_ticks() -> None:
     """The same two cases through the whole tick: source, engine with the default rules,
     alert state and cursors committed to a SQLite store. The live runs are healthy (the
     clock stands a minute after their newest record), as most runs are on most ticks."""
+    tune_gc()  # as the daemon and `check` run their ticks
     root, live_logs, _ = build_tree()
     rule_set = default_config([root]).rule_set()
     with tempfile.TemporaryDirectory() as state:

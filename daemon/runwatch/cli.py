@@ -30,7 +30,7 @@ from runwatch.duration import format_duration
 from runwatch.model import AlertStatus, Transition
 from runwatch.notify.render import printable  # what every terminal output goes through
 from runwatch.notify.report_json import number  # JSON has no NaN: W&B's strings
-from runwatch.service import build_runtime, run_cycle
+from runwatch.service import build_runtime, run_cycle, tune_gc
 from runwatch.store.base import StoreError, WriterBusy, open_store, redact_url, writer_name
 from runwatch.tick import TickReport
 from runwatch.wiring import build_sources
@@ -316,6 +316,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    tune_gc()
     config, rule_set = _load(args)
     runtime = build_runtime(config, rule_set, notify=not args.dry_run)
     store = open_store(config.store)

@@ -43,7 +43,14 @@ from runwatch.logs import config_secrets
 from runwatch.metrics import HttpServer, Metrics, StoreGauges, health_app
 from runwatch.model import AlertStatus, Severity
 from runwatch.schedule import cron_trigger
-from runwatch.service import CycleReport, Runtime, build_runtime, run_cycle, source_status
+from runwatch.service import (
+    CycleReport,
+    Runtime,
+    build_runtime,
+    run_cycle,
+    source_status,
+    tune_gc,
+)
 from runwatch.store.base import Store, StoreError, open_store, writer_name
 
 STOP_TIMEOUT = 10.0  # seconds from a stop signal to exit
@@ -557,6 +564,7 @@ class Daemon:
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self.request_reload)
         try:
+            tune_gc()
             self.start()
             last_watch = last_ping = time.monotonic()
             ping_every = (sdnotify.watchdog_interval() or WATCHDOG_DEFAULT) / 2
