@@ -20,14 +20,19 @@ import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from runwatch.checks import Rule
-from runwatch.model import AlertStatus, RunSnapshot, Transition
+from runwatch.config.models import default_inhibit
+from runwatch.engine import Quiet, evaluate
+from runwatch.model import AlertState, AlertStatus, RunSnapshot, Transition
+from runwatch.notify.base import Delivery, Message
+from runwatch.notify.outbox import drain
+from runwatch.notify.pipeline import plan
 from runwatch.notify.report_json import number
-from runwatch.replay import ReplayRun, ReplaySource
+from runwatch.replay import ReplayRun
 from runwatch.store.memory import MemoryStore
-from runwatch.tick import run_tick
 
 MAX_TICKS = 1_000_000  # a month of a run at a tick every 3 s
 
@@ -36,8 +41,72 @@ MAX_TICKS = 1_000_000  # a month of a run at a tick every 3 s
 class Options:
     interval: float = 60.0  # the daemon's tick, on the run's clock
     tail: float = 3600.0  # how long a run with no exit record is watched after its last sign
+    # Without a config that names receivers: one receiver, on the default route.
     repeat_interval: float = 4 * 3600.0  # a firing alert's reminder
     send_resolved: bool = True
+    config: Any = None  # a config.Config: its receivers, routes, grouping and inhibit rules
+
+
+class Tally:
+    """A receiver that sends nowhere: it keeps what the daemon would have sent it."""
+
+    def __init__(self, name: str, into: list[Message]) -> None:
+        self.name = name
+        self._into = into
+
+    def send(self, message: Message) -> Delivery:
+        self._into.append(message)
+        return Delivery(ok=True, detail="counted, not sent")
+
+    def close(self) -> None:
+        pass
+
+
+_TOLD = (AlertStatus.FIRING, AlertStatus.RESOLVED)  # the states the pipeline reads
+
+
+class Deliveries:
+    """The daemon's own notification pipeline — routes, grouping, group_wait, inhibit
+    rules, dedup, repeat interval, send_resolved, the outbox — over a replay's alert states
+    (an in-memory store), into :class:`Tally` receivers. Asked at each tick; it plans only
+    when something could be news (a transition, an alert firing, a message waiting)."""
+
+    def __init__(self, options: Options) -> None:
+        config = options.config
+        if config is None or not config.receivers:
+            config = SimpleNamespace(
+                routes=(), receivers=(SimpleNamespace(name="backtest"),),
+                repeat_interval=options.repeat_interval, send_resolved=options.send_resolved,
+                inhibit=config.inhibit if config is not None else default_inhibit())
+        self.config = config
+        self.store = MemoryStore()
+        self.sent: list[Message] = []
+        self.receivers = {r.name: Tally(r.name, self.sent) for r in config.receivers}
+        self._known: set[str] = set()  # alerts the store holds
+        self._firing: set[str] = set()
+        self.waiting = False  # a message held (group_wait) or not yet sent
+        self.longest_wait = max((float(getattr(r, "group_wait", 0) or 0)
+                                 for r in config.routes), default=0.0)
+
+    def tick(self, alerts: Iterable[AlertState], transitions: Sequence[Transition],
+             now: float) -> list[Message]:
+        """What the receivers are sent after a tick that left ``alerts`` changed."""
+        kept = [a for a in alerts if a.status in _TOLD or a.fingerprint in self._known]
+        if kept:
+            self.store.commit_tick(source="backtest", alerts=kept, cursors={}, now=now)
+            for alert in kept:
+                self._known.add(alert.fingerprint)
+                if alert.status == AlertStatus.FIRING:
+                    self._firing.add(alert.fingerprint)
+                else:
+                    self._firing.discard(alert.fingerprint)
+        if not (transitions or self._firing or self.waiting):
+            return []
+        sent_before = len(self.sent)
+        planned = plan(self.store, self.config, now)
+        drain(self.store, self.receivers, now)
+        self.waiting = planned.waiting > 0 or bool(self.store.outbox(include_failed=False))
+        return self.sent[sent_before:]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -63,6 +132,21 @@ class AlertEpisode:
         }
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Told:
+    """One message a receiver would have been sent: when (seconds since the run's first
+    row), to whom, the rules it tells firing and resolved."""
+
+    at: float
+    receiver: str
+    firing: tuple[str, ...]
+    resolved: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"at": self.at, "receiver": self.receiver, "firing": list(self.firing),
+                "resolved": list(self.resolved)}
+
+
 @dataclass(kw_only=True, slots=True)
 class RunResult:
     run: str  # its path
@@ -72,6 +156,8 @@ class RunResult:
     steps: int  # rows replayed
     ticks: int
     episodes: list[AlertEpisode] = field(default_factory=list)
+    # Every message sent, each receiver's its own (one message may tell several alerts).
+    messages: list[Told] = field(default_factory=list)
     # Its rows' steps and times (seconds since the first row): where a labelled bad step is.
     row_steps: tuple[int, ...] = ()
     row_times: tuple[float, ...] = ()
@@ -83,13 +169,14 @@ class RunResult:
 
     @property
     def notifications(self) -> int:
-        return sum(e.notifications for e in self.episodes)
+        return len(self.messages)
 
     def as_json(self) -> dict[str, Any]:
         return {"run": self.run, "name": self.name, "hours": self.hours,
                 "steps": self.steps, "ticks": self.ticks,
                 "notifications": self.notifications,
-                "alerts": [e.as_json() for e in self.episodes]}
+                "alerts": [e.as_json() for e in self.episodes],
+                "messages": [m.as_json() for m in self.messages]}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -108,19 +195,26 @@ class RuleSummary:
 
 
 def replay_of(snapshot: RunSnapshot, delay: float) -> ReplayRun:
-    """A run read whole, as the daemon would have seen it live."""
+    """A run read whole, as the daemon would have seen it live. It ended (if it did) no
+    earlier than its last row: W&B keeps heartbeats to the second, and rows logged in the
+    last second before the end must still be seen before it."""
+    times = [t for t in (snapshot.heartbeat, snapshot.progress) if t is not None]
+    last_sign = max(times) if times else None
     return ReplayRun(
         ref=snapshot.ref, history=snapshot.history,
-        end_at=snapshot.heartbeat if snapshot.state.ended else None,
-        end_state=snapshot.state, alive_until=snapshot.heartbeat, started=snapshot.started,
+        end_at=last_sign if snapshot.state.ended else None,
+        end_state=snapshot.state, alive_until=last_sign, started=snapshot.started,
         tags=snapshot.tags, group=snapshot.group, config=snapshot.config, delay=delay)
 
 
 def backtest_run(run: ReplayRun, rules: Sequence[Rule],
                  aliases: Mapping[str, tuple[str, ...]], options: Options,
                  progress: Callable[[float, float], object] | None = None) -> RunResult:
-    """Replay one run tick by tick; its alerts, as episodes with their notifications.
-    ``progress(done, total)`` is told the seconds of the run's clock replayed so far."""
+    """Replay one run tick by tick through the daemon's engine (``engine.evaluate``, as
+    ``run_tick`` calls it) and its notification pipeline; its alerts, as episodes with the
+    messages that told them. ``progress(done, total)`` is told the seconds of the run's
+    clock replayed so far. ValueError (one line, naming the run) if it would take more
+    than ``MAX_TICKS`` ticks or a rule fails on its data."""
     first, last = run.first_time, run.last_time
     rows = run.history.get("_timestamp")
     result = RunResult(run=run.ref.path, id=run.ref.id, name=run.ref.display_name, hours=0.0,
@@ -136,49 +230,60 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
     if ticks > MAX_TICKS:
         raise ValueError(f"run {run.ref.path}: {ticks:,} ticks of {options.interval:g}s;"
                          f" at most {MAX_TICKS:,} a run: a longer interval")
-    source, store = ReplaySource([run]), MemoryStore()
-    open_episodes: dict[str, AlertEpisode] = {}
+    deliveries = Deliveries(options)
+    states: dict[str, AlertState] = {}
+    quiet: dict[str, Quiet] = {}
+    episodes: dict[str, AlertEpisode] = {}  # each alert's newest episode
+    since, ended = -math.inf, False
     while True:
         now = start + (result.ticks + 1) * options.interval  # no drift from adding up
-        report = run_tick(sources=[source], rules=rules, aliases=aliases, store=store, now=now)
         result.ticks += 1
-        _record(report.transitions, open_episodes, result, now - first, options)
+        if not ended:
+            snapshot = run.snapshot(since, now)
+            since, ended = now, snapshot.state.ended
+            try:
+                evaluation = evaluate(rules, snapshot, states, now, aliases, quiet_until=quiet)
+            except Exception as exc:  # a rule that cannot judge these rows
+                raise ValueError(f"run {run.ref.path}: evaluation failed at"
+                                 f" +{now - first:.0f}s: {type(exc).__name__}: {exc}") from None
+            states.update((a.fingerprint, a) for a in evaluation.alerts)
+            alerts, transitions = evaluation.alerts, evaluation.transitions
+        else:
+            alerts, transitions = (), ()
+        _record(transitions, episodes, result, now - first)
+        for message in deliveries.tick(alerts, transitions, now):
+            result.messages.append(Told(
+                at=now - first, receiver=message.receiver,
+                firing=tuple(a.rule for a in message.firing),
+                resolved=tuple(a.rule for a in message.resolved)))
+            for alert in (*message.firing, *message.resolved):
+                episode = episodes.get(alert.fingerprint)
+                if episode is not None:
+                    episode.notifications += 1
         if progress is not None and result.ticks % 100 == 0:
             progress(now - first, end - first)
-        if now >= end or source.all_ended:
+        # After the run's end, on only while a message waits (group_wait) to be sent.
+        if (now >= end or ended) and (not deliveries.waiting or result.ticks >= ticks + math.ceil(
+                deliveries.longest_wait / options.interval) + 2):
             break
-    horizon = now - first
-    for episode in open_episodes.values():  # still firing when the replay ends
-        episode.notifications += _reminders(episode.fired_at, horizon, options)
     result.episodes.sort(key=lambda e: (e.fired_at, e.rule))
     return result
 
 
-def _record(transitions: Iterable[Transition], open_episodes: dict[str, AlertEpisode],
-            result: RunResult, at: float, options: Options) -> None:
+def _record(transitions: Iterable[Transition], episodes: dict[str, AlertEpisode],
+            result: RunResult, at: float) -> None:
     for transition in transitions:
         alert = transition.alert
         if transition.status == AlertStatus.FIRING:
             episode = AlertEpisode(rule=alert.rule, severity=str(alert.severity), fired_at=at,
                                    fired_step=alert.since_step if alert.since_step is not None
-                                   else alert.step, value=alert.value, summary=alert.summary,
-                                   notifications=1)
-            open_episodes[alert.fingerprint] = episode
+                                   else alert.step, value=alert.value, summary=alert.summary)
+            episodes[alert.fingerprint] = episode
             result.episodes.append(episode)
         elif transition.status == AlertStatus.RESOLVED:
-            episode = open_episodes.pop(alert.fingerprint, None)
-            if episode is None:
-                continue
-            episode.resolved_at, episode.resolution = at, alert.resolution
-            episode.notifications += _reminders(episode.fired_at, at, options) + (
-                1 if options.send_resolved else 0)
-
-
-def _reminders(fired_at: float, until: float, options: Options) -> int:
-    """Reminders of a firing alert between ``fired_at`` and ``until``."""
-    if options.repeat_interval <= 0 or until <= fired_at:
-        return 0
-    return max(0, math.ceil((until - fired_at) / options.repeat_interval) - 1)
+            episode = episodes.get(alert.fingerprint)
+            if episode is not None and episode.resolved_at is None:
+                episode.resolved_at, episode.resolution = at, alert.resolution
 
 
 def summarize(results: Sequence[RunResult], rules: Sequence[Rule]) -> list[RuleSummary]:

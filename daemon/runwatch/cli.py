@@ -27,7 +27,7 @@ from runwatch.config import (
 )
 from runwatch.config.loader import ReceiverCheck
 from runwatch.duration import format_duration
-from runwatch.model import AlertStatus, Transition
+from runwatch.model import AlertStatus, RunState, Transition
 from runwatch.notify.render import printable  # what every terminal output goes through
 from runwatch.notify.report_json import number  # JSON has no NaN: W&B's strings
 from runwatch.service import build_runtime, run_cycle, tune_gc
@@ -92,7 +92,17 @@ def _parser() -> argparse.ArgumentParser:
 
     backtest = sub.add_parser("backtest", help="replay past runs through the rules: what"
                                                " would have fired, and what it would cost")
-    backtest.add_argument("runs", nargs="+", metavar="RUN", help="run directories")
+    backtest.add_argument("runs", nargs="*", metavar="RUN",
+                          help="run directories, W&B runs (ENTITY/PROJECT/RUN_ID or a URL)")
+    backtest.add_argument("--project", default=None, metavar="ENTITY/PROJECT",
+                          help="and the runs of this W&B project (see --state, --since,"
+                               " --limit)")
+    backtest.add_argument("--state", default=None, choices=[s.value for s in RunState],
+                          help="only the project's runs in this state (e.g. finished)")
+    backtest.add_argument("--since", default=None, metavar="DURATION",
+                          help="only the project's runs alive within this (e.g. 30d)")
+    backtest.add_argument("--limit", type=int, default=None, metavar="N",
+                          help="at most the N newest of the project's runs")
     backtest.add_argument("--rules", nargs="+", metavar="FILE", default=None,
                           help="rule files (default: the config's, else the shipped rules)")
     backtest.add_argument("--config", type=Path, default=None,
@@ -638,7 +648,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from runwatch.config import load_config
     from runwatch.config.rules import load_rules
     from runwatch.duration import parse_duration
-    from runwatch.sources.rundir_reports import RunNotFound, read_run
+    from runwatch.reports import ReportError
     from runwatch.tick import wanted_keys
 
     try:
@@ -655,18 +665,18 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     labels = read_labels(args.label, args.labels)
     settings = Options(interval=interval, tail=tail) if config is None else Options(
         interval=interval, tail=tail, repeat_interval=config.repeat_interval,
-        send_resolved=config.send_resolved)
-    keys = wanted_keys(rule_set.rules, rule_set.aliases)
+        send_resolved=config.send_resolved, config=config)
+    if not args.runs and args.project is None:
+        return _fail("backtest: name a RUN or --project ENTITY/PROJECT")
+    keys = wanted_keys(rule_set.rules, rule_set.aliases) | {"_timestamp"}
+    try:
+        snapshots = _backtest_runs(args, config, keys)
+    except ReportError as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot read: {exc.strerror or exc}", EXIT_FAILURE)
     results = []
-    for text in args.runs:
-        try:
-            snapshot, damage = read_run(text, keys)
-        except RunNotFound as exc:
-            return _fail(str(exc))
-        except OSError as exc:
-            return _fail(f"{text}: cannot read: {exc.strerror or exc}", EXIT_FAILURE)
-        for line in damage:
-            print(printable(line), file=sys.stderr)
+    for snapshot in snapshots:
         with progress_bar(f"replaying {snapshot.ref.display_name}") as update:
             try:
                 results.append(backtest_run(replay_of(snapshot, delay), rule_set.rules,
@@ -711,6 +721,79 @@ def cmd_backtest(args: argparse.Namespace) -> int:
                            else format_duration(sc.median_time_to_detect))
         _console().print(scored)
     return EXIT_OK
+
+
+def _backtest_runs(args: argparse.Namespace, config: Any, keys: frozenset[str]) -> list[Any]:
+    """The runs a backtest replays, read whole, in the order named: run directories, W&B
+    runs (each read once, in pages), then ``--project``'s. ReportError naming what
+    cannot be found or read."""
+    from runwatch.cli_reports import _access, progress_bar
+    from runwatch.duration import parse_duration
+    from runwatch.reports import ReportError, parse_run
+    from runwatch.sources import wandb_reports
+    from runwatch.sources.rundir_reports import RunNotFound, read_run
+    from runwatch.sources.wandb_client import WandbError
+
+    def pick(snapshot: Any) -> list[str]:
+        return sorted(k for k in snapshot.keys | {"_timestamp"} if k in keys)
+
+    def whole(client: Any, entity: str, project: str, nodes: list[Any], what: str) -> Any:
+        with progress_bar(f"reading {what}") as update:
+            return wandb_reports.read_whole(client, entity=entity, project=project,
+                                            nodes=nodes, keys=pick, timeout=access.timeout,
+                                            progress=update)
+
+    access = _access(config)
+    out = []
+    try:
+        for text in args.runs:
+            if os.path.exists(text) or text.startswith(("/", ".", "~")):  # a run directory
+                try:
+                    snapshot, damage = read_run(text, keys)
+                except RunNotFound as exc:
+                    raise ReportError(str(exc)) from None
+                for line in damage:
+                    print(printable(line), file=sys.stderr)
+                out.append(snapshot)
+                continue
+            spec = parse_run(text)
+            where = f"run {spec.entity}/{spec.project}/{spec.run_id}"
+            try:
+                client = access.client(spec.base_url)
+                node = wandb_reports.run_node(
+                    client, entity=spec.entity, project=spec.project, run_id=spec.run_id,
+                    source="wandb", app_url=access.app(spec.base_url), timeout=access.timeout)
+                read = whole(client, spec.entity, spec.project, [node], text)
+            except WandbError as exc:
+                raise ReportError(f"{where}: {exc}") from None
+            if node.snapshot.ref.path not in read:
+                raise ReportError(f"{where}: disappeared from W&B while being read")
+            out.append(read[node.snapshot.ref.path])
+        if args.project is not None:
+            entity, _, project = args.project.partition("/")
+            if not entity or not project or "/" in project:
+                raise ReportError(f"--project {args.project}: expected ENTITY/PROJECT")
+            try:
+                since = parse_duration(args.since) if args.since is not None else None
+            except ValueError as exc:
+                raise ReportError(f"--since {args.since}: {exc}") from None
+            try:
+                client = access.client()
+                nodes = wandb_reports.list_runs(
+                    client, entity=entity, project=project, source="wandb",
+                    app_url=access.app(), timeout=access.timeout,
+                    ended_since=time.time() - since if since is not None else 0.0)
+                nodes = [n for n in nodes if args.state is None
+                         or n.snapshot.state == args.state]
+                nodes.sort(key=lambda n: -(n.snapshot.heartbeat or 0.0))
+                nodes = nodes[:args.limit] if args.limit is not None else nodes
+                read = whole(client, entity, project, nodes, args.project)
+            except WandbError as exc:
+                raise ReportError(f"project {args.project}: {exc}") from None
+            out += [read[n.snapshot.ref.path] for n in nodes if n.snapshot.ref.path in read]
+    finally:
+        access.close()
+    return out
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

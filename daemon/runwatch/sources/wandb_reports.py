@@ -83,15 +83,8 @@ def read_run(client: WandbClient, *, entity: str, project: str, run_id: str, sou
     by default :func:`numeric_keys` of the run. ``timeout`` is per request. Raises
     :class:`WandbError` (``not-found`` for an unknown project or run)."""
     path = f"{entity}/{project}/{run_id}"
-    data = client.execute(RUN_QUERY, {"entity": entity, "project": project, "name": run_id},
-                          timeout=timeout)
-    found = data.get("project")
-    if not isinstance(found, dict):
-        raise WandbError(f"unknown project {entity}/{project}", kind="not-found")
-    raw = found.get("run")
-    if not isinstance(raw, dict):
-        raise WandbError(f"no run {path} in W&B", kind="not-found")
-    node = read_node(raw, source=source, entity=entity, project=project, app_url=app_url)
+    node, raw = _run_node(client, entity=entity, project=project, run_id=run_id,
+                          source=source, app_url=app_url, timeout=timeout)
     wanted = tuple(keys(node.snapshot)) if keys else numeric_keys(raw.get("historyKeys"))
     read = read_histories(client, entity=entity, project=project, nodes=[node],
                           keys=lambda _snapshot: wanted, samples=samples, recent=recent,
@@ -100,6 +93,27 @@ def read_run(client: WandbClient, *, entity: str, project: str, run_id: str, sou
         raise WandbError(f"run {path} disappeared from W&B while being read",
                          kind="not-found")
     return read[path]
+
+
+def run_node(client: WandbClient, *, entity: str, project: str, run_id: str, source: str,
+             app_url: str, timeout: float = 60.0) -> RunNode:
+    """One run without its history, in one request; WandbError (``not-found``) if there is
+    no such project or run."""
+    return _run_node(client, entity=entity, project=project, run_id=run_id, source=source,
+                     app_url=app_url, timeout=timeout)[0]
+
+
+def _run_node(client: WandbClient, *, entity: str, project: str, run_id: str, source: str,
+              app_url: str, timeout: float) -> tuple[RunNode, Mapping[str, Any]]:
+    data = client.execute(RUN_QUERY, {"entity": entity, "project": project, "name": run_id},
+                          timeout=timeout)
+    found = data.get("project")
+    if not isinstance(found, dict):
+        raise WandbError(f"unknown project {entity}/{project}", kind="not-found")
+    raw = found.get("run")
+    if not isinstance(raw, dict):
+        raise WandbError(f"no run {entity}/{project}/{run_id} in W&B", kind="not-found")
+    return read_node(raw, source=source, entity=entity, project=project, app_url=app_url), raw
 
 
 def numeric_keys(history_keys: Any, limit: int = MAX_KEYS) -> tuple[str, ...]:
@@ -178,6 +192,51 @@ def read_histories(client: WandbClient, *, entity: str, project: str,
             index += len(run_reads)
             if all(answer is not None for answer in answers):
                 out[snapshot.ref.path] = _with_history(snapshot, answers)
+    return out
+
+
+PAGE = 10_000  # steps a whole read asks per page: never thinned (see read_whole)
+PAGES_PER_REQUEST = 10
+
+
+def read_whole(client: WandbClient, *, entity: str, project: str, nodes: Sequence[RunNode],
+               keys: KeysFor, page: int = PAGE, pages_per_request: int = PAGES_PER_REQUEST,
+               timeout: float = 60.0,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, RunSnapshot]:
+    """The snapshots of ``nodes`` (runs of one project) with every row of the keys ``keys``
+    picks, by run path — for backtests, which replay a run's whole history. Each run is
+    read once, in pages of ``page`` steps (a range of n steps holds at most n rows, so a
+    page asking n samples is never thinned), ``pages_per_request`` pages a request, through
+    the tick's ``sampledHistory`` query. ``progress(done, total)`` is told of the pages
+    read. A run deleted meanwhile is left out."""
+    planned: list[tuple[RunSnapshot, tuple[HistoryRead, ...]]] = []
+    out: dict[str, RunSnapshot] = {}
+    for node in nodes:
+        snapshot = node.snapshot
+        wanted = tuple(dict.fromkeys(keys(snapshot)))
+        last = snapshot.last_step
+        if not wanted or last is None or last < 0:
+            out[snapshot.ref.path] = snapshot
+            continue
+        planned.append((snapshot, tuple(
+            HistoryRead(run_id=snapshot.ref.id, keys=wanted, first=first,
+                        last=min(last, first + page - 1), samples=page)
+            for first in range(0, last + 1, page))))
+    pages = [(snapshot, read) for snapshot, reads in planned for read in reads]
+    answers: dict[str, list[Any]] = {}
+    for start in range(0, len(pages), max(1, pages_per_request)):
+        batch = pages[start:start + max(1, pages_per_request)]
+        data = client.execute(history_query(len(batch)),
+                              history_variables(entity, project, [r for _, r in batch]),
+                              timeout=timeout)
+        for i, (snapshot, read) in enumerate(batch):
+            answers.setdefault(snapshot.ref.path, []).append(history_rows(data, i, read.keys))
+        if progress is not None:
+            progress(min(start + len(batch), len(pages)), len(pages))
+    for snapshot, _ in planned:
+        found = answers.get(snapshot.ref.path, [])
+        if found and all(answer is not None for answer in found):
+            out[snapshot.ref.path] = _with_history(snapshot, found)
     return out
 
 
