@@ -75,14 +75,15 @@ def step_templates(run: Path) -> tuple[list[bytes], list[tuple[bytes, bytes, byt
 
 
 def renumbered(templates: list[tuple[bytes, bytes, bytes]], first_num: int, first_step: int,
-               count: int, t0: float) -> Iterator[bytes]:
-    """``count`` steps cycled from ``templates``, continuing at ``first_num``/``first_step``."""
+               count: int, t0: float, pace: float = 0.01) -> Iterator[bytes]:
+    """``count`` steps cycled from ``templates``, continuing at ``first_num``/``first_step``,
+    step ``n`` logged at ``t0 + n * pace``."""
     num, step = first_num, first_step
     for i in range(count):
         runtime, summary, history = templates[i % len(templates)]
         yield _with_num(runtime, num)
-        yield _set_step(summary, num + 1, step, t0 + step * 0.01, "summary")
-        yield _set_step(history, num + 2, step, t0 + step * 0.01, "history")
+        yield _set_step(summary, num + 1, step, t0 + step * pace, "summary")
+        yield _set_step(history, num + 2, step, t0 + step * pace, "history")
         num += 3
         step += 1
 
@@ -109,11 +110,13 @@ def _set_step(data: bytes, num: int, step: int, when: float, field: str) -> byte
     return record.SerializeToString()
 
 
-def big_log(rows: int) -> Path:
-    """A run directory whose log holds ``rows`` steps made from the SDK run's records."""
+def big_log(rows: int, pace: float = 0.01, t0: float = 1.7e9) -> Path:
+    """A run directory whose log holds ``rows`` steps made from the SDK run's records, one
+    every ``pace`` seconds from ``t0``."""
     source = sdk_run()
-    top = CACHE / f"synth-{rows}-{runmaker.fixture_hash()}"
-    _prune(f"synth-{rows}", top)
+    name = f"synth-{rows}" if pace == 0.01 else f"synth-pace{pace:g}-{t0:.0f}-{rows}"
+    top = CACHE / f"{name}-{runmaker.fixture_hash()}"
+    _prune(name, top)
     target = top / "wandb" / source.name
     log = target / log_of(source).name
     if not (target / "done").exists():
@@ -124,7 +127,7 @@ def big_log(rows: int) -> Path:
         with open(log, "wb") as file:
             size = 0
             batch: list[bytes] = []
-            for record in [*head, *renumbered(templates, 1000, 0, rows, 1.7e9)]:
+            for record in [*head, *renumbered(templates, 1000, 0, rows, t0, pace)]:
                 batch.append(record)
                 if len(batch) >= 30_000:
                     framed = logwriter.frame(batch, at=size)

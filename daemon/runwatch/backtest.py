@@ -1,15 +1,17 @@
 """``runwatch backtest``: what rules would have done over past runs.
 
-Each run's whole history is replayed through the daemon's own tick (``run_tick``, an
-in-memory store) every ``interval`` of the run's own clock, each point seen ``delay`` after
-its time (wandb-core writes its log every ~15 s), the run's end seen when its exit record
-is. What comes out is, per run and rule, when each alert would have fired and resolved and
-how many notifications it would have cost with the configured ``repeat_interval`` and
-``send_resolved``; across runs, each rule's alerts and notifications per 100 run-hours,
-noisiest first.
+Each run's whole history is replayed through the daemon's engine (``engine.evaluate``, as
+``run_tick`` calls it) every ``interval`` of the run's own clock, each point seen ``delay``
+after its time (wandb-core writes its log every ~15 s), the run's end seen when its exit
+record is; each tick's alert states then go through the daemon's notification pipeline
+(``notify.pipeline.plan`` and the outbox's ``drain``) into :class:`Tally` receivers. What
+comes out is, per run and rule, when each alert would have fired and resolved and the
+messages that would have told it; across runs, each rule's alerts and notifications per
+100 run-hours, noisiest first.
 
-Replayed from run directories (read whole, as reports read them). A run that never wrote
-an exit record is replayed ``tail`` past its last record, as the daemon would keep looking.
+Runs come from run directories or W&B, read whole (see ``cli._backtest_runs``). A run
+that never wrote an exit record is replayed ``tail`` past its last record, as the daemon
+would keep looking.
 """
 
 from __future__ import annotations

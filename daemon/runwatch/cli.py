@@ -106,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     backtest.add_argument("--rules", nargs="+", metavar="FILE", default=None,
                           help="rule files (default: the config's, else the shipped rules)")
     backtest.add_argument("--config", type=Path, default=None,
-                          help="take rules, aliases, repeat_interval and send_resolved here")
+                          help="take rules, aliases, receivers, routes, inhibit rules,"
+                               " repeat_interval and send_resolved here")
     backtest.add_argument("--interval", default="1m", help="the daemon's tick (default 1m)")
     backtest.add_argument("--delay", default="15s",
                           help="how late a point is seen: wandb-core's flush (default 15s)")
