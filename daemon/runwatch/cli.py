@@ -658,6 +658,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if interval <= 0:
         return _fail(f"--interval {args.interval}: must be more than zero")
+    if args.rules:
+        # `--rules a.yaml RUN...` takes the RUNs as rule files too: a directory, or a name
+        # that is no YAML file, is a RUN.
+        moved = [r for r in args.rules if os.path.isdir(r) or not r.endswith((".yaml", ".yml"))]
+        args.rules = [r for r in args.rules if r not in moved]
+        args.runs = [*args.runs, *moved]
     if args.rules:  # ConfigError: main prints it, a line per problem
         config = load_config(args.config) if args.config is not None else None
         rule_set = load_rules(args.rules, Path.cwd(), config.aliases if config else None)

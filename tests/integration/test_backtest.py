@@ -310,3 +310,36 @@ def test_a_long_w_and_b_run_is_read_in_pages_and_whole(wandb_server, monkeypatch
     assert history["_timestamp"].steps == tuple(range(rows))
     assert told == [(2, 3), (3, 3)]  # three pages, two requests
     assert len(wandb_server.requests_of("RunwatchHistory")) == 2
+
+
+def test_runs_after_rule_files_are_runs(wandb_runs, capsys):
+    """`--rules FILE... RUN...`: argparse gives the RUNs to --rules; they are runs."""
+    report = backtest(capsys, extra=("--rules", str(default_rules_path()),
+                                     str(wandb_runs.runs["healthy"])))
+    assert [r["name"] for r in report["runs"]] == ["healthy"]
+
+
+def test_a_w_and_b_run_that_counts_steps_in_tokens_costs_its_rows_not_its_steps(
+        wandb_server):
+    """Steps a million apart (a run logging by tokens), bunched unevenly: the whole read
+    asks as many pages as the rows need, splits the one that came back full, and gets
+    every row."""
+    from runwatch.sources.wandb_client import WandbClient
+    from runwatch.sources.wandb_reports import read_whole, run_node
+
+    steps = [i * 1_000_000 for i in range(300)] + [300_000_000 + i for i in range(900)]
+    rows = [{"_step": step, "_timestamp": 1_795_420_800.0 + i, "loss": 1.0 / (1 + i)}
+            for i, step in enumerate(steps)]
+    path = wandb_server.add_run("team", "p", "tokens", rows=rows, created_at=1_795_420_800.0)
+    client = WandbClient(base_url=wandb_server.url, api_key=KEY, timeout=20.0, retry_max=1)
+    try:
+        node = run_node(client, entity="team", project="p", run_id="tokens", source="wandb",
+                        app_url="https://wandb.example")
+        read = read_whole(client, entity="team", project="p", nodes=[node], page=500,
+                          pages_per_request=10, keys=lambda s: ["loss", "_timestamp"])
+    finally:
+        client.close()
+    assert read[path].history["loss"].steps == tuple(steps)
+    # 1,200 rows in pages of 500: 3 ranges, the bunched one (900 rows) split once — a few
+    # requests, where ranges of 500 steps would have been 600,000 pages.
+    assert len(wandb_server.requests_of("RunwatchHistory")) <= 3

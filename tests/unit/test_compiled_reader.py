@@ -180,7 +180,8 @@ def test_damaged_history_rows_are_left_to_python_or_read_alike():
 def run_state(path: Path, monkeypatch, *, fast: bool, window: int | None = None):
     """What a read of the log makes of its run: its cursor, the new points (repr: a NaN
     point equals itself only as text) and the records it skipped as damaged."""
-    wanted = frozenset({"train/loss", "train/grad_norm", "loss", "eval/loss", "acc"})
+    wanted = frozenset({"train/loss", "train/grad_norm", "loss", "eval/loss", "acc", "_step",
+                        "_timestamp"})
     with monkeypatch.context() as patch:
         if not fast:
             patch.setattr(wandbfile, "compiled", None)
@@ -304,3 +305,24 @@ def test_values_of_every_form_read_alike(monkeypatch, tmp_path):
         fast = run_state(path, monkeypatch, fast=True, window=window)
         assert fast == run_state(path, monkeypatch, fast=False, window=window)
     assert "1e999" not in fast[1] and "inf" in fast[1]  # the forms were read, not dropped
+
+
+@needs_compiled
+def test_more_wanted_keys_than_the_compiled_loop_takes_read_alike(monkeypatch, tmp_path):
+    payloads, num = [], 1
+    for i in range(50):
+        payloads += lw.step(num, i, {f"k{j}": float(i + j) for j in range(70)}, time=1e9 + i)
+        num += 3
+    path = tmp_path / "run.wandb"
+    lw.write(path, payloads)
+    wanted = frozenset(f"k{j}" for j in range(70))
+    states = []
+    for fast in (True, False):
+        with monkeypatch.context() as patch:
+            if not fast:
+                patch.setattr(wandbfile, "compiled", None)
+            read = LogRead(RunLog(key=str(tmp_path), log=str(path)), wanted)
+            read.consume(LogReader(str(path), kinds=KINDS))
+            read.finish()
+            states.append(repr(read.series()))
+    assert states[0] == states[1] and "k69" in states[0]

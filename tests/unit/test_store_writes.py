@@ -483,3 +483,58 @@ def test_a_crash_leaves_each_run_as_of_one_tick(tmp_path: Path) -> None:
         assert restarted.load_cursors("s")["/runs/b"] == "3"
     finally:
         restarted.close()
+
+
+def test_a_flush_that_fails_keeps_what_it_held(tmp_path: Path) -> None:
+    """Garbage collection writes what is held first; when the file is busy that fails, and
+    the held run must stay held — a later tick that moves only one of its alerts, then a
+    stop, leaves every alert as of the newest tick, not one of them as of an older one."""
+    path = tmp_path / "state.db"
+    writer = SqliteStore(path, busy_timeout=0.05, hold_for=3600)
+    writer.claim_writer("runwatch test")
+    a, b = alert("a", run=_run("r")), alert("b", run=_run("r"))
+    try:
+        commit(writer, a, b, now=T0, cursors={"/runs/r": "c0"})
+        commit(writer, _moved(a, 1), _moved(b, 1), now=T0 + 60, cursors={"/runs/r": "c1"})
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreError, match="locked"):
+                writer.collect_garbage(T0 + 90, resolved_retention=1e9, cursor_retention=1e9)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        commit(writer, _moved(a, 2), now=T0 + 120, cursors={"/runs/r": "c2"})
+    finally:
+        writer.close()
+    reopened = SqliteStore(path)
+    try:
+        assert canon(reopened.load_alerts(["a", "b"])) == canon(
+            {"a": _moved(a, 2), "b": _moved(b, 1)})
+        assert reopened.load_cursors("s") == {"/runs/r": "c2"}
+    finally:
+        reopened.close()
+
+
+def test_a_cursor_key_taken_by_another_run_path_is_not_written_back_older(
+        tmp_path: Path) -> None:
+    """A run directory's path changes once its run record is read (its location, then
+    entity/project/id) under the same cursor key: what was held under the old path is
+    written before the new cursor, never after it."""
+    path = tmp_path / "state.db"
+    writer = SqliteStore(path, hold_for=3600)
+    writer.claim_writer("runwatch test")
+    early = RunRef(source="local", id="r1", name="r1", location="/runs/r1")  # path = location
+    late = _run("r1")  # e/p/r1, same location
+    a = alert("a", run=early)
+    try:
+        commit(writer, a, now=T0, cursors={"/runs/r1": "c0"})
+        commit(writer, _moved(a, 1), now=T0 + 60, cursors={"/runs/r1": "c1"})  # held
+        commit(writer, alert("b", run=late), now=T0 + 120, cursors={"/runs/r1": "c2"})
+        assert _file(path)[1] == {"/runs/r1": "c2"}
+        commit(writer, now=T0 + 8000, cursors={})  # anything still held of the old path due
+        assert _file(path)[1] == {"/runs/r1": "c2"}
+        assert writer.load_cursors("s") == {"/runs/r1": "c2"}
+    finally:
+        writer.close()
+    assert _file(path)[1] == {"/runs/r1": "c2"}

@@ -491,13 +491,13 @@ step_columns(PyObject *Py_UNUSED(self), PyObject *args)
             } else if (key_len == time_n && memcmp(key_at, time_s, time_n) == 0) {
                 plain = plain_double(value_at, value_len, &when);
                 has_time = 1;
-            } else {
-                for (Py_ssize_t t = 0; t < n_targets; t++) {
-                    if (key_len == target_len[t] && memcmp(key_at, target_key[t], key_len) == 0) {
-                        plain = plain_double(value_at, value_len, &found[t]);
-                        has[t] = 1;
-                        break;
-                    }
+            }
+            /* The step or time may be wanted too (a rule on `step`): then also a column. */
+            for (Py_ssize_t t = 0; plain && t < n_targets; t++) {
+                if (key_len == target_len[t] && memcmp(key_at, target_key[t], key_len) == 0) {
+                    plain = plain_double(value_at, value_len, &found[t]);
+                    has[t] = 1;
+                    break;
                 }
             }
         }

@@ -47,6 +47,7 @@ KINDS = frozenset({
     PREEMPTING,
 })
 _CURSOR_VERSION = 1
+_COMPILED_TARGETS = 64  # step_columns takes at most this many wanted keys (MAX_TARGETS)
 _STEP = b"_step"
 _TIMESTAMP = b"_timestamp"
 # A step summary waiting to be folded: the reader's Record (kind, data, start, end,
@@ -325,7 +326,7 @@ class LogRead:
                     # The compiled loop below for the common (summary, row) pairs, up to
                     # the first record it leaves to it: straight into the columns when
                     # each wanted key has one raw form, else as rows.
-                    if step_columns is not None and all(
+                    if step_columns is not None and len(targets) <= _COMPILED_TARGETS and all(
                             len(raws) == 1 for raws in targets.values()):
                         if rows:  # the rows before go first, in order
                             self._add_rows(rows, step_fields, targets)

@@ -205,11 +205,14 @@ def read_whole(client: WandbClient, *, entity: str, project: str, nodes: Sequenc
                progress: Callable[[int, int], None] | None = None) -> dict[str, RunSnapshot]:
     """The snapshots of ``nodes`` (runs of one project) with every row of the keys ``keys``
     picks, by run path — for backtests, which replay a run's whole history. Each run is
-    read once, in pages of ``page`` steps (a range of n steps holds at most n rows, so a
-    page asking n samples is never thinned), ``pages_per_request`` pages a request, through
-    the tick's ``sampledHistory`` query. ``progress(done, total)`` is told of the pages
-    read. A run deleted meanwhile is left out."""
-    planned: list[tuple[RunSnapshot, tuple[HistoryRead, ...]]] = []
+    read once, in pages of at most ``page`` rows through the tick's ``sampledHistory``
+    query, ``pages_per_request`` pages a request: its steps are cut into as many ranges as
+    its row count (``historyLineCount``) needs, each asking ``page`` samples, and a range
+    that comes back full — thinned, perhaps, where a run logs unevenly — is asked again as
+    two halves. So a run that counts its steps in tokens costs its rows, not its steps.
+    ``progress(done, total)`` is told of the pages read. A run deleted meanwhile is left
+    out."""
+    queue: list[tuple[RunSnapshot, HistoryRead]] = []
     out: dict[str, RunSnapshot] = {}
     for node in nodes:
         snapshot = node.snapshot
@@ -218,26 +221,45 @@ def read_whole(client: WandbClient, *, entity: str, project: str, nodes: Sequenc
         if not wanted or last is None or last < 0:
             out[snapshot.ref.path] = snapshot
             continue
-        planned.append((snapshot, tuple(
-            HistoryRead(run_id=snapshot.ref.id, keys=wanted, first=first,
-                        last=min(last, first + page - 1), samples=page)
-            for first in range(0, last + 1, page))))
-    pages = [(snapshot, read) for snapshot, reads in planned for read in reads]
+        ranges = max(1, -(-max(node.history_lines, 1) // page))
+        span = max(1, -(-(last + 1) // ranges))
+        queue += [(snapshot, HistoryRead(run_id=snapshot.ref.id, keys=wanted, first=first,
+                                         last=min(last, first + span - 1), samples=page))
+                  for first in range(0, last + 1, span)]
     answers: dict[str, list[Any]] = {}
-    for start in range(0, len(pages), max(1, pages_per_request)):
-        batch = pages[start:start + max(1, pages_per_request)]
+    done = 0
+    while queue:
+        batch, queue = queue[:max(1, pages_per_request)], queue[max(1, pages_per_request):]
         data = client.execute(history_query(len(batch)),
                               history_variables(entity, project, [r for _, r in batch]),
                               timeout=timeout)
         for i, (snapshot, read) in enumerate(batch):
-            answers.setdefault(snapshot.ref.path, []).append(history_rows(data, i, read.keys))
+            answer = history_rows(data, i, read.keys)
+            full = [rows for rows in (answer or {}).values() if len(rows) >= read.samples]
+            if full and read.last > read.first:  # perhaps thinned: asked again in halves
+                middle = _middle_step(full[0], read.first, read.last)
+                queue += [(snapshot, replace(read, last=middle - 1)),
+                          (snapshot, replace(read, first=middle))]
+            else:
+                answers.setdefault(snapshot.ref.path, []).append(answer)
+        done += len(batch)
         if progress is not None:
-            progress(min(start + len(batch), len(pages)), len(pages))
-    for snapshot, _ in planned:
-        found = answers.get(snapshot.ref.path, [])
-        if found and all(answer is not None for answer in found):
-            out[snapshot.ref.path] = _with_history(snapshot, found)
+            progress(done, done + len(queue))
+    snapshots = {node.snapshot.ref.path: node.snapshot for node in nodes}
+    for path, found in answers.items():
+        if all(answer is not None for answer in found):
+            out[path] = _with_history(snapshots[path], found)
     return out
+
+
+def _middle_step(rows: Sequence[Mapping[str, Any]], first: int, last: int) -> int:
+    """Where to cut ``first``..``last`` so that each part holds about half its rows: the
+    step of the middle row of the (evenly thinned) rows it answered, else its middle."""
+    steps = sorted(s for s in (row_step(row.get("_step")) for row in rows) if s is not None)
+    middle = steps[len(steps) // 2] if steps else None
+    if middle is None or not first < middle <= last:
+        middle = (first + last) // 2 + 1
+    return middle
 
 
 def _reads(snapshot: RunSnapshot, keys: Iterable[str], *, samples: int,

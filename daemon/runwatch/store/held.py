@@ -77,23 +77,33 @@ class Holder:
             path_of.update((key, path) for key in keys_of[path])
         write_alerts: list[AlertState] = []
         write_cursors: dict[str, str] = {}
-        moved: dict[str, dict[str, str]] = {}
-        for key, value in cursors.items():
-            path = path_of.get(key) or self._paths.get((source, key))
-            if path is None:
-                write_cursors[key] = value
-            else:
-                moved.setdefault(path, {})[key] = value
         held: dict[tuple[str, str], _Run] = {}
         holding: list[AlertState] = []
         gone: set[tuple[str, str]] = set()
         remember: set[str] = set()
 
-        def write(name: tuple[str, str], run: _Run) -> None:
+        def write(name: tuple[str, str], run: _Run, was_held: Iterable[str]) -> None:
             write_alerts.extend(run.alerts.values())
             write_cursors.update(run.cursors)
-            remember.update(run.alerts)
+            # Only a held alert's stored memory may be older than the one the writer keeps.
+            remember.update(was_held)
             gone.add(name)
+
+        moved: dict[str, dict[str, str]] = {}
+        for key, value in cursors.items():
+            path = path_of.get(key)
+            before_path = self._paths.get((source, key))
+            if path is not None and before_path is not None and before_path != path:
+                # The key has moved to another run (a run's path learnt from its records):
+                # what was held under the old path is written first, so the new one wins.
+                old = (source, before_path)
+                if old in self._runs and old not in gone:
+                    write(old, self._runs[old], self._runs[old].alerts)
+            path = path or before_path
+            if path is None:
+                write_cursors[key] = value
+            else:
+                moved.setdefault(path, {})[key] = value
 
         for path in groups.keys() | moved.keys():
             name = (source, path)
@@ -107,10 +117,10 @@ class Holder:
                 held[name] = run
                 holding.extend(group.values())
             else:  # written whole: what was held of it, then this commit's
-                write(name, run)
+                write(name, run, before.alerts if before else ())
         for name, run in self._runs.items():
             if name[0] == source and name not in held and name not in gone and run.due <= now:
-                write(name, run)
+                write(name, run, run.alerts)
         return Plan(alerts=write_alerts, cursors=write_cursors, remember=remember,
                     held=held, holding=holding, gone=gone - held.keys())
 
@@ -124,25 +134,26 @@ class Holder:
             for key in run.keys:
                 self._paths[(source, key)] = path
 
-    def take_all(self) -> dict[str, tuple[list[AlertState], dict[str, str]]]:
-        """Everything held, by source, to write now (a stop); held no more."""
+    def everything(self) -> dict[str, tuple[list[AlertState], dict[str, str]]]:
+        """Everything held, by source: to write at a stop, then :meth:`forget` it."""
         out: dict[str, tuple[list[AlertState], dict[str, str]]] = {}
         for (source, _), run in self._runs.items():
             alerts, cursors = out.setdefault(source, ([], {}))
             alerts.extend(run.alerts.values())
             cursors.update(run.cursors)
-        self._runs.clear()
-        self._paths.clear()
         return out
 
-    def held_alerts(self) -> int:
-        return sum(len(run.alerts) for run in self._runs.values())
+    def forget(self, source: str) -> None:
+        """What was held of ``source`` is written."""
+        for name in [name for name in self._runs if name[0] == source]:
+            self._drop(name)
 
     def _drop(self, name: tuple[str, str]) -> None:
         run = self._runs.pop(name, None)
         if run is not None:
             for key in run.keys:
-                self._paths.pop((name[0], key), None)
+                if self._paths.get((name[0], key)) == name[1]:  # not since taken by another
+                    self._paths.pop((name[0], key))
 
     def _spread(self, path: str) -> float:
         """Between ``hold_for`` and twice that, the same for the same run every time."""

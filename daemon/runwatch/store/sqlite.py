@@ -506,6 +506,10 @@ class SqliteStore:
         alerts = list(alerts)
         with self._cache_lock:  # what the writer keeps moves with the file, in one order
             holder, kept_alerts = self._holder, self._alert_cache
+            kept_cursors = self._cursor_cache
+            if kept_cursors is not None and cursors and source not in kept_cursors:
+                # Held cursors live only here: the source's stored ones first, read now.
+                kept_cursors[source] = dict(self._load_cursors(source))
             if holder is not None and kept_alerts is not None:
                 plan = holder.plan(source, alerts, cursors, now, kept_alerts)
                 with self._errors("cannot commit tick"):  # refused now, not when written
@@ -525,9 +529,7 @@ class SqliteStore:
                 # writer keeps the newest states as they are (or will be) stored (a row
                 # read back would be the same values, its memory's tuples as lists).
                 kept_alerts.update((a.fingerprint, a) for a in alerts)
-            if kept_cursors is not None and cursors:
-                if source not in kept_cursors:  # held cursors are only here: keep them all
-                    kept_cursors[source] = dict(self._load_cursors(source))
+            if kept_cursors is not None and source in kept_cursors:
                 kept_cursors[source].update((str(k), v) for k, v in cursors.items())
 
     def _write(self, source: str, alerts: list[AlertState], cursors: Mapping[str, str],
@@ -551,9 +553,10 @@ class SqliteStore:
             holder = self._holder
             if holder is None:
                 return
-            for source, (alerts, cursors) in holder.take_all().items():
+            for source, (alerts, cursors) in holder.everything().items():
                 now = max((a.last_seen or 0.0 for a in alerts), default=0.0)
                 self._write(source, alerts, cursors, now, {a.fingerprint for a in alerts})
+                holder.forget(source)  # written: a failure above keeps it held
 
     def _alert_rows(self, alerts: list[AlertState], now: float,
                     remember: Collection[str] = ()) -> tuple[list[Any], ...]:
