@@ -17,11 +17,18 @@ rows) is reported firing and resolved together.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from runwatch.checks import Context, Rule, Verdict
 from runwatch.duration import format_duration
-from runwatch.model import AlertState, AlertStatus, RunSnapshot, Transition, fingerprint_at
+from runwatch.model import (
+    AlertState,
+    AlertStatus,
+    RunSnapshot,
+    Transition,
+    evolve,
+    fingerprint_at,
+)
 from runwatch.template import render
 
 _HOLDING = (AlertStatus.PENDING, AlertStatus.FIRING)
@@ -99,7 +106,7 @@ def evaluate(
         if ended and rule.resolve_on_end and after.status == AlertStatus.FIRING:
             # The run's last word: what fired on it resolves with it, so nothing stays
             # firing for a run that will never be read again.
-            resolved = replace(after, status=AlertStatus.RESOLVED, resolved_at=now,
+            resolved = evolve(after, status=AlertStatus.RESOLVED, resolved_at=now,
                                active_since=None, since_step=None,
                                resolution=ended_reason(snapshot))
             transitions.append(Transition(alert=resolved, previous=AlertStatus.FIRING))
@@ -146,12 +153,12 @@ def retire(alerts: Iterable[AlertState], rule_names: Collection[str], now: float
         if alert.rule in rule_names or alert.status not in _HOLDING:
             continue
         if alert.status == AlertStatus.FIRING:
-            after = replace(alert, status=AlertStatus.RESOLVED, resolved_at=now,
+            after = evolve(alert, status=AlertStatus.RESOLVED, resolved_at=now,
                             active_since=None, since_step=None, last_seen=now,
                             resolution=reason)
             transitions.append(Transition(alert=after, previous=alert.status))
         else:
-            after = replace(alert, status=AlertStatus.INACTIVE, active_since=None,
+            after = evolve(alert, status=AlertStatus.INACTIVE, active_since=None,
                             since_step=None, last_seen=now)
         kept.append(after)
     return Evaluation(alerts=tuple(kept), transitions=tuple(transitions))
@@ -214,18 +221,18 @@ def step_alert(
     if active is None:  # nothing new to decide on: keep the status
         active = holding
         if not holding:
-            return replace(before, **common)
+            return evolve(before, **common)
     if not active:
         if before.status == AlertStatus.FIRING:
             # A check that stops applying when the run ends (a heartbeat) clears with no
             # value of its own: that is the run's end, not a fix.
             why = ended_reason(snapshot) if snapshot.state.ended and verdict.value is None \
                 else "condition cleared"
-            return replace(before, **common, status=AlertStatus.RESOLVED, resolved_at=now,
+            return evolve(before, **common, status=AlertStatus.RESOLVED, resolved_at=now,
                            active_since=None, since_step=None, resolution=why)
         status = AlertStatus.RESOLVED if before.status == AlertStatus.RESOLVED else (
             AlertStatus.INACTIVE)
-        return replace(before, **common, status=status, active_since=None, since_step=None,
+        return evolve(before, **common, status=status, active_since=None, since_step=None,
                        first_value=None)
 
     first_value = before.first_value if holding else None
@@ -247,7 +254,7 @@ def step_alert(
     if verdict.active is not None:
         common["summary"] = render(rule.summary_template(), summary_fields(
             rule, snapshot, verdict, step, since_step=since_step, first_value=first_value))
-    return replace(before, **common, status=status, active_since=since,
+    return evolve(before, **common, status=status, active_since=since,
                    since_step=since_step, first_value=first_value, resolved_at=None,
                    resolution="")
 

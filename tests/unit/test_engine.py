@@ -10,7 +10,15 @@ import pytest
 from builders import T0, rule, series, snapshot
 from runwatch.engine import evaluate
 from runwatch.keys import DEFAULT_ALIASES
-from runwatch.model import AlertStatus, RunState, fingerprint
+from runwatch.model import (
+    AlertState,
+    AlertStatus,
+    RunRef,
+    RunState,
+    Severity,
+    evolve,
+    fingerprint,
+)
 
 N, P, F, R = AlertStatus.INACTIVE, AlertStatus.PENDING, AlertStatus.FIRING, AlertStatus.RESOLVED
 
@@ -403,3 +411,23 @@ def test_a_changed_stored_state_or_rule_is_asked_again():
     late = evaluate([counting], quiet, stored, T0 + 601, DEFAULT_ALIASES,
                     quiet_until=quiet_until)
     assert len(calls) == 5 and late.alerts[0].status == F  # due: asked, and it fires
+
+
+def test_evolve_makes_what_dataclasses_replace_makes():
+    """The engine's evolve (a faster replace for AlertState) sets every field alike, and
+    refuses a field AlertState has not."""
+    before = AlertState(fingerprint="fp", rule="r", severity=Severity.WARNING,
+                        run=RunRef(source="s", id="r1", name="n"), first_seen=1.0,
+                        last_seen=2.0, metric="loss", value=1.5, step=10,
+                        run_state=RunState.RUNNING, labels={"a": "b"}, memory=["t", [1.0]])
+    for changes in ({}, {"value": None, "step": 11, "memory": None},
+                    {f.name: getattr(before, f.name) for f in dataclasses.fields(before)}):
+        after = evolve(before, **changes)
+        assert after == dataclasses.replace(before, **changes)
+        assert all(getattr(after, f.name) is getattr(dataclasses.replace(before, **changes),
+                                                      f.name)
+                   for f in dataclasses.fields(before))
+    with pytest.raises(TypeError, match="no field 'colour'"):
+        evolve(before, colour="red")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        evolve(before).value = 2.0  # type: ignore[misc]
