@@ -266,10 +266,12 @@ def _storing(alert: AlertState) -> Iterator[None]:
     try:
         yield
     except (TypeError, ValueError) as exc:
-        raise CodecError(
-            f"cannot store alert {alert.fingerprint} (rule {alert.rule}, "
-            f"run {alert.run.path}): {exc}"
-        ) from None
+        raise _unstorable(alert, exc) from None
+
+
+def _unstorable(alert: AlertState, exc: Exception) -> CodecError:
+    return CodecError(f"cannot store alert {alert.fingerprint} (rule {alert.rule}, "
+                      f"run {alert.run.path}): {exc}")
 
 
 # What a tick changes in an alert that keeps its status (``MOVING_COLUMNS`` and the
@@ -290,8 +292,10 @@ steady = operator.attrgetter(*STEADY_FIELDS)
 
 def moving_row(alert: AlertState, updated_at: float, *, memory: bool = False) -> tuple[Any, ...]:
     """``alert``'s values in ``MOVING_COLUMNS`` order (then its ``memory``, if asked),
-    encoded as ``alert_to_row`` encodes them."""
-    with _storing(alert):
+    encoded as ``alert_to_row`` encodes them. (A busy tick encodes thousands: no context
+    manager, and a RunState taken as it is.)"""
+    try:
+        state = alert.run_state
         return (
             _time(alert, "last_seen"),
             alert.metric,
@@ -300,10 +304,12 @@ def moving_row(alert: AlertState, updated_at: float, *, memory: bool = False) ->
             _number_text(alert.latest_value),
             _int(alert.latest_step),
             str(alert.summary),
-            RunState(alert.run_state).value,
+            state.value if type(state) is RunState else RunState(state).value,
             float(updated_at),
             *((encode_memory(alert.memory),) if memory else ()),
         )
+    except (TypeError, ValueError) as exc:
+        raise _unstorable(alert, exc) from None
 
 
 def alert_from_row(row: Sequence[Any]) -> AlertState:
