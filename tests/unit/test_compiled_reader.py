@@ -326,3 +326,32 @@ def test_more_wanted_keys_than_the_compiled_loop_takes_read_alike(monkeypatch, t
             read.finish()
             states.append(repr(read.series()))
     assert states[0] == states[1] and "k69" in states[0]
+
+
+def test_a_run_whose_every_row_has_new_keys_keeps_few_shapes(monkeypatch, tmp_path):
+    """Row shapes are a cache: a run logging a new key in every row (per-sample metrics)
+    does not grow it without end, and reads the same, compiled or not."""
+    from runwatch.sources.runlog import MAX_SHAPES
+
+    payloads, num = [], 1
+    for i in range(3 * MAX_SHAPES):
+        payloads += lw.step(num, i, {"loss": 1.0 / (1 + i), f"sample/{i}": float(i)},
+                            time=1e9 + i)
+        num += 3
+    path = tmp_path / "run.wandb"
+    lw.write(path, payloads)
+    seen = []
+    for fast in (True, False):
+        with monkeypatch.context() as patch:
+            if not fast:
+                patch.setattr(wandbfile, "compiled", None)
+            run = RunLog(key=str(tmp_path), log=str(path))
+            read = LogRead(run, frozenset({"loss", "sample/700"}))
+            read.consume(LogReader(str(path), kinds=KINDS))
+            read.finish()
+            assert len(run.shapes) <= MAX_SHAPES
+            series = read.series()
+            assert len(series["loss"].steps) == 3 * MAX_SHAPES
+            assert series["sample/700"].values == (700.0,)
+            seen.append(repr(series))
+    assert seen[0] == seen[1]

@@ -47,6 +47,7 @@ KINDS = frozenset({
     PREEMPTING,
 })
 _CURSOR_VERSION = 1
+MAX_SHAPES = 256  # row shapes a run keeps (RunLog.shapes); a real run logs a few
 _COMPILED_TARGETS = 64  # step_columns takes at most this many wanted keys (MAX_TARGETS)
 _STEP = b"_step"
 _TIMESTAMP = b"_timestamp"
@@ -356,6 +357,8 @@ class LogRead:
                     shape = shapes.get(names)
                     fresh = shape is None  # a shape not seen before may hold new keys
                     if fresh:
+                        if len(shapes) >= MAX_SHAPES:  # a run whose every row differs:
+                            shapes.clear()  # a cache, not a record; kept from growing
                         shape = shapes[names] = (frozenset(row), 7 * len(row) + len(join(row)))
                     keyset, framing = shape
                     # The items must tile the record; what is left must be the step field,
