@@ -1,12 +1,10 @@
 """The SQLite store: one file in WAL mode, safe for several threads and processes.
 
-Each thread gets its own connection (readers never wait for a writer in WAL mode);
-each call is one transaction, and writes take the write lock up front
-(``BEGIN IMMEDIATE``) so a busy database waits ``busy_timeout`` and then fails with a
-temporary ``StoreError`` instead of deadlocking. Nothing is cached between calls, so
-several processes sharing the file see each other's writes — except by the one writer
-(``claim_writer``), which keeps the alert states and cursors only it writes, writes
-back only what changed, and holds quiet runs back for a few minutes (``held``).
+The SQL and the store's behaviour are ``sql.SqlStore``'s; this is SQLite's part. Each
+thread gets its own connection (readers never wait for a writer in WAL mode); writes take
+the write lock up front (``BEGIN IMMEDIATE``) so a busy database waits ``busy_timeout`` and
+then fails with a temporary ``StoreError`` instead of deadlocking. The one writer's lock is
+an ``flock`` on ``<store>.writer``.
 
 The schema is versioned in ``PRAGMA user_version``: ``MIGRATIONS[i]`` takes a
 database from version ``i`` to ``i + 1``, and opening runs whatever is missing in one
@@ -15,161 +13,24 @@ transaction. A database newer than this code is refused, never touched.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from contextlib import contextmanager, suppress
-from typing import Any
+from typing import ClassVar
 
-from runwatch.model import AlertState, AlertStatus
-from runwatch.store import codec
-from runwatch.store.base import (
-    COLLECTIBLE_STATUSES,
-    Collected,
-    Matcher,
-    NotificationRecord,
-    OutboxEntry,
-    Silence,
-    StoreError,
-    WriterBusy,
-    new_silence,
-)
-from runwatch.store.held import HOLD_FOR, Holder
+from runwatch.store.base import StoreError, WriterBusy
+from runwatch.store.held import HOLD_FOR
+from runwatch.store.sql import APPLICATION_ID, MIGRATIONS, SqlStore
+
+__all__ = ["APPLICATION_ID", "DEFAULT_BUSY_TIMEOUT", "MIGRATIONS", "SqliteStore"]
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a call waits for another writer before giving up
-
-APPLICATION_ID = 0x52574348  # "RWCH" in the file header: this file is a runwatch store
 
 # A busy tick rewrites the same alert and cursor pages tick after tick (~1,000 pages over
 # 500 live runs). Checkpointing the WAL back into the file every 10,000 pages (~40 MB)
 # rather than SQLite's 1,000 copies each page once per several ticks, not on every one.
 WAL_CHECKPOINT_PAGES = 10_000
-
-_V1 = (
-    """CREATE TABLE alerts (
-        fingerprint  TEXT PRIMARY KEY,
-        rule         TEXT NOT NULL,
-        run_source   TEXT NOT NULL,
-        run_id       TEXT NOT NULL,
-        run_name     TEXT NOT NULL,
-        run_project  TEXT NOT NULL,
-        run_entity   TEXT NOT NULL,
-        run_location TEXT NOT NULL,
-        run_path     TEXT NOT NULL,
-        severity     TEXT NOT NULL,
-        status       TEXT NOT NULL,
-        active_since REAL,
-        since_step   INTEGER,
-        fired_at     REAL,
-        resolved_at  REAL,
-        first_seen   REAL,
-        last_seen    REAL,
-        metric       TEXT,
-        value        TEXT,
-        step         INTEGER,
-        summary      TEXT NOT NULL,
-        labels       TEXT NOT NULL,
-        memory       TEXT NOT NULL,
-        updated_at   REAL NOT NULL
-    )""",
-    "CREATE INDEX alerts_by_status ON alerts (status)",
-    "CREATE INDEX alerts_by_run ON alerts (run_path)",
-    "CREATE INDEX alerts_by_project ON alerts (run_project)",
-    """CREATE TABLE cursors (
-        source     TEXT NOT NULL,
-        run_key    TEXT NOT NULL,
-        value      TEXT NOT NULL,
-        updated_at REAL NOT NULL,
-        PRIMARY KEY (source, run_key)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX cursors_by_age ON cursors (updated_at)",
-    """CREATE TABLE notifications (
-        group_key  TEXT NOT NULL,
-        receiver   TEXT NOT NULL,
-        firing     TEXT NOT NULL,
-        resolved   TEXT NOT NULL,
-        sent_at    REAL NOT NULL,
-        expires_at REAL NOT NULL,
-        PRIMARY KEY (group_key, receiver)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX notifications_by_expiry ON notifications (expires_at)",
-    """CREATE TABLE silences (
-        id         TEXT PRIMARY KEY,
-        matchers   TEXT NOT NULL,
-        starts_at  REAL NOT NULL,
-        ends_at    REAL NOT NULL,
-        created_at REAL NOT NULL,
-        created_by TEXT NOT NULL,
-        comment    TEXT NOT NULL
-    )""",
-    "CREATE INDEX silences_by_end ON silences (ends_at)",
-)
-
-# The notification outbox and the refs deliveries leave (Slack threads, message ids).
-_V2 = (
-    """CREATE TABLE outbox (
-        id              TEXT PRIMARY KEY,
-        group_key       TEXT NOT NULL,
-        receiver        TEXT NOT NULL,
-        firing          TEXT NOT NULL,
-        resolved        TEXT NOT NULL,
-        payload         TEXT NOT NULL,
-        created_at      REAL NOT NULL,
-        expires_at      REAL NOT NULL,
-        attempts        INTEGER NOT NULL,
-        next_attempt_at REAL NOT NULL,
-        last_error      TEXT NOT NULL,
-        failed_at       REAL,
-        claimed_by      TEXT NOT NULL,
-        claimed_until   REAL
-    )""",
-    "CREATE INDEX outbox_by_group ON outbox (group_key, receiver)",
-    "CREATE INDEX outbox_due ON outbox (failed_at, next_attempt_at)",
-    """CREATE TABLE delivery_refs (
-        receiver   TEXT NOT NULL,
-        key        TEXT NOT NULL,
-        value      TEXT NOT NULL,
-        expires_at REAL NOT NULL,
-        PRIMARY KEY (receiver, key)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX delivery_refs_by_expiry ON delivery_refs (expires_at)",
-)
-
-# What the daemon last did per source, for `runwatch status`.
-_V3 = (
-    """CREATE TABLE source_status (
-        source     TEXT PRIMARY KEY,
-        data       TEXT NOT NULL,
-        updated_at REAL NOT NULL
-    ) WITHOUT ROWID""",
-)
-
-# The run's state at the alert's last evaluation: repeats stop once a run has ended.
-_V4 = ("ALTER TABLE alerts ADD COLUMN run_state TEXT NOT NULL DEFAULT ''",)
-
-# Why an alert resolved: receivers say "run ended: killed", not just "resolved".
-_V5 = ("ALTER TABLE alerts ADD COLUMN resolution TEXT NOT NULL DEFAULT ''",)
-
-# Where an alert began and where it is now: "> 10 since step 35 (10.4), now 450".
-_V6 = ("ALTER TABLE alerts ADD COLUMN first_value TEXT",
-       "ALTER TABLE alerts ADD COLUMN latest_value TEXT",
-       "ALTER TABLE alerts ADD COLUMN latest_step INTEGER")
-
-# Exactly once across a kill: an attempt that may have reached the receiver, and the
-# later steps of a delivered message (its charts).
-_V7 = ("ALTER TABLE outbox ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0",
-       "ALTER TABLE outbox ADD COLUMN followup INTEGER NOT NULL DEFAULT 0")
-
-# Check memory may hold packed lists of floats (codec.encode_memory): no table changes,
-# but a runwatch that does not know them must refuse the file, not misread its memory.
-_V8: tuple[str, ...] = ()
-
-# One entry per schema version, in order; append, never edit a released step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
 
 # Primary result codes after which the same call may well succeed later.
 _TEMPORARY_CODES = frozenset(
@@ -182,90 +43,16 @@ _TEMPORARY_CODES = frozenset(
     }
 )
 
-_IN_CHUNK = 500  # host parameters per IN (...) list, well below every SQLite's limit
 
+class SqliteStore(SqlStore):
+    _DB_ERRORS: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error,)
+    _UNIQUE_VIOLATION: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.IntegrityError,)
+    _BEGIN_WRITE: ClassVar[str] = "BEGIN IMMEDIATE"
 
-def _columns(names: Iterable[str]) -> str:
-    return ", ".join(names)
-
-
-def _upsert(table: str, columns: tuple[str, ...], key: tuple[str, ...], where: str = "") -> str:
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
-    return (
-        f"INSERT INTO {table} ({_columns(columns)}) VALUES ({', '.join('?' * len(columns))}) "
-        f"ON CONFLICT ({_columns(key)}) DO UPDATE SET {updates}{where}"
-    )
-
-
-_SELECT_ALERTS = f"SELECT {_columns(codec.ALERT_COLUMNS)} FROM alerts"
-_UPSERT_ALERT = _upsert("alerts", codec.ALERT_COLUMNS, ("fingerprint",))
-# An alert whose steady fields are as stored: its moving columns, with or without memory.
-_MOVE_ALERT = (
-    f"UPDATE alerts SET {', '.join(f'{c} = ?' for c in codec.MOVING_COLUMNS)}"
-    " WHERE fingerprint = ?"
-)
-_MOVE_ALERT_AND_MEMORY = _MOVE_ALERT.replace(" WHERE", ", memory = ? WHERE")
-_UPSERT_CURSOR = _upsert(
-    "cursors", ("source", "run_key", "value", "updated_at"), ("source", "run_key")
-)
-_UPSERT_NOTIFICATION = _upsert(
-    "notifications",
-    codec.NOTIFICATION_COLUMNS,
-    ("group_key", "receiver"),
-    " WHERE excluded.sent_at >= notifications.sent_at",
-)
-_SELECT_NOTIFICATION = (
-    f"SELECT {_columns(codec.NOTIFICATION_COLUMNS)} FROM notifications "
-    "WHERE group_key = ? AND receiver = ?"
-)
-_INSERT_SILENCE = (
-    f"INSERT INTO silences ({_columns(codec.SILENCE_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(codec.SILENCE_COLUMNS))})"
-)
-_SELECT_SILENCES = f"SELECT {_columns(codec.SILENCE_COLUMNS)} FROM silences"
-_SELECT_OUTBOX = f"SELECT {_columns(codec.OUTBOX_COLUMNS)} FROM outbox"
-_INSERT_OUTBOX = (
-    f"INSERT INTO outbox ({_columns(codec.OUTBOX_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(codec.OUTBOX_COLUMNS))})"
-)
-# Pending entries of the same (group, receiver) that no live claim holds.
-_SUPERSEDE_OUTBOX = (
-    "DELETE FROM outbox WHERE group_key = ?1 AND receiver = ?2 AND failed_at IS NULL"
-    " AND (claimed_until IS NULL OR claimed_until <= ?3) AND created_at <= ?3 AND id != ?4"
-    " AND followup = 0"
-)
-# OutboxEntry.due in SQL.
-_DUE_OUTBOX = (
-    "failed_at IS NULL AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)"
-)
-_UPSERT_REF = _upsert("delivery_refs", codec.REF_COLUMNS, ("receiver", "key"))
-_UPSERT_STATUS = _upsert("source_status", ("source", "data", "updated_at"), ("source",))
-
-# The later of resolved_at and last_seen, else updated_at: base.alert_touched in SQL.
-_ALERT_TOUCHED = (
-    "COALESCE(MAX(COALESCE(resolved_at, last_seen), COALESCE(last_seen, resolved_at)), updated_at)"
-)
-
-
-class SqliteStore:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
                  hold_for: float = HOLD_FOR):
-        self.path = os.path.abspath(os.fspath(path))
-        self._hold_for = hold_for
-        self._busy_timeout = busy_timeout
-        self._lock = threading.Lock()
-        self._local = threading.local()
-        self._connections: dict[threading.Thread, sqlite3.Connection] = {}
-        self._closed = False
-        self._writer: int | None = None  # the writer lock's file, once claimed
-        # The writer's alert states by fingerprint (None: no row) and cursors by source, as
-        # stored: nobody else writes them while it holds the lock, so an idle tick decodes
-        # no alert row and reads no cursor, and a busy one writes only what moved.
-        self._alert_cache: dict[str, AlertState | None] | None = None
-        self._cursor_cache: dict[str, dict[str, str]] | None = None
-        # The writer's quiet runs not yet written (see ``held``): the caches hold them.
-        self._holder: Holder | None = None
-        self._cache_lock = threading.RLock()
+        super().__init__(os.path.abspath(os.fspath(path)), busy_timeout=busy_timeout,
+                         hold_for=hold_for)
         parent = os.path.dirname(self.path)
         try:
             os.makedirs(parent, exist_ok=True)
@@ -284,8 +71,6 @@ class SqliteStore:
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
 
-    # --- connections, transactions, errors ------------------------------------------------
-
     def _error(self, action: str, exc: Exception) -> StoreError:
         code = getattr(exc, "sqlite_errorcode", None)
         if isinstance(code, int):
@@ -294,18 +79,6 @@ class SqliteStore:
             text = str(exc).lower()
             temporary = "locked" in text or "busy" in text
         return StoreError(f"{action}: {exc}", store=self.path, temporary=temporary)
-
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise self._error(action, exc) from exc
-        except codec.CodecError as exc:
-            raise StoreError(str(exc), store=self.path, temporary=False) from None
-
-    def _closed_error(self) -> StoreError:
-        return StoreError("store is closed", store=self.path, temporary=False)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -323,50 +96,9 @@ class SqliteStore:
             raise
         return conn
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if self._closed:
-            raise self._closed_error()
-        if conn is None:
-            with self._errors("cannot open"):
-                conn = self._connect()
-            with self._lock:
-                if self._closed:
-                    conn.close()
-                    raise self._closed_error()
-                for thread in [t for t in self._connections if not t.is_alive()]:
-                    self._connections.pop(thread).close()
-                self._connections[threading.current_thread()] = conn
-            self._local.conn = conn
-        return conn
-
-    @contextmanager
-    def _transaction(
-        self, action: str, begin: str = "BEGIN IMMEDIATE"
-    ) -> Iterator[sqlite3.Connection]:
-        """One transaction on this thread's connection; rolled back on any exception."""
-        conn = self._conn()
-        with self._errors(action):
-            conn.execute(begin)
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    with suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-
-    def _query(self, action: str, sql: str, params: Iterable[Any] = ()) -> list[Any]:
-        conn = self._conn()
-        with self._errors(action):
-            return conn.execute(sql, tuple(params)).fetchall()
-
-    # --- schema ---------------------------------------------------------------------------
-
     def _open(self) -> None:
         conn = self._conn()
-        with self._transaction("cannot open", "BEGIN") as snapshot:
+        with self._transaction("cannot open", write=False) as snapshot:
             # Read-only, in one snapshot (another process may be creating the schema): a
             # foreign or newer file is never changed.
             self._check_schema(snapshot)
@@ -420,432 +152,6 @@ class SqliteStore:
             )
         return version
 
-    # --- alerts and cursors ---------------------------------------------------------------
-
-    def load_alerts(self, fingerprints: Iterable[str] | None = None) -> dict[str, AlertState]:
-        cache = self._alert_cache
-        if cache is not None and fingerprints is not None:
-            with self._cache_lock:
-                wanted = set(fingerprints)
-                missing = wanted - cache.keys()
-                if missing:
-                    found = self._load_alerts(missing)
-                    cache.update((fp, found.get(fp)) for fp in missing)
-                return {fp: alert for fp in wanted if (alert := cache[fp]) is not None}
-        return self._load_alerts(fingerprints)
-
-    def _load_alerts(self, fingerprints: Iterable[str] | None) -> dict[str, AlertState]:
-        if fingerprints is None:
-            rows = self._query("cannot load alerts", _SELECT_ALERTS)
-        else:
-            wanted = sorted(set(fingerprints))
-            rows = []
-            with self._transaction("cannot load alerts", "BEGIN") as conn:  # one snapshot
-                for i in range(0, len(wanted), _IN_CHUNK):
-                    chunk = wanted[i : i + _IN_CHUNK]
-                    sql = f"{_SELECT_ALERTS} WHERE fingerprint IN ({', '.join('?' * len(chunk))})"
-                    rows.extend(conn.execute(sql, chunk).fetchall())
-        with self._errors("cannot load alerts"):
-            return {row[0]: codec.alert_from_row(row) for row in rows}
-
-    def alerts(
-        self,
-        *,
-        status: AlertStatus | Collection[AlertStatus] | None = None,
-        run_path: str | None = None,
-        project: str | None = None,
-        rule: str | None = None,
-    ) -> list[AlertState]:
-        where: list[str] = []
-        params: list[Any] = []
-        if status is not None:
-            statuses = (
-                [AlertStatus(status).value]
-                if isinstance(status, str)
-                else sorted({AlertStatus(s).value for s in status})
-            )
-            if not statuses:
-                return []
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(statuses)
-        for column, value in (("run_path", run_path), ("run_project", project), ("rule", rule)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        sql = _SELECT_ALERTS
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY run_path, rule, fingerprint"
-        rows = self._query("cannot list alerts", sql, params)
-        with self._errors("cannot list alerts"):
-            return [codec.alert_from_row(row) for row in rows]
-
-    def load_cursors(self, source: str) -> dict[str, str]:
-        cache = self._cursor_cache
-        if cache is None:
-            return dict(self._load_cursors(source))
-        with self._cache_lock:
-            if source not in cache:
-                cache[source] = dict(self._load_cursors(source))
-            return dict(cache[source])
-
-    def _load_cursors(self, source: str) -> list[tuple[str, str]]:
-        return self._query(
-            "cannot load cursors", "SELECT run_key, value FROM cursors WHERE source = ?", (source,)
-        )
-
-    def commit_tick(
-        self,
-        *,
-        source: str,
-        alerts: Iterable[AlertState],
-        cursors: Mapping[str, str],
-        now: float,
-    ) -> None:
-        now = float(now)
-        alerts = list(alerts)
-        with self._cache_lock:  # what the writer keeps moves with the file, in one order
-            holder, kept_alerts = self._holder, self._alert_cache
-            kept_cursors = self._cursor_cache
-            if kept_cursors is not None and cursors and source not in kept_cursors:
-                # Held cursors live only here: the source's stored ones first, read now.
-                kept_cursors[source] = dict(self._load_cursors(source))
-            if holder is not None and kept_alerts is not None:
-                plan = holder.plan(source, alerts, cursors, now, kept_alerts)
-                with self._errors("cannot commit tick"):  # refused now, not when written
-                    for alert in plan.holding:  # (a memory held before was checked then)
-                        before = kept_alerts.get(alert.fingerprint)
-                        codec.moving_row(alert, now, memory=before is None
-                                         or alert.memory is not before.memory)
-                    _cursor_rows(source, cursors, now)
-                self._write(source, plan.alerts, plan.cursors, now, plan.remember)
-                holder.apply(plan)
-            else:
-                self._write(source, alerts, cursors, now, ())
-            # Read once each: close() may drop what the writer keeps meanwhile.
-            kept_alerts, kept_cursors = self._alert_cache, self._cursor_cache
-            if kept_alerts is not None:
-                # Frozen states, and checks copy their memory before changing it: the
-                # writer keeps the newest states as they are (or will be) stored (a row
-                # read back would be the same values, its memory's tuples as lists).
-                kept_alerts.update((a.fingerprint, a) for a in alerts)
-            if kept_cursors is not None and source in kept_cursors:
-                kept_cursors[source].update((str(k), v) for k, v in cursors.items())
-
-    def _write(self, source: str, alerts: list[AlertState], cursors: Mapping[str, str],
-               now: float, remember: Collection[str]) -> None:
-        if not alerts and not cursors:
-            return
-        with self._errors("cannot commit tick"):  # encoded first: a refusal writes nothing
-            full, narrow, moved, remembered = self._alert_rows(alerts, now, remember)
-            cursor_rows = _cursor_rows(source, cursors, now)
-        with self._transaction("cannot commit tick") as conn:
-            conn.executemany(_UPSERT_CURSOR, cursor_rows)
-            conn.executemany(_UPSERT_ALERT, full)
-            updated = (conn.executemany(_MOVE_ALERT, moved).rowcount
-                       + conn.executemany(_MOVE_ALERT_AND_MEMORY, remembered).rowcount)
-            if updated != len(narrow):  # a row it knew is gone: write them whole
-                conn.executemany(_UPSERT_ALERT, [codec.alert_to_row(a, now) for a in narrow])
-
-    def flush(self) -> None:
-        """Write what the writer holds (see ``held``): at a stop, before collecting."""
-        with self._cache_lock:
-            holder = self._holder
-            if holder is None:
-                return
-            for source, (alerts, cursors) in holder.everything().items():
-                now = max((a.last_seen or 0.0 for a in alerts), default=0.0)
-                self._write(source, alerts, cursors, now, {a.fingerprint for a in alerts})
-                holder.forget(source)  # written: a failure above keeps it held
-
-    def _alert_rows(self, alerts: list[AlertState], now: float,
-                    remember: Collection[str] = ()) -> tuple[list[Any], ...]:
-        """Rows to write for ``alerts``: whole rows, and — for the alerts (``narrow``) the
-        writer knows as stored with the same steady fields — just the moving columns, plus
-        the memory if it changed. Either way a row ends up as a whole-row write leaves it."""
-        cache = self._alert_cache
-        if cache is None:
-            return [codec.alert_to_row(a, now) for a in alerts], [], [], []
-        full, narrow, moved, remembered = [], [], [], []
-        steady, moving_row = codec.steady, codec.moving_row
-        # The same alert twice: the last one wins, as with whole rows written in order.
-        for alert in {a.fingerprint: a for a in alerts}.values():
-            stored = cache.get(alert.fingerprint)
-            if stored is None or steady(stored) != steady(alert):
-                full.append(codec.alert_to_row(alert, now))
-                continue
-            narrow.append(alert)
-            # Equal memory is not rewritten: the file keeps what was stored, which differs
-            # from a whole-row write only where equal numbers are spelled differently
-            # (0.0 kept for a -0.0, 1 for a 1.0) — the same to every check.
-            if alert.memory == stored.memory and alert.fingerprint not in remember:
-                moved.append((*moving_row(alert, now), alert.fingerprint))
-            else:
-                remembered.append((*moving_row(alert, now, memory=True), alert.fingerprint))
-        return full, narrow, moved, remembered
-
-    # --- notification log -----------------------------------------------------------------
-
-    def last_notification(self, group_key: str, receiver: str) -> NotificationRecord | None:
-        rows = self._query(
-            "cannot read notification log", _SELECT_NOTIFICATION, (group_key, receiver)
-        )
-        if not rows:
-            return None
-        with self._errors("cannot read notification log"):
-            return codec.notification_from_row(rows[0])
-
-    def record_notification(self, record: NotificationRecord) -> None:
-        with self._transaction("cannot record notification") as conn:
-            conn.execute(_UPSERT_NOTIFICATION, codec.notification_to_row(record))
-
-    # --- silences -------------------------------------------------------------------------
-
-    def add_silence(
-        self,
-        *,
-        matchers: Iterable[Matcher],
-        ends_at: float,
-        now: float,
-        starts_at: float | None = None,
-        created_by: str = "",
-        comment: str = "",
-    ) -> Silence:
-        silence = new_silence(
-            matchers=matchers,
-            ends_at=ends_at,
-            now=now,
-            starts_at=starts_at,
-            created_by=created_by,
-            comment=comment,
-        )
-        with self._transaction("cannot add silence") as conn:
-            row = codec.silence_to_row(silence)
-            conn.execute(_INSERT_SILENCE, row)
-        with self._errors("cannot add silence"):
-            return codec.silence_from_row(row)
-
-    def silences(self, now: float, *, include_expired: bool = False) -> list[Silence]:
-        if include_expired:
-            rows = self._query("cannot list silences", f"{_SELECT_SILENCES} ORDER BY starts_at, id")
-        else:
-            rows = self._query(
-                "cannot list silences",
-                f"{_SELECT_SILENCES} WHERE ends_at > ? ORDER BY starts_at, id",
-                (now,),
-            )
-        with self._errors("cannot list silences"):
-            return [codec.silence_from_row(row) for row in rows]
-
-    def expire_silence(self, silence_id: str, now: float) -> bool:
-        with self._transaction("cannot expire silence") as conn:
-            exists = conn.execute("SELECT 1 FROM silences WHERE id = ?", (silence_id,)).fetchone()
-            conn.execute(
-                "UPDATE silences SET starts_at = MIN(starts_at, ?1), ends_at = ?1 "
-                "WHERE id = ?2 AND ends_at > ?1",
-                (float(now), silence_id),
-            )
-        return exists is not None
-
-    # --- outbox and delivery refs ---------------------------------------------------------
-
-    def enqueue(self, entries: Iterable[OutboxEntry]) -> int:
-        superseded = 0
-        with self._transaction("cannot write outbox") as conn:
-            for entry in entries:
-                try:
-                    conn.execute(_INSERT_OUTBOX, codec.outbox_to_row(entry))
-                except sqlite3.IntegrityError:
-                    raise ValueError(f"outbox entry {entry.id!r} already exists") from None
-                superseded += conn.execute(_SUPERSEDE_OUTBOX, (
-                    entry.group_key, entry.receiver, float(entry.created_at), entry.id)).rowcount
-        return superseded
-
-    def outbox(
-        self,
-        *,
-        group_key: str | None = None,
-        receiver: str | None = None,
-        include_failed: bool = True,
-    ) -> list[OutboxEntry]:
-        where, params = [], []
-        for column, value in (("group_key", group_key), ("receiver", receiver)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if not include_failed:
-            where.append("failed_at IS NULL")
-        sql = _SELECT_OUTBOX + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._query("cannot read outbox", sql + " ORDER BY created_at, id", params)
-        with self._errors("cannot read outbox"):
-            return [codec.outbox_from_row(row) for row in rows]
-
-    def outbox_depth(self) -> int:
-        return int(self._query("cannot read outbox",
-                               "SELECT count(*) FROM outbox WHERE failed_at IS NULL")[0][0])
-
-    def claim_outbox(
-        self,
-        now: float,
-        *,
-        claimant: str,
-        lease: float,
-        receivers: Collection[str] | None = None,
-        limit: int = 100,
-    ) -> list[OutboxEntry]:
-        now = float(now)
-        sql = f"{_SELECT_OUTBOX} WHERE {_DUE_OUTBOX}"
-        params: list[Any] = [now, now]
-        if receivers is not None:
-            wanted = sorted(set(receivers))
-            if not wanted:
-                return []
-            sql += f" AND receiver IN ({', '.join('?' * len(wanted))})"
-            params.extend(wanted)
-        sql += " ORDER BY created_at, id LIMIT ?"
-        params.append(max(int(limit), 0))
-        # BEGIN IMMEDIATE holds the write lock from the select to the update: no other
-        # process can take the same entries (PostgreSQL: FOR UPDATE SKIP LOCKED).
-        with self._transaction("cannot claim outbox entries") as conn:
-            taken = [
-                dataclasses.replace(entry, claimed_by=claimant, claimed_until=now + float(lease),
-                                    attempts=entry.attempts + 1,
-                                    uncertain=entry.uncertain or bool(entry.claimed_by))
-                for entry in map(codec.outbox_from_row, conn.execute(sql, params).fetchall())
-            ]
-            conn.executemany(
-                "UPDATE outbox SET claimed_by = ?, claimed_until = ?, attempts = ?, uncertain = ?"
-                " WHERE id = ?",
-                [(e.claimed_by, e.claimed_until, e.attempts, int(e.uncertain), e.id)
-                 for e in taken],
-            )
-        return taken
-
-    @staticmethod
-    def _held(conn: sqlite3.Connection, entry_id: str, claimant: str | None) -> Any:
-        sql = f"{_SELECT_OUTBOX} WHERE id = ? AND failed_at IS NULL"
-        params: tuple[Any, ...] = (entry_id,)
-        if claimant is not None:
-            sql += " AND claimed_by = ?"
-            params = (entry_id, claimant)
-        return conn.execute(sql, params).fetchone()
-
-    def complete_outbox(
-        self,
-        entry_id: str,
-        *,
-        claimant: str,
-        refs: Mapping[str, str],
-        refs_expire_at: float,
-        followups: Iterable[OutboxEntry] = (),
-    ) -> bool:
-        rows = [codec.outbox_to_row(e) for e in followups]
-        with self._transaction("cannot complete outbox entry") as conn:
-            row = self._held(conn, entry_id, claimant)
-            if row is None:
-                return False
-            entry = codec.outbox_from_row(row)
-            if not entry.followup:
-                conn.execute(_UPSERT_NOTIFICATION, codec.notification_to_row(entry.record()))
-            conn.executemany(_INSERT_OUTBOX, rows)
-            conn.executemany(_UPSERT_REF, [
-                (entry.receiver, str(key), str(value), float(refs_expire_at))
-                for key, value in refs.items()
-            ])
-            conn.execute("DELETE FROM outbox WHERE id = ?", (entry_id,))
-        return True
-
-    def retry_outbox(
-        self, entry_id: str, *, claimant: str, next_attempt_at: float, error: str,
-        uncertain: bool = False,
-    ) -> bool:
-        return self._release("cannot reschedule outbox entry", entry_id, claimant, error,
-                             "next_attempt_at", float(next_attempt_at), uncertain=uncertain)
-
-    def fail_outbox(self, entry_id: str, *, claimant: str | None, error: str, now: float) -> bool:
-        return self._release("cannot mark outbox entry failed", entry_id, claimant, error,
-                             "failed_at", float(now))
-
-    def _release(self, action: str, entry_id: str, claimant: str | None, error: str,
-                 column: str, value: float, *, uncertain: bool = False) -> bool:
-        """Let go of a held entry, noting ``error`` and setting ``column``; False if not held."""
-        sql = (
-            f"UPDATE outbox SET {column} = ?, last_error = ?, claimed_by = '',"
-            " claimed_until = NULL, uncertain = MAX(uncertain, ?)"
-            " WHERE id = ? AND failed_at IS NULL"
-        )
-        params: tuple[Any, ...] = (value, codec.one_line(error), int(uncertain), entry_id)
-        if claimant is not None:
-            sql += " AND claimed_by = ?"
-            params = (*params, claimant)
-        with self._transaction(action) as conn:
-            changed = conn.execute(sql, params).rowcount
-        return changed > 0
-
-    def load_refs(self, receiver: str, keys: Iterable[str], now: float) -> dict[str, str]:
-        wanted = sorted(set(keys))
-        found: dict[str, str] = {}
-        with self._transaction("cannot read delivery refs", "BEGIN") as conn:
-            for i in range(0, len(wanted), _IN_CHUNK):
-                chunk = wanted[i : i + _IN_CHUNK]
-                found.update(conn.execute(
-                    "SELECT key, value FROM delivery_refs WHERE receiver = ? AND expires_at > ?"
-                    f" AND key IN ({', '.join('?' * len(chunk))})",
-                    (receiver, float(now), *chunk),
-                ).fetchall())
-        return found
-
-    # --- upkeep ---------------------------------------------------------------------------
-
-    def collect_garbage(
-        self,
-        now: float,
-        *,
-        resolved_retention: float,
-        cursor_retention: float,
-        silence_retention: float | None = None,
-        outbox_retention: float | None = None,
-    ) -> Collected:
-        if silence_retention is None:
-            silence_retention = resolved_retention
-        if outbox_retention is None:
-            outbox_retention = resolved_retention
-        collectible = ", ".join(sorted(f"'{s.value}'" for s in COLLECTIBLE_STATUSES))
-        deleted: dict[str, int] = {}
-        statements: dict[str, tuple[str, float]] = {
-            "notifications": ("DELETE FROM notifications WHERE expires_at <= ?", now),
-            "alerts": (
-                f"DELETE FROM alerts WHERE status IN ({collectible}) AND {_ALERT_TOUCHED} < ?",
-                now - resolved_retention,
-            ),
-            "cursors": ("DELETE FROM cursors WHERE updated_at < ?", now - cursor_retention),
-            "silences": ("DELETE FROM silences WHERE ends_at < ?", now - silence_retention),
-            "outbox": ("DELETE FROM outbox WHERE failed_at < ?", now - outbox_retention),
-            "refs": ("DELETE FROM delivery_refs WHERE expires_at <= ?", now),
-        }
-        with self._cache_lock:  # no tick reads what the writer keeps until it is cleared
-            self.flush()  # the rows collected are judged by what they are now
-            try:
-                with self._transaction("cannot collect garbage") as conn:
-                    for kind, (sql, cutoff) in statements.items():
-                        deleted[kind] = conn.execute(sql, (float(cutoff),)).rowcount
-            finally:
-                if self._alert_cache is not None:
-                    self._alert_cache.clear()  # rows are gone: read what is left afresh
-                if self._cursor_cache is not None:
-                    self._cursor_cache.clear()
-        return Collected(**deleted)
-
-    def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
-        with self._transaction("cannot save source status") as conn:
-            conn.execute(_UPSERT_STATUS, (source, codec.status_to_text(source, status), float(now)))
-
-    def load_status(self) -> dict[str, dict[str, Any]]:
-        rows = self._query("cannot load source status",
-                           "SELECT source, data FROM source_status ORDER BY source")
-        with self._errors("cannot load source status"):
-            return {source: codec.status_from_text(source, data) for source, data in rows}
-
     def ping(self) -> None:
         rows = self._query("not answering", "PRAGMA user_version")
         if rows[0][0] != len(MIGRATIONS):
@@ -855,63 +161,30 @@ class SqliteStore:
                 temporary=False,
             )
 
-    def claim_writer(self, holder: str) -> None:
+    def _lock_writer(self, holder: str) -> int:
         """An exclusive ``flock`` on ``<store>.writer``, held until ``close`` (or the
         process's end: the kernel drops it with the process, however it dies). The file
         names the holder for the one refused."""
-        with self._lock:
-            if self._writer is not None:
-                return
-            path = self.path + ".writer"
+        path = self.path + ".writer"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot open {path}: {exc.strerror or exc}",
+                             store=self.path, temporary=False) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as exc:
-                raise StoreError(f"cannot open {path}: {exc.strerror or exc}",
-                                 store=self.path, temporary=False) from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                try:
-                    held = _holder(fd)
-                finally:
-                    os.close(fd)
-                raise WriterBusy(held or "another process", store=self.path) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, holder.encode(), 0)
-            self._writer = fd
-            self._alert_cache = {}
-            self._cursor_cache = {}
-            self._holder = Holder(self._hold_for)
+                held = _holder(fd)
+            finally:
+                os.close(fd)
+            raise WriterBusy(held or "another process", store=self.path) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, holder.encode(), 0)
+        return fd
 
-    def close(self) -> None:
-        if self._writer is not None and not self._closed:
-            # What was held is written (a crash would lose it: see ``held``).
-            with suppress(StoreError):
-                self.flush()
-        with self._lock:
-            self._closed = True
-            if self._writer is not None:
-                os.close(self._writer)  # releases the flock
-                self._writer = None
-                self._alert_cache = None
-                self._cursor_cache = None
-                self._holder = None
-            connections = list(self._connections.values())
-            self._connections.clear()
-        for conn in connections:
-            with suppress(sqlite3.Error):
-                conn.close()
-
-
-def _cursor_rows(source: str, cursors: Mapping[str, str],
-                 now: float) -> list[tuple[str, str, str, float]]:
-    rows = []
-    for key, value in cursors.items():
-        if not isinstance(value, str):
-            raise codec.CodecError(
-                f"cursor {source}/{key}: expected text, got {type(value).__name__}")
-        rows.append((source, str(key), value, now))
-    return rows
+    def _unlock_writer(self, lock: int) -> None:
+        os.close(lock)  # releases the flock
 
 
 def _holder(fd: int, wait: float = 1.0) -> str:
