@@ -379,8 +379,9 @@ REFUSED_AT_START = {
         "store: sqlite:///state.db?journal=off\n",
         ["{config}:4: store: unknown option 'journal' (sqlite takes busy_timeout)"]),
     "store of a kind not supported": (
-        "store: postgresql://runwatch@db/runwatch\n",
-        ["{config}:4: store: PostgreSQL stores are not supported yet; use sqlite:///path.db"]),
+        "store: mysql://runwatch@db/runwatch\n",
+        ["{config}:4: store: unknown store scheme 'mysql' (expected sqlite:///path.db,"
+         " postgresql://host/database or memory://)"]),
     "memory store with a path": (
         "store: memory://somewhere\n", ["{config}:4: store: memory:// takes no path"]),
     "digest schedule the scheduler refuses": (

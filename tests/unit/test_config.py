@@ -177,7 +177,7 @@ ERRORS = {
     ],
     "bad-store.yaml": [
         "config/bad-store.yaml:3: store: unknown store scheme 'mysql' (expected"
-        " sqlite:///path.db or memory://)",
+        " sqlite:///path.db, postgresql://host/database or memory://)",
     ],
     "invalid-yaml.yaml": [
         "config/invalid-yaml.yaml:4: invalid YAML: expected <block end>, but found '?'"
@@ -348,7 +348,7 @@ receivers:
   - name: mail
     email: {smtp: "smtp.example.com:25", username: u, password: [hunter2-password],
             from: a@example.com, to: [b@example.com]}
-store: postgresql://runwatch:hunter2-store@db/runwatch
+store: postgresql://runwatch:hunter2-store@db/runwatch?schema=no-such
 """)
     with pytest.raises(ConfigError) as caught:
         load_config(path, env={"KEY": "hunter2-key"})
@@ -358,7 +358,7 @@ store: postgresql://runwatch:hunter2-store@db/runwatch
         " got a value that is not shown (secret)",
         f"{path}:8: receivers[1].email.password: expected a string,"
         " got a value that is not shown (secret)",
-        f"{path}:10: store: PostgreSQL stores are not supported yet; use sqlite:///path.db",
+        f"{path}:10: store: schema must be a plain SQL name (letters, digits, _)",
     ]
     assert "hunter2" not in message and "12345" not in message
     # pydantic's error holds the input: it must not ride along as the cause or context.
@@ -366,7 +366,7 @@ store: postgresql://runwatch:hunter2-store@db/runwatch
 
     fixed = path.read_text().replace("12345", '"12345"').replace(
         "[hunter2-password]", "hunter2-password").replace(
-        "postgresql://runwatch:hunter2-store@db/runwatch", "sqlite:///state.db")
+        "postgresql://runwatch:hunter2-store@db/runwatch?schema=no-such", "sqlite:///state.db")
     config = load_config(write(path, fixed), env={"KEY": "hunter2-key"})
     assert "hunter2" not in repr(config) and "12345" not in repr(config)
     assert "hunter2" not in str(config)

@@ -184,8 +184,8 @@ SECRET_URLS = {
         "3: sources[1].app_url: invalid URL 'https://wandb.example/?***': a base URL takes no"
         " query string or fragment (paths are appended to it)"),
     "store password": (
-        "store: postgresql://runwatch:hunter2@db/runwatch",
-        "2: store: PostgreSQL stores are not supported yet; use sqlite:///path.db"),
+        "store: postgresql://runwatch:hunter2@db/runwatch?schema=a-b",
+        "2: store: schema must be a plain SQL name (letters, digits, _)"),
     "store query": (
         "store: sqlite:///state.db?password=hunter2",
         "2: store: unknown option 'password' (sqlite takes busy_timeout)"),

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from builders import canon
+from pgtest import Schema
 from runwatch.model import AlertState, AlertStatus, RunRef, Severity
 from runwatch.store.base import (
     Collected,
@@ -24,6 +25,7 @@ from runwatch.store.base import (
     OutboxEntry,
     Store,
     StoreError,
+    open_store,
 )
 from runwatch.store.memory import MemoryStore
 from runwatch.store.sqlite import SqliteStore
@@ -39,17 +41,26 @@ class Backend:
 
     open: Callable[[], Store]
     persistent: bool
+    drop: Callable[[], None] = lambda: None  # what the test leaves behind, gone
+
+
+def _postgres(tmp: Path) -> Backend:
+    schema = Schema(tmp)
+    return Backend(open=lambda: open_store(schema.url), persistent=True, drop=schema.drop)
 
 
 BACKENDS: dict[str, Callable[[Path], Backend]] = {
     "memory": lambda tmp: Backend(open=MemoryStore, persistent=False),
     "sqlite": lambda tmp: Backend(open=lambda: SqliteStore(tmp / "store.db"), persistent=True),
+    "postgres": _postgres,
 }
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return BACKENDS[request.param](tmp_path)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    made = BACKENDS[request.param](tmp_path)
+    yield made
+    made.drop()
 
 
 @pytest.fixture

@@ -205,7 +205,7 @@ def test_open_memory_store() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("postgresql://user:hunter2@db/runwatch", "not supported yet"),
+        ("postgresql://user:hunter2@db/runwatch?schema=a-b", "schema must be a plain SQL"),
         ("redis://localhost", "unknown store scheme 'redis'"),
         ("/var/lib/runwatch.db", "not a store URL"),
         ("sqlite://", "expected sqlite:///"),

@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 
 from builders import T0, canon, rule, series, snapshot
+from pgtest import Schema
 from runwatch.engine import evaluate
 from runwatch.keys import DEFAULT_ALIASES
 from runwatch.model import AlertState, AlertStatus, RunRef, RunState, Severity
 from runwatch.sources.base import Poll
 from runwatch.store import codec
-from runwatch.store.base import Store, StoreError
+from runwatch.store.base import Store, StoreError, open_store
 from runwatch.store.memory import MemoryStore
 from runwatch.store.sqlite import SqliteStore
 from runwatch.tick import run_tick
@@ -33,6 +34,7 @@ from runwatch.tick import run_tick
 class Backend:
     open: Callable[[str], Store]  # the named store, its writer lock claimed
     reopen: Callable[[Store], Store]  # what a restart reads: the same data, nothing kept
+    drop: Callable[[], None] = lambda: None  # what the test leaves behind, gone
 
 
 def _sqlite(tmp: Path) -> Backend:
@@ -58,12 +60,37 @@ def _memory(tmp: Path) -> Backend:
     return Backend(open=opened, reopen=lambda store: store)  # its data lives in the object
 
 
-BACKENDS = {"memory": _memory, "sqlite": _sqlite}
+def _postgres(tmp: Path) -> Backend:
+    schemas: dict[str, Schema] = {}
+    names: dict[int, str] = {}
+
+    def opened(name: str = "state") -> Store:
+        if name not in schemas:
+            schemas[name] = Schema(tmp, suffix=f"_{name}")
+        store = open_store(schemas[name].url)
+        store.claim_writer("runwatch test")
+        names[id(store)] = name
+        return store
+
+    def reopen(store: Store) -> Store:
+        store.close()
+        return opened(names[id(store)])
+
+    def drop() -> None:
+        for schema in schemas.values():
+            schema.drop()
+
+    return Backend(open=opened, reopen=reopen, drop=drop)
+
+
+BACKENDS = {"memory": _memory, "sqlite": _sqlite, "postgres": _postgres}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    return BACKENDS[request.param](tmp_path)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    made = BACKENDS[request.param](tmp_path)
+    yield made
+    made.drop()
 
 
 @pytest.fixture

@@ -536,7 +536,10 @@ class Store(Protocol):
 
 
 # Query options runwatch's own stores read: not secret, shown as they are.
-_PLAIN_OPTIONS = frozenset({"busy_timeout"})
+_PLAIN_OPTIONS = frozenset({"busy_timeout"})  # runwatch's own SQLite option
+# runwatch's own PostgreSQL options (taken out of the URL), and libpq's that are no secret
+_PG_OPTIONS = frozenset({"busy_timeout", "schema", "password_file"})
+_PG_PLAIN = _PG_OPTIONS | {"sslmode", "connect_timeout", "application_name"}
 _SHORTEST_SECRET = 4  # shorter pieces of a URL are not masked in free text: "HTTP 5***3"
 
 
@@ -587,7 +590,7 @@ def url_secrets(url: str) -> list[str]:
 
 
 def _secret_query(query: str) -> bool:
-    return any(item.partition("=")[0] not in _PLAIN_OPTIONS
+    return any(item.partition("=")[0] not in _PLAIN_OPTIONS | _PG_PLAIN
                for item in query.split("&") if item)
 
 
@@ -595,9 +598,12 @@ def _secret_query(query: str) -> bool:
 class StoreLocation:
     """What a store URL names, checked without opening (or creating) anything."""
 
-    scheme: str  # "sqlite" or "memory"
+    scheme: str  # "sqlite", "postgresql" or "memory"
     path: str = ""  # SQLite: the database file as written (``~`` not expanded)
-    busy_timeout: float | None = None  # SQLite: seconds; None: the store's default
+    busy_timeout: float | None = None  # seconds a call waits for a lock; None: the default
+    dsn: str = ""  # PostgreSQL: the URL libpq is given (runwatch's own options taken out)
+    schema: str | None = None  # PostgreSQL: the schema the store's tables live in
+    password_file: str | None = None  # PostgreSQL: a file holding the password
 
 
 def parse_store_url(url: str) -> StoreLocation:
@@ -607,21 +613,25 @@ def parse_store_url(url: str) -> StoreLocation:
     * ``sqlite:///relative/path.db`` — relative to the working directory;
     * ``sqlite:////absolute/path.db`` — four slashes: the path itself starts with ``/``
       (SQLAlchemy's convention); ``~`` is expanded; ``?busy_timeout=SECONDS`` optional;
+    * ``postgresql://user[:password]@host[:port]/database`` (or ``postgres://``) — libpq's
+      URL, its options (``sslmode`` …) passed through; runwatch's own: ``schema=NAME``
+      (default: the server's search path), ``password_file=PATH``, ``busy_timeout=SECONDS``;
     * ``memory://`` — in this process only, gone on exit (tests, dry runs).
     """
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
-        raise ValueError("not a store URL (expected sqlite:///path.db or memory://)")
+        raise ValueError("not a store URL (expected sqlite:///path.db, postgresql://host/database"
+                         " or memory://)")
     if scheme == "memory":
         if rest:
             raise ValueError("memory:// takes no path")
         return StoreLocation(scheme="memory")
     if scheme in ("postgres", "postgresql"):
-        raise ValueError("PostgreSQL stores are not supported yet; use sqlite:///path.db")
+        return _postgres_location(rest)
     if scheme != "sqlite":
-        raise ValueError(
-            f"unknown store scheme {scheme!r} (expected sqlite:///path.db or memory://)")
+        raise ValueError(f"unknown store scheme {scheme!r} (expected sqlite:///path.db,"
+                         " postgresql://host/database or memory://)")
     location, _, query = rest.partition("?")
     if not location.startswith("/") or location == "/":
         raise ValueError("expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
@@ -629,15 +639,35 @@ def parse_store_url(url: str) -> StoreLocation:
     unknown = sorted(set(options) - _PLAIN_OPTIONS)
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} (sqlite takes busy_timeout)")
-    busy_timeout = None
-    if "busy_timeout" in options:
-        try:
-            busy_timeout = float(options["busy_timeout"][-1])
-        except ValueError:
-            busy_timeout = -1.0
-        if not 0 <= busy_timeout < 86400:
-            raise ValueError("busy_timeout must be a number of seconds, 0 to 86400")
-    return StoreLocation(scheme="sqlite", path=location[1:], busy_timeout=busy_timeout)
+    return StoreLocation(scheme="sqlite", path=location[1:], busy_timeout=_busy_timeout(options))
+
+
+def _busy_timeout(options: Mapping[str, list[str]]) -> float | None:
+    if "busy_timeout" not in options:
+        return None
+    try:
+        busy_timeout = float(options["busy_timeout"][-1])
+    except ValueError:
+        busy_timeout = -1.0
+    if not 0 <= busy_timeout < 86400:
+        raise ValueError("busy_timeout must be a number of seconds, 0 to 86400")
+    return busy_timeout
+
+
+def _postgres_location(rest: str) -> StoreLocation:
+    location, _, query = rest.partition("?")
+    if "#" in location or "#" in query:
+        raise ValueError("a PostgreSQL store URL takes no #fragment")
+    options = parse_qs(query, keep_blank_values=True)
+    passed = [item for item in query.split("&")
+              if item and item.partition("=")[0] not in _PG_OPTIONS]
+    schema = options["schema"][-1] if "schema" in options else None
+    if schema is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
+        raise ValueError("schema must be a plain SQL name (letters, digits, _)")
+    password_file = options["password_file"][-1] if "password_file" in options else None
+    dsn = "postgresql://" + location + ("?" + "&".join(passed) if passed else "")
+    return StoreLocation(scheme="postgresql", dsn=dsn, schema=schema,
+                         password_file=password_file, busy_timeout=_busy_timeout(options))
 
 
 def open_store(url: str) -> Store:
@@ -650,7 +680,30 @@ def open_store(url: str) -> Store:
         from runwatch.store.memory import MemoryStore
 
         return MemoryStore()
+    if where.scheme == "postgresql":
+        return _open_postgres(url, where)
     from runwatch.store.sqlite import DEFAULT_BUSY_TIMEOUT, SqliteStore
 
     busy_timeout = DEFAULT_BUSY_TIMEOUT if where.busy_timeout is None else where.busy_timeout
     return SqliteStore(os.path.expanduser(where.path), busy_timeout=busy_timeout)
+
+
+def _open_postgres(url: str, where: StoreLocation) -> Store:
+    name = redact_url(url)
+    try:
+        from runwatch.store.postgres import DEFAULT_BUSY_TIMEOUT, PostgresStore
+    except ImportError as exc:
+        raise StoreError(str(exc), store=name, temporary=False) from None
+    password = None
+    if where.password_file is not None:
+        path = os.path.expanduser(where.password_file)
+        try:
+            with open(path, encoding="utf-8") as file:
+                password = file.read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StoreError(f"cannot read password_file {path}: "
+                             f"{getattr(exc, 'strerror', None) or exc}",
+                             store=name, temporary=False) from None
+    busy_timeout = DEFAULT_BUSY_TIMEOUT if where.busy_timeout is None else where.busy_timeout
+    return PostgresStore(where.dsn, name=name, schema=where.schema, password=password,
+                         busy_timeout=busy_timeout)

@@ -252,6 +252,17 @@ class SqlStore:
         self._holder: Holder | None = None
         self._cache_lock = threading.RLock()
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    def _start(self) -> None:
+        """Open (and migrate) the schema, or close what opening it left open."""
+        try:
+            self._open()
+        except BaseException:
+            self.close()
+            raise
+
     # --- what a backend supplies ----------------------------------------------------------
 
     def _connect(self) -> Any:

@@ -62,14 +62,7 @@ class SqliteStore(SqlStore):
                 store=self.path,
                 temporary=False,
             ) from None
-        try:
-            self._open()
-        except BaseException:
-            self.close()
-            raise
-
-    def __repr__(self) -> str:
-        return f"SqliteStore({self.path!r})"
+        self._start()
 
     def _error(self, action: str, exc: Exception) -> StoreError:
         code = getattr(exc, "sqlite_errorcode", None)
