@@ -161,3 +161,33 @@ def test_a_corrupt_log_is_one_warning_and_the_other_runs_are_checked(runs, tmp_p
     assert not any(t["run"]["name"] == "crashed" for t in report["transitions"])
     with at(newest_record_time(runs) + 120):
         assert check(capsys, *args)["errors"] == []  # reported once, not every tick
+
+
+def test_check_on_a_postgresql_store_tells_each_change_once(runs, tmp_path, capsys):
+    """The same check with its state in PostgreSQL: the first tells what fired, the
+    second — a new process, the state read back from the server — tells nothing again."""
+    from pgtest import Schema
+    from runwatch.model import AlertStatus
+    from runwatch.store.base import open_store
+
+    schema = Schema(tmp_path)
+    try:
+        config = tmp_path / "runwatch.yaml"
+        config.write_text(f"sources:\n  - {{type: rundir, path: {runs}}}\n"
+                          f"store: {schema.url}\n")
+        t = newest_record_time(runs) + 60
+        with at(t):
+            first = check(capsys, "--config", str(config))
+        assert ("crashed", "run-crashed", "firing") in fired(first)
+        with at(t + 60):
+            second = check(capsys, "--config", str(config))
+        assert fired(second) == set() and second["errors"] == []
+        store = open_store(schema.url)
+        try:
+            firing = {a.rule for a in store.alerts(status=AlertStatus.FIRING)}
+            cursors = store.load_cursors("rundir")
+        finally:
+            store.close()
+        assert "run-crashed" in firing and len(cursors) == first["runs_checked"]
+    finally:
+        schema.drop()

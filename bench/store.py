@@ -1,0 +1,131 @@
+"""What the store costs on SQLite and on PostgreSQL, side by side: figures, not a test.
+
+1. The whole tick of bench/rundir_tick.py (1,000 run directories, 500 live; the default
+   rules) with each store: no new data, and 100 new steps in each live run — the store's
+   writer holding quiet runs back as the daemon's does.
+2. Operations per second through the store API: a commit of 100 moved alerts (a whole-row
+   write each: their status changes), an enqueue + claim + complete of one outbox entry.
+
+PostgreSQL: the server at RUNWATCH_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/
+test), in a schema of its own, dropped afterwards. Goal: an idle tick on PostgreSQL within
+2× SQLite's. (Takeover after a leader's SIGKILL comes with the replicas' lease.)
+
+Run: .venv/bin/python bench/store.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import benchdata
+import rundir_tick
+
+from fixtures import logwriter
+from pgtest import PG_URL, Schema
+from runwatch.config import default_config
+from runwatch.model import AlertState, AlertStatus, RunRef, RunState, Severity, fingerprint
+from runwatch.service import tune_gc
+from runwatch.sources.rundir import RundirSource
+from runwatch.store.base import OutboxEntry, open_store
+from runwatch.tick import run_tick
+
+T0 = 1_796_000_000.0
+
+
+def ticks(url: str, root: Path, live_logs: list[Path], now: float, round_: int) -> dict:
+    rule_set = default_config([root]).rule_set()
+    store = open_store(url)
+    store.claim_writer("bench")
+    source = RundirSource("bench", [root])
+
+    def tick() -> float:
+        started = time.perf_counter()
+        run_tick(sources=[source], rules=rule_set.rules, aliases=rule_set.aliases,
+                 store=store, now=now)
+        return (time.perf_counter() - started) * 1000
+
+    first = tick()
+    tick()
+    idle = statistics.median(tick() for _ in range(7))
+    _, templates = benchdata.step_templates(benchdata.sdk_run())
+    busy = []
+    for r in range(3):
+        records = list(benchdata.renumbered(templates, 20_000 + 300 * (r + 3 * round_),
+                                            2000 + 100 * (r + 3 * round_), 100, now - 60))
+        framed = logwriter.frame(records, at=live_logs[0].stat().st_size)
+        for log in live_logs:
+            with open(log, "ab") as file:
+                file.write(framed)
+        busy.append(tick())
+    started = time.perf_counter()
+    store.close()  # writes what the writer held
+    stop = (time.perf_counter() - started) * 1000
+    return {"first": first, "idle": idle, "busy": statistics.median(busy), "stop": stop}
+
+
+def operations(url: str) -> dict:
+    store = open_store(url)
+    alerts = [AlertState(fingerprint=fingerprint(f"rule-{i % 8}", ref), rule=f"rule-{i % 8}",
+                         run=ref, severity=Severity.WARNING, status=AlertStatus.FIRING,
+                         first_seen=T0, last_seen=T0, fired_at=T0, active_since=T0,
+                         run_state=RunState.RUNNING, value=1.0, step=1)
+              for i in range(100)
+              for ref in [RunRef(source="b", id=f"r{i // 8}", name=f"r{i // 8}")]]
+    commits = []
+    for n in range(20):
+        moved = [replace(a, status=AlertStatus.RESOLVED if n % 2 else AlertStatus.FIRING,
+                         last_seen=T0 + n) for a in alerts]
+        started = time.perf_counter()
+        store.commit_tick(source="b", alerts=moved, cursors={}, now=T0 + n)
+        commits.append(time.perf_counter() - started)
+    cycles = []
+    for n in range(50):
+        entry = OutboxEntry(id=f"m{n}", group_key=f"g{n}", receiver="slack",
+                            firing=frozenset({"a"}), resolved=frozenset(), payload="{}",
+                            created_at=T0, expires_at=T0 + 86400, next_attempt_at=T0)
+        started = time.perf_counter()
+        store.enqueue([entry])
+        (taken,) = store.claim_outbox(T0, claimant="bench", lease=60, limit=1)
+        store.complete_outbox(taken.id, claimant="bench", refs={}, refs_expire_at=T0 + 86400)
+        cycles.append(time.perf_counter() - started)
+    store.close()
+    return {"commit": statistics.median(commits) * 1000,
+            "outbox": 1 / statistics.median(cycles)}
+
+
+def main() -> None:
+    print(f"uptime: {os.popen('uptime').read().strip()}")
+    tune_gc()
+    results = {}
+    with tempfile.TemporaryDirectory() as state:
+        schema = Schema(Path(state))
+        try:
+            ops = Schema(Path(state) / "ops")
+            for name, url, ops_url in (
+                    ("SQLite", f"sqlite:///{state}/state.db", f"sqlite:///{state}/ops.db"),
+                    ("PostgreSQL", schema.url, ops.url)):
+                root, live_logs, _ = rundir_tick.build_tree()
+                probe = RundirSource("probe", [root]).poll({}, frozenset(), 0.0).snapshots
+                now = max(s.heartbeat or 0.0 for s in probe) + 60
+                results[name] = ticks(url, root, live_logs, now, 0) | operations(ops_url)
+            ops.drop()
+        finally:
+            schema.drop()
+    for name, r in results.items():
+        print(f"{name}: first tick {r['first']:.0f} ms; idle tick {r['idle']:.1f} ms; +100 rows"
+              f" in each of 500 live runs {r['busy']:.0f} ms; stop (held runs written)"
+              f" {r['stop']:.0f} ms; a commit of 100 alerts changing status"
+              f" {r['commit']:.1f} ms; outbox enqueue+claim+complete {r['outbox']:.0f}/s")
+    ratio = results["PostgreSQL"]["idle"] / results["SQLite"]["idle"]
+    print(f"idle tick PostgreSQL / SQLite: {ratio:.2f}x (goal <= 2x: "
+          f"{'met' if ratio <= 2 else 'MISSED'}); server {PG_URL.split('@')[-1]}")
+    print(f"uptime: {os.popen('uptime').read().strip()}")
+
+
+if __name__ == "__main__":
+    main()
