@@ -145,6 +145,28 @@ def test_alerts_of_a_rule_no_longer_loaded_resolve(store):
     assert store.alerts(status=AlertStatus.FIRING) == []
 
 
+def test_holding_alerts_are_looked_up_for_retiring_only_when_the_rules_change():
+    """An idle tick asks the store for firing and pending alerts (to resolve those of
+    rules no longer loaded) only on a store's first tick and after the rules change."""
+    asked = []
+
+    class Counting(MemoryStore):
+        def alerts(self, **filters):
+            asked.append(filters)
+            return super().alerts(**filters)
+
+    store = Counting()
+    src = ListSource("a", [poll(snapshot(state=RunState.CRASHED)), poll(), poll(), poll()])
+    for n in range(3):
+        tick([src], store, T0 + 60 * n)
+    assert len(asked) == 1
+    report = run_tick(sources=[src], rules=RULES[:1], aliases=DEFAULT_ALIASES, store=store,
+                      now=T0 + 240)
+    assert len(asked) == 2
+    assert [(t.alert.rule, t.status) for t in report.transitions] == [
+        ("crashed", AlertStatus.RESOLVED)]
+
+
 def test_a_store_failure_fails_the_tick_instead_of_passing_for_a_source_error():
     class LockedStore(MemoryStore):
         def load_cursors(self, source):
