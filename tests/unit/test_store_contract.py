@@ -304,6 +304,16 @@ def test_commit_tick_refuses_a_nan_time(store: Store) -> None:
     assert store.load_cursors("wandb") == {}
 
 
+def test_commit_tick_refuses_a_step_no_backend_can_hold(store: Store) -> None:
+    """A step past 64 bits (a run counting in tokens, gone wrong): one StoreError that is
+    not worth retrying, on every backend, and nothing written."""
+    with pytest.raises(StoreError, match="out of the 64-bit range") as caught:
+        commit(store, alert("a", step=2**63), cursors={"r1": "x"})
+    assert not caught.value.temporary
+    commit(store, alert("a", step=2**63 - 1), cursors={"r1": "x"})
+    assert store.load_alerts()["a"].step == 2**63 - 1
+
+
 def test_commit_tick_refuses_a_cursor_that_is_not_text(store: Store) -> None:
     with pytest.raises(StoreError):
         store.commit_tick(

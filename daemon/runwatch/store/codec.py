@@ -208,8 +208,16 @@ def _time(alert: AlertState, name: str) -> float | None:
     return value
 
 
+_INT64 = 2**63  # what every backend's integer column holds: -2**63 .. 2**63 - 1
+
+
 def _int(value: int | None) -> int | None:
-    return None if value is None else int(value)
+    if value is None:
+        return None
+    number = int(value)
+    if not -_INT64 <= number < _INT64:
+        raise ValueError(f"integer {number} is out of the 64-bit range")
+    return number
 
 
 def _number_text(value: float | None) -> str | None:
