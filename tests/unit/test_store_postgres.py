@@ -156,3 +156,36 @@ def test_claims_racing_across_connections_take_each_entry_once(schema):
     finally:
         for store in stores:
             store.close()
+
+
+def _kill(holder: str) -> None:
+    admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+          holder)
+
+
+def test_a_writer_whose_lock_connection_died_takes_it_again_or_stops(schema):
+    """The lock lives with its connection (a server restart, a killed backend): the next
+    commit notices, takes it again and goes on — or, when another has taken it meanwhile,
+    fails naming it, and writes nothing."""
+    from test_store_contract import alert, commit
+
+    writer = open_store(schema.url)
+    other = open_store(schema.url)
+    try:
+        writer.claim_writer("runwatch run, pid 1 on host-a")
+        commit(writer, alert("a"), cursors={"r1": "1"})
+        _kill("runwatch run, pid 1 on host-a")
+        commit(writer, alert("b"), cursors={"r1": "2"}, now=T0 + 60)
+        assert set(other.load_alerts()) == {"a", "b"}
+        with pytest.raises(WriterBusy):  # it holds the lock again
+            other.claim_writer("runwatch run, pid 2 on host-b")
+
+        _kill("runwatch run, pid 1 on host-a")
+        other.claim_writer("runwatch run, pid 2 on host-b")
+        with pytest.raises(WriterBusy, match="pid 2 on host-b"):
+            commit(writer, alert("c"), cursors={"r1": "3"}, now=T0 + 120)
+        assert set(other.load_alerts()) == {"a", "b"}
+        assert other.load_cursors("wandb") == {"r1": "2"}
+    finally:
+        writer.close()
+        other.close()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import re
+from contextlib import suppress
 from typing import Any, ClassVar
 
 try:
@@ -34,7 +35,7 @@ except ImportError as exc:  # an optional dependency: runwatch[postgres]
                       ) from exc
 
 from runwatch.store.base import StoreError, WriterBusy
-from runwatch.store.held import HOLD_FOR
+from runwatch.store.held import HOLD_FOR, Holder
 from runwatch.store.sql import APPLICATION_ID, MIGRATIONS, SqlStore
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a call waits for a row lock before giving up
@@ -97,6 +98,16 @@ class _Connection:
 
     def close(self) -> None:
         self.pg.close()
+
+
+class _Lost:
+    """A writer lock lost and not taken again: every check fails until one is."""
+
+    def execute(self, *_: Any) -> Any:
+        raise psycopg.OperationalError("the writer lock's connection is gone")
+
+    def close(self) -> None:
+        pass
 
 
 class PostgresStore(SqlStore):
@@ -202,6 +213,7 @@ class PostgresStore(SqlStore):
     def _lock_writer(self, holder: str) -> psycopg.Connection[Any]:
         """A session advisory lock on a connection of its own, named after ``holder``
         (``application_name``), held until ``close`` or the connection's end."""
+        self._holder_name = holder
         with self._errors("cannot claim the writer lock"):
             conn = self._new_connection(application_name=holder[:63], idle_session_timeout=0)
             taken = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
@@ -223,6 +235,30 @@ class PostgresStore(SqlStore):
 
     def _unlock_writer(self, lock: psycopg.Connection[Any]) -> None:
         lock.close()  # the server drops a session's advisory locks with it
+
+    def _keep_writer(self) -> None:
+        """The lock lives with its connection: a server restart or a killed backend ends
+        both. Checked before every commit (one round trip); lost, it is taken again — and
+        what this writer kept is read afresh, as another process may have written in
+        between — or the commit fails with WriterBusy naming the one that took it."""
+        try:
+            self._writer.execute("SELECT 1").fetchone()
+            return
+        except psycopg.Error:
+            pass
+        with suppress(psycopg.Error):
+            self._writer.close()
+        held = self._holder.everything() if self._holder is not None else {}
+        self._alert_cache, self._cursor_cache = {}, {}
+        self._holder = Holder(self._hold_for)
+        try:
+            self._writer = self._lock_writer(self._holder_name)
+        except StoreError:
+            self._writer = _Lost()
+            raise
+        for source, (alerts, cursors) in held.items():  # ours until the lock was lost
+            now = max((a.last_seen or 0.0 for a in alerts), default=0.0)
+            self._write(source, alerts, cursors, now, {a.fingerprint for a in alerts})
 
     def _lock_group(self, conn: Any, group_key: str, receiver: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':' || ?),"

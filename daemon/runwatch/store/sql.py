@@ -284,6 +284,10 @@ class SqlStore:
     def _unlock_writer(self, lock: Any) -> None:
         raise NotImplementedError
 
+    def _keep_writer(self) -> None:
+        """Before the writer writes: make sure it still holds its lock (a backend whose
+        lock can be lost without the process ending checks, and takes it again)."""
+
     def _lock_group(self, conn: Any, group_key: str, receiver: str) -> None:
         """Serialize enqueues of one (group, receiver) where the write transaction alone
         does not (SQLite's does: it holds the database's write lock)."""
@@ -434,6 +438,8 @@ class SqlStore:
         now = float(now)
         alerts = list(alerts)
         with self._cache_lock:  # what the writer keeps moves with the file, in one order
+            if self._writer is not None:
+                self._keep_writer()
             holder, kept_alerts = self._holder, self._alert_cache
             kept_cursors = self._cursor_cache
             if kept_cursors is not None and cursors and source not in kept_cursors:
