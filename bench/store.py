@@ -37,7 +37,7 @@ from runwatch.tick import run_tick
 T0 = 1_796_000_000.0
 
 
-def ticks(url: str, root: Path, live_logs: list[Path], now: float, round_: int) -> dict:
+def ticks(url: str, root: Path, live_logs: list[Path], now: float) -> dict:
     rule_set = default_config([root]).rule_set()
     store = open_store(url)
     store.claim_writer("bench")
@@ -55,8 +55,8 @@ def ticks(url: str, root: Path, live_logs: list[Path], now: float, round_: int) 
     _, templates = benchdata.step_templates(benchdata.sdk_run())
     busy = []
     for r in range(3):
-        records = list(benchdata.renumbered(templates, 20_000 + 300 * (r + 3 * round_),
-                                            2000 + 100 * (r + 3 * round_), 100, now - 60))
+        records = list(benchdata.renumbered(templates, 20_000 + 300 * r, 2000 + 100 * r, 100,
+                                            now - 60))
         framed = logwriter.frame(records, at=live_logs[0].stat().st_size)
         for log in live_logs:
             with open(log, "ab") as file:
@@ -112,7 +112,7 @@ def main() -> None:
                 root, live_logs, _ = rundir_tick.build_tree()
                 probe = RundirSource("probe", [root]).poll({}, frozenset(), 0.0).snapshots
                 now = max(s.heartbeat or 0.0 for s in probe) + 60
-                results[name] = ticks(url, root, live_logs, now, 0) | operations(ops_url)
+                results[name] = ticks(url, root, live_logs, now) | operations(ops_url)
             ops.drop()
         finally:
             schema.drop()

@@ -658,6 +658,17 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         return _fail(str(exc))
     if interval <= 0:
         return _fail(f"--interval {args.interval}: must be more than zero")
+    # What narrows --project's runs, checked before any run is read.
+    narrowing = [name for name, value in (("--state", args.state), ("--since", args.since),
+                                          ("--limit", args.limit)) if value is not None]
+    if narrowing and args.project is None:
+        return _fail(f"{narrowing[0]} narrows the runs of --project ENTITY/PROJECT; give one")
+    if args.limit is not None and args.limit < 1:
+        return _fail(f"--limit {args.limit}: must be at least 1")
+    try:
+        args.since = parse_duration(args.since) if args.since is not None else None
+    except ValueError as exc:
+        return _fail(f"--since: {exc}")
     if args.rules:
         # `--rules a.yaml RUN...` takes the RUNs as rule files too: a directory, or a name
         # that is no YAML file, is a RUN.
@@ -735,7 +746,6 @@ def _backtest_runs(args: argparse.Namespace, config: Any, keys: frozenset[str]) 
     runs (each read once, in pages), then ``--project``'s. ReportError naming what
     cannot be found or read."""
     from runwatch.cli_reports import _access, progress_bar
-    from runwatch.duration import parse_duration
     from runwatch.reports import ReportError, parse_run
     from runwatch.sources import wandb_reports
     from runwatch.sources.rundir_reports import RunNotFound, read_run
@@ -780,10 +790,7 @@ def _backtest_runs(args: argparse.Namespace, config: Any, keys: frozenset[str]) 
             entity, _, project = args.project.partition("/")
             if not entity or not project or "/" in project:
                 raise ReportError(f"--project {args.project}: expected ENTITY/PROJECT")
-            try:
-                since = parse_duration(args.since) if args.since is not None else None
-            except ValueError as exc:
-                raise ReportError(f"--since {args.since}: {exc}") from None
+            since = args.since  # seconds, parsed with the other options
             try:
                 client = access.client()
                 nodes = wandb_reports.list_runs(

@@ -12,7 +12,6 @@ a run that is not being watched says so each time, not once.
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -181,14 +180,14 @@ def run_tick(
         if not dry_run:
             store.commit_tick(source=source.name, alerts=alerts, cursors=cursors, now=now)
     names = frozenset({rule.name for rule in rules} | {SOURCE_UNREACHABLE})
-    if _retired_for(store) != names:
+    if _RETIRED.get(store) != names:
         retired = retire(store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING)),
                          names, now)
         transitions.extend(retired.transitions)
         if not dry_run:
             if retired.alerts:
                 store.commit_tick(source="", alerts=retired.alerts, cursors={}, now=now)
-            _remember_retired(store, names)
+            _RETIRED[store] = names
     return TickReport(transitions=tuple(transitions), runs_checked=len(snapshots),
                       errors=tuple(errors),
                       warnings=tuple(unlogged_metrics(rules, snapshots, aliases)),
@@ -211,18 +210,6 @@ _QUIET: weakref.WeakKeyDictionary[Source, dict[str, Quiet]] = weakref.WeakKeyDic
 # start), so while the names stay the same an idle tick asks the store nothing about it —
 # on PostgreSQL that query was half of an idle tick's time.
 _RETIRED: weakref.WeakKeyDictionary[Store, frozenset[str]] = weakref.WeakKeyDictionary()
-
-
-def _retired_for(store: Store) -> frozenset[str] | None:
-    try:
-        return _RETIRED.get(store)
-    except TypeError:  # a store that cannot be weakly referenced: always asked
-        return None
-
-
-def _remember_retired(store: Store, names: frozenset[str]) -> None:
-    with contextlib.suppress(TypeError):
-        _RETIRED[store] = names
 
 
 def cursor_keys(ref: RunRef) -> tuple[str, ...]:

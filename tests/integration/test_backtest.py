@@ -349,3 +349,14 @@ def test_a_w_and_b_run_that_counts_steps_in_tokens_costs_its_rows_not_its_steps(
     # 1,200 rows in pages of 500: 3 ranges, the bunched one (900 rows) split once — a few
     # requests, where ranges of 500 steps would have been 600,000 pages.
     assert len(wandb_server.requests_of("RunwatchHistory")) <= 3
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--state", "finished", "."], "--state narrows the runs of --project"),
+    (["--project", "e/p", "--limit", "0"], "--limit 0: must be at least 1"),
+    (["--project", "e/p", "--since", "lately"], "--since: invalid duration 'lately'"),
+])
+def test_project_options_are_checked_before_anything_is_read(capsys, argv, message):
+    assert main(["backtest", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

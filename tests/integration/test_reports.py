@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from freezegun import freeze_time
 
 from runwatch.analysis import Health, characterize, report_keys
 from runwatch.cli import main
@@ -40,8 +42,16 @@ def fired(run_dir: Path, now: float) -> dict[str, str]:
             if t.status == AlertStatus.FIRING}
 
 
+def fixture_now(root: Path) -> float:
+    """A minute after the fixture runs' newest record: what they look like just after they
+    were written, however long ago the cached fixtures were (a hung run silent for more
+    than 2 h would be taken as crashed)."""
+    poll = RundirSource("probe", [root]).poll({}, frozenset(), 0.0)
+    return max(s.heartbeat for s in poll.snapshots if s.heartbeat is not None) + 60
+
+
 def test_the_verdict_and_the_default_rules_agree_on_every_fixture_run(wandb_runs):
-    now = time.time()
+    now = fixture_now(wandb_runs.root)
     verdicts = {}
     for scenario, run_dir in sorted(wandb_runs.runs.items()):
         alerts = fired(run_dir, now)
@@ -151,7 +161,9 @@ def test_compare_command_names_config_differences_and_a_winner(wandb_runs, capsy
 
 
 def test_watch_command_over_run_directories(wandb_runs, capsys):
-    data = run_json(capsys, "watch", "--rundir", str(wandb_runs.root), "--hours", "100000")
+    when = datetime.fromtimestamp(fixture_now(wandb_runs.root), UTC)
+    with freeze_time(when):
+        data = run_json(capsys, "watch", "--rundir", str(wandb_runs.root), "--hours", "100000")
     running = {r["run"]["name"] for r in data["running"]}
     ended = [(r["run"]["name"], r["state"]) for r in data["ended"]]
     assert running == {"hung", "killed"}

@@ -281,6 +281,38 @@ field(PyObject *record, Py_ssize_t i)
     return PyLong_AsLongLong(PyTuple_GET_ITEM(record, i));
 }
 
+/* batch[i] and batch[i + 1] as wandb-core writes each logged step: a step summary, then
+ * its history row as the next record. 1 with the summary record and the row's bytes and
+ * bounds; 0 if they are not such a pair; -1 with an error set. */
+static int
+step_pair(PyObject *batch, Py_ssize_t i, PyObject **summary, PyObject **data,
+          Py_ssize_t *start, Py_ssize_t *end)
+{
+    PyObject *first = PyList_GET_ITEM(batch, i), *history = PyList_GET_ITEM(batch, i + 1);
+    if (!PyTuple_Check(first) || PyTuple_GET_SIZE(first) != 7 ||
+        !PyTuple_Check(history) || PyTuple_GET_SIZE(history) != 7)
+        return 0;
+    long long summary_kind = field(first, 0), history_kind = field(history, 0);
+    long long summary_seq = field(first, 5), history_seq = field(history, 5);
+    if (PyErr_Occurred())
+        return -1;
+    if (summary_kind != STEP_SUMMARY || history_kind != HISTORY ||
+        history_seq != summary_seq + 1)
+        return 0;
+    PyObject *bytes = PyTuple_GET_ITEM(history, 1);
+    if (!PyBytes_Check(bytes))
+        return 0;
+    *start = PyLong_AsSsize_t(PyTuple_GET_ITEM(history, 2));
+    *end = PyLong_AsSsize_t(PyTuple_GET_ITEM(history, 3));
+    if (PyErr_Occurred())
+        return -1;
+    if (*start < 0 || *end > PyBytes_GET_SIZE(bytes) || *start > *end)
+        return 0;
+    *summary = first;
+    *data = bytes;
+    return 1;
+}
+
 static PyObject *
 steps(PyObject *Py_UNUSED(self), PyObject *args)
 {
@@ -295,25 +327,12 @@ steps(PyObject *Py_UNUSED(self), PyObject *args)
     }
     Py_ssize_t n = PyList_GET_SIZE(batch);
     for (; i + 1 < n; i += 2) {
-        PyObject *summary = PyList_GET_ITEM(batch, i), *history = PyList_GET_ITEM(batch, i + 1);
-        if (!PyTuple_Check(summary) || PyTuple_GET_SIZE(summary) != 7 ||
-            !PyTuple_Check(history) || PyTuple_GET_SIZE(history) != 7)
-            break;
-        long long summary_kind = field(summary, 0), history_kind = field(history, 0);
-        long long summary_seq = field(summary, 5), history_seq = field(history, 5);
-        if (PyErr_Occurred())
+        PyObject *summary, *data;
+        Py_ssize_t start, end;
+        int pair = step_pair(batch, i, &summary, &data, &start, &end);
+        if (pair < 0)
             return NULL;
-        if (summary_kind != STEP_SUMMARY || history_kind != HISTORY ||
-            history_seq != summary_seq + 1)
-            break;
-        PyObject *data = PyTuple_GET_ITEM(history, 1);
-        if (!PyBytes_Check(data))
-            break;
-        Py_ssize_t start = PyLong_AsSsize_t(PyTuple_GET_ITEM(history, 2));
-        Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(history, 3));
-        if (PyErr_Occurred())
-            return NULL;
-        if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end)
+        if (!pair)
             break;
         PyObject *plain = plain_row((const unsigned char *)PyBytes_AS_STRING(data), start, end);
         if (plain == NULL)
@@ -434,25 +453,12 @@ step_columns(PyObject *Py_UNUSED(self), PyObject *args)
     PyObject *last_shape = NULL;
     Py_ssize_t n = PyList_GET_SIZE(batch);
     for (; i + 1 < n; i += 2) {
-        PyObject *summary = PyList_GET_ITEM(batch, i), *history = PyList_GET_ITEM(batch, i + 1);
-        if (!PyTuple_Check(summary) || PyTuple_GET_SIZE(summary) != 7 ||
-            !PyTuple_Check(history) || PyTuple_GET_SIZE(history) != 7)
-            break;
-        long long summary_kind = field(summary, 0), history_kind = field(history, 0);
-        long long summary_seq = field(summary, 5), history_seq = field(history, 5);
-        if (PyErr_Occurred())
+        PyObject *summary, *data;
+        Py_ssize_t start, end;
+        int pair = step_pair(batch, i, &summary, &data, &start, &end);
+        if (pair < 0)
             return NULL;
-        if (summary_kind != STEP_SUMMARY || history_kind != HISTORY ||
-            history_seq != summary_seq + 1)
-            break;
-        PyObject *data = PyTuple_GET_ITEM(history, 1);
-        if (!PyBytes_Check(data))
-            break;
-        Py_ssize_t start = PyLong_AsSsize_t(PyTuple_GET_ITEM(history, 2));
-        Py_ssize_t end = PyLong_AsSsize_t(PyTuple_GET_ITEM(history, 3));
-        if (PyErr_Occurred())
-            return NULL;
-        if (start < 0 || end > PyBytes_GET_SIZE(data) || start > end)
+        if (!pair)
             break;
         const unsigned char *b = (const unsigned char *)PyBytes_AS_STRING(data);
         Py_ssize_t count, names_len;

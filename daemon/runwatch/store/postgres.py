@@ -35,7 +35,7 @@ except ImportError as exc:  # an optional dependency: runwatch[postgres]
                       ) from exc
 
 from runwatch.store.base import StoreError, WriterBusy
-from runwatch.store.held import HOLD_FOR, Holder
+from runwatch.store.held import HOLD_FOR
 from runwatch.store.sql import APPLICATION_ID, MIGRATIONS, SqlStore
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a call waits for a row lock before giving up
@@ -213,7 +213,6 @@ class PostgresStore(SqlStore):
     def _lock_writer(self, holder: str) -> psycopg.Connection[Any]:
         """A session advisory lock on a connection of its own, named after ``holder``
         (``application_name``), held until ``close`` or the connection's end."""
-        self._holder_name = holder
         with self._errors("cannot claim the writer lock"):
             conn = self._new_connection(application_name=holder[:63], idle_session_timeout=0)
             taken = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
@@ -248,17 +247,14 @@ class PostgresStore(SqlStore):
             pass
         with suppress(psycopg.Error):
             self._writer.close()
-        held = self._holder.everything() if self._holder is not None else {}
-        self._alert_cache, self._cursor_cache = {}, {}
-        self._holder = Holder(self._hold_for)
         try:
-            self._writer = self._lock_writer(self._holder_name)
-        except StoreError:
+            self._writer = self._lock_writer(self._writer_name)
+        except StoreError:  # another has it: what this one held is not its to write
             self._writer = _Lost()
+            self._start_keeping()
             raise
-        for source, (alerts, cursors) in held.items():  # ours until the lock was lost
-            now = max((a.last_seen or 0.0 for a in alerts), default=0.0)
-            self._write(source, alerts, cursors, now, {a.fingerprint for a in alerts})
+        self.flush()  # what it held was its own until the lock was lost
+        self._start_keeping()
 
     def _lock_group(self, conn: Any, group_key: str, receiver: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':' || ?),"

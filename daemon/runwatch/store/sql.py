@@ -243,6 +243,7 @@ class SqlStore:
         self._connections: dict[threading.Thread, Any] = {}
         self._closed = False
         self._writer: Any = None  # the writer lock, once claimed
+        self._writer_name = ""  # who holds it (what a refused claim is told)
         # The writer's alert states by fingerprint (None: no row) and cursors by source, as
         # stored: nobody else writes them while it holds the lock, so an idle tick decodes
         # no alert row and reads no cursor, and a busy one writes only what moved.
@@ -790,9 +791,13 @@ class SqlStore:
             if self._writer is not None:
                 return
             self._writer = self._lock_writer(holder)
-            self._alert_cache = {}
-            self._cursor_cache = {}
-            self._holder = Holder(self._hold_for)
+            self._writer_name = holder
+            self._start_keeping()
+
+    def _start_keeping(self) -> None:
+        """The writer keeps nothing yet: what it reads next comes from the database."""
+        self._alert_cache, self._cursor_cache = {}, {}
+        self._holder = Holder(self._hold_for)
 
     def close(self) -> None:
         if self._writer is not None and not self._closed:
