@@ -27,6 +27,7 @@ from runwatch.config import (
 )
 from runwatch.config.loader import ReceiverCheck
 from runwatch.duration import format_duration
+from runwatch.leader import Leadership
 from runwatch.model import AlertStatus, RunState, Transition
 from runwatch.notify.render import printable  # what every terminal output goes through
 from runwatch.notify.report_json import number  # JSON has no NaN: W&B's strings
@@ -295,13 +296,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         saved = store.load_status()
         depth = store.outbox_depth()
         firing = len(store.alerts(status=AlertStatus.FIRING))
+        leases = store.leases()
     finally:
         store.close()
     configured = [s.name for s in config.sources]
     names = configured + sorted(set(saved) - set(configured))
     if args.json:
         print(json.dumps({"sources": {n: saved.get(n) for n in names}, "outbox": depth,
-                          "firing": firing}, indent=2, allow_nan=False))
+                          "firing": firing,
+                          "leases": [{"name": le.name, "holder": le.holder, "epoch": le.epoch,
+                                      "expires_at": le.expires_at} for le in leases]},
+                         indent=2, allow_nan=False))
         return EXIT_OK
     from rich.text import Text
 
@@ -323,7 +328,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     _console().print(table)
     _console().print(Text(f"{firing} alerts firing; {depth} notifications waiting in the"
                           " outbox"))
+    for lease in leases:
+        _console().print(Text(_lease_line(lease, now)))
     return EXIT_OK
+
+
+def _lease_line(lease: Any, now: float) -> str:
+    """Who acts on the store: ``writer lease: host-a:4242, epoch 3, for 24s more``."""
+    if not lease.holder:
+        return f"{lease.name} lease: nobody holds it"
+    left = lease.expires_at - now
+    if lease.expires_at == 0:
+        when = "released"
+    elif left > 0:
+        when = f"for {format_duration(left)} more"
+    else:
+        when = f"ran out {format_duration(-left)} ago"
+    return f"{lease.name} lease: {printable(lease.holder)}, epoch {lease.epoch}, {when}"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -331,9 +352,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     config, rule_set = _load(args)
     runtime = build_runtime(config, rule_set, notify=not args.dry_run)
     store = open_store(config.store)
+    heartbeat = None
     try:
         if not args.dry_run:
-            store.claim_writer(writer_name("check"))
+            # The writer lease, as a daemon's (WriterBusy while a replica holds it), renewed
+            # while the tick runs.
+            holder, ttl = writer_name("check"), config.ha.lease_ttl
+            store.claim_writer(holder, ttl=ttl)
+            heartbeat = Leadership(store, holder=holder, ttl=ttl, clock=time.time)
+            heartbeat.start()
         now, started = time.time(), time.monotonic()
         cycle = run_cycle(runtime, store, now, dry_run=args.dry_run)
         firing = None
@@ -341,6 +368,8 @@ def cmd_check(args: argparse.Namespace) -> int:
             firing = len(store.alerts(status=AlertStatus.FIRING))
             _save_statuses(store, cycle, now, time.monotonic() - started)
     finally:
+        if heartbeat is not None:
+            heartbeat.stop()
         runtime.close()
         store.close()
     report, notified = cycle.tick, cycle.notifications

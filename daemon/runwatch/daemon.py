@@ -39,6 +39,7 @@ from runwatch import logs, sdnotify
 from runwatch.config import Config, ConfigError, load_all, rule_files
 from runwatch.duration import format_duration
 from runwatch.engine import retire
+from runwatch.leader import Leadership
 from runwatch.logs import config_secrets
 from runwatch.metrics import HttpServer, Metrics, StoreGauges, health_app
 from runwatch.model import AlertStatus, Severity
@@ -51,7 +52,7 @@ from runwatch.service import (
     source_status,
     tune_gc,
 )
-from runwatch.store.base import Store, StoreError, open_store, writer_name
+from runwatch.store.base import LeaseLost, Store, StoreError, open_store, replica_name
 
 STOP_TIMEOUT = 10.0  # seconds from a stop signal to exit
 OUTBOX_INTERVAL = 15.0  # seconds between retries of notifications that could not be sent
@@ -80,8 +81,11 @@ class Daemon:
         self.metrics.reload_ok.set(1)
         logs.redactor.update(config_secrets(config))
         self.store: Store = open_store(config.store)
+        # One replica acts (the writer lease), the others stand by: see leader.py.
+        self.leader = Leadership(self.store, holder=replica_name(), ttl=config.ha.lease_ttl,
+                                 clock=self.clock, metrics=self.metrics)
         try:
-            self.store.claim_writer(writer_name("run"))  # WriterBusy: the caller exits 2
+            self.leader.renew()  # WriterBusy (SQLite's file held elsewhere): the caller exits 2
         except StoreError:
             self.store.close()
             raise
@@ -118,6 +122,8 @@ class Daemon:
         source = runtime.source(name)
         if source is None:  # removed by a reload while this job was queued
             return None
+        if not self.leader.renew():
+            return None  # standing by: another replica ticks
         interval = float(getattr(runtime.spec(name), "interval", 60.0))
         started, clock_started = time.monotonic(), self.clock()
         with structlog.contextvars.bound_contextvars(source=name):
@@ -128,6 +134,9 @@ class Daemon:
                     log.error("source check at start-up failed", detail=line)
             try:
                 cycle = run_cycle(runtime, self.store, clock_started, sources=[source])
+            except LeaseLost as exc:  # another replica took over: nothing of this tick stays
+                self.leader.lost(str(exc))
+                return None
             except StoreError as exc:
                 self.metrics.ticks.labels(name, "store-error").inc()
                 log.error("tick failed: the store is unavailable", error=str(exc),
@@ -198,6 +207,8 @@ class Daemon:
 
     def _save_status(self, name: str, *, started_at: float, ok: bool, runs: int,
                      errors: list[str], duration: float, transitions: int = 0) -> None:
+        if not self.leader.leading():
+            return
         if ok:
             self._last_ok[name] = started_at
         status = source_status(started_at=started_at, duration=duration, ok=ok, runs=runs,
@@ -205,6 +216,8 @@ class Daemon:
                                last_ok=self._last_ok.get(name))
         try:
             self.store.save_status(name, status, started_at)
+        except LeaseLost as exc:
+            self.leader.lost(str(exc))
         except StoreError as exc:
             log.error("cannot save source status", error=str(exc))
 
@@ -224,7 +237,7 @@ class Daemon:
 
     def flush_outbox(self) -> None:
         """Send what is due in the outbox (retries between ticks)."""
-        if self._stop.is_set() and not self._flushing:
+        if (self._stop.is_set() and not self._flushing) or not self.leader.renew():
             return
         with self._lock:
             runtime = self.runtime
@@ -234,6 +247,9 @@ class Daemon:
 
         try:
             report = drain_only(self.store, runtime.notifiers, self.clock())
+        except LeaseLost as exc:
+            self.leader.lost(str(exc))
+            return
         except StoreError as exc:
             log.error("cannot drain the outbox: the store is unavailable", error=str(exc))
             return
@@ -258,6 +274,8 @@ class Daemon:
         """Outbox entries claimed by a process of this host that is gone (a crash, a
         SIGKILL) are due again now, not when their lease runs out — as uncertain: that
         process may already have handed them to the receiver (Slack looks first)."""
+        if not self.leader.leading():
+            return 0
         host = socket.gethostname()
         released = 0
         for entry in self.store.outbox(include_failed=False):
@@ -279,12 +297,15 @@ class Daemon:
 
     def maintenance(self) -> None:
         """Collect expired notification records, old resolved alerts and cursors."""
-        if self._stop.is_set():
+        if self._stop.is_set() or not self.leader.renew():
             return
         try:
             collected = self.store.collect_garbage(self.clock(),
                                                    resolved_retention=RESOLVED_RETENTION,
                                                    cursor_retention=CURSOR_RETENTION)
+        except LeaseLost as exc:
+            self.leader.lost(str(exc))
+            return
         except StoreError as exc:
             log.error("maintenance failed: the store is unavailable", error=str(exc))
             return
@@ -293,7 +314,7 @@ class Daemon:
     def digest(self) -> None:
         """Queue the digest for every digest receiver that is due one, then send it. Runs on
         the schedule and once at start-up (a digest missed while down, within the grace)."""
-        if self._stop.is_set():
+        if self._stop.is_set() or not self.leader.renew():
             return
         from runwatch.digests import run_scheduled
 
@@ -301,6 +322,9 @@ class Daemon:
             runtime = self.runtime
         try:
             done = run_scheduled(runtime.config, runtime.rule_set, self.store, self.clock())
+        except LeaseLost as exc:
+            self.leader.lost(str(exc))
+            return
         except StoreError as exc:
             log.error("digest not sent: the store is unavailable", error=str(exc))
             return
@@ -378,17 +402,20 @@ class Daemon:
 
     def ready(self) -> tuple[bool, str]:
         """Every source's last tick succeeded within READY_WITHIN intervals, and the store
-        answers."""
+        answers. A standby is ready (it is up, and would take over) and says so."""
         try:
             self.store.ping()
         except StoreError as exc:
             return False, f"store: {exc}"
+        if not self.leader.leading():
+            return True, self.leader.describe()
         now = self.clock()
         late = []
         with self._lock:
             config = self.runtime.config
         for spec in config.sources:
-            last = self._last_ok.get(spec.name)
+            # A replica that has just taken over has not ticked yet: counted from then.
+            last = self._last_ok.get(spec.name, self.leader.since)
             if last is None or now - last > READY_WITHIN * spec.interval:
                 late.append(spec.name)
         if late:
@@ -442,7 +469,7 @@ class Daemon:
 
     def _retire_sources(self, removed: set[str]) -> None:
         """What fired on the runs of a source that is gone resolves: nobody evaluates it."""
-        if not removed:
+        if not removed or not self.leader.leading():
             return
         try:
             holding = self.store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING))
@@ -548,6 +575,9 @@ class Daemon:
         self.release_dead_claims()
         self.http.start()
         self.scheduler.start()
+        self.leader.start()
+        if not self.leader.leading():  # up, and waiting to take over: ready as a standby
+            sdnotify.ready()
         log.info("started", sources=[s.name for s in self.config.sources],
                  rules=len(self.runtime.rule_set.rules), http=f"{http.host}:{self.http.port}",
                  pid=os.getpid())
@@ -598,6 +628,7 @@ class Daemon:
             finished = self._within(deadline, self.flush_outbox)
         if self.http is not None:
             self.http.stop()
+        self.leader.stop()
         if not finished:
             log.warning("hard stop: work was still running; a tick is redone from its cursors"
                         " and a message is sent from the outbox at the next start",

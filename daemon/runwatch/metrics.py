@@ -48,6 +48,12 @@ class Metrics:
                                ["outcome"], registry=r)
         self.reload_ok = Gauge("runwatch_config_last_reload_successful",
                                "1 when the last reload succeeded", registry=r)
+        self.leader = Gauge("runwatch_leader", "1 while this replica holds the writer lease"
+                            " and acts, 0 while it stands by", registry=r)
+        self.lease_epoch = Gauge("runwatch_lease_epoch", "The writer lease's epoch as this"
+                                 " replica last saw it", registry=r)
+        self.lease_ttl = Gauge("runwatch_lease_ttl_seconds", "How long the writer lease lasts"
+                               " unless renewed (ha.lease_ttl)", registry=r)
 
     def read_at_scrape(self, read: Callable[[], StoreGauges | None]) -> None:
         """``runwatch_alerts`` and ``runwatch_outbox_depth`` from ``read()`` at each scrape:

@@ -156,6 +156,7 @@ def test_an_alert_arrives_once_repeats_after_the_interval_and_resolves_once(daem
             assert get(server, "/healthz") == (200, "ok\n")
             assert get(server, "/readyz") == (200, "ready\n")
         with at(START + 75 + 3600 + 120 + 4 * 60):  # three intervals without a tick
+            daemon.leader.renew()  # (the lease heartbeat's, on its thread)
             status, body = get(server, "/readyz")
             assert status == 503 and "rundir" in body
         status, text = get(server, "/metrics")

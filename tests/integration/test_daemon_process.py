@@ -172,13 +172,13 @@ def test_one_writer_per_store_a_second_process_is_refused(wandb_runs, fake_slack
         assert main(["check", "--config", str(config)]) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1
-        assert f"held by runwatch run, pid {proc.pid} on {socket.gethostname()}" in err
+        assert f"held by {socket.gethostname()}:{proc.pid}" in err
         assert main(["check", "--config", str(config), "--dry-run", "--json"]) == 0  # looks
         second = subprocess.run([sys.executable, "-m", "runwatch", "run", "--config",
                                  str(config), "--log-format", "json"], cwd=tmp_path,
                                 capture_output=True, text=True, timeout=60)
         assert second.returncode == 2
-        assert f"held by runwatch run, pid {proc.pid}" in second.stderr
+        assert f"held by {socket.gethostname()}:{proc.pid}" in second.stderr
     finally:
         code, _, err = stop(proc)
     assert code == 0, err

@@ -13,7 +13,7 @@ import pytest
 from test_store_contract import T0, entry
 
 from pgtest import PG_URL, Schema
-from runwatch.store.base import StoreError, WriterBusy, open_store, parse_store_url
+from runwatch.store.base import LeaseLost, StoreError, WriterBusy, open_store, parse_store_url
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -163,29 +163,139 @@ def _kill(holder: str) -> None:
           holder)
 
 
-def test_a_writer_whose_lock_connection_died_takes_it_again_or_stops(schema):
-    """The lock lives with its connection (a server restart, a killed backend): the next
-    commit notices, takes it again and goes on — or, when another has taken it meanwhile,
-    fails naming it, and writes nothing."""
+# --- the writer lease and the fence -----------------------------------------------------
+
+
+@pytest.fixture
+def pair(schema):
+    """Two replicas' stores on one schema."""
+    a, b = open_store(schema.url), open_store(schema.url)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_a_standby_takes_the_lease_once_it_ran_out_and_the_old_writer_writes_nothing(pair):
     from test_store_contract import alert, commit
 
-    writer = open_store(schema.url)
-    other = open_store(schema.url)
-    try:
-        writer.claim_writer("runwatch run, pid 1 on host-a")
-        commit(writer, alert("a"), cursors={"r1": "1"})
-        _kill("runwatch run, pid 1 on host-a")
-        commit(writer, alert("b"), cursors={"r1": "2"}, now=T0 + 60)
-        assert set(other.load_alerts()) == {"a", "b"}
-        with pytest.raises(WriterBusy):  # it holds the lock again
-            other.claim_writer("runwatch run, pid 2 on host-b")
+    a, b = pair
+    held = a.claim_writer("host-a:1", now=T0, ttl=30)
+    assert (held.mine, held.epoch, held.expires_at) == (True, 1, T0 + 30)
+    commit(a, alert("x"), cursors={"r1": "1"})
+    seen = b.claim_writer("host-b:2", now=T0 + 29, ttl=30, standby=True)
+    assert (seen.mine, seen.holder, seen.epoch) == (False, "host-a:1", 1)
+    with pytest.raises(WriterBusy, match="held by host-a:1"):
+        b.claim_writer("host-b:2", now=T0 + 29, ttl=30)
 
-        _kill("runwatch run, pid 1 on host-a")
-        other.claim_writer("runwatch run, pid 2 on host-b")
-        with pytest.raises(WriterBusy, match="pid 2 on host-b"):
-            commit(writer, alert("c"), cursors={"r1": "3"}, now=T0 + 120)
-        assert set(other.load_alerts()) == {"a", "b"}
-        assert other.load_cursors("wandb") == {"r1": "2"}
+    taken = b.claim_writer("host-b:2", now=T0 + 31, ttl=30, standby=True)
+    assert (taken.mine, taken.epoch) == (True, 2)
+    assert b.load_cursors("wandb") == {"r1": "1"}  # it goes on from what was stored
+    # The old writer, paused meanwhile, wakes: each of its writes is refused, whole.
+    with pytest.raises(LeaseLost, match="host-b:2 holds it at epoch 2") as lost:
+        commit(a, alert("y"), cursors={"r1": "2"}, now=T0 + 32)
+    assert lost.value.temporary is False and "\n" not in str(lost.value)
+    for write in (lambda: a.enqueue([entry("m1")]),
+                  lambda: a.claim_outbox(T0 + 32, claimant="a", lease=60),
+                  lambda: a.save_status("wandb", {"ok": True}, T0 + 32),
+                  lambda: a.collect_garbage(T0 + 32, resolved_retention=1, cursor_retention=1)):
+        with pytest.raises(LeaseLost):
+            write()
+    assert set(b.load_alerts()) == {"x"} and b.load_cursors("wandb") == {"r1": "1"}
+    assert not b.outbox()
+    again = a.claim_writer("host-a:1", now=T0 + 40, ttl=30, standby=True)
+    assert (again.mine, again.holder) == (False, "host-b:2")  # it stands by now
+    assert [(le.holder, le.epoch, le.mine) for le in b.leases()] == [("host-b:2", 2, True)]
+    assert [(le.holder, le.mine) for le in a.leases()] == [("host-b:2", False)]
+
+
+def test_a_lease_not_renewed_in_time_by_its_own_clock_stops_the_writer_until_renewed(pair):
+    from freezegun import freeze_time
+    from test_store_contract import alert, commit
+
+    a, _ = pair
+    with freeze_time("2026-12-03 12:00:00") as clock:
+        a.claim_writer("host-a:1", now=T0, ttl=30)
+        commit(a, alert("x"))
+        clock.tick(30)  # no renewal came through (a database that does not answer, a pause)
+        with pytest.raises(LeaseLost, match="not renewed in time"):
+            commit(a, alert("y"), now=T0 + 30)
+        renewed = a.claim_writer("host-a:1", now=T0 + 31, ttl=30)
+        assert renewed.epoch == 1  # nobody took it: the same epoch, and what it kept
+        commit(a, alert("y"), now=T0 + 31)
+    assert set(a.load_alerts()) == {"x", "y"}
+
+
+def test_a_takeover_waits_for_the_old_writer_s_write_in_flight(schema):
+    """The fence holds the lease row until the write commits: a takeover cannot slip in
+    between the check and the commit."""
+    a, b = open_store(schema.url), open_store(schema.url + "&busy_timeout=0.3")
+    try:
+        a.claim_writer("host-a:1", now=T0, ttl=30)
+        with a._transaction("a write in flight", fenced=True):
+            with pytest.raises(StoreError) as caught:
+                b.claim_writer("host-b:2", now=T0 + 60, ttl=30, standby=True)
+            assert caught.value.temporary is True
+        assert b.claim_writer("host-b:2", now=T0 + 60, ttl=30).epoch == 2
     finally:
-        writer.close()
-        other.close()
+        a.close()
+        b.close()
+
+
+def test_claims_of_an_older_epoch_are_void_others_are_not(pair, schema):
+    a, b = pair
+    a.claim_writer("host-a:1", now=T0, ttl=30)
+    a.enqueue([entry("m1", group="g1"), entry("m2", group="g2")])
+    [m1] = a.claim_outbox(T0, claimant="a", lease=600, limit=1)
+    plain = open_store(schema.url)  # `runwatch digest --send`: no lease, no epoch
+    try:
+        [m2] = plain.claim_outbox(T0, claimant="cli", lease=600, limit=1)
+        b.claim_writer("host-b:2", now=T0 + 31, ttl=30)
+        taken = b.claim_outbox(T0 + 31, claimant="b", lease=600)
+        assert [(e.id, e.uncertain, e.attempts) for e in taken] == [("m1", True, 2)]
+        with pytest.raises(LeaseLost):  # the old leader's delivery cannot be recorded
+            a.complete_outbox("m1", claimant="a", refs={}, refs_expire_at=T0 + 99)
+        assert plain.complete_outbox(m2.id, claimant="cli", refs={}, refs_expire_at=T0 + 99)
+        assert b.complete_outbox("m1", claimant="b", refs={}, refs_expire_at=T0 + 99)
+    finally:
+        plain.close()
+    assert m1.id == "m1" and not b.outbox()
+
+
+def test_closing_lets_the_lease_go_and_a_standby_takes_it_at_once(pair):
+    a, b = pair
+    a.claim_writer("host-a:1", now=T0, ttl=30)
+    a.close()
+    assert b.claim_writer("host-b:2", now=T0 + 1, ttl=30).epoch == 2
+
+
+def test_the_same_replica_name_in_a_new_process_waits_for_its_old_lease(pair):
+    """``RUNWATCH_REPLICA`` reused by a restarted pod: the old process may still be alive
+    (a partition), so the name alone does not hand the lease over."""
+    a, b = pair
+    a.claim_writer("pod-0", now=T0, ttl=30)
+    assert b.claim_writer("pod-0", now=T0 + 5, ttl=30, standby=True).mine is False
+    assert b.claim_writer("pod-0", now=T0 + 30, ttl=30).epoch == 2
+
+
+def test_a_writer_s_lost_connection_is_opened_again_and_still_fenced(schema):
+    """A killed backend (a server restart): the next call connects again; the lease, not
+    the connection, says who writes."""
+    from test_store_contract import alert, commit
+
+    a = open_store(schema.url)
+    a.claim_writer("host-a:1", now=T0, ttl=30)
+    admin("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+          " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+          " AND application_name = 'runwatch' AND state = 'idle'")
+    with pytest.raises(StoreError) as caught:  # the dead connection: temporary, reopened
+        commit(a, alert("x"))
+    assert caught.value.temporary is True
+    commit(a, alert("x"))
+    b = open_store(schema.url)
+    try:
+        b.claim_writer("host-b:2", now=T0 + 31, ttl=30)
+        with pytest.raises(LeaseLost):
+            commit(a, alert("y"), now=T0 + 32)
+    finally:
+        a.close()
+        b.close()

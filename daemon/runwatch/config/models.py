@@ -252,6 +252,20 @@ class Http(StrictModel):
         return host_port(self.listen)[1]
 
 
+def _lease_ttl(value: float) -> float:
+    if value < 3:
+        raise ValueError("lease_ttl must be at least 3s (it is renewed every third of it)")
+    return value
+
+
+class Ha(StrictModel):
+    """Several replicas on one PostgreSQL store: one acts, the others stand by."""
+
+    # How long the acting replica's lease lasts without a renewal (it renews every third
+    # of it): a replica that dies is replaced within this plus the shortest interval.
+    lease_ttl: Annotated[Interval, AfterValidator(_lease_ttl)] = 30.0
+
+
 # --- the whole file -----------------------------------------------------------------
 
 
@@ -329,6 +343,7 @@ class Config(RuleFiles):
     inhibit: tuple[Inhibit, ...] = Field(default_factory=default_inhibit)
     digest: Digest | None = None
     http: Http = Field(default_factory=Http)
+    ha: Ha = Field(default_factory=Ha)
 
     sqlite_prefix: ClassVar[str] = "sqlite:///"
 

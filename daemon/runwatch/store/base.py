@@ -48,6 +48,47 @@ class WriterBusy(StoreError):
         super().__init__(f"held by {holder}", store=store, temporary=False)
 
 
+class LeaseLost(StoreError):
+    """This process held the writer lease and holds it no more: another replica took it
+    (a newer epoch), or it could not renew it before it ran out by its own clock. What it
+    tried to write was refused, whole; it stands by until it holds the lease again."""
+
+    def __init__(self, detail: str, *, store: str) -> None:
+        super().__init__(f"writer lease lost: {detail}", store=store, temporary=False)
+
+
+LEADER = "leader"  # the one lease today; per-source leases can come later under other names
+LEASE_TTL = 30.0  # seconds a writer lease lasts unless renewed (config: ha.lease_ttl)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Lease:
+    """Who may write into a store, until when (Unix seconds), and under which ``epoch``.
+
+    The epoch grows by one each time the lease changes hands (or is taken again after a
+    restart): every write of its holder is checked against it in the same transaction, so
+    one that lost the lease — paused, partitioned, slow — writes nothing more. ``mine``:
+    the process that read it holds it.
+    """
+
+    name: str
+    holder: str
+    epoch: int
+    expires_at: float
+    mine: bool = False
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at <= now
+
+
+def replica_name() -> str:
+    """Who this process is among replicas: ``RUNWATCH_REPLICA`` when set (a pod's name),
+    else ``host:pid``."""
+    import socket
+
+    return os.environ.get("RUNWATCH_REPLICA", "").strip() or f"{socket.gethostname()}:{os.getpid()}"
+
+
 def writer_name(command: str) -> str:
     """Who this process is, as a store's writer: ``runwatch run, pid 4242 on host-a``."""
     import os
@@ -522,11 +563,24 @@ class Store(Protocol):
         """Raise ``StoreError`` unless the store answers."""
         ...
 
-    def claim_writer(self, holder: str) -> None:
-        """Become the one process that ticks into this store, until ``close``. Two ticking
-        processes would each read alerts, evaluate and overwrite the other's states unseen
-        — and both notify. ``WriterBusy`` names the holder when another process is it;
-        claiming again in the same store object is harmless."""
+    def claim_writer(self, holder: str, *, now: float | None = None, ttl: float = LEASE_TTL,
+                     standby: bool = False) -> Lease:
+        """Become — or, called again, stay — the one process that writes into this store:
+        take the writer lease (``LEADER``) for ``ttl`` seconds from ``now`` (None: the
+        system clock; a lease is about real time), or renew it. Two ticking processes
+        would each read alerts, evaluate and overwrite the other's states unseen — and both
+        notify. The lease is taken when it is free or has run out (a new epoch), renewed
+        when this store object holds it; a SQLite store also takes a lock only one process
+        of a host can hold (``WriterBusy`` when another has it, ``standby`` or not).
+
+        Held by another and not run out: ``WriterBusy`` naming the holder, or, with
+        ``standby``, that lease (``mine`` False). While it holds the lease, every write of
+        this store object is fenced by its epoch (``LeaseLost`` once a newer one exists or
+        the lease ran out by this process's clock); ``close`` flushes and releases it."""
+        ...
+
+    def leases(self) -> list[Lease]:
+        """Every writer lease as stored (``mine`` as this store object sees it)."""
         ...
 
     def close(self) -> None: ...

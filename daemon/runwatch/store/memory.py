@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
@@ -18,7 +19,10 @@ from runwatch.model import AlertState, AlertStatus
 from runwatch.store import codec
 from runwatch.store.base import (
     COLLECTIBLE_STATUSES,
+    LEADER,
+    LEASE_TTL,
     Collected,
+    Lease,
     Matcher,
     NotificationRecord,
     OutboxEntry,
@@ -50,6 +54,7 @@ def _statuses(status: AlertStatus | Collection[AlertStatus] | None) -> frozenset
 class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._lease: Lease | None = None
         self._closed = False
         self._alerts: dict[str, tuple[Any, ...]] = {}  # fingerprint → codec.alert_to_row
         self._status: dict[str, str] = {}  # source → codec.status_to_text
@@ -459,9 +464,22 @@ class MemoryStore:
         with self._lock:
             self._check_open()
 
-    def claim_writer(self, holder: str) -> None:
+    def claim_writer(self, holder: str, *, now: float | None = None, ttl: float = LEASE_TTL,
+                     standby: bool = False) -> Lease:
+        now = time.time() if now is None else float(now)
         with self._lock:  # a memory store lives in one process: it has one writer
             self._check_open()
+            held = self._lease
+            epoch = held.epoch if held is not None and held.holder == holder else (
+                (held.epoch if held is not None else 0) + 1)
+            self._lease = Lease(name=LEADER, holder=holder, epoch=epoch,
+                                expires_at=now + float(ttl), mine=True)
+            return self._lease
+
+    def leases(self) -> list[Lease]:
+        with self._lock:
+            self._check_open()
+            return [self._lease] if self._lease is not None else []
 
     def close(self) -> None:
         with self._lock:

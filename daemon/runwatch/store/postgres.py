@@ -12,9 +12,10 @@ The shared SQL is written as SQLite reads it and translated here once per statem
 (``%s`` parameters, ``GREATEST``/``LEAST``, 8-byte column types). The schema version lives
 in the table ``runwatch_schema``; ``MIGRATIONS`` run under an advisory lock, so replicas
 opening a new database at once migrate it once. A schema newer than this code is refused,
-never touched; so is a schema with tables but no version (not a runwatch store). The one
-writer's lock is a session advisory lock on a connection of its own, which the server drops
-with the connection however the process ends.
+never touched; so is a schema with tables but no version (not a runwatch store). Which
+replica writes is decided by the lease (``SqlStore.claim_writer``), whose row each of the
+writer's transactions reads ``FOR SHARE``: a takeover waits for them, and they are refused
+once it is done.
 
 ``search_path`` picks the schema (``?schema=NAME`` in the store URL): several stores can
 share one database.
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import re
-from contextlib import suppress
 from typing import Any, ClassVar
 
 try:
@@ -34,7 +34,7 @@ except ImportError as exc:  # an optional dependency: runwatch[postgres]
     raise ImportError("PostgreSQL stores need psycopg: pip install 'runwatch[postgres]'"
                       ) from exc
 
-from runwatch.store.base import StoreError, WriterBusy
+from runwatch.store.base import StoreError
 from runwatch.store.held import HOLD_FOR
 from runwatch.store.sql import APPLICATION_ID, MIGRATIONS, SqlStore
 
@@ -100,16 +100,6 @@ class _Connection:
         self.pg.close()
 
 
-class _Lost:
-    """A writer lock lost and not taken again: every check fails until one is."""
-
-    def execute(self, *_: Any) -> Any:
-        raise psycopg.OperationalError("the writer lock's connection is gone")
-
-    def close(self) -> None:
-        pass
-
-
 class PostgresStore(SqlStore):
     _DB_ERRORS: ClassVar[tuple[type[BaseException], ...]] = (psycopg.Error,)
     _UNIQUE_VIOLATION: ClassVar[tuple[type[BaseException], ...]] = (pg_errors.UniqueViolation,)
@@ -117,6 +107,7 @@ class PostgresStore(SqlStore):
     _BEGIN_READ: ClassVar[str] = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
     _CLAIM_LOCK: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
     _ROW_LOCK: ClassVar[str] = " FOR UPDATE"
+    _SHARE_LOCK: ClassVar[str] = " FOR SHARE"
 
     def __init__(self, conninfo: str, *, name: str, schema: str | None = None,
                  password: str | None = None, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
@@ -210,51 +201,13 @@ class PostgresStore(SqlStore):
 
     # --- the one writer, enqueue order ----------------------------------------------------
 
-    def _lock_writer(self, holder: str) -> psycopg.Connection[Any]:
-        """A session advisory lock on a connection of its own, named after ``holder``
-        (``application_name``), held until ``close`` or the connection's end."""
-        with self._errors("cannot claim the writer lock"):
-            conn = self._new_connection(application_name=holder[:63], idle_session_timeout=0)
-            taken = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))",
-                                 (APPLICATION_ID,)).fetchone()[0]
-            if taken:
-                return conn
-            try:
-                held = conn.execute(
-                    "SELECT a.application_name FROM pg_locks l"
-                    " JOIN pg_stat_activity a ON a.pid = l.pid"
-                    " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s::oid"
-                    " AND l.objid = hashtext(current_schema())::oid AND l.objsubid = 2"
-                    " AND l.database = (SELECT oid FROM pg_database"
-                    "                   WHERE datname = current_database())",
-                    (APPLICATION_ID,)).fetchone()
-            finally:
-                conn.close()
-        raise WriterBusy((held and held[0]) or "another process", store=self.path)
+    def _lock_writer(self, holder: str) -> bool:
+        """No lock of its own: replicas share the server, and the lease (``SqlStore``)
+        decides which of them writes."""
+        return True
 
-    def _unlock_writer(self, lock: psycopg.Connection[Any]) -> None:
-        lock.close()  # the server drops a session's advisory locks with it
-
-    def _keep_writer(self) -> None:
-        """The lock lives with its connection: a server restart or a killed backend ends
-        both. Checked before every commit (one round trip); lost, it is taken again — and
-        what this writer kept is read afresh, as another process may have written in
-        between — or the commit fails with WriterBusy naming the one that took it."""
-        try:
-            self._writer.execute("SELECT 1").fetchone()
-            return
-        except psycopg.Error:
-            pass
-        with suppress(psycopg.Error):
-            self._writer.close()
-        try:
-            self._writer = self._lock_writer(self._writer_name)
-        except StoreError:  # another has it: what this one held is not its to write
-            self._writer = _Lost()
-            self._start_keeping()
-            raise
-        self.flush()  # what it held was its own until the lock was lost
-        self._start_keeping()
+    def _unlock_writer(self, lock: bool) -> None:
+        pass
 
     def _lock_group(self, conn: Any, group_key: str, receiver: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':' || ?),"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any, ClassVar
@@ -23,12 +24,17 @@ from runwatch.model import AlertState, AlertStatus
 from runwatch.store import codec
 from runwatch.store.base import (
     COLLECTIBLE_STATUSES,
+    LEADER,
+    LEASE_TTL,
     Collected,
+    Lease,
+    LeaseLost,
     Matcher,
     NotificationRecord,
     OutboxEntry,
     Silence,
     StoreError,
+    WriterBusy,
     new_silence,
 )
 from runwatch.store.held import HOLD_FOR, Holder
@@ -154,8 +160,21 @@ _V7 = ("ALTER TABLE outbox ADD COLUMN uncertain INTEGER NOT NULL DEFAULT 0",
 # but a runwatch that does not know them must refuse the file, not misread its memory.
 _V8: tuple[str, ...] = ()
 
+# Several replicas on one store: the writer lease (by name: ``leader`` today), and the
+# epoch an outbox entry was claimed under (a newer leader voids an older epoch's claims).
+_V9 = (
+    """CREATE TABLE leases (
+        name       TEXT PRIMARY KEY,
+        holder     TEXT NOT NULL,
+        epoch      INTEGER NOT NULL,
+        expires_at REAL NOT NULL,
+        renewed_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+    "ALTER TABLE outbox ADD COLUMN claim_epoch INTEGER",
+)
+
 # One entry per schema version, in order; append, never edit a released step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
 
 _IN_CHUNK = 500  # host parameters per IN (...) list, well below every SQLite's limit
 
@@ -209,12 +228,18 @@ _SUPERSEDE_OUTBOX = (
     " AND (claimed_until IS NULL OR claimed_until <= ?3) AND created_at <= ?3 AND id != ?4"
     " AND followup = 0"
 )
-# OutboxEntry.due in SQL.
+# OutboxEntry.due in SQL — and a claim made under an older lease epoch is void.
 _DUE_OUTBOX = (
-    "failed_at IS NULL AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)"
+    "failed_at IS NULL AND next_attempt_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?"
+    " OR claim_epoch < ?)"
 )
 _UPSERT_REF = _upsert("delivery_refs", codec.REF_COLUMNS, ("receiver", "key"))
 _UPSERT_STATUS = _upsert("source_status", ("source", "data", "updated_at"), ("source",))
+_ADD_LEASE = ("INSERT INTO leases (name, holder, epoch, expires_at, renewed_at)"
+              " VALUES (?, '', 0, 0, 0) ON CONFLICT (name) DO NOTHING")
+_SELECT_LEASES = "SELECT name, holder, epoch, expires_at FROM leases"
+_SET_LEASE = ("UPDATE leases SET holder = ?, epoch = ?, expires_at = ?, renewed_at = ?"
+              " WHERE name = ?")
 
 # The later of resolved_at and last_seen, else updated_at: base.alert_touched in SQL.
 _ALERT_TOUCHED = (
@@ -225,7 +250,15 @@ _ALERT_TOUCHED = (
 class SqlStore:
     """The store over SQL; see the module docstring. Subclasses set the class attributes
     below and implement ``_connect``, ``_error``, ``_open``, ``ping``, ``_lock_writer``
-    and ``_unlock_writer``."""
+    and ``_unlock_writer``.
+
+    The writer lease (``claim_writer``): once this object has held it, every write of the
+    writer's (a tick's commit, outbox claims and their outcomes, notification records,
+    statuses, garbage collection) first reads the lease row in its own transaction —
+    locked against a takeover until it commits — and is refused (``LeaseLost``) unless
+    the epoch is still this object's and the lease has not run out by this process's
+    clock. A takeover therefore sees every write of the old epoch, and none comes after.
+    """
 
     _DB_ERRORS: ClassVar[tuple[type[BaseException], ...]] = ()  # the driver's errors
     _UNIQUE_VIOLATION: ClassVar[tuple[type[BaseException], ...]] = ()
@@ -233,6 +266,10 @@ class SqlStore:
     _BEGIN_READ: ClassVar[str] = "BEGIN"  # one consistent snapshot, read-only
     _CLAIM_LOCK: ClassVar[str] = ""  # what locks the outbox rows a claim picks
     _ROW_LOCK: ClassVar[str] = ""  # what locks the outbox row a completion reads
+    _SHARE_LOCK: ClassVar[str] = ""  # what keeps the lease row as read until commit
+    # Whether the backend's writer lock (``_lock_writer``) already proves no other process
+    # writes (SQLite's flock): then the lease is taken whoever's it was.
+    _EXCLUSIVE: ClassVar[bool] = False
 
     def __init__(self, name: str, *, busy_timeout: float, hold_for: float = HOLD_FOR) -> None:
         self.path = name  # what messages name the store by
@@ -242,8 +279,11 @@ class SqlStore:
         self._local = threading.local()
         self._connections: dict[threading.Thread, Any] = {}
         self._closed = False
-        self._writer: Any = None  # the writer lock, once claimed
+        self._writer: Any = None  # the backend's writer lock, once claimed
         self._writer_name = ""  # who holds it (what a refused claim is told)
+        self._epoch: int | None = None  # the lease epoch this object last held: fenced
+        self._valid_until = 0.0  # time.monotonic() until which it holds the lease
+        self._lease_lock = threading.Lock()
         # The writer's alert states by fingerprint (None: no row) and cursors by source, as
         # stored: nobody else writes them while it holds the lock, so an idle tick decodes
         # no alert row and reads no cursor, and a busy one writes only what moved.
@@ -284,10 +324,6 @@ class SqlStore:
 
     def _unlock_writer(self, lock: Any) -> None:
         raise NotImplementedError
-
-    def _keep_writer(self) -> None:
-        """Before the writer writes: make sure it still holds its lock (a backend whose
-        lock can be lost without the process ending checks, and takes it again)."""
 
     def _lock_group(self, conn: Any, group_key: str, receiver: str) -> None:
         """Serialize enqueues of one (group, receiver) where the write transaction alone
@@ -335,12 +371,16 @@ class SqlStore:
                 conn.close()
 
     @contextmanager
-    def _transaction(self, action: str, *, write: bool = True) -> Iterator[Any]:
-        """One transaction on this thread's connection; rolled back on any exception."""
+    def _transaction(self, action: str, *, write: bool = True,
+                     fenced: bool = False) -> Iterator[Any]:
+        """One transaction on this thread's connection; rolled back on any exception.
+        ``fenced``: a write of the writer's, refused unless it still holds the lease."""
         conn = self._conn()
         with self._errors(action):
             conn.execute(self._BEGIN_WRITE if write else self._BEGIN_READ)
             try:
+                if fenced and self._epoch is not None:
+                    self._fence(conn)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
@@ -439,8 +479,6 @@ class SqlStore:
         now = float(now)
         alerts = list(alerts)
         with self._cache_lock:  # what the writer keeps moves with the file, in one order
-            if self._writer is not None:
-                self._keep_writer()
             holder, kept_alerts = self._holder, self._alert_cache
             kept_cursors = self._cursor_cache
             if kept_cursors is not None and cursors and source not in kept_cursors:
@@ -475,7 +513,7 @@ class SqlStore:
         with self._errors("cannot commit tick"):  # encoded first: a refusal writes nothing
             full, narrow, moved, remembered = self._alert_rows(alerts, now, remember)
             cursor_rows = _cursor_rows(source, cursors, now)
-        with self._transaction("cannot commit tick") as conn:
+        with self._transaction("cannot commit tick", fenced=True) as conn:
             conn.executemany(_UPSERT_CURSOR, cursor_rows)
             conn.executemany(_UPSERT_ALERT, full)
             updated = (conn.executemany(_MOVE_ALERT, moved).rowcount
@@ -532,7 +570,7 @@ class SqlStore:
             return codec.notification_from_row(rows[0])
 
     def record_notification(self, record: NotificationRecord) -> None:
-        with self._transaction("cannot record notification") as conn:
+        with self._transaction("cannot record notification", fenced=True) as conn:
             conn.execute(_UPSERT_NOTIFICATION, codec.notification_to_row(record))
 
     # --- silences -------------------------------------------------------------------------
@@ -587,7 +625,7 @@ class SqlStore:
 
     def enqueue(self, entries: Iterable[OutboxEntry]) -> int:
         superseded = 0
-        with self._transaction("cannot write outbox") as conn:
+        with self._transaction("cannot write outbox", fenced=True) as conn:
             for entry in entries:
                 self._lock_group(conn, entry.group_key, entry.receiver)
                 try:
@@ -632,7 +670,8 @@ class SqlStore:
     ) -> list[OutboxEntry]:
         now = float(now)
         sql = f"{_SELECT_OUTBOX} WHERE {_DUE_OUTBOX}"
-        params: list[Any] = [now, now]
+        epoch = self._epoch  # claims under an older epoch of the lease are void
+        params: list[Any] = [now, now, epoch or 0]
         if receivers is not None:
             wanted = sorted(set(receivers))
             if not wanted:
@@ -643,7 +682,7 @@ class SqlStore:
         params.append(max(int(limit), 0))
         # No other process can take the same entries: SQLite's BEGIN IMMEDIATE holds the
         # write lock from the select to the update, PostgreSQL locks the rows it picks.
-        with self._transaction("cannot claim outbox entries") as conn:
+        with self._transaction("cannot claim outbox entries", fenced=True) as conn:
             taken = [
                 dataclasses.replace(entry, claimed_by=claimant, claimed_until=now + float(lease),
                                     attempts=entry.attempts + 1,
@@ -651,9 +690,9 @@ class SqlStore:
                 for entry in map(codec.outbox_from_row, conn.execute(sql, params).fetchall())
             ]
             conn.executemany(
-                "UPDATE outbox SET claimed_by = ?, claimed_until = ?, attempts = ?, uncertain = ?"
-                " WHERE id = ?",
-                [(e.claimed_by, e.claimed_until, e.attempts, int(e.uncertain), e.id)
+                "UPDATE outbox SET claimed_by = ?, claimed_until = ?, attempts = ?, uncertain = ?,"
+                " claim_epoch = ? WHERE id = ?",
+                [(e.claimed_by, e.claimed_until, e.attempts, int(e.uncertain), epoch, e.id)
                  for e in taken],
             )
         return taken
@@ -676,7 +715,7 @@ class SqlStore:
         followups: Iterable[OutboxEntry] = (),
     ) -> bool:
         rows = [codec.outbox_to_row(e) for e in followups]
-        with self._transaction("cannot complete outbox entry") as conn:
+        with self._transaction("cannot complete outbox entry", fenced=True) as conn:
             row = self._held(conn, entry_id, claimant)
             if row is None:
                 return False
@@ -707,14 +746,14 @@ class SqlStore:
         """Let go of a held entry, noting ``error`` and setting ``column``; False if not held."""
         sql = (
             f"UPDATE outbox SET {column} = ?, last_error = ?, claimed_by = '',"
-            " claimed_until = NULL, uncertain = MAX(uncertain, ?)"
+            " claimed_until = NULL, claim_epoch = NULL, uncertain = MAX(uncertain, ?)"
             " WHERE id = ? AND failed_at IS NULL"
         )
         params: tuple[Any, ...] = (value, codec.one_line(error), int(uncertain), entry_id)
         if claimant is not None:
             sql += " AND claimed_by = ?"
             params = (*params, claimant)
-        with self._transaction(action) as conn:
+        with self._transaction(action, fenced=True) as conn:
             changed = conn.execute(sql, params).rowcount
         return changed > 0
 
@@ -762,7 +801,7 @@ class SqlStore:
         with self._cache_lock:  # no tick reads what the writer keeps until it is cleared
             self.flush()  # the rows collected are judged by what they are now
             try:
-                with self._transaction("cannot collect garbage") as conn:
+                with self._transaction("cannot collect garbage", fenced=True) as conn:
                     for kind, (sql, cutoff) in statements.items():
                         deleted[kind] = conn.execute(sql, (float(cutoff),)).rowcount
             finally:
@@ -773,7 +812,7 @@ class SqlStore:
         return Collected(**deleted)
 
     def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
-        with self._transaction("cannot save source status") as conn:
+        with self._transaction("cannot save source status", fenced=True) as conn:
             conn.execute(_UPSERT_STATUS, (source, codec.status_to_text(source, status), float(now)))
 
     def load_status(self) -> dict[str, dict[str, Any]]:
@@ -782,36 +821,94 @@ class SqlStore:
         with self._errors("cannot load source status"):
             return {source: codec.status_from_text(source, data) for source, data in rows}
 
-    # --- the one writer --------------------------------------------------------------------
+    # --- the one writer: its lease and the fence -----------------------------------------
 
-    def claim_writer(self, holder: str) -> None:
-        """The backend's writer lock (see ``_lock_writer``), held until ``close``; the
-        writer then keeps what only it writes."""
-        with self._lock:
-            if self._writer is not None:
-                return
-            self._writer = self._lock_writer(holder)
-            self._writer_name = holder
-            self._start_keeping()
+    def claim_writer(self, holder: str, *, now: float | None = None, ttl: float = LEASE_TTL,
+                     standby: bool = False) -> Lease:
+        """See ``base.Store.claim_writer``: the backend's writer lock (``_lock_writer``,
+        kept until ``close``), then the lease, in one transaction. Taking it at a new epoch
+        starts keeping what only the writer writes afresh; finding it lost stops that."""
+        now = time.time() if now is None else float(now)
+        with self._lease_lock:
+            with self._lock:
+                if self._closed:
+                    raise self._closed_error()
+                if self._writer is None:
+                    self._writer = self._lock_writer(holder)
+            started = time.monotonic()  # held until started + ttl, whatever the answer's delay
+            with self._transaction("cannot take the writer lease") as conn:
+                conn.execute(_ADD_LEASE, (LEADER,))
+                _, who, epoch, expires_at = conn.execute(
+                    f"{_SELECT_LEASES} WHERE name = ?{self._ROW_LOCK}", (LEADER,)).fetchone()
+                renew = who == holder and epoch == self._epoch
+                mine = renew or not who or expires_at <= now or self._EXCLUSIVE
+                if mine:
+                    who, epoch, expires_at = holder, epoch if renew else epoch + 1, now + ttl
+                    conn.execute(_SET_LEASE, (who, epoch, expires_at, now, LEADER))
+            with self._cache_lock:
+                if not mine:
+                    if self._valid_until:
+                        self._stop_keeping()
+                    if not standby:
+                        raise WriterBusy(who, store=self.path)
+                    return Lease(name=LEADER, holder=who, epoch=epoch, expires_at=expires_at)
+                if epoch != self._epoch:  # another may have written since: read it afresh
+                    self._start_keeping()
+                    self._epoch = epoch
+                self._valid_until = started + ttl
+                self._writer_name = holder
+        return Lease(name=LEADER, holder=who, epoch=epoch, expires_at=expires_at, mine=True)
+
+    def leases(self) -> list[Lease]:
+        rows = self._query("cannot read leases", f"{_SELECT_LEASES} ORDER BY name")
+        held = self._epoch if time.monotonic() < self._valid_until else None
+        return [Lease(name=name, holder=who, epoch=int(epoch), expires_at=float(expires_at),
+                      mine=name == LEADER and epoch == held and who == self._writer_name)
+                for name, who, epoch, expires_at in rows]
+
+    def _fence(self, conn: Any) -> None:
+        """Refuse the writer's write (``LeaseLost``, nothing written) unless it holds the
+        lease; the row stays locked against a takeover until the write commits."""
+        if time.monotonic() >= self._valid_until:
+            raise LeaseLost("not renewed in time by this process's clock; standing by",
+                            store=self.path)
+        row = conn.execute(f"SELECT holder, epoch FROM leases WHERE name = ?{self._SHARE_LOCK}",
+                           (LEADER,)).fetchone()
+        if row is None or row[1] != self._epoch:
+            with self._cache_lock:
+                self._stop_keeping()
+            who, epoch = row or ("nobody", 0)
+            raise LeaseLost(f"{who} holds it at epoch {epoch} (this process held epoch"
+                            f" {self._epoch})", store=self.path)
 
     def _start_keeping(self) -> None:
         """The writer keeps nothing yet: what it reads next comes from the database."""
         self._alert_cache, self._cursor_cache = {}, {}
         self._holder = Holder(self._hold_for)
 
+    def _stop_keeping(self) -> None:
+        """The lease is lost: what this writer kept and held is not its to write any more
+        (the epoch stays, so its writes stay fenced)."""
+        self._alert_cache = self._cursor_cache = None
+        self._holder = None
+        self._valid_until = 0.0
+
     def close(self) -> None:
         if self._writer is not None and not self._closed:
-            # What was held is written (a crash would lose it: see ``held``).
+            # What was held is written (a crash would lose it: see ``held``), then the
+            # lease is let go, so a standby takes over at once.
             with suppress(StoreError):
                 self.flush()
+            if self._epoch is not None and self._valid_until:
+                with suppress(StoreError), self._transaction("cannot release the lease") as c:
+                    c.execute("UPDATE leases SET expires_at = 0 WHERE name = ? AND holder = ?"
+                              " AND epoch = ?", (LEADER, self._writer_name, self._epoch))
         with self._lock:
             self._closed = True
             if self._writer is not None:
                 self._unlock_writer(self._writer)
                 self._writer = None
-                self._alert_cache = None
-                self._cursor_cache = None
-                self._holder = None
+                self._stop_keeping()
             connections = list(self._connections.values())
             self._connections.clear()
         for conn in connections:

@@ -48,6 +48,7 @@ class SqliteStore(SqlStore):
     _DB_ERRORS: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.Error,)
     _UNIQUE_VIOLATION: ClassVar[tuple[type[BaseException], ...]] = (sqlite3.IntegrityError,)
     _BEGIN_WRITE: ClassVar[str] = "BEGIN IMMEDIATE"
+    _EXCLUSIVE: ClassVar[bool] = True  # the flock: one writer per file, whatever the lease says
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
                  hold_for: float = HOLD_FOR):

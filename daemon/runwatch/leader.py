@@ -1,0 +1,135 @@
+"""Which replica acts: the store's writer lease, renewed at every tick and by a heartbeat.
+
+Several ``runwatch run`` processes may share one PostgreSQL store; one of them holds the
+lease (``Store.claim_writer``) and ticks, sends and collects, the others stand by and try
+to take it at each of their ticks and heartbeats. The lease lasts ``ha.lease_ttl``; the
+leader renews it at the start of every tick and, from a thread of its own, every third of
+it — so a long tick never lets it run out. A leader that could not renew before the lease
+ran out by its own clock (counted from before its last renewal was sent) stops acting at
+once and stands by; the store refuses its writes anyway (the fence), this only keeps it
+from trying. A SQLite store has one process per file (its flock): there the one process
+always leads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import structlog
+
+from runwatch.metrics import Metrics
+from runwatch.store.base import Lease, Store, StoreError, WriterBusy
+
+log = structlog.get_logger("runwatch.leader")
+
+
+class Leadership:
+    def __init__(self, store: Store, *, holder: str, ttl: float, clock: Callable[[], float],
+                 metrics: Metrics | None = None) -> None:
+        self.store = store
+        self.holder = holder
+        self.ttl = float(ttl)
+        self.clock = clock
+        self.metrics = metrics
+        self.lease: Lease | None = None  # as last read
+        self.since: float | None = None  # clock() when this process last began to lead
+        self._valid_until = 0.0  # time.monotonic() until which it leads
+        self._lock = threading.Lock()
+        self._said: tuple[object, ...] | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if metrics is not None:
+            metrics.lease_ttl.set(self.ttl)
+
+    def renew(self) -> bool:
+        """Take or renew the lease now; whether this process leads. A store that does not
+        answer is said (once per cause) and changes nothing: the lease runs out by itself.
+        ``WriterBusy`` — another process holds SQLite's file — propagates: a setup to fix."""
+        with self._lock:
+            started = time.monotonic()
+            try:
+                lease = self.store.claim_writer(self.holder, now=self.clock(), ttl=self.ttl,
+                                                standby=True)
+            except WriterBusy:
+                raise
+            except StoreError as exc:
+                self._say("lease-error", str(exc), log.error, "cannot renew the writer lease;"
+                          " acting until it runs out, then standing by", error=str(exc))
+                return self.leading()
+            was_leading = self.leading()
+            self.lease = lease
+            self._valid_until = started + self.ttl if lease.mine else 0.0
+            if lease.mine and not was_leading:
+                self.since = self.clock()
+            self._show()
+            return lease.mine
+
+    def leading(self) -> bool:
+        """Whether this process acts: it holds the lease and it has not run out by its own
+        clock."""
+        leading = time.monotonic() < self._valid_until
+        if not leading and self._valid_until:
+            self.lost("not renewed in time by this process's clock")
+        return leading
+
+    def lost(self, why: str) -> None:
+        """The store refused a write (another replica holds the lease), or it ran out."""
+        self._valid_until = 0.0
+        self._show(why)
+
+    def _show(self, why: str = "") -> None:
+        lease, leading = self.lease, self._valid_until > 0
+        if self.metrics is not None:
+            self.metrics.leader.set(1 if leading else 0)
+            if lease is not None:
+                self.metrics.lease_epoch.set(lease.epoch)
+        if lease is None:
+            return
+        if leading:
+            self._say("leading", lease.epoch, log.info, "leading: this replica acts",
+                      holder=self.holder, epoch=lease.epoch)
+        elif lease.holder != self.holder and not lease.expired(self.clock()):
+            self._say("standby", lease.holder, lease.epoch, log.info,
+                      "standing by: another replica acts", holder=lease.holder,
+                      epoch=lease.epoch, **({"reason": why} if why else {}))
+        else:
+            self._say("stepped-down", lease.epoch, log.warning,
+                      "stepped down: the writer lease is lost; standing by", reason=why)
+
+    def _say(self, *what: object, **fields: object) -> None:
+        """Log a change of state once, not at every tick."""
+        *key, emit, message = what
+        if tuple(key) != self._said:
+            self._said = tuple(key)
+            emit(message, **fields)  # type: ignore[operator]
+
+    def describe(self) -> str:
+        """What ``/readyz`` says of the lease."""
+        lease = self.lease
+        if self.leading():
+            return f"leading (epoch {lease.epoch if lease else '?'})"
+        if lease is None or not lease.holder or lease.expired(self.clock()):
+            return "standby: the lease is free; taking it at the next tick"
+        return (f"standby: {lease.holder} leads (epoch {lease.epoch}, lease for"
+                f" {max(0.0, lease.expires_at - self.clock()):.0f}s more)")
+
+    # --- the heartbeat --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Renew every third of the lease on a thread of its own, until :meth:`stop`."""
+        self._thread = threading.Thread(target=self._beat, name="runwatch-lease", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl / 3):
+            try:
+                self.renew()
+            except Exception as exc:  # the heartbeat must outlive whatever one renewal hit
+                log.error("lease heartbeat failed", error=f"{type(exc).__name__}: {exc}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
