@@ -26,7 +26,7 @@ RUN apt-get update \
 # Only what the wheel is built from: the tests, benchmarks and deploy files stay out.
 COPY pyproject.toml setup.py README.md ./
 COPY daemon ./daemon
-RUN pip wheel --wheel-dir /wheels .
+RUN pip wheel --wheel-dir /wheels '.[postgres]'
 
 # --- runtime: the wheels installed, no build tools, no source --------------------------
 FROM ${PYTHON_IMAGE}
@@ -45,7 +45,7 @@ RUN groupadd --system --gid "${UID}" runwatch \
 
 # The wheels are bind-mounted, not copied: they stay out of every layer.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels runwatch \
+    pip install --no-cache-dir --no-index --find-links /wheels 'runwatch[postgres]' \
  && runwatch --version
 
 # The wandb SDK and wandb-core (the Go process wandb.Api starts) write caches and logs under

@@ -8,7 +8,10 @@
 
 PostgreSQL: the server at RUNWATCH_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/
 test), in a schema of its own, dropped afterwards. Goal: an idle tick on PostgreSQL within
-2× SQLite's. (Takeover after a leader's SIGKILL comes with the replicas' lease.)
+2× SQLite's.
+3. Takeover: two real `runwatch run` replicas on the PostgreSQL store (lease_ttl 5 s, one
+   source every 2 s); the time from the leader's SIGKILL — and from its clean SIGTERM — to
+   the standby's /metrics saying runwatch_leader 1 (goal: within lease_ttl + the interval).
 
 Run: .venv/bin/python bench/store.py
 """
@@ -16,9 +19,14 @@ Run: .venv/bin/python bench/store.py
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,7 +48,7 @@ T0 = 1_796_000_000.0
 def ticks(url: str, root: Path, live_logs: list[Path], now: float) -> dict:
     rule_set = default_config([root]).rule_set()
     store = open_store(url)
-    store.claim_writer("bench")
+    store.claim_writer("bench", ttl=1e9)  # one process, no heartbeat: never runs out
     source = RundirSource("bench", [root])
 
     def tick() -> float:
@@ -98,6 +106,60 @@ def operations(url: str) -> dict:
             "outbox": 1 / statistics.median(cycles)}
 
 
+TAKEOVER_TTL, TAKEOVER_INTERVAL = 5.0, 2.0
+
+
+def _replica(name: str, config: Path) -> tuple[subprocess.Popen, int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RUNWATCH_REPLICA": name, "RW_PORT": str(port)}
+    proc = subprocess.Popen([sys.executable, "-m", "runwatch", "run", "--config", str(config)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=config.parent)
+    return proc, port
+
+
+def _leading(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            return b"\nrunwatch_leader 1.0" in r.read()
+    except OSError:
+        return False
+
+
+def _wait(check, timeout: float = 60.0) -> float:
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError("no takeover")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def takeover(url: str, folder: Path, rounds: int = 3) -> dict:
+    """Seconds from the leader's end (SIGKILL, SIGTERM) to the standby acting."""
+    (folder / "runs").mkdir()
+    config = folder / "runwatch.yaml"
+    config.write_text(f"sources: [{{type: rundir, path: runs, interval: {TAKEOVER_INTERVAL:g}s}}]\n"
+                      f"store: '{url}'\nhttp: {{listen: '127.0.0.1:${{RW_PORT}}'}}\n"
+                      f"ha: {{lease_ttl: {TAKEOVER_TTL:g}s}}\n")
+    found: dict[str, list[float]] = {"kill": [], "stop": []}
+    for i in range(rounds):
+        for how in found:
+            first = _replica(f"a{i}{how}", config)
+            _wait(lambda port=first[1]: _leading(port))
+            second = _replica(f"b{i}{how}", config)
+            time.sleep(1.0)  # the standby is up and has read the lease
+            first[0].send_signal(signal.SIGKILL if how == "kill" else signal.SIGTERM)
+            found[how].append(_wait(lambda port=second[1]: _leading(port)))
+            for proc, _ in (first, second):
+                proc.kill()
+                proc.wait()
+    return {how: statistics.median(times) for how, times in found.items()} | {
+        f"{how}_range": (min(times), max(times)) for how, times in found.items()}
+
+
 def main() -> None:
     print(f"uptime: {os.popen('uptime').read().strip()}")
     tune_gc()
@@ -114,6 +176,11 @@ def main() -> None:
                 now = max(s.heartbeat or 0.0 for s in probe) + 60
                 results[name] = ticks(url, root, live_logs, now) | operations(ops_url)
             ops.drop()
+            replicas = Schema(Path(state) / "replicas")
+            try:
+                handover = takeover(replicas.url, Path(state))
+            finally:
+                replicas.drop()
         finally:
             schema.drop()
     for name, r in results.items():
@@ -124,6 +191,12 @@ def main() -> None:
     ratio = results["PostgreSQL"]["idle"] / results["SQLite"]["idle"]
     print(f"idle tick PostgreSQL / SQLite: {ratio:.2f}x (goal <= 2x: "
           f"{'met' if ratio <= 2 else 'MISSED'}); server {PG_URL.split('@')[-1]}")
+    bound = TAKEOVER_TTL + TAKEOVER_INTERVAL
+    print(f"takeover (lease_ttl {TAKEOVER_TTL:g} s, interval {TAKEOVER_INTERVAL:g} s), median"
+          f" of 3: after SIGKILL {handover['kill']:.1f} s (range {handover['kill_range'][0]:.1f}"
+          f"–{handover['kill_range'][1]:.1f}), after a clean stop {handover['stop']:.1f} s"
+          f" (range {handover['stop_range'][0]:.1f}–{handover['stop_range'][1]:.1f});"
+          f" goal <= {bound:g} s: {'met' if handover['kill'] <= bound else 'MISSED'}")
     print(f"uptime: {os.popen('uptime').read().strip()}")
 
 

@@ -83,8 +83,8 @@ def case(every_memory: bool, rounds: int) -> dict[str, float]:
         stores = {"holding": SqliteStore(Path(tmp) / "holding.db"),
                   "writer": SqliteStore(Path(tmp) / "writer.db", hold_for=0),
                   "plain": SqliteStore(Path(tmp) / "plain.db")}
-        stores["holding"].claim_writer("bench")
-        stores["writer"].claim_writer("bench")
+        stores["holding"].claim_writer("bench", ttl=1e9)  # no heartbeat here
+        stores["writer"].claim_writer("bench", ttl=1e9)  # no heartbeat here
         try:
             for store in stores.values():
                 store.commit_tick(source="bench", alerts=live + ended, cursors=cursors(0, False),

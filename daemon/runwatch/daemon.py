@@ -84,13 +84,14 @@ class Daemon:
         # One replica acts (the writer lease), the others stand by: see leader.py.
         self.leader = Leadership(self.store, holder=replica_name(), ttl=config.ha.lease_ttl,
                                  clock=self.clock, metrics=self.metrics)
-        try:
-            self.leader.renew()  # WriterBusy (SQLite's file held elsewhere): the caller exits 2
-        except StoreError:
-            self.store.close()
-            raise
         self.metrics.read_at_scrape(self._store_gauges)
         self.runtime: Runtime = build_runtime(config, rule_set)
+        try:  # taken once all is built: a slow start-up must not let it run out unused
+            self.leader.renew()  # WriterBusy (SQLite's file held elsewhere): the caller exits 2
+        except StoreError:
+            self.runtime.close()
+            self.store.close()
+            raise
         for line in self.runtime.problems:
             log.error("receiver cannot be set up", detail=line)
         self._lock = threading.RLock()  # guards self.runtime against a reload mid-tick
