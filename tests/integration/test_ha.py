@@ -111,13 +111,14 @@ def proxy() -> Iterator[TcpProxy]:
     forwarder.close()
 
 
-def write_config(tmp_path: Path, store_url: str, fake_slack) -> Path:
+def write_config(tmp_path: Path, store_url: str, fake_slack, source: str = "") -> Path:
     fake_slack.epoch = time.time()  # the daemons run on the real clock: so does Slack
     (tmp_path / "runs").mkdir()
     (tmp_path / "rules.yaml").write_text(RULES)
     config = tmp_path / "runwatch.yaml"
+    source = source or f"{{type: rundir, path: runs, interval: {INTERVAL:g}s}}"
     config.write_text(
-        f"sources:\n  - {{type: rundir, path: runs, interval: {INTERVAL:g}s}}\n"
+        f"sources:\n  - {source}\n"
         f"store: '{store_url}'\nhttp: {{listen: '127.0.0.1:${{RW_PORT}}'}}\n"
         f"ha: {{lease_ttl: {TTL:g}s}}\nrules: [rules.yaml]\n"
         f"receivers:\n  - name: s\n    slack: {{token: {TOKEN}, channel: '#a',"
@@ -242,3 +243,36 @@ def test_a_database_refusing_connections_for_30s_stops_nobody_and_loses_nothing(
     assert len(posts(fake_slack, "loss-nonfinite")) == 1
     for replica in replicas:
         assert "Traceback" not in replica.log.read_text()
+
+
+def test_a_leader_killed_mid_tick_leaves_nothing_half_done_and_the_standby_goes_on(
+        tmp_path, wandb_runs, wandb_server, fake_slack, schema):
+    """The leader's first tick hangs inside a W&B request when it is SIGKILLed: nothing of
+    that tick was written, so the standby that takes over reads every run afresh and
+    announces each exactly once."""
+    for scenario, run_id in (("crashed", "crashrun"), ("nan_loss", "nanrun")):
+        wandb_server.load_rundir(wandb_runs.runs[scenario], entity="team", project="p",
+                                 run_id=run_id)
+    config = write_config(tmp_path, schema.url, fake_slack, source=(
+        f"{{type: wandb, entity: team, projects: [p], api_key: {'k' * 40},"
+        f" base_url: '{wandb_server.url}', interval: {INTERVAL:g}s, lookback: 3650d}}"))
+    wandb_server.hang_next(1, seconds=120, op="RunwatchRuns")
+    first = Replica("a", config, tmp_path)
+    replicas = [first]
+    try:
+        wandb_server.wait_for("RunwatchRuns", timeout=60)  # its first tick hangs there
+        second = Replica("b", config, tmp_path)
+        replicas.append(second)
+        wait_until(lambda: second.metric("runwatch_lease_epoch") == 1, "b standing by")
+        assert first.metric("runwatch_leader") == 1 and second.metric("runwatch_leader") == 0
+        first.proc.kill()
+        wait_until(lambda: acting(replicas) == [second], "the standby taking over")
+        wait_until(lambda: posts(fake_slack, "loss-nonfinite")
+                   and posts(fake_slack, "run-crashed"), "both runs announced")
+        ticks = second.ticks()
+        wait_until(lambda: second.ticks() >= ticks + 3, "three more ticks")
+    finally:
+        codes = [r.stop() for r in replicas]
+    assert codes == [-9, 0]
+    assert len(posts(fake_slack, "run-crashed")) == 1
+    assert len(posts(fake_slack, "loss-nonfinite")) == 1
