@@ -13,7 +13,14 @@ import pytest
 from test_store_contract import T0, entry
 
 from pgtest import PG_URL, Schema
-from runwatch.store.base import LeaseLost, StoreError, WriterBusy, open_store, parse_store_url
+from runwatch.store.base import (
+    LeaseLost,
+    Matcher,
+    StoreError,
+    WriterBusy,
+    open_store,
+    parse_store_url,
+)
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -299,3 +306,30 @@ def test_a_writer_s_lost_connection_is_opened_again_and_still_fenced(schema):
     finally:
         a.close()
         b.close()
+
+
+def test_text_with_a_nul_character_fails_once_for_now_then_is_written_with_a_mark(schema):
+    """PostgreSQL's text cannot hold NUL (SQLite's can): a run named so by a corrupt file
+    must not fail every tick. The first write fails as temporary, nothing of it stored;
+    from then on the character is written as U+FFFD."""
+    from dataclasses import replace
+
+    from test_store_contract import alert, commit
+
+    store = open_store(schema.url)
+    try:
+        hostile = alert("x")
+        hostile = replace(hostile, run=replace(hostile.run, name="bad\x00name"),
+                          summary="loss\x00 is nan")
+        with pytest.raises(StoreError, match="NUL character") as caught:
+            commit(store, hostile, cursors={"r1": "1"})
+        assert caught.value.temporary is True and "\n" not in str(caught.value)
+        assert store.load_alerts() == {} and store.load_cursors("wandb") == {}
+        commit(store, hostile, cursors={"r1": "1"})
+        stored = store.load_alerts()["x"]
+        assert (stored.run.name, stored.summary) == ("bad\ufffdname", "loss\ufffd is nan")
+        store.add_silence(matchers=[Matcher.parse("run=a\x00b")], ends_at=T0 + 60, now=T0)
+        # (JSON columns spell it \u0000: kept as written)
+        assert [str(m) for s in store.silences(T0) for m in s.matchers] == ["run=a\x00b"]
+    finally:
+        store.close()

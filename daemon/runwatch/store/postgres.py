@@ -72,20 +72,55 @@ def _params(named: bool, params: Any) -> Any:
     return {f"p{i}": value for i, value in enumerate(params, 1)} if named else tuple(params)
 
 
+_NUL_REFUSED = "cannot contain NUL"  # psycopg's words, before anything is sent
+
+
+class NulText:
+    """Whether a store has met text with a NUL character, which PostgreSQL's text cannot
+    hold (SQLite's can): a run name or a metric key from a corrupt file. From then on
+    every text value is written with U+FFFD in its place — the first call that met it
+    fails as temporary, written by nobody, and is done again by the next tick."""
+
+    seen = False
+
+
+def _clean(value: Any) -> Any:
+    return value.replace("\x00", "\ufffd") if isinstance(value, str) else value
+
+
 class _Connection:
     """What the shared SQL asks of a connection (sqlite3's surface), over psycopg's."""
 
-    def __init__(self, pg: psycopg.Connection[Any]) -> None:
+    def __init__(self, pg: psycopg.Connection[Any], nul: NulText) -> None:
         self.pg = pg
+        self.nul = nul
 
     def execute(self, sql: str, params: Any = ()) -> Any:
         text, named = _translate(sql)
-        return self.pg.execute(text, _params(named, params))
+        if self.nul.seen:
+            params = [_clean(v) for v in params]
+        try:
+            return self.pg.execute(text, _params(named, params))
+        except psycopg.DataError as exc:
+            if _NUL_REFUSED not in str(exc) or self.nul.seen:
+                raise
+            self.nul.seen = True  # refused before it was sent: the statement, again
+            return self.pg.execute(text, _params(named, [_clean(v) for v in params]))
 
     def executemany(self, sql: str, rows: Any) -> Any:
         text, named = _translate(sql)
         cursor = self.pg.cursor()
-        cursor.executemany(text, [_params(named, row) for row in rows])
+        if self.nul.seen:
+            rows = [[_clean(v) for v in row] for row in rows]
+        try:
+            cursor.executemany(text, [_params(named, row) for row in rows])
+        except psycopg.DataError as exc:
+            if _NUL_REFUSED in str(exc):  # the rows before it went through: not again
+                self.nul.seen = True
+                raise psycopg.OperationalError(
+                    "text with a NUL character, which PostgreSQL cannot store: written"
+                    " with U+FFFD in its place from the next try on") from None
+            raise
         return cursor
 
     @property
@@ -117,6 +152,7 @@ class PostgresStore(SqlStore):
             raise StoreError(f"schema {schema!r}: expected a plain SQL name", store=name,
                              temporary=False)
         self._conninfo = conninfo
+        self._nul = NulText()
         self._schema = schema
         self._password = password
         self._start()
@@ -135,7 +171,7 @@ class PostgresStore(SqlStore):
                                **extra)
 
     def _connect(self) -> _Connection:
-        return _Connection(self._new_connection())
+        return _Connection(self._new_connection(), self._nul)
 
     def _error(self, action: str, exc: Exception) -> StoreError:
         conn = getattr(self._local, "conn", None)
