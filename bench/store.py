@@ -3,13 +3,16 @@
 1. The whole tick of bench/rundir_tick.py (1,000 run directories, 500 live; the default
    rules) with each store: no new data, and 100 new steps in each live run — the store's
    writer holding quiet runs back as the daemon's does.
-2. Operations per second through the store API: a commit of 100 moved alerts (a whole-row
-   write each: their status changes), an enqueue + claim + complete of one outbox entry.
+2. A tick with 10,000 alerts firing (1,000 run directories × 10 rules that fire on every
+   run): the first, which fires them all, and an idle one after it.
+3. Operations per second through the store API: a commit of 100 moved alerts (a whole-row
+   write each: their status changes), a commit of 100 cursors, an enqueue + claim +
+   complete of one outbox entry.
 
 PostgreSQL: the server at RUNWATCH_TEST_PG_URL (default postgresql://postgres@127.0.0.1:5432/
 test), in a schema of its own, dropped afterwards. Goal: an idle tick on PostgreSQL within
 2× SQLite's.
-3. Takeover: two real `runwatch run` replicas on the PostgreSQL store (lease_ttl 5 s, one
+4. Takeover: two real `runwatch run` replicas on the PostgreSQL store (lease_ttl 5 s, one
    source every 2 s); the time from the leader's SIGKILL — and from its clean SIGTERM — to
    the standby's /metrics saying runwatch_leader 1 (goal: within lease_ttl + the interval).
 
@@ -36,6 +39,7 @@ import rundir_tick
 from fixtures import logwriter
 from pgtest import PG_URL, Schema
 from runwatch.config import default_config
+from runwatch.config.rules import load_rules
 from runwatch.model import AlertState, AlertStatus, RunRef, RunState, Severity, fingerprint
 from runwatch.service import tune_gc
 from runwatch.sources.rundir import RundirSource
@@ -76,6 +80,32 @@ def ticks(url: str, root: Path, live_logs: list[Path], now: float) -> dict:
     return {"first": first, "idle": idle, "busy": statistics.median(busy), "stop": stop}
 
 
+FIRING_RULES = "rules:\n" + "".join(
+    f"  - {{name: always-{i}, kind: threshold, metric: loss, op: '>', value: -1.0e9,"
+    f" severity: warning}}\n" for i in range(10))
+
+
+def firing(url: str, root: Path, now: float, folder: Path) -> dict:
+    """A tick that fires 10,000 alerts, then an idle one with them firing."""
+    (folder / "firing.yaml").write_text(FIRING_RULES)
+    rule_set = load_rules(["firing.yaml"], folder, default_config([root]).aliases)
+    store = open_store(url)
+    store.claim_writer("bench", ttl=1e9)
+    source = RundirSource("bench", [root])
+
+    def tick() -> float:
+        started = time.perf_counter()
+        run_tick(sources=[source], rules=rule_set.rules, aliases=rule_set.aliases,
+                 store=store, now=now)
+        return (time.perf_counter() - started) * 1000
+
+    first = tick()
+    count = len(store.alerts(status=AlertStatus.FIRING))
+    idle = statistics.median(tick() for _ in range(5))
+    store.close()
+    return {"firing_first": first, "firing_idle": idle, "firing": count}
+
+
 def operations(url: str) -> dict:
     store = open_store(url)
     alerts = [AlertState(fingerprint=fingerprint(f"rule-{i % 8}", ref), rule=f"rule-{i % 8}",
@@ -91,6 +121,12 @@ def operations(url: str) -> dict:
         started = time.perf_counter()
         store.commit_tick(source="b", alerts=moved, cursors={}, now=T0 + n)
         commits.append(time.perf_counter() - started)
+    cursor_commits = []
+    for n in range(20):
+        cursors = {f"run-{i}": f'{{"offset": {n * 1000 + i}}}' for i in range(100)}
+        started = time.perf_counter()
+        store.commit_tick(source="c", alerts=[], cursors=cursors, now=T0 + n)
+        cursor_commits.append(time.perf_counter() - started)
     cycles = []
     for n in range(50):
         entry = OutboxEntry(id=f"m{n}", group_key=f"g{n}", receiver="slack",
@@ -103,6 +139,7 @@ def operations(url: str) -> dict:
         cycles.append(time.perf_counter() - started)
     store.close()
     return {"commit": statistics.median(commits) * 1000,
+            "cursors": statistics.median(cursor_commits) * 1000,
             "outbox": 1 / statistics.median(cycles)}
 
 
@@ -168,6 +205,7 @@ def main() -> None:
         schema = Schema(Path(state))
         try:
             ops = Schema(Path(state) / "ops")
+            fire_schema = Schema(Path(state) / "firing")
             for name, url, ops_url in (
                     ("SQLite", f"sqlite:///{state}/state.db", f"sqlite:///{state}/ops.db"),
                     ("PostgreSQL", schema.url, ops.url)):
@@ -175,7 +213,11 @@ def main() -> None:
                 probe = RundirSource("probe", [root]).poll({}, frozenset(), 0.0).snapshots
                 now = max(s.heartbeat or 0.0 for s in probe) + 60
                 results[name] = ticks(url, root, live_logs, now) | operations(ops_url)
+                fire_url = (f"sqlite:///{state}/firing.db" if name == "SQLite"
+                            else fire_schema.url)
+                results[name] |= firing(fire_url, root, now, Path(state))
             ops.drop()
+            fire_schema.drop()
             replicas = Schema(Path(state) / "replicas")
             try:
                 handover = takeover(replicas.url, Path(state))
@@ -187,7 +229,10 @@ def main() -> None:
         print(f"{name}: first tick {r['first']:.0f} ms; idle tick {r['idle']:.1f} ms; +100 rows"
               f" in each of 500 live runs {r['busy']:.0f} ms; stop (held runs written)"
               f" {r['stop']:.0f} ms; a commit of 100 alerts changing status"
-              f" {r['commit']:.1f} ms; outbox enqueue+claim+complete {r['outbox']:.0f}/s")
+              f" {r['commit']:.1f} ms; a commit of 100 cursors {r['cursors']:.1f} ms; outbox"
+              f" enqueue+claim+complete {r['outbox']:.0f}/s; with {r['firing']:,} alerts"
+              f" firing: the tick firing them {r['firing_first']:.0f} ms, an idle tick"
+              f" {r['firing_idle']:.1f} ms")
     ratio = results["PostgreSQL"]["idle"] / results["SQLite"]["idle"]
     print(f"idle tick PostgreSQL / SQLite: {ratio:.2f}x (goal <= 2x: "
           f"{'met' if ratio <= 2 else 'MISSED'}); server {PG_URL.split('@')[-1]}")

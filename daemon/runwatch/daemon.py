@@ -124,6 +124,8 @@ class Daemon:
         if source is None:  # removed by a reload while this job was queued
             return None
         if not self.leader.renew():
+            if self._awaiting_first_tick:
+                sdnotify.ready()  # up and standing by (it may have lost the lease at start)
             return None  # standing by: another replica ticks
         interval = float(getattr(runtime.spec(name), "interval", 60.0))
         started, clock_started = time.monotonic(), self.clock()

@@ -2,25 +2,26 @@
 
 Several ``runwatch run`` processes may share one PostgreSQL store; one of them holds the
 lease (``Store.claim_writer``) and ticks, sends and collects, the others stand by and try
-to take it at each of their ticks and heartbeats. The lease lasts ``ha.lease_ttl``; the
-leader renews it at the start of every tick and, from a thread of its own, every third of
-it — so a long tick never lets it run out. A leader that could not renew before the lease
-ran out by its own clock (counted from before its last renewal was sent) stops acting at
-once and stands by; the store refuses its writes anyway (the fence), this only keeps it
-from trying. A SQLite store has one process per file (its flock): there the one process
+to take it at the start of each of their jobs (every tick, the outbox every 15 s). The lease
+lasts ``ha.lease_ttl``; the leader renews it at the start of every job and, from a thread of
+its own, every third of it — so a long tick never lets it run out. The heartbeat only
+renews: a new epoch is taken at the start of a job, so no job ever writes under an epoch
+newer than what it read. A leader that could not renew before the lease ran out by its own
+clock (``lease_clock``, counted from before its last renewal was sent) stops acting at once
+and stands by; the store refuses its writes anyway (the fence), and checks the lease again
+right before each message leaves (``Store.check_writer``). A SQLite store has one process per file (its flock): there the one process
 always leads.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 
 import structlog
 
 from runwatch.metrics import Metrics
-from runwatch.store.base import Lease, Store, StoreError, WriterBusy
+from runwatch.store.base import Lease, Store, StoreError, WriterBusy, lease_clock
 
 log = structlog.get_logger("runwatch.leader")
 
@@ -35,7 +36,7 @@ class Leadership:
         self.metrics = metrics
         self.lease: Lease | None = None  # as last read
         self.since: float | None = None  # clock() when this process last began to lead
-        self._valid_until = 0.0  # time.monotonic() until which it leads
+        self._valid_until = 0.0  # lease_clock() until which it leads
         self._lock = threading.Lock()
         self._said: tuple[object, ...] | None = None
         self._stop = threading.Event()
@@ -43,15 +44,17 @@ class Leadership:
         if metrics is not None:
             metrics.lease_ttl.set(self.ttl)
 
-    def renew(self) -> bool:
+    def renew(self, *, take: bool = True) -> bool:
         """Take or renew the lease now; whether this process leads. A store that does not
         answer is said (once per cause) and changes nothing: the lease runs out by itself.
-        ``WriterBusy`` — another process holds SQLite's file — propagates: a setup to fix."""
+        ``WriterBusy`` — another process holds SQLite's file — propagates: a setup to fix.
+        ``take=False`` (the heartbeat) only renews: a new epoch is taken at the start of a
+        job, never under one that read what it knows under the old epoch."""
         with self._lock:
-            started = time.monotonic()
+            started = lease_clock()
             try:
                 lease = self.store.claim_writer(self.holder, now=self.clock(), ttl=self.ttl,
-                                                standby=True)
+                                                standby=True, take=take)
             except WriterBusy:
                 raise
             except StoreError as exc:
@@ -69,7 +72,7 @@ class Leadership:
     def leading(self) -> bool:
         """Whether this process acts: it holds the lease and it has not run out by its own
         clock."""
-        leading = time.monotonic() < self._valid_until
+        leading = lease_clock() < self._valid_until
         if not leading and self._valid_until:
             self.lost("not renewed in time by this process's clock")
         return leading
@@ -125,7 +128,7 @@ class Leadership:
     def _beat(self) -> None:
         while not self._stop.wait(self.ttl / 3):
             try:
-                self.renew()
+                self.renew(take=False)
             except Exception as exc:  # the heartbeat must outlive whatever one renewal hit
                 log.error("lease heartbeat failed", error=f"{type(exc).__name__}: {exc}")
 

@@ -272,6 +272,7 @@ def _deliver(
         return "superseded", ""
     message = dataclasses.replace(
         message, refs=load_refs(store, entry.receiver, message.firing + message.resolved, now))
+    store.check_writer()  # a replica that lost the lease meanwhile sends nothing (LeaseLost)
     try:
         delivery = notifier.send(message)
     except Exception as exc:  # the contract says never; a bug must not stop the others

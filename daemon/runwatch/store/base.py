@@ -16,6 +16,7 @@ import functools
 import os
 import re
 import secrets
+import time
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, Protocol
@@ -79,6 +80,16 @@ class Lease:
 
     def expired(self, now: float) -> bool:
         return self.expires_at <= now
+
+
+def lease_clock() -> float:
+    """Seconds on the clock a lease's holder counts its validity by: CLOCK_BOOTTIME where
+    there is one (it goes on while the host is suspended, where the monotonic clock stops),
+    else the monotonic clock. Never the wall clock, which may jump."""
+    return time.clock_gettime(_BOOTTIME) if _BOOTTIME is not None else time.monotonic()
+
+
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
 
 
 def replica_name() -> str:
@@ -564,7 +575,7 @@ class Store(Protocol):
         ...
 
     def claim_writer(self, holder: str, *, now: float | None = None, ttl: float = LEASE_TTL,
-                     standby: bool = False) -> Lease:
+                     standby: bool = False, take: bool = True) -> Lease:
         """Become — or, called again, stay — the one process that writes into this store:
         take the writer lease (``LEADER``) for ``ttl`` seconds from ``now`` (None: the
         system clock; a lease is about real time), or renew it. Two ticking processes
@@ -574,9 +585,17 @@ class Store(Protocol):
         of a host can hold (``WriterBusy`` when another has it, ``standby`` or not).
 
         Held by another and not run out: ``WriterBusy`` naming the holder, or, with
-        ``standby``, that lease (``mine`` False). While it holds the lease, every write of
-        this store object is fenced by its epoch (``LeaseLost`` once a newer one exists or
-        the lease ran out by this process's clock); ``close`` flushes and releases it."""
+        ``standby``, that lease (``mine`` False). ``take=False`` only renews (a heartbeat
+        beside a running job: a new epoch is taken only where nothing was read under an
+        older one). While it holds the lease, every write of this store object is fenced by
+        its epoch (``LeaseLost`` once a newer one exists or the lease ran out by this
+        process's clock); ``close`` flushes and releases it."""
+        ...
+
+    def check_writer(self) -> None:
+        """Right before something leaves the process (a message sent): ``LeaseLost``
+        unless this store object still holds the writer lease — its epoch current, and a
+        third of it still ahead by its own clock. Nothing for a store that never held it."""
         ...
 
     def leases(self) -> list[Lease]:

@@ -465,7 +465,7 @@ class MemoryStore:
             self._check_open()
 
     def claim_writer(self, holder: str, *, now: float | None = None, ttl: float = LEASE_TTL,
-                     standby: bool = False) -> Lease:
+                     standby: bool = False, take: bool = True) -> Lease:
         now = time.time() if now is None else float(now)
         with self._lock:  # a memory store lives in one process: it has one writer
             self._check_open()
@@ -475,6 +475,10 @@ class MemoryStore:
             self._lease = Lease(name=LEADER, holder=holder, epoch=epoch,
                                 expires_at=now + float(ttl), mine=True)
             return self._lease
+
+    def check_writer(self) -> None:
+        with self._lock:
+            self._check_open()
 
     def leases(self) -> list[Lease]:
         with self._lock:

@@ -39,6 +39,7 @@ from runwatch.store.held import HOLD_FOR
 from runwatch.store.sql import APPLICATION_ID, MIGRATIONS, SqlStore
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a call waits for a row lock before giving up
+IDLE_IN_TRANSACTION_MS = 3000  # runwatch's transactions never wait on the client this long
 CONNECT_TIMEOUT = 10  # seconds
 
 # SQLSTATE classes and codes after which the same call may well succeed later: connection
@@ -158,7 +159,11 @@ class PostgresStore(SqlStore):
         self._start()
 
     def _options(self, **settings: Any) -> str:
-        settings = {"lock_timeout": int(self._busy_timeout * 1000), **settings}
+        settings = {"lock_timeout": int(self._busy_timeout * 1000),
+                    # A writer stopped inside a transaction (SIGSTOP, a lost node) would
+                    # hold the lease row against every takeover: its session ends instead.
+                    "idle_in_transaction_session_timeout": IDLE_IN_TRANSACTION_MS,
+                    **settings}
         if self._schema is not None:
             settings["search_path"] = self._schema
         return " ".join(f"-c {key}={value}" for key, value in settings.items())

@@ -35,6 +35,7 @@ from runwatch.store.base import (
     Silence,
     StoreError,
     WriterBusy,
+    lease_clock,
     new_silence,
 )
 from runwatch.store.held import HOLD_FOR, Holder
@@ -282,7 +283,8 @@ class SqlStore:
         self._writer: Any = None  # the backend's writer lock, once claimed
         self._writer_name = ""  # who holds it (what a refused claim is told)
         self._epoch: int | None = None  # the lease epoch this object last held: fenced
-        self._valid_until = 0.0  # time.monotonic() until which it holds the lease
+        self._valid_until = 0.0  # lease_clock() until which it holds the lease
+        self._ttl = LEASE_TTL
         self._lease_lock = threading.Lock()
         # The writer's alert states by fingerprint (None: no row) and cursors by source, as
         # stored: nobody else writes them while it holds the lock, so an idle tick decodes
@@ -375,9 +377,8 @@ class SqlStore:
                      fenced: bool = False) -> Iterator[Any]:
         """One transaction on this thread's connection; rolled back on any exception.
         ``fenced``: a write of the writer's, refused unless it still holds the lease."""
-        conn = self._conn()
         with self._errors(action):
-            conn.execute(self._BEGIN_WRITE if write else self._BEGIN_READ)
+            conn, _ = self._begin(self._BEGIN_WRITE if write else self._BEGIN_READ)
             try:
                 if fenced and self._epoch is not None:
                     self._fence(conn)
@@ -389,10 +390,24 @@ class SqlStore:
                         conn.execute("ROLLBACK")
                 raise
 
-    def _query(self, action: str, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+    def _begin(self, statement: str, params: tuple[Any, ...] = ()) -> tuple[Any, Any]:
+        """This thread's connection and ``statement`` run on it (a BEGIN, or a query of its
+        own) — on a new connection when the one it had was lost while idle (a server
+        restart, a killed backend): nothing had been done on it, so once more is safe."""
         conn = self._conn()
+        try:
+            return conn, conn.execute(statement, params)
+        except self._DB_ERRORS:
+            if not getattr(conn, "broken", False):
+                raise
+            self._forget_connection()
+        conn = self._conn()
+        return conn, conn.execute(statement, params)
+
+    def _query(self, action: str, sql: str, params: Iterable[Any] = ()) -> list[Any]:
         with self._errors(action):
-            return conn.execute(sql, tuple(params)).fetchall()
+            _, cursor = self._begin(sql, tuple(params))
+            return cursor.fetchall()
 
     # --- alerts and cursors ---------------------------------------------------------------
 
@@ -824,7 +839,7 @@ class SqlStore:
     # --- the one writer: its lease and the fence -----------------------------------------
 
     def claim_writer(self, holder: str, *, now: float | None = None, ttl: float = LEASE_TTL,
-                     standby: bool = False) -> Lease:
+                     standby: bool = False, take: bool = True) -> Lease:
         """See ``base.Store.claim_writer``: the backend's writer lock (``_lock_writer``,
         kept until ``close``), then the lease, in one transaction. Taking it at a new epoch
         starts keeping what only the writer writes afresh; finding it lost stops that."""
@@ -835,13 +850,13 @@ class SqlStore:
                     raise self._closed_error()
                 if self._writer is None:
                     self._writer = self._lock_writer(holder)
-            started = time.monotonic()  # held until started + ttl, whatever the answer's delay
+            started = lease_clock()  # held until started + ttl, whatever the answer's delay
             with self._transaction("cannot take the writer lease") as conn:
                 conn.execute(_ADD_LEASE, (LEADER,))
                 _, who, epoch, expires_at = conn.execute(
                     f"{_SELECT_LEASES} WHERE name = ?{self._ROW_LOCK}", (LEADER,)).fetchone()
                 renew = who == holder and epoch == self._epoch
-                mine = renew or not who or expires_at <= now or self._EXCLUSIVE
+                mine = renew or (take and (not who or expires_at <= now or self._EXCLUSIVE))
                 if mine:
                     who, epoch, expires_at = holder, epoch if renew else epoch + 1, now + ttl
                     conn.execute(_SET_LEASE, (who, epoch, expires_at, now, LEADER))
@@ -856,20 +871,30 @@ class SqlStore:
                     self._start_keeping()
                     self._epoch = epoch
                 self._valid_until = started + ttl
+                self._ttl = ttl
                 self._writer_name = holder
         return Lease(name=LEADER, holder=who, epoch=epoch, expires_at=expires_at, mine=True)
 
     def leases(self) -> list[Lease]:
         rows = self._query("cannot read leases", f"{_SELECT_LEASES} ORDER BY name")
-        held = self._epoch if time.monotonic() < self._valid_until else None
+        held = self._epoch if lease_clock() < self._valid_until else None
         return [Lease(name=name, holder=who, epoch=int(epoch), expires_at=float(expires_at),
                       mine=name == LEADER and epoch == held and who == self._writer_name)
                 for name, who, epoch, expires_at in rows]
 
+    def check_writer(self) -> None:
+        if self._epoch is None:
+            return
+        if lease_clock() >= self._valid_until - self._ttl / 3:
+            raise LeaseLost("not renewed in time by this process's clock; standing by",
+                            store=self.path)
+        with self._transaction("cannot read the writer lease", fenced=True):
+            pass
+
     def _fence(self, conn: Any) -> None:
         """Refuse the writer's write (``LeaseLost``, nothing written) unless it holds the
         lease; the row stays locked against a takeover until the write commits."""
-        if time.monotonic() >= self._valid_until:
+        if lease_clock() >= self._valid_until:
             raise LeaseLost("not renewed in time by this process's clock; standing by",
                             store=self.path)
         row = conn.execute(f"SELECT holder, epoch FROM leases WHERE name = ?{self._SHARE_LOCK}",
