@@ -3,8 +3,8 @@
 1. The whole tick of bench/rundir_tick.py (1,000 run directories, 500 live; the default
    rules) with each store: no new data, and 100 new steps in each live run — the store's
    writer holding quiet runs back as the daemon's does.
-2. A tick with 10,000 alerts firing (1,000 run directories × 10 rules that fire on every
-   run): the first, which fires them all, and an idle one after it.
+2. A tick with 10,000 alerts firing (1,000 run directories, 20 rules that fire on each of
+   the 500 live runs): the first, which fires them all, and an idle one after it.
 3. Operations per second through the store API: a commit of 100 moved alerts (a whole-row
    write each: their status changes), a commit of 100 cursors, an enqueue + claim +
    complete of one outbox entry.
@@ -82,11 +82,11 @@ def ticks(url: str, root: Path, live_logs: list[Path], now: float) -> dict:
 
 FIRING_RULES = "rules:\n" + "".join(
     f"  - {{name: always-{i}, kind: threshold, metric: loss, op: '>', value: -1.0e9,"
-    f" severity: warning}}\n" for i in range(10))
+    f" severity: warning}}\n" for i in range(20))
 
 
 def firing(url: str, root: Path, now: float, folder: Path) -> dict:
-    """A tick that fires 10,000 alerts, then an idle one with them firing."""
+    """A tick that fires 10,000 alerts, then idle ones with them firing."""
     (folder / "firing.yaml").write_text(FIRING_RULES)
     rule_set = load_rules(["firing.yaml"], folder, default_config([root]).aliases)
     store = open_store(url)

@@ -32,6 +32,7 @@ from runwatch.model import AlertStatus, RunState, Transition
 from runwatch.notify.render import printable  # what every terminal output goes through
 from runwatch.notify.report_json import number  # JSON has no NaN: W&B's strings
 from runwatch.service import build_runtime, run_cycle, tune_gc
+from runwatch.state_json import alert_json, outbox_json, silence_json, status_json
 from runwatch.store.base import StoreError, WriterBusy, open_store, redact_url, writer_name
 from runwatch.tick import TickReport
 from runwatch.wiring import build_sources
@@ -271,24 +272,6 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def alert_json(a: Any) -> dict[str, Any]:
-    return {"fingerprint": a.fingerprint, "rule": a.rule, "status": str(a.status),
-            "severity": str(a.severity),
-            "run": {"path": a.run.path, "id": a.run.id, "name": a.run.name,
-                    "location": a.run.location},
-            "active_since": a.active_since, "fired_at": a.fired_at,
-            "resolved_at": a.resolved_at, "resolution": a.resolution or None,
-            "last_seen": a.last_seen, "metric": a.metric,
-            "value": number(a.value), "step": a.step, "summary": a.summary,
-            "labels": dict(a.labels)}
-
-
-def outbox_json(e: Any) -> dict[str, Any]:
-    return {"id": e.id, "receiver": e.receiver, "group": e.group_key, "attempts": e.attempts,
-            "created_at": e.created_at, "next_attempt_at": e.next_attempt_at,
-            "failed_at": e.failed_at, "last_error": e.last_error}
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     config, _ = _load(args)
     store = open_store(config.store)
@@ -302,11 +285,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     configured = [s.name for s in config.sources]
     names = configured + sorted(set(saved) - set(configured))
     if args.json:
-        print(json.dumps({"sources": {n: saved.get(n) for n in names}, "outbox": depth,
-                          "firing": firing,
-                          "leases": [{"name": le.name, "holder": le.holder, "epoch": le.epoch,
-                                      "expires_at": le.expires_at} for le in leases]},
-                         indent=2, allow_nan=False))
+        print(json.dumps(status_json(sources=configured, saved=saved, outbox=depth,
+                                     firing=firing, leases=leases), indent=2, allow_nan=False))
         return EXIT_OK
     from rich.text import Text
 
@@ -565,15 +545,6 @@ def cmd_silence_add(args: argparse.Namespace) -> int:
     print(f"{silence.id}: silenced {', '.join(map(str, silence.matchers))} for "
           f"{format_duration(duration)}")
     return EXIT_OK
-
-
-def silence_json(silence: Any, now: float) -> dict[str, Any]:
-    state = ("pending" if silence.pending(now) else "active" if silence.active(now)
-             else "expired")
-    return {"id": silence.id, "matchers": [str(m) for m in silence.matchers], "state": state,
-            "starts_at": silence.starts_at, "ends_at": silence.ends_at,
-            "created_at": silence.created_at, "created_by": silence.created_by,
-            "comment": silence.comment}
 
 
 def cmd_silence_list(args: argparse.Namespace) -> int:

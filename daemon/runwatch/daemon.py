@@ -553,9 +553,18 @@ class Daemon:
     def start(self) -> None:
         """The HTTP endpoint and the scheduler; first ticks start at once."""
         http = self.config.http
+        from runwatch.web.app import Context, Pages
+
+        pages = Pages(Context(store=self.store, clock=self.clock,
+                              sources=lambda: [s.name for s in self.config.sources],
+                              leader=self.leader.describe,
+                              token=lambda: self.config.http.token()))
+        if http.token_file is None and not _loopback(http.host):
+            log.warning("the status pages listen beyond loopback without a token; set"
+                        " http.token_file", listen=http.listen)
         try:
             self.http = HttpServer(http.host, http.port,
-                                   health_app(self.metrics, self.ready, self.alive))
+                                   health_app(self.metrics, self.ready, self.alive, pages))
         except OSError as exc:
             raise ConfigError([f"{self.config_path}: http.listen {http.host}:{http.port}:"
                                f" {exc.strerror or exc}; free the port or change http.listen"]
@@ -654,6 +663,15 @@ class Daemon:
         thread.start()
         thread.join(max(0.0, deadline - time.monotonic()))
         return not thread.is_alive()
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _alive(pid: int) -> bool:

@@ -9,8 +9,8 @@ renews: a new epoch is taken at the start of a job, so no job ever writes under 
 newer than what it read. A leader that could not renew before the lease ran out by its own
 clock (``lease_clock``, counted from before its last renewal was sent) stops acting at once
 and stands by; the store refuses its writes anyway (the fence), and checks the lease again
-right before each message leaves (``Store.check_writer``). A SQLite store has one process per file (its flock): there the one process
-always leads.
+right before each message leaves (``Store.check_writer``). A SQLite store has one process
+per file (its flock): there the one process always leads.
 """
 
 from __future__ import annotations

@@ -99,13 +99,17 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def health_app(metrics: Metrics, ready: Callable[[], tuple[bool, str]],
-               alive: Callable[[], tuple[bool, str]] | None = None) -> Callable[..., Any]:
+               alive: Callable[[], tuple[bool, str]] | None = None,
+               pages: Any = None) -> Callable[..., Any]:
     """``/healthz`` (``alive()``: the process answers and its worker moves), ``/readyz``
-    (``ready()``), ``/metrics``."""
+    (``ready()``), ``/metrics``; and the status pages (``web.app.Pages``), when given."""
     prometheus = make_wsgi_app(metrics.registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
+        page = pages.route(path) if pages is not None else None
+        if page is not None:
+            return page(environ, start_response)
         if path == "/healthz":
             ok, detail = alive() if alive is not None else (True, "ok")
             return _text(start_response, "200 OK" if ok else "503 Service Unavailable",

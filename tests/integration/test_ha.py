@@ -6,6 +6,7 @@ once; a database that refuses connections for 30 s stops nobody and loses nothin
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -164,6 +165,8 @@ def test_one_replica_acts_and_a_leader_killed_or_paused_is_replaced_exactly_once
             assert status == 200 and "standby" in body and f"{first.name} leads" in body
             assert standby.metric("runwatch_leader") == 0
             assert standby.metric("runwatch_lease_ttl_seconds") == TTL
+            status, body = standby.get("/api/v1/status")  # the status page's JSON
+            assert status == 200 and json.loads(body)["leases"][0]["holder"] == first.name
         shown = subprocess.run([sys.executable, "-m", "runwatch", "status", "--config",
                                 str(config)], capture_output=True, text=True, timeout=60,
                                env={**os.environ, "RW_PORT": "0"}, cwd=tmp_path)

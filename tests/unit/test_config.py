@@ -672,3 +672,19 @@ receivers:
     assert relay.email.ca_file == tmp_path / "relay-ca.pem"  # relative to the config file
     assert (relay.email.charts, mail.email.charts, mail.email.ca_file) == (True, False, None)
     assert [r.charts for r in config.receivers] == [False, False, False, True, False, None]
+
+
+def test_the_status_pages_token_file(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    write(tmp_path / "token", "s3cret\n")
+    write(tmp_path / "c.yaml", "sources: [{type: rundir, path: runs}]\n"
+          "http: {listen: '0.0.0.0:9465', token_file: token}\n")
+    assert load_config(Path("c.yaml"), env={}).http.token() == "s3cret"
+    write(tmp_path / "c.yaml", "sources: [{type: rundir, path: runs}]\n"
+          "http: {listen: '0.0.0.0:9465', token_file: missing}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(Path("c.yaml"), env={})
+    [line] = caught.value.errors
+    assert line.startswith("c.yaml:2: http.token_file: cannot read token_file")
+    assert "missing" in line and "No such file" in line

@@ -239,9 +239,32 @@ class Digest(StrictModel):
 
 
 class Http(StrictModel):
-    """Health, readiness and Prometheus metrics."""
+    """Health, readiness, Prometheus metrics and the status pages."""
 
     listen: Address = "127.0.0.1:9465"
+    # A file holding the token the status pages and their JSON ask for (``Authorization:
+    # Bearer …``); the probes and /metrics stay open. Set it when listening beyond loopback.
+    token_file: Path | None = None
+
+    @field_validator("token_file", mode="before")
+    @classmethod
+    def _token_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str | Path):
+            return value
+        path = resolve(value, info)
+        try:
+            if not Path(path).read_text(encoding="utf-8").strip():
+                raise ValueError(f"token_file {path} is empty")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read token_file {path}:"
+                             f" {getattr(exc, 'strerror', None) or exc}") from None
+        return path
+
+    def token(self) -> str | None:
+        """The token, read now (a rotated file is picked up); None when there is none."""
+        if self.token_file is None:
+            return None
+        return self.token_file.read_text(encoding="utf-8").strip() or None
 
     @property
     def host(self) -> str:

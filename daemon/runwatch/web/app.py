@@ -1,0 +1,208 @@
+"""The status pages and their JSON, served on ``http.listen`` beside ``/healthz``,
+``/readyz`` and ``/metrics``: read-only and server-rendered (Jinja2, autoescaped), with a
+stylesheet of their own and no script at all — the Content-Security-Policy forbids any, so
+a run named ``<script>…`` is text, and a page works air-gapped.
+
+* ``/alerts`` (``/api/v1/alerts``): firing, pending and recently resolved alerts;
+* ``/silences`` (``/api/v1/silences``): active, pending and expired silences;
+* ``/status`` (``/api/v1/status``): each source's last tick, the outbox, the writer lease.
+
+A page reads the store (and what the daemon knows of its lease), never a run's log or W&B.
+With ``http.token_file`` set, pages and JSON ask for ``Authorization: Bearer <token>``;
+the probes and ``/metrics`` stay open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+import jinja2
+import structlog
+
+from runwatch.duration import format_duration
+from runwatch.model import AlertStatus, Severity
+from runwatch.state_json import alert_json, silence_json, silence_state, status_json
+from runwatch.store.base import Store, StoreError
+
+log = structlog.get_logger("runwatch.web")
+RECENTLY = 86400.0  # resolved alerts shown: those resolved within this
+CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none';"
+       " form-action 'none'; frame-ancestors 'none'")
+_HEADERS = [("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"),
+            ("X-Frame-Options", "DENY")]
+PAGES = ("/alerts", "/silences", "/status")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context:
+    """What a page may read: the store, the clock, the configured source names, and who
+    acts on a shared store (``leader()``: a line such as ``leading (epoch 3)``)."""
+
+    store: Store
+    clock: Callable[[], float]
+    sources: Callable[[], Iterable[str]]
+    leader: Callable[[], str] = lambda: ""
+    token: Callable[[], str | None] = lambda: None
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(_template), autoescape=True, undefined=jinja2.StrictUndefined,
+        trim_blocks=True, lstrip_blocks=True)
+    env.filters["ago"] = _ago
+    env.filters["when"] = _when
+    return env
+
+
+def _template(name: str) -> str:
+    return resources.files("runwatch.web").joinpath("templates", name).read_text("utf-8")
+
+
+def _stylesheet() -> bytes:
+    return resources.files("runwatch.web").joinpath("static", "style.css").read_bytes()
+
+
+class Pages:
+    """A WSGI app for the paths in ``PAGES``, ``/api/v1/…`` and ``/static/style.css``;
+    None from :meth:`route` for any other path (the caller's)."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+        self.env = _environment()
+        self.css = _stylesheet()
+
+    def route(self, path: str) -> Callable[..., Any] | None:
+        if path == "/" or path in PAGES or path.startswith("/api/v1/") or path == (
+                "/static/style.css"):
+            return self
+        return None
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> list[bytes]:
+        path = environ.get("PATH_INFO", "") or "/"
+        if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
+            return _send(start_response, "405 Method Not Allowed", "text/plain",
+                         b"read-only: GET only\n", [("Allow", "GET, HEAD")])
+        if path == "/static/style.css":
+            return _send(start_response, "200 OK", "text/css", self.css)
+        if not self._allowed(environ):
+            return _send(start_response, "401 Unauthorized", "text/plain",
+                         b"a bearer token is needed\n",
+                         [("WWW-Authenticate", 'Bearer realm="runwatch"')])
+        if path == "/":
+            return _send(start_response, "302 Found", "text/plain", b"",
+                         [("Location", "/alerts")])
+        api = path.startswith("/api/v1/")
+        name = path[len("/api/v1/"):] if api else path.lstrip("/")
+        build = {"alerts": self._alerts, "silences": self._silences,
+                 "status": self._status}.get(name)
+        if build is None:
+            return _send(start_response, "404 Not Found", "text/plain",
+                         f"not found: {', '.join(PAGES)}\n".encode())
+        try:
+            data, view = build()
+            if api:
+                return _json(start_response, "200 OK", data)
+            return self._page(start_response, f"{name}.html", view)
+        except StoreError as exc:
+            status, detail = "503 Service Unavailable", f"the store is unavailable: {exc}"
+        except Exception as exc:  # a page must never take the server down, nor show a trace
+            status, detail = "500 Internal Server Error", f"cannot show {path}: " + (
+                f"{type(exc).__name__}: {exc}")[:300]
+            log.error("status page failed", path=path, error=detail)
+        if api:
+            return _json(start_response, status, {"error": detail})
+        return self._page(start_response, "error.html", {"detail": detail}, status)
+
+    def _allowed(self, environ: Mapping[str, Any]) -> bool:
+        try:
+            token = self.context.token()
+        except (OSError, UnicodeDecodeError):
+            return False  # a token file gone since start-up: closed, not open
+        if not token:
+            return True
+        given = str(environ.get("HTTP_AUTHORIZATION", ""))
+        scheme, _, value = given.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            value.strip().encode(), token.encode())
+
+    def _page(self, start_response: Callable[..., Any], template: str, view: Mapping[str, Any],
+              status: str = "200 OK") -> list[bytes]:
+        now = self.context.clock()
+        body = self.env.get_template(template).render(
+            now=now, leader=self.context.leader(), pages=PAGES, **view)
+        return _send(start_response, status, "text/html", body.encode())
+
+    # --- the pages' data: (JSON, what the template reads) ---------------------------------
+
+    def _alerts(self) -> tuple[Any, Mapping[str, Any]]:
+        now = self.context.clock()
+        store = self.context.store
+        found = store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING,
+                                     AlertStatus.RESOLVED))
+        by_status: dict[str, list[Any]] = {"firing": [], "pending": [], "resolved": []}
+        for alert in sorted(found, key=_worst_first):
+            if alert.status == AlertStatus.RESOLVED and (
+                    alert.resolved_at is None or alert.resolved_at < now - RECENTLY):
+                continue
+            by_status[str(alert.status)].append(alert)
+        data = {k: [alert_json(a) for a in v] for k, v in by_status.items()}
+        return data, {"groups": by_status, "recently": format_duration(RECENTLY)}
+
+    def _silences(self) -> tuple[Any, Mapping[str, Any]]:
+        now = self.context.clock()
+        silences = self.context.store.silences(now, include_expired=True)
+        rows = [(s, silence_state(s, now)) for s in silences]
+        order = {"active": 0, "pending": 1, "expired": 2}
+        rows.sort(key=lambda r: (order[r[1]], -r[0].ends_at if r[1] == "expired" else
+                                 r[0].ends_at))
+        return [silence_json(s, now) for s, _ in rows], {"silences": rows}
+
+    def _status(self) -> tuple[Any, Mapping[str, Any]]:
+        store = self.context.store
+        saved = store.load_status()
+        data = status_json(sources=list(self.context.sources()), saved=saved,
+                           outbox=store.outbox_depth(),
+                           firing=len(store.alerts(status=AlertStatus.FIRING)),
+                           leases=store.leases())
+        data["this_replica"] = self.context.leader() or None
+        return data, {"status": data}
+
+
+def _worst_first(alert: Any) -> tuple[int, float, str, str]:
+    return (-Severity(alert.severity).rank, -(alert.fired_at or alert.active_since or 0.0),
+            alert.run.path, alert.rule)
+
+
+def _ago(when: float | None, now: float) -> str:
+    if when is None:
+        return ""
+    left = now - when
+    return (f"{format_duration(left)} ago" if left >= 0
+            else f"in {format_duration(-left)}")
+
+
+def _when(when: float | None) -> str:
+    if when is None:
+        return ""
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _send(start_response: Callable[..., Any], status: str, kind: str, body: bytes,
+          extra: list[tuple[str, str]] | None = None) -> list[bytes]:
+    headers = [("Content-Type", f"{kind}; charset=utf-8"), ("Content-Length", str(len(body))),
+               *_HEADERS, *(extra or [])]
+    start_response(status, headers)
+    return [body]
+
+
+def _json(start_response: Callable[..., Any], status: str, data: Any) -> list[bytes]:
+    return _send(start_response, status, "application/json",
+                 json.dumps(data, indent=2, allow_nan=False).encode())

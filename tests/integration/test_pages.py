@@ -1,0 +1,213 @@
+"""The status pages over real HTTP, on a real SQLite store: what each page shows, the JSON
+under /api/v1 against the store, hostile names shown as text under a policy that forbids
+script, the bearer token, read-only. (The pages in a real browser: test_pages_browser.py.)"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from runwatch.metrics import HttpServer, Metrics, health_app
+from runwatch.model import AlertState, AlertStatus, RunRef, Severity, fingerprint
+from runwatch.state_json import alert_json, silence_json
+from runwatch.store.base import Matcher, open_store
+from runwatch.web.app import CSP, Context, Pages
+
+NOW = 1_796_000_000.0
+HOSTILE = "<script>alert(1)</script>"
+
+
+def alert(rule: str, name: str, status: AlertStatus, severity: Severity = Severity.CRITICAL,
+          **changes) -> AlertState:
+    ref = RunRef(source="rundir", id=name, name=name, project="llm", entity="team")
+    fields = {"active_since": NOW - 600, "fired_at": NOW - 500, "last_seen": NOW} | changes
+    return AlertState(fingerprint=fingerprint(rule, ref), rule=rule, run=ref,
+                      severity=severity, status=status, summary=f"{rule} on {name}", **fields)
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    store.commit_tick(source="rundir", now=NOW, cursors={}, alerts=[
+        alert("grad-norm-exploding", HOSTILE, AlertStatus.FIRING),
+        alert("run-stalled", "llama-7b", AlertStatus.PENDING, Severity.WARNING,
+              fired_at=None),
+        alert("loss-nonfinite", "gpt-small", AlertStatus.RESOLVED, resolved_at=NOW - 60,
+              resolution="run ended: finished"),
+        alert("loss-nonfinite", "old-run", AlertStatus.RESOLVED, resolved_at=NOW - 3 * 86400),
+    ])
+    store.add_silence(matchers=[Matcher.parse(f"run={HOSTILE}")], ends_at=NOW + 3600,
+                      now=NOW, created_by="ana", comment="known <b>bad</b> run")
+    store.save_status("rundir", {"ok": True, "runs": 3, "duration": 0.02, "errors": [],
+                                 "by": "run", "last_tick": NOW - 30}, NOW - 30)
+    token: list[str | None] = [None]
+    pages = Pages(Context(store=store, clock=lambda: NOW, sources=lambda: ["rundir", "wandb"],
+                          leader=lambda: "leading (epoch 1)", token=lambda: token[0]))
+    server = HttpServer("127.0.0.1", 0, health_app(Metrics(), lambda: (True, "ready"),
+                                                   pages=pages))
+    server.start()
+    yield server, store, token
+    server.stop()
+    store.close()
+
+
+def get(server, path: str, **headers: str) -> tuple[int, dict[str, str], str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+def test_alerts_page_shows_firing_pending_and_recently_resolved_as_text(served):
+    server, _, _ = served
+    status, headers, body = get(server, "/alerts")
+    assert status == 200 and headers["Content-Type"] == "text/html; charset=utf-8"
+    assert headers["Content-Security-Policy"] == CSP and "script-src" not in CSP
+    assert "default-src 'none'" in CSP
+    assert "<script" not in body.lower()  # no script of ours, none from a run's name
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    firing, pending, resolved = (body.split(f'<section id="{s}">')[1].split("</section>")[0]
+                                 for s in ("firing", "pending", "resolved"))
+    assert "grad-norm-exploding" in firing and "8m20s ago" in firing
+    assert "run-stalled" in pending and "llama-7b" in pending
+    assert "gpt-small" in resolved and "run ended: finished" in resolved
+    assert "old-run" not in body  # resolved three days ago: not recent
+    assert "leading (epoch 1)" in body
+
+
+def test_the_json_is_the_store_s(served):
+    server, store, _ = served
+    status, headers, body = get(server, "/api/v1/alerts")
+    assert status == 200 and headers["Content-Type"].startswith("application/json")
+    data = json.loads(body)
+    stored = {a.fingerprint: alert_json(a) for a in store.alerts()}
+    assert [a["run"]["name"] for a in data["firing"]] == [HOSTILE]
+    for group in data.values():
+        for shown in group:
+            assert shown == stored[shown["fingerprint"]]
+    assert [a["run"]["name"] for a in data["resolved"]] == ["gpt-small"]
+    _, _, body = get(server, "/api/v1/silences")
+    assert json.loads(body) == [silence_json(s, NOW) for s in store.silences(NOW)]
+    _, _, body = get(server, "/api/v1/status")
+    shown = json.loads(body)
+    assert shown["sources"]["rundir"]["runs"] == 3 and shown["sources"]["wandb"] is None
+    assert (shown["firing"], shown["outbox"]) == (1, 0)
+    assert shown["this_replica"] == "leading (epoch 1)"
+
+
+def test_silences_and_status_pages(served):
+    server, store, _ = served
+    _, _, body = get(server, "/silences")
+    assert "run=&lt;script&gt;" in body and "known &lt;b&gt;bad&lt;/b&gt; run" in body
+    assert "active" in body and "in 1h" in body and "ana" in body
+    store.expire_silence(store.silences(NOW)[0].id, NOW - 10)
+    _, _, body = get(server, "/silences")
+    assert "expired" in body and "active" not in body
+    _, _, body = get(server, "/status")
+    assert "rundir" in body and "30s ago" in body and "never ticked" in body
+    assert "1 alerts firing; 0 notifications waiting" in body
+
+
+def test_a_token_closes_pages_and_json_but_not_the_probes(served):
+    server, _, token = served
+    token[0] = "s3cret-token"
+    for path in ("/alerts", "/api/v1/alerts", "/status"):
+        status, headers, _ = get(server, path)
+        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        assert get(server, path, Authorization="Bearer wrong")[0] == 401
+        assert get(server, path, Authorization="Bearer s3cret-token")[0] == 200
+    assert get(server, "/readyz")[0] == 200
+    assert get(server, "/static/style.css")[0] == 200
+
+
+def test_read_only_unknown_paths_and_a_store_that_does_not_answer(served):
+    server, store, _ = served
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/alerts", data=b"x",
+                                     method="POST")
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)
+    assert refused.value.code == 405
+    assert get(server, "/api/v1/nothing")[0] == 404
+    assert get(server, "/")[2] == get(server, "/alerts")[2]  # / leads to the alerts
+    store.close()
+    status, _, body = get(server, "/alerts")
+    assert status == 503 and "the store is unavailable" in body and "Traceback" not in body
+    status, _, body = get(server, "/api/v1/alerts")
+    assert status == 503 and "store is closed" in json.loads(body)["error"]
+
+
+def test_a_hostile_name_in_every_column_stays_text(served):
+    server, store, _ = served
+    nasty = alert("r", "x", AlertStatus.FIRING)
+    nasty = replace(nasty, rule=HOSTILE, summary=f'"><img src=x onerror=alert(1)>{HOSTILE}',
+                    run=replace(nasty.run, project=HOSTILE, id="y"))
+    store.commit_tick(source="rundir", now=NOW, cursors={}, alerts=[nasty])
+    _, _, body = get(server, "/alerts")
+    assert "<img" not in body and "<script" not in body.lower()
+    assert body.count("&lt;script&gt;") >= 3
+
+
+# --- in a real browser: Debian's chromium driven by Playwright ----------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="no playwright: pip install"
+                                   " playwright")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no browser at {CHROMIUM}: apt-get install chromium")
+    with sync_api.sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM,
+                                                  args=["--no-sandbox"])
+        except Exception as exc:  # a browser that cannot start here: said in one line
+            pytest.skip(f"chromium does not start: {str(exc).splitlines()[0]}")
+        yield launched
+        launched.close()
+
+
+def test_in_a_browser_names_are_text_no_script_runs_and_the_policy_holds(served, browser,
+                                                                         tmp_path):
+    server, _, _ = served
+    page = browser.new_page()
+    dialogs: list[str] = []
+    refused: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("console", lambda m: refused.append(m.text)
+            if "Content Security Policy" in m.text else None)
+    base = f"http://127.0.0.1:{server.port}"
+    page.goto(f"{base}/")
+    assert page.url == f"{base}/alerts" and page.title() == "alerts · runwatch"
+    firing = page.locator("#firing tbody tr")
+    assert firing.count() == 1
+    assert firing.first.locator("td").nth(2).inner_text().startswith(HOSTILE)  # as text
+    assert page.locator("#pending tbody tr").first.inner_text().count("run-stalled") == 1
+    assert "run ended: finished" in page.locator("#resolved").inner_text()
+    assert page.evaluate("document.scripts.length") == 0
+    # The page's own policy refuses script even when one is put into it.
+    page.evaluate("""() => { const s = document.createElement('script');
+                             s.textContent = 'window.ran = true'; document.body.append(s); }""")
+    assert page.evaluate("window.ran === undefined")
+    assert refused, "the browser did not report the refused script"
+    page.screenshot(path=str(tmp_path / "alerts.png"), full_page=True)
+    assert (tmp_path / "alerts.png").stat().st_size > 10_000
+
+    page.click("text=silences")
+    assert page.title() == "silences · runwatch"
+    row = page.locator("tbody tr").first
+    assert row.locator("td").first.inner_text() == "active"
+    assert HOSTILE in row.inner_text() and "known <b>bad</b> run" in row.inner_text()
+    page.click("text=status")
+    assert "1 alerts firing" in page.locator("main").inner_text()
+    assert page.locator("header .leader").inner_text() == "leading (epoch 1)"
+    assert dialogs == []
+    page.close()
