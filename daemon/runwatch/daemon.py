@@ -53,6 +53,8 @@ from runwatch.service import (
     tune_gc,
 )
 from runwatch.store.base import LeaseLost, Store, StoreError, open_store, replica_name
+from runwatch.web.app import Context, Pages
+from runwatch.web.board import RunBoard
 
 STOP_TIMEOUT = 10.0  # seconds from a stop signal to exit
 OUTBOX_INTERVAL = 15.0  # seconds between retries of notifications that could not be sent
@@ -107,6 +109,7 @@ class Daemon:
         self._watched = self._file_signature()
         self.scheduler: BackgroundScheduler | None = None
         self.http: HttpServer | None = None
+        self.board = RunBoard()  # what the status pages show of the runs, from the ticks
 
     @property
     def config(self) -> Config:
@@ -163,6 +166,7 @@ class Daemon:
             m.source_errors.labels(name).inc(len(report.errors))
         if ok:
             m.last_tick.labels(name).set(started_at + duration)
+        self.board.update(report.snapshots, started_at, self.runtime.rule_set.aliases)
         self._count_api(name)
         for line in report.errors:
             log.warning("source reported a problem", detail=line)
@@ -484,6 +488,8 @@ class Daemon:
         except StoreError as exc:
             log.error("cannot resolve the alerts of removed sources", error=str(exc))
             return
+        for name in removed:
+            self.board.forget_source(name)
         for t in retired.transitions:
             log.info("alert resolved: its source was removed", rule=t.alert.rule,
                      run=t.alert.run.path, source=t.alert.run.source)
@@ -550,15 +556,17 @@ class Daemon:
             self.scheduler.modify_job("digest", misfire_grace_time=grace)
             self.scheduler.reschedule_job("digest", trigger=trigger)
 
+    def pages(self) -> Pages:
+        """The status pages over this daemon's store, run board and lease."""
+        return Pages(Context(store=self.store, clock=self.clock, board=self.board,
+                             sources=lambda: [s.name for s in self.config.sources],
+                             leader=self.leader.describe,
+                             token=lambda: self.config.http.token()))
+
     def start(self) -> None:
         """The HTTP endpoint and the scheduler; first ticks start at once."""
         http = self.config.http
-        from runwatch.web.app import Context, Pages
-
-        pages = Pages(Context(store=self.store, clock=self.clock,
-                              sources=lambda: [s.name for s in self.config.sources],
-                              leader=self.leader.describe,
-                              token=lambda: self.config.http.token()))
+        pages = self.pages()
         if http.token_file is None and not _loopback(http.host):
             log.warning("the status pages listen beyond loopback without a token; set"
                         " http.token_file", listen=http.listen)

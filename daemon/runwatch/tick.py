@@ -59,6 +59,8 @@ class TickReport:
     # not judged this tick (what `/readyz` and `runwatch status` report).
     failed_sources: tuple[str, ...] = ()
     by_source: Mapping[str, SourceTick] = field(default_factory=dict)
+    # What was read of each run this tick (the status pages keep a row per run from it).
+    snapshots: tuple[RunSnapshot, ...] = ()
 
 
 def wanted_keys(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
@@ -191,7 +193,8 @@ def run_tick(
     return TickReport(transitions=tuple(transitions), runs_checked=len(snapshots),
                       errors=tuple(errors),
                       warnings=tuple(unlogged_metrics(rules, snapshots, aliases)),
-                      charts=charts, failed_sources=tuple(failed), by_source=by_source)
+                      charts=charts, failed_sources=tuple(failed), by_source=by_source,
+                      snapshots=tuple(snapshots))
 
 
 # A run whose evaluation raises keeps its cursor for this many ticks in a row; then its

@@ -8,6 +8,7 @@ import json
 import urllib.error
 import urllib.request
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -135,7 +136,7 @@ def test_read_only_unknown_paths_and_a_store_that_does_not_answer(served):
         urllib.request.urlopen(request, timeout=5)
     assert refused.value.code == 405
     assert get(server, "/api/v1/nothing")[0] == 404
-    assert get(server, "/")[2] == get(server, "/alerts")[2]  # / leads to the alerts
+    assert get(server, "/")[0] == 200  # the runs (none on this board)
     store.close()
     status, _, body = get(server, "/alerts")
     assert status == 503 and "the store is unavailable" in body and "Traceback" not in body
@@ -185,8 +186,8 @@ def test_in_a_browser_names_are_text_no_script_runs_and_the_policy_holds(served,
     page.on("console", lambda m: refused.append(m.text)
             if "Content Security Policy" in m.text else None)
     base = f"http://127.0.0.1:{server.port}"
-    page.goto(f"{base}/")
-    assert page.url == f"{base}/alerts" and page.title() == "alerts · runwatch"
+    page.goto(f"{base}/alerts")
+    assert page.title() == "alerts · runwatch"
     firing = page.locator("#firing tbody tr")
     assert firing.count() == 1
     assert firing.first.locator("td").nth(2).inner_text().startswith(HOSTILE)  # as text
@@ -211,3 +212,109 @@ def test_in_a_browser_names_are_text_no_script_runs_and_the_policy_holds(served,
     assert page.locator("header .leader").inner_text() == "leading (epoch 1)"
     assert dialogs == []
     page.close()
+
+
+# --- the runs page, from a real daemon's ticks over real SDK run directories ----------------
+
+
+@pytest.fixture
+def daemon_pages(tmp_path, wandb_runs):
+    import shutil
+
+    from freezegun import freeze_time
+
+    from runwatch.daemon import Daemon
+
+    runs = tmp_path / "runs" / "wandb"
+    for scenario in ("healthy", "exploding", "crashed", "hostile"):
+        source = wandb_runs.runs[scenario]
+        shutil.copytree(source, runs / source.name, symlinks=True)
+    config = tmp_path / "runwatch.yaml"
+    config.write_text("sources: [{type: rundir, path: runs}]\nstore: sqlite:///state.db\n")
+    from runwatch.sources.rundir import RundirSource
+
+    seen = RundirSource("probe", [runs.parent]).poll({}, frozenset(), 0.0).snapshots
+    now = max(s.heartbeat or 0.0 for s in seen) + 60  # a minute after the runs' last word
+    daemon = Daemon(config)
+    with freeze_time(datetime.fromtimestamp(now, UTC)):
+        daemon.tick_source("rundir")
+        server = HttpServer("127.0.0.1", 0, health_app(daemon.metrics, daemon.ready,
+                                                       pages=daemon.pages()))
+        server.start()
+        try:
+            yield server, daemon
+        finally:
+            server.stop()
+            daemon.runtime.close()
+            daemon.store.close()
+
+
+def test_the_runs_page_lists_every_run_worst_first_with_its_verdict(daemon_pages):
+    server, daemon = daemon_pages
+    status, _, body = get(server, "/api/v1/runs")
+    assert status == 200
+    runs = json.loads(body)
+    verdicts = {r["run"]["name"]: r["verdict"] for r in runs}
+    assert verdicts == {"healthy": "healthy", "exploding-grads": "critical",
+                        "crashed": "critical", HOSTILE: "critical"}
+    assert [r["verdict"] for r in runs][-1] == "healthy"  # worst first
+    firing = {}
+    for a in daemon.store.alerts(status=AlertStatus.FIRING):
+        firing.setdefault(a.run.path, set()).add(a.rule)
+    for run in runs:
+        assert {a["rule"] for a in run["alerts"] if a["status"] == "firing"} == firing.get(
+            run["run"]["path"], set())
+    healthy = next(r for r in runs if r["verdict"] == "healthy")
+    assert healthy["state"] == "finished" and healthy["step"] == 59
+    assert len(healthy["curves"]["loss"]["steps"]) > 10  # the sparkline's points
+    assert "grad-norm-exploding" in {a["rule"] for a in next(
+        r for r in runs if r["run"]["name"] == HOSTILE)["alerts"]}
+
+    _, _, body = get(server, "/?verdict=healthy")
+    assert "healthy" in body and "exploding-grads" not in body and "1 of 4 runs" in body
+    _, _, body = get(server, "/api/v1/runs?state=failed&verdict=critical")
+    assert [r["run"]["name"] for r in json.loads(body)] == ["crashed"]
+    _, _, body = get(server, "/api/v1/runs?state=failed&state=finished&source=rundir")
+    assert len(json.loads(body)) == 4
+    _, _, body = get(server, "/")
+    assert "<script" not in body.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert "&lt;b&gt;hostile&lt;/b&gt;" in body and "<polyline" in body
+
+
+def test_the_runs_page_in_a_browser(daemon_pages, browser, tmp_path):
+    server, _ = daemon_pages
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"http://127.0.0.1:{server.port}/")
+    rows = page.locator("#runs tbody tr")
+    assert rows.count() == 4
+    names = [rows.nth(i).locator("td").nth(1).inner_text() for i in range(4)]
+    assert any(n.startswith(HOSTILE) and "<b>hostile</b>" in n for n in names)
+    assert rows.last.locator("td").first.inner_text() == "healthy"
+    assert page.locator("svg.spark").count() >= 4
+    page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+    page.click("text=verdict: >> text=critical")
+    assert page.locator("#runs tbody tr").count() == 3
+    page.click("header >> text=alerts")
+    assert HOSTILE in page.locator("#resolved").inner_text()  # when its run ended
+    assert dialogs == [] and page.evaluate("document.scripts.length") == 0
+    page.close()
+
+
+def test_a_sparkline_keeps_its_newest_point_and_its_size_over_many_ticks():
+    from runwatch.model import Series
+    from runwatch.web.board import POINTS, Curve, spark
+
+    curve = Curve()
+    for tick in range(50):  # 50 ticks of 20 new rows each, one of them NaN
+        steps = tuple(range(tick * 20, tick * 20 + 20))
+        values = tuple(float("nan") if s == 7 else float(s) for s in steps)
+        curve = curve.extended(Series(steps=steps, times=steps, values=values))
+        assert len(curve.steps) <= POINTS and curve.steps[-1] == steps[-1]
+    assert curve.steps[0] == 0 and curve.steps == tuple(sorted(curve.steps))
+    assert 7 not in curve.steps  # not finite: not drawn
+    assert curve.extended(Series(steps=(5,), times=(5,), values=(1.0,))) is curve  # old rows
+    points = spark(curve).split()
+    assert len(points) == len(curve.steps) and points[0] == "0.0,24.0" and points[-1] == (
+        "100.0,0.0")

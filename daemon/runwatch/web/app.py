@@ -3,11 +3,15 @@
 stylesheet of their own and no script at all — the Content-Security-Policy forbids any, so
 a run named ``<script>…`` is text, and a page works air-gapped.
 
+* ``/`` (``/api/v1/runs``): every watched run, worst first — verdict, state, step,
+  heartbeat and progress ages, sparklines of loss and grad norm, the alerts on it — with
+  filters in the query string (``?source=…&project=…&state=…&verdict=…``, each repeatable);
 * ``/alerts`` (``/api/v1/alerts``): firing, pending and recently resolved alerts;
 * ``/silences`` (``/api/v1/silences``): active, pending and expired silences;
 * ``/status`` (``/api/v1/status``): each source's last tick, the outbox, the writer lease.
 
-A page reads the store (and what the daemon knows of its lease), never a run's log or W&B.
+A page reads the store, the daemon's run board (``board.RunBoard``, kept from its ticks) and
+what it knows of its lease — never a run's log or W&B.
 With ``http.token_file`` set, pages and JSON ask for ``Authorization: Bearer <token>``;
 the probes and ``/metrics`` stay open.
 """
@@ -16,19 +20,23 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qs
 
 import jinja2
 import structlog
 
+from runwatch.analysis.characterize import Health
 from runwatch.duration import format_duration
 from runwatch.model import AlertStatus, Severity
+from runwatch.notify.report_json import number
 from runwatch.state_json import alert_json, silence_json, silence_state, status_json
 from runwatch.store.base import Store, StoreError
+from runwatch.web.board import RunBoard, RunRow
 
 log = structlog.get_logger("runwatch.web")
 RECENTLY = 86400.0  # resolved alerts shown: those resolved within this
@@ -37,7 +45,7 @@ CSP = ("default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'no
 _HEADERS = [("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosniff"),
             ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"),
             ("X-Frame-Options", "DENY")]
-PAGES = ("/alerts", "/silences", "/status")
+PAGES = ("/", "/alerts", "/silences", "/status")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +56,7 @@ class Context:
     store: Store
     clock: Callable[[], float]
     sources: Callable[[], Iterable[str]]
+    board: RunBoard = field(default_factory=RunBoard)
     leader: Callable[[], str] = lambda: ""
     token: Callable[[], str | None] = lambda: None
 
@@ -96,13 +105,11 @@ class Pages:
             return _send(start_response, "401 Unauthorized", "text/plain",
                          b"a bearer token is needed\n",
                          [("WWW-Authenticate", 'Bearer realm="runwatch"')])
-        if path == "/":
-            return _send(start_response, "302 Found", "text/plain", b"",
-                         [("Location", "/alerts")])
         api = path.startswith("/api/v1/")
-        name = path[len("/api/v1/"):] if api else path.lstrip("/")
-        build = {"alerts": self._alerts, "silences": self._silences,
-                 "status": self._status}.get(name)
+        name = path[len("/api/v1/"):] if api else (path.lstrip("/") or "runs")
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        build = {"runs": lambda: self._runs(query), "alerts": self._alerts,
+                 "silences": self._silences, "status": self._status}.get(name)
         if build is None:
             return _send(start_response, "404 Not Found", "text/plain",
                          f"not found: {', '.join(PAGES)}\n".encode())
@@ -142,6 +149,34 @@ class Pages:
 
     # --- the pages' data: (JSON, what the template reads) ---------------------------------
 
+    def _runs(self, query: Mapping[str, list[str]]) -> tuple[Any, Mapping[str, Any]]:
+        now = self.context.clock()
+        holding: dict[str, list[Any]] = {}
+        for alert in self.context.store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING,
+                                                       AlertStatus.RESOLVED)):
+            if alert.status == AlertStatus.RESOLVED and not ended_with(alert):
+                continue
+            holding.setdefault(alert.run.path, []).append(alert)
+        rows = []
+        for row in self.context.board.rows():
+            alerts = sorted((a for a in holding.get(row.ref.path, ())
+                             if a.status != AlertStatus.RESOLVED or row.state.ended),
+                            key=_worst_first)
+            rows.append((row, verdict(row, alerts), alerts))
+        every = {"source": sorted({r.ref.source for r, _, _ in rows}),
+                 "project": sorted({r.ref.project for r, _, _ in rows if r.ref.project}),
+                 "state": sorted({str(r.state) for r, _, _ in rows}),
+                 "verdict": [str(h) for h in reversed(Health)]}
+        wanted = {k: set(v) for k, v in query.items() if k in every}
+        shown = [(r, v, a) for r, v, a in rows
+                 if all(_field(r, v, k) in values for k, values in wanted.items())]
+        shown.sort(key=lambda t: (-t[1].rank, t[0].state.ended, t[0].ref.display_name,
+                                  t[0].ref.path))
+        data = [run_row_json(r, v, a, now) for r, v, a in shown]
+        view = {"runs": shown,
+                "every": every, "wanted": wanted, "total": len(rows)}
+        return data, view
+
     def _alerts(self) -> tuple[Any, Mapping[str, Any]]:
         now = self.context.clock()
         store = self.context.store
@@ -176,6 +211,49 @@ class Pages:
         return data, {"status": data}
 
 
+def ended_with(alert: Any) -> bool:
+    """An alert that held until its run ended (resolved because of it, not by recovering)."""
+    return alert.status == AlertStatus.RESOLVED and alert.resolution.startswith("run ended")
+
+
+def verdict(row: RunRow, alerts: Iterable[Any]) -> Health:
+    """As the digest's (``characterize``): the worst alert firing on the run — on an ended
+    run, firing when it ended — and a worsening loss curve (while it runs) is a warning."""
+    health = Health.HEALTHY
+    for alert in alerts:
+        if alert.status == AlertStatus.FIRING or ended_with(alert):
+            if alert.severity == Severity.CRITICAL:
+                return Health.CRITICAL
+            if alert.severity == Severity.WARNING:
+                health = Health.WARNING
+    if health is Health.HEALTHY and not row.state.ended and row.loss_worsening:
+        return Health.WARNING
+    return health
+
+
+def _field(row: RunRow, health: Health, name: str) -> str:
+    return {"source": row.ref.source, "project": row.ref.project, "state": str(row.state),
+            "verdict": str(health)}[name]
+
+
+def run_row_json(row: RunRow, health: Health, alerts: Sequence[Any], now: float
+                 ) -> dict[str, Any]:
+    ref = row.ref
+    return {"run": {"path": ref.path, "id": ref.id, "name": ref.name, "project": ref.project,
+                    "entity": ref.entity, "source": ref.source, "location": ref.location},
+            "verdict": str(health), "state": str(row.state), "ended_why": row.ended_why or None,
+            "step": row.step, "started": row.started, "heartbeat": row.heartbeat,
+            "heartbeat_age": None if row.heartbeat is None else now - row.heartbeat,
+            "progress": row.progress,
+            "progress_age": None if row.progress is None else now - row.progress,
+            "tags": list(row.tags),
+            "loss_trend": str(row.loss_trend.direction) if row.loss_trend else None,
+            "alerts": [{"rule": a.rule, "status": str(a.status), "severity": str(a.severity),
+                        "summary": a.summary} for a in alerts],
+            "curves": {name: {"steps": list(c.steps), "values": [number(v) for v in c.values]}
+                       for name, c in row.curves.items()}}
+
+
 def _worst_first(alert: Any) -> tuple[int, float, str, str]:
     return (-Severity(alert.severity).rank, -(alert.fired_at or alert.active_since or 0.0),
             alert.run.path, alert.rule)
@@ -205,4 +283,4 @@ def _send(start_response: Callable[..., Any], status: str, kind: str, body: byte
 
 def _json(start_response: Callable[..., Any], status: str, data: Any) -> list[bytes]:
     return _send(start_response, status, "application/json",
-                 json.dumps(data, indent=2, allow_nan=False).encode())
+                 json.dumps(data, separators=(",", ":"), allow_nan=False).encode())
