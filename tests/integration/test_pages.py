@@ -280,6 +280,24 @@ def test_the_runs_page_lists_every_run_worst_first_with_its_verdict(daemon_pages
     assert "<script" not in body.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "&lt;b&gt;hostile&lt;/b&gt;" in body and "<polyline" in body
 
+    # One run: its row and every alert it had, as the store holds them.
+    from urllib.parse import quote
+
+    exploding = next(r for r in runs if r["run"]["name"] == "exploding-grads")
+    path = exploding["run"]["path"]
+    status, _, body = get(server, "/api/v1/runs/" + quote(path, safe=""))
+    assert status == 200
+    one = json.loads(body)
+    assert one["verdict"] == "critical" and one["state"] == "finished"
+    assert sorted(one["history"], key=lambda a: a["fingerprint"]) == sorted(
+        (alert_json(a) for a in daemon.store.alerts(run_path=path)
+         if a.status != AlertStatus.INACTIVE),
+        key=lambda a: a["fingerprint"])
+    assert {a["rule"] for a in one["history"]} == {"grad-norm-exploding", "grad-norm-spiky"}
+    status, _, body = get(server, "/runs/" + quote(path, safe=""))
+    assert status == 200 and "run ended: finished" in body and body.count("<polyline") >= 2
+    assert get(server, "/runs/" + quote("/no/such/run", safe=""))[0] == 404
+
 
 def test_the_runs_page_in_a_browser(daemon_pages, browser, tmp_path):
     server, _ = daemon_pages
@@ -294,6 +312,12 @@ def test_the_runs_page_in_a_browser(daemon_pages, browser, tmp_path):
     assert rows.last.locator("td").first.inner_text() == "healthy"
     assert page.locator("svg.spark").count() >= 4
     page.screenshot(path=str(tmp_path / "runs.png"), full_page=True)
+    page.click(f"#runs >> text={HOSTILE}")  # through to the run's own page
+    assert page.title() == f"{HOSTILE} · runwatch"
+    assert "grad-norm-exploding" in page.locator("#history").inner_text()
+    assert page.locator("figure.chart svg").count() >= 2
+    page.screenshot(path=str(tmp_path / "run.png"), full_page=True)
+    page.go_back()
     page.click("text=verdict: >> text=critical")
     assert page.locator("#runs tbody tr").count() == 3
     page.click("header >> text=alerts")

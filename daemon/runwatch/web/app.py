@@ -6,6 +6,8 @@ a run named ``<script>…`` is text, and a page works air-gapped.
 * ``/`` (``/api/v1/runs``): every watched run, worst first — verdict, state, step,
   heartbeat and progress ages, sparklines of loss and grad norm, the alerts on it — with
   filters in the query string (``?source=…&project=…&state=…&verdict=…``, each repeatable);
+* ``/runs/<path>`` (``/api/v1/runs/<path>``): one run — its row, larger charts of its
+  curves, every alert it has had (firing, pending, resolved and why) as the store holds them;
 * ``/alerts`` (``/api/v1/alerts``): firing, pending and recently resolved alerts;
 * ``/silences`` (``/api/v1/silences``): active, pending and expired silences;
 * ``/status`` (``/api/v1/status``): each source's last tick, the outbox, the writer lease.
@@ -36,7 +38,7 @@ from runwatch.model import AlertStatus, Severity
 from runwatch.notify.report_json import number
 from runwatch.state_json import alert_json, silence_json, silence_state, status_json
 from runwatch.store.base import Store, StoreError
-from runwatch.web.board import RunBoard, RunRow
+from runwatch.web.board import Curve, RunBoard, RunRow, spark
 
 log = structlog.get_logger("runwatch.web")
 RECENTLY = 86400.0  # resolved alerts shown: those resolved within this
@@ -88,7 +90,7 @@ class Pages:
         self.css = _stylesheet()
 
     def route(self, path: str) -> Callable[..., Any] | None:
-        if path == "/" or path in PAGES or path.startswith("/api/v1/") or path == (
+        if path == "/" or path in PAGES or path.startswith(("/api/v1/", "/runs/")) or path == (
                 "/static/style.css"):
             return self
         return None
@@ -110,11 +112,19 @@ class Pages:
         query = parse_qs(environ.get("QUERY_STRING", ""))
         build = {"runs": lambda: self._runs(query), "alerts": self._alerts,
                  "silences": self._silences, "status": self._status}.get(name)
+        if name.startswith("runs/") and len(name) > len("runs/"):
+            run_path = name[len("runs/"):]
+            build = lambda: self._run(run_path)  # noqa: E731
+            name = "run"
         if build is None:
             return _send(start_response, "404 Not Found", "text/plain",
                          f"not found: {', '.join(PAGES)}\n".encode())
         try:
-            data, view = build()
+            found = build()
+            if found is None:
+                return _send(start_response, "404 Not Found", "text/plain",
+                             b"no such run on this replica's board\n")
+            data, view = found
             if api:
                 return _json(start_response, "200 OK", data)
             return self._page(start_response, f"{name}.html", view)
@@ -177,6 +187,23 @@ class Pages:
                 "every": every, "wanted": wanted, "total": len(rows)}
         return data, view
 
+    def _run(self, path: str) -> tuple[Any, Mapping[str, Any]] | None:
+        row = self.context.board.row(path)
+        if row is None:
+            return None
+        now = self.context.clock()
+        history = sorted((a for a in self.context.store.alerts(run_path=path)
+                          if a.status != AlertStatus.INACTIVE),  # (rules that never fired)
+                         key=lambda a: -(a.fired_at or a.active_since or a.last_seen or 0.0))
+        holding = [a for a in history if a.status in (AlertStatus.FIRING, AlertStatus.PENDING)
+                   or (row.state.ended and ended_with(a))]
+        health = verdict(row, holding)
+        data = run_row_json(row, health, sorted(holding, key=_worst_first), now) | {
+            "history": [alert_json(a) for a in history]}
+        charts = {name: chart(curve) for name, curve in row.curves.items()}
+        return data, {"row": row, "verdict": health, "history": history, "charts": charts,
+                      "trend": row.loss_trend}
+
     def _alerts(self) -> tuple[Any, Mapping[str, Any]]:
         now = self.context.clock()
         store = self.context.store
@@ -229,6 +256,14 @@ def verdict(row: RunRow, alerts: Iterable[Any]) -> Health:
     if health is Health.HEALTHY and not row.state.ended and row.loss_worsening:
         return Health.WARNING
     return health
+
+
+def chart(curve: Curve) -> Mapping[str, Any]:
+    """A curve drawn larger than its sparkline: the points in a 600 × 160 box and the
+    first and last steps and the extreme values for the axes."""
+    return {"points": spark(curve, 600.0, 160.0), "first": curve.steps[0] if curve.steps
+            else None, "last": curve.steps[-1] if curve.steps else None,
+            "low": min(curve.values, default=None), "high": max(curve.values, default=None)}
 
 
 def _field(row: RunRow, health: Health, name: str) -> str:
