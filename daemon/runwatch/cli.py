@@ -185,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=cmd_status)
 
+    user = sub.add_parser("page-user", help="print a users_file line for the status pages")
+    user.add_argument("name", help="the user's name (no colon)")
+    user.add_argument("--password-stdin", action="store_true",
+                      help="read the password from standard input, not the terminal")
+    user.set_defaults(func=cmd_page_user)
+
     from runwatch.cli_reports import add_commands
 
     add_commands(sub)
@@ -325,6 +331,30 @@ def _lease_line(lease: Any, now: float) -> str:
     else:
         when = f"ran out {format_duration(-left)} ago"
     return f"{lease.name} lease: {printable(lease.holder)}, epoch {lease.epoch}, {when}"
+
+
+def cmd_page_user(args: argparse.Namespace) -> int:
+    """``NAME:pbkdf2_sha256$…`` for ``http.users_file``: the password asked twice."""
+    import getpass
+
+    from runwatch.web.auth import hash_password
+
+    if not args.name or ":" in args.name or any(c.isspace() for c in args.name):
+        print("runwatch: a user name must be non-empty, without a colon or spaces",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("runwatch: the passwords differ", file=sys.stderr)
+            return EXIT_FAILURE
+    if len(password) < 8:
+        print("runwatch: a password needs at least 8 characters", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{args.name}:{hash_password(password)}")
+    return EXIT_OK
 
 
 def cmd_check(args: argparse.Namespace) -> int:

@@ -561,15 +561,16 @@ class Daemon:
         return Pages(Context(store=self.store, clock=self.clock, board=self.board,
                              sources=lambda: [s.name for s in self.config.sources],
                              leader=self.leader.describe,
-                             token=lambda: self.config.http.token()))
+                             token=lambda: self.config.http.token(),
+                             users=lambda: self.config.http.users()))
 
     def start(self) -> None:
         """The HTTP endpoint and the scheduler; first ticks start at once."""
         http = self.config.http
         pages = self.pages()
-        if http.token_file is None and not _loopback(http.host):
-            log.warning("the status pages listen beyond loopback without a token; set"
-                        " http.token_file", listen=http.listen)
+        if http.token_file is None and http.users_file is None and not _loopback(http.host):
+            log.warning("the status pages listen beyond loopback open to all; set"
+                        " http.token_file or http.users_file", listen=http.listen)
         try:
             self.http = HttpServer(http.host, http.port,
                                    health_app(self.metrics, self.ready, self.alive, pages))

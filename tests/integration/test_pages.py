@@ -46,13 +46,14 @@ def served(tmp_path: Path):
                       now=NOW, created_by="ana", comment="known <b>bad</b> run")
     store.save_status("rundir", {"ok": True, "runs": 3, "duration": 0.02, "errors": [],
                                  "by": "run", "last_tick": NOW - 30}, NOW - 30)
-    token: list[str | None] = [None]
+    access: dict = {"token": None, "users": None}
     pages = Pages(Context(store=store, clock=lambda: NOW, sources=lambda: ["rundir", "wandb"],
-                          leader=lambda: "leading (epoch 1)", token=lambda: token[0]))
+                          leader=lambda: "leading (epoch 1)", token=lambda: access["token"],
+                          users=lambda: access["users"]))
     server = HttpServer("127.0.0.1", 0, health_app(Metrics(), lambda: (True, "ready"),
                                                    pages=pages))
     server.start()
-    yield server, store, token
+    yield server, store, access
     server.stop()
     store.close()
 
@@ -61,9 +62,14 @@ def get(server, path: str, **headers: str) -> tuple[int, dict[str, str], str]:
     request = urllib.request.Request(f"http://127.0.0.1:{server.port}{path}", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=5) as r:
-            return r.status, dict(r.headers), r.read().decode()
+            return r.status, _joined(r.headers), r.read().decode()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read().decode()
+        return exc.code, _joined(exc.headers), exc.read().decode()
+
+
+def _joined(headers) -> dict[str, str]:
+    """Headers by name, a repeated one's values joined (WWW-Authenticate comes twice)."""
+    return {name: ", ".join(headers.get_all(name)) for name in set(headers.keys())}
 
 
 def test_alerts_page_shows_firing_pending_and_recently_resolved_as_text(served):
@@ -117,11 +123,11 @@ def test_silences_and_status_pages(served):
 
 
 def test_a_token_closes_pages_and_json_but_not_the_probes(served):
-    server, _, token = served
-    token[0] = "s3cret-token"
+    server, _, access = served
+    access["token"] = "s3cret-token"
     for path in ("/alerts", "/api/v1/alerts", "/status"):
         status, headers, _ = get(server, path)
-        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+        assert status == 401 and 'Bearer realm="runwatch"' in headers["WWW-Authenticate"]
         assert get(server, path, Authorization="Bearer wrong")[0] == 401
         assert get(server, path, Authorization="Bearer s3cret-token")[0] == 200
     assert get(server, "/readyz")[0] == 200
@@ -342,3 +348,37 @@ def test_a_sparkline_keeps_its_newest_point_and_its_size_over_many_ticks():
     points = spark(curve).split()
     assert len(points) == len(curve.steps) and points[0] == "0.0,24.0" and points[-1] == (
         "100.0,0.0")
+
+
+def test_users_with_passwords_from_a_file(served, tmp_path, capsys, monkeypatch):
+    """`runwatch page-user` prints the line; the pages then take that user's password
+    (HTTP basic auth) — or the token, when both are set."""
+    import base64
+    import io
+
+    from runwatch.cli import main
+    from runwatch.web.auth import parse_users, read_users
+
+    server, _, access = served
+    monkeypatch.setattr("sys.stdin", io.StringIO("correct horse\n"))
+    assert main(["page-user", "ana", "--password-stdin"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("ana:pbkdf2_sha256$") and "correct horse" not in line
+    (tmp_path / "users").write_text(f"# who may read the pages\n{line}\n")
+    access["users"] = read_users(tmp_path / "users")
+    access["token"] = "s3cret-token"
+
+    def basic(name: str, password: str) -> str:
+        return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+
+    status, headers, _ = get(server, "/alerts")
+    assert status == 401 and "Basic" in headers["WWW-Authenticate"]
+    assert get(server, "/alerts", Authorization=basic("ana", "correct horse"))[0] == 200
+    assert get(server, "/alerts", Authorization=basic("ana", "correct horse"))[0] == 200
+    assert get(server, "/alerts", Authorization=basic("ana", "wrong horse"))[0] == 401
+    assert get(server, "/alerts", Authorization=basic("bob", "correct horse"))[0] == 401
+    assert get(server, "/alerts", Authorization="Basic !!notbase64")[0] == 401
+    assert get(server, "/alerts", Authorization="Bearer s3cret-token")[0] == 200
+    with pytest.raises(ValueError, match=r"users:2: expected name:pbkdf2_sha256"):
+        parse_users("ok:pbkdf2_sha256$1$00$00\nbroken line\n", "users")
+    assert main(["page-user", "a:b", "--password-stdin"]) == 2

@@ -688,3 +688,19 @@ def test_the_status_pages_token_file(tmp_path: Path, monkeypatch) -> None:
     [line] = caught.value.errors
     assert line.startswith("c.yaml:2: http.token_file: cannot read token_file")
     assert "missing" in line and "No such file" in line
+
+
+def test_the_status_pages_users_file(tmp_path: Path, monkeypatch) -> None:
+    from runwatch.web.auth import hash_password
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    write(tmp_path / "users", f"ana:{hash_password('correct horse', iterations=1000)}\n")
+    write(tmp_path / "c.yaml", "sources: [{type: rundir, path: runs}]\n"
+          "http: {listen: '0.0.0.0:9465', users_file: users}\n")
+    assert set(load_config(Path("c.yaml"), env={}).http.users() or {}) == {"ana"}
+    write(tmp_path / "users", "ana:plain-text-password\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(Path("c.yaml"), env={})
+    [line] = caught.value.errors
+    assert line.startswith("c.yaml:2: http.users_file: ") and "users:1: expected name:" in line

@@ -245,6 +245,32 @@ class Http(StrictModel):
     # A file holding the token the status pages and their JSON ask for (``Authorization:
     # Bearer …``); the probes and /metrics stay open. Set it when listening beyond loopback.
     token_file: Path | None = None
+    # Users who may read them with a password (HTTP basic auth), a line each as
+    # `runwatch page-user NAME` prints it; either this or the token lets a request in.
+    users_file: Path | None = None
+
+    @field_validator("users_file", mode="before")
+    @classmethod
+    def _users_file(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, str | Path):
+            return value
+        from runwatch.web.auth import read_users
+
+        path = resolve(value, info)
+        try:
+            read_users(Path(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read users_file {path}:"
+                             f" {getattr(exc, 'strerror', None) or exc}") from None
+        return path
+
+    def users(self) -> dict[str, str] | None:
+        """The users file, read now (edits are picked up); None when there is none."""
+        if self.users_file is None:
+            return None
+        from runwatch.web.auth import read_users
+
+        return read_users(self.users_file)
 
     @field_validator("token_file", mode="before")
     @classmethod

@@ -20,7 +20,6 @@ the probes and ``/metrics`` stay open.
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from runwatch.model import AlertStatus, Severity
 from runwatch.notify.report_json import number
 from runwatch.state_json import alert_json, silence_json, silence_state, status_json
 from runwatch.store.base import Store, StoreError
+from runwatch.web.auth import Gate
 from runwatch.web.board import Curve, RunBoard, RunRow, spark
 
 log = structlog.get_logger("runwatch.web")
@@ -61,6 +61,7 @@ class Context:
     board: RunBoard = field(default_factory=RunBoard)
     leader: Callable[[], str] = lambda: ""
     token: Callable[[], str | None] = lambda: None
+    users: Callable[[], Mapping[str, str] | None] = lambda: None
 
 
 def _environment() -> jinja2.Environment:
@@ -88,6 +89,7 @@ class Pages:
         self.context = context
         self.env = _environment()
         self.css = _stylesheet()
+        self.gate = Gate()
 
     def route(self, path: str) -> Callable[..., Any] | None:
         if path == "/" or path in PAGES or path.startswith(("/api/v1/", "/runs/")) or path == (
@@ -105,8 +107,9 @@ class Pages:
             return _send(start_response, "200 OK", "text/css", self.css)
         if not self._allowed(environ):
             return _send(start_response, "401 Unauthorized", "text/plain",
-                         b"a bearer token is needed\n",
-                         [("WWW-Authenticate", 'Bearer realm="runwatch"')])
+                         b"a bearer token or a user's password is needed\n",
+                         [("WWW-Authenticate", 'Basic realm="runwatch", charset="UTF-8"'),
+                          ("WWW-Authenticate", 'Bearer realm="runwatch"')])
         api = path.startswith("/api/v1/")
         name = path[len("/api/v1/"):] if api else (path.lstrip("/") or "runs")
         query = parse_qs(environ.get("QUERY_STRING", ""))
@@ -140,15 +143,11 @@ class Pages:
 
     def _allowed(self, environ: Mapping[str, Any]) -> bool:
         try:
-            token = self.context.token()
-        except (OSError, UnicodeDecodeError):
-            return False  # a token file gone since start-up: closed, not open
-        if not token:
-            return True
-        given = str(environ.get("HTTP_AUTHORIZATION", ""))
-        scheme, _, value = given.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            value.strip().encode(), token.encode())
+            token, users = self.context.token(), self.context.users()
+        except (OSError, UnicodeDecodeError, ValueError):
+            return False  # a file gone or broken since start-up: closed, not open
+        return self.gate.allows(str(environ.get("HTTP_AUTHORIZATION", "")), token=token,
+                                users=users)
 
     def _page(self, start_response: Callable[..., Any], template: str, view: Mapping[str, Any],
               status: str = "200 OK") -> list[bytes]:
