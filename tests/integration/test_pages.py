@@ -224,7 +224,7 @@ def test_in_a_browser_names_are_text_no_script_runs_and_the_policy_holds(served,
 
 
 @pytest.fixture
-def daemon_pages(tmp_path, wandb_runs):
+def daemon_pages(tmp_path, wandb_runs, fake_slack):
     import shutil
 
     from freezegun import freeze_time
@@ -236,7 +236,9 @@ def daemon_pages(tmp_path, wandb_runs):
         source = wandb_runs.runs[scenario]
         shutil.copytree(source, runs / source.name, symlinks=True)
     config = tmp_path / "runwatch.yaml"
-    config.write_text("sources: [{type: rundir, path: runs}]\nstore: sqlite:///state.db\n")
+    config.write_text("sources: [{type: rundir, path: runs}]\nstore: sqlite:///state.db\n"
+                      "receivers:\n  - name: team-slack\n    slack: {token: xoxb-1-2-pagetoken,"
+                      f" channel: '#a', api_url: '{fake_slack.api_url}'}}\n")
     from runwatch.sources.rundir import RundirSource
 
     seen = RundirSource("probe", [runs.parent]).poll({}, frozenset(), 0.0).snapshots
@@ -295,6 +297,10 @@ def test_the_runs_page_lists_every_run_worst_first_with_its_verdict(daemon_pages
     assert status == 200
     one = json.loads(body)
     assert one["verdict"] == "critical" and one["state"] == "finished"
+    told = {a["rule"]: a.pop("deliveries") for a in one["history"]}
+    assert [(d["receiver"], d["as"]) for d in told["grad-norm-exploding"]] == [
+        ("team-slack", "resolved")]  # fired and ended in one tick: one message
+    assert told["grad-norm-spiky"] == []  # inhibited by the exploding one: nobody told
     assert sorted(one["history"], key=lambda a: a["fingerprint"]) == sorted(
         (alert_json(a) for a in daemon.store.alerts(run_path=path)
          if a.status != AlertStatus.INACTIVE),
@@ -302,6 +308,7 @@ def test_the_runs_page_lists_every_run_worst_first_with_its_verdict(daemon_pages
     assert {a["rule"] for a in one["history"]} == {"grad-norm-exploding", "grad-norm-spiky"}
     status, _, body = get(server, "/runs/" + quote(path, safe=""))
     assert status == 200 and "run ended: finished" in body and body.count("<polyline") >= 2
+    assert "team-slack: resolved" in body and "nobody" in body
     assert get(server, "/runs/" + quote("/no/such/run", safe=""))[0] == 404
 
 

@@ -614,6 +614,28 @@ def test_complete_records_the_notification_and_refs_and_deletes(store: Store) ->
     assert not store.complete_outbox("m1", claimant="a", refs={}, refs_expire_at=T0)
 
 
+def test_each_delivery_is_logged_by_its_alerts_until_collected(store: Store) -> None:
+    from runwatch.store.base import Delivery
+
+    store.enqueue([entry("m1", firing=frozenset({"fp1", "fp2"})),
+                   entry("m2", group="g2", firing=frozenset(), at=T0 + 1),
+                   entry("m3", group="g3", firing=frozenset({"fp9"}), at=T0 + 2)])
+    store.claim_outbox(T0 + 5, claimant="a", lease=60)
+    assert store.complete_outbox("m1", claimant="a", refs={}, refs_expire_at=T0,
+                                 sent_at=T0 + 6)
+    store.complete_outbox("m3", claimant="a", refs={}, refs_expire_at=T0)  # dropped unsent
+    assert store.deliveries(["fp2", "fp9", "nothing"]) == [Delivery(
+        id="m1", group_key=entry().group_key, receiver="slack",
+        firing=frozenset({"fp1", "fp2"}), resolved=frozenset({"fp0"}), decided_at=T0,
+        sent_at=T0 + 6)]
+    assert store.deliveries([]) == []
+    kept = store.collect_garbage(T0 + 6 + DAY - 1, resolved_retention=DAY,
+                                 cursor_retention=DAY)
+    assert kept.deliveries == 0 and len(store.deliveries(["fp1"])) == 1
+    gone = store.collect_garbage(T0 + 7 + DAY, resolved_retention=DAY, cursor_retention=DAY)
+    assert gone.deliveries == 1 and store.deliveries(["fp1", "fp2"]) == []
+
+
 def test_complete_does_not_overwrite_a_newer_record(store: Store) -> None:
     newer = record(sent_at=T0 + 10)
     store.record_notification(replace(newer, group_key=entry().group_key))

@@ -281,7 +281,7 @@ def _deliver(
     if delivery.ok:
         followups = [new_entry(dataclasses.replace(f, created_at=now), expires_at=now)
                      for f in delivery.followups]
-        done = store.complete_outbox(entry.id, claimant=claimant, refs=delivery.refs,
+        done = store.complete_outbox(entry.id, claimant=claimant, refs=delivery.refs, sent_at=now,
                                      refs_expire_at=now + REF_RETENTION, followups=followups)
         if not done:
             log.warning("%s: delivered after its claim ran out; it may arrive twice", where,

@@ -275,6 +275,25 @@ class NotificationRecord:
         return self.expires_at <= now
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Delivery:
+    """One message that reached a receiver: the delivery log, kept for the status pages
+    ("what was sent about this alert, and to whom") until collected with resolved alerts.
+    ``id`` is its outbox entry's; ``decided_at`` when its content was decided."""
+
+    id: str
+    group_key: str
+    receiver: str
+    firing: frozenset[str] = frozenset()
+    resolved: frozenset[str] = frozenset()
+    decided_at: float
+    sent_at: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "firing", frozenset(self.firing))
+        object.__setattr__(self, "resolved", frozenset(self.resolved))
+
+
 # --- outbox -------------------------------------------------------------------------------
 
 
@@ -361,6 +380,7 @@ class Collected:
     silences: int = 0
     outbox: int = 0
     refs: int = 0
+    deliveries: int = 0
 
     @property
     def total(self) -> int:
@@ -513,10 +533,13 @@ class Store(Protocol):
         refs: Mapping[str, str],
         refs_expire_at: float,
         followups: Iterable[OutboxEntry] = (),
+        sent_at: float | None = None,
     ) -> bool:
         """A delivery succeeded: in one transaction, record the entry's notification
-        (``OutboxEntry.record``; not for a follow-up), remember ``refs`` for its receiver
-        until ``refs_expire_at``, add ``followups`` and delete the entry.
+        (``OutboxEntry.record``; not for a follow-up) and — when ``sent_at`` is given: it
+        reached the receiver then, rather than being dropped unsent — log it as a
+        ``Delivery``, remember ``refs`` for its receiver until ``refs_expire_at``, add
+        ``followups`` and delete the entry.
 
         False (and nothing changed) if ``claimant`` no longer holds the entry.
         """
@@ -541,6 +564,11 @@ class Store(Protocol):
         """``receiver``'s unexpired delivery refs among ``keys`` (``thread:…``, ``message:…``)."""
         ...
 
+    def deliveries(self, fingerprints: Iterable[str]) -> list[Delivery]:
+        """The logged deliveries about any of the alerts ``fingerprints`` (firing or
+        resolved in them), oldest first."""
+        ...
+
     def collect_garbage(
         self,
         now: float,
@@ -556,8 +584,9 @@ class Store(Protocol):
         alerts not touched (see ``alert_touched``) within ``resolved_retention``; cursors
         not written within ``cursor_retention``; silences that ended more than
         ``silence_retention`` ago and failed outbox entries that failed more than
-        ``outbox_retention`` ago (both default to ``resolved_retention``). Pending
-        outbox entries are never collected.
+        ``outbox_retention`` ago (both default to ``resolved_retention``); deliveries
+        logged more than ``resolved_retention`` ago. Pending outbox entries are never
+        collected.
         """
         ...
 

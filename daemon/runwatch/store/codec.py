@@ -22,7 +22,14 @@ from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
 from runwatch.model import AlertState, AlertStatus, RunRef, RunState, Severity
-from runwatch.store.base import Matcher, MatchOp, NotificationRecord, OutboxEntry, Silence
+from runwatch.store.base import (
+    Delivery,
+    Matcher,
+    MatchOp,
+    NotificationRecord,
+    OutboxEntry,
+    Silence,
+)
 
 
 class CodecError(ValueError):
@@ -452,6 +459,29 @@ def notification_from_row(row: Sequence[Any]) -> NotificationRecord:
         raise CodecError(
             f"stored notification record {group_key!r} → {receiver!r} unreadable: {exc}"
         ) from None
+
+
+DELIVERY_COLUMNS = ("id", "group_key", "receiver", "firing", "resolved", "decided_at", "sent_at")
+
+
+def delivery_to_row(d: Delivery) -> tuple[Any, ...]:
+    try:
+        return (str(d.id), str(d.group_key), str(d.receiver),
+                encode_json(sorted(map(str, d.firing))), encode_json(sorted(map(str, d.resolved))),
+                float(d.decided_at), float(d.sent_at))
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"cannot store delivery {d.id!r}: {exc}") from None
+
+
+def delivery_from_row(row: Sequence[Any]) -> Delivery:
+    entry_id, group_key, receiver, firing, resolved, decided_at, sent_at = row
+    try:
+        return Delivery(id=entry_id, group_key=group_key, receiver=receiver,
+                        firing=frozenset(decode_json(firing)),
+                        resolved=frozenset(decode_json(resolved)),
+                        decided_at=decided_at, sent_at=sent_at)
+    except (TypeError, ValueError) as exc:
+        raise CodecError(f"stored delivery {entry_id!r} unreadable: {exc}") from None
 
 
 # --- silences -----------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from runwatch.store.base import (
     LEADER,
     LEASE_TTL,
     Collected,
+    Delivery,
     Lease,
     Matcher,
     NotificationRecord,
@@ -55,6 +56,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._lease: Lease | None = None
+        self._deliveries: dict[str, Delivery] = {}
         self._closed = False
         self._alerts: dict[str, tuple[Any, ...]] = {}  # fingerprint → codec.alert_to_row
         self._status: dict[str, str] = {}  # source → codec.status_to_text
@@ -320,6 +322,7 @@ class MemoryStore:
         refs: Mapping[str, str],
         refs_expire_at: float,
         followups: Iterable[OutboxEntry] = (),
+        sent_at: float | None = None,
     ) -> bool:
         new_refs = {str(k): (str(v), float(refs_expire_at)) for k, v in refs.items()}
         added = [self._copy(e) for e in followups]
@@ -332,6 +335,11 @@ class MemoryStore:
                 raise ValueError("a follow-up's outbox id already exists")
             if not entry.followup:
                 self._record(entry.record())
+            if not entry.followup and sent_at is not None:
+                self._deliveries.setdefault(entry.id, Delivery(
+                    id=entry.id, group_key=entry.group_key, receiver=entry.receiver,
+                    firing=entry.firing, resolved=entry.resolved, decided_at=entry.created_at,
+                    sent_at=float(sent_at)))
             for key, value in new_refs.items():
                 self._refs[(entry.receiver, key)] = value
             del self._outbox[entry_id]
@@ -433,6 +441,10 @@ class MemoryStore:
             for key in refs:
                 del self._refs[key]
 
+            logged = [i for i, d in self._deliveries.items() if d.sent_at < alert_cutoff]
+            for entry_id in logged:
+                del self._deliveries[entry_id]
+
         return Collected(
             notifications=len(notifications),
             alerts=len(alerts),
@@ -440,6 +452,7 @@ class MemoryStore:
             silences=len(silences),
             outbox=len(failed),
             refs=len(refs),
+            deliveries=len(logged),
         )
 
     def save_status(self, source: str, status: Mapping[str, Any], now: float) -> None:
@@ -475,6 +488,13 @@ class MemoryStore:
             self._lease = Lease(name=LEADER, holder=holder, epoch=epoch,
                                 expires_at=now + float(ttl), mine=True)
             return self._lease
+
+    def deliveries(self, fingerprints: Iterable[str]) -> list[Delivery]:
+        wanted = set(fingerprints)
+        with self._lock:
+            self._check_open()
+            found = [d for d in self._deliveries.values() if wanted & (d.firing | d.resolved)]
+        return sorted(found, key=lambda d: (d.sent_at, d.id))
 
     def check_writer(self) -> None:
         with self._lock:

@@ -27,6 +27,7 @@ from runwatch.store.base import (
     LEADER,
     LEASE_TTL,
     Collected,
+    Delivery,
     Lease,
     LeaseLost,
     Matcher,
@@ -174,8 +175,28 @@ _V9 = (
     "ALTER TABLE outbox ADD COLUMN claim_epoch INTEGER",
 )
 
+# The delivery log: what reached whom about which alerts (the status pages show it).
+_V10 = (
+    """CREATE TABLE deliveries (
+        id         TEXT PRIMARY KEY,
+        group_key  TEXT NOT NULL,
+        receiver   TEXT NOT NULL,
+        firing     TEXT NOT NULL,
+        resolved   TEXT NOT NULL,
+        decided_at REAL NOT NULL,
+        sent_at    REAL NOT NULL
+    )""",
+    "CREATE INDEX deliveries_by_time ON deliveries (sent_at)",
+    """CREATE TABLE delivery_alerts (
+        fingerprint TEXT NOT NULL,
+        delivery    TEXT NOT NULL,
+        PRIMARY KEY (fingerprint, delivery)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX delivery_alerts_by_delivery ON delivery_alerts (delivery)",
+)
+
 # One entry per schema version, in order; append, never edit a released step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)
 
 _IN_CHUNK = 500  # host parameters per IN (...) list, well below every SQLite's limit
 
@@ -235,6 +256,10 @@ _DUE_OUTBOX = (
     " OR claim_epoch < ?)"
 )
 _UPSERT_REF = _upsert("delivery_refs", codec.REF_COLUMNS, ("receiver", "key"))
+_INSERT_DELIVERY = (
+    f"INSERT INTO deliveries ({_columns(codec.DELIVERY_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(codec.DELIVERY_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
+)
 _UPSERT_STATUS = _upsert("source_status", ("source", "data", "updated_at"), ("source",))
 _ADD_LEASE = ("INSERT INTO leases (name, holder, epoch, expires_at, renewed_at)"
               " VALUES (?, '', 0, 0, 0) ON CONFLICT (name) DO NOTHING")
@@ -728,6 +753,7 @@ class SqlStore:
         refs: Mapping[str, str],
         refs_expire_at: float,
         followups: Iterable[OutboxEntry] = (),
+        sent_at: float | None = None,
     ) -> bool:
         rows = [codec.outbox_to_row(e) for e in followups]
         with self._transaction("cannot complete outbox entry", fenced=True) as conn:
@@ -737,6 +763,16 @@ class SqlStore:
             entry = codec.outbox_from_row(row)
             if not entry.followup:
                 conn.execute(_UPSERT_NOTIFICATION, codec.notification_to_row(entry.record()))
+            if not entry.followup and sent_at is not None:
+                delivery = Delivery(id=entry.id, group_key=entry.group_key,
+                                    receiver=entry.receiver, firing=entry.firing,
+                                    resolved=entry.resolved, decided_at=entry.created_at,
+                                    sent_at=sent_at)
+                conn.execute(_INSERT_DELIVERY, codec.delivery_to_row(delivery))
+                conn.executemany(
+                    "INSERT INTO delivery_alerts (fingerprint, delivery) VALUES (?, ?)"
+                    " ON CONFLICT (fingerprint, delivery) DO NOTHING",
+                    [(fp, entry.id) for fp in sorted(entry.firing | entry.resolved)])
             conn.executemany(_INSERT_OUTBOX, rows)
             conn.executemany(_UPSERT_REF, [
                 (entry.receiver, str(key), str(value), float(refs_expire_at))
@@ -785,6 +821,22 @@ class SqlStore:
                 ).fetchall())
         return found
 
+    def deliveries(self, fingerprints: Iterable[str]) -> list[Delivery]:
+        wanted = sorted(set(fingerprints))
+        rows: dict[str, Any] = {}
+        with self._transaction("cannot read the delivery log", write=False) as conn:
+            for i in range(0, len(wanted), _IN_CHUNK):
+                chunk = wanted[i : i + _IN_CHUNK]
+                for row in conn.execute(
+                        f"SELECT {_columns(f'd.{c}' for c in codec.DELIVERY_COLUMNS)}"
+                        " FROM deliveries d JOIN delivery_alerts a ON a.delivery = d.id"
+                        f" WHERE a.fingerprint IN ({', '.join('?' * len(chunk))})",
+                        chunk).fetchall():
+                    rows[row[0]] = row
+        with self._errors("cannot read the delivery log"):
+            found = [codec.delivery_from_row(row) for row in rows.values()]
+        return sorted(found, key=lambda d: (d.sent_at, d.id))
+
     # --- upkeep ---------------------------------------------------------------------------
 
     def collect_garbage(
@@ -812,6 +864,10 @@ class SqlStore:
             "silences": ("DELETE FROM silences WHERE ends_at < ?", now - silence_retention),
             "outbox": ("DELETE FROM outbox WHERE failed_at < ?", now - outbox_retention),
             "refs": ("DELETE FROM delivery_refs WHERE expires_at <= ?", now),
+            "delivery_alerts": ("DELETE FROM delivery_alerts WHERE delivery IN"
+                                " (SELECT id FROM deliveries WHERE sent_at < ?)",
+                                now - resolved_retention),
+            "deliveries": ("DELETE FROM deliveries WHERE sent_at < ?", now - resolved_retention),
         }
         with self._cache_lock:  # no tick reads what the writer keeps until it is cleared
             self.flush()  # the rows collected are judged by what they are now
@@ -819,6 +875,7 @@ class SqlStore:
                 with self._transaction("cannot collect garbage", fenced=True) as conn:
                     for kind, (sql, cutoff) in statements.items():
                         deleted[kind] = conn.execute(sql, (float(cutoff),)).rowcount
+                    deleted.pop("delivery_alerts")  # (counted as their deliveries)
             finally:
                 if self._alert_cache is not None:
                     self._alert_cache.clear()  # rows are gone: read what is left afresh

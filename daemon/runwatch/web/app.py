@@ -197,11 +197,21 @@ class Pages:
         holding = [a for a in history if a.status in (AlertStatus.FIRING, AlertStatus.PENDING)
                    or (row.state.ended and ended_with(a))]
         health = verdict(row, holding)
+        sent = self.context.store.deliveries(a.fingerprint for a in history)
+        told: dict[str, list[tuple[Any, str]]] = {}  # fingerprint -> (delivery, as what)
+        for d in sent:
+            for fp in d.firing:
+                told.setdefault(fp, []).append((d, "firing"))
+            for fp in d.resolved:
+                told.setdefault(fp, []).append((d, "resolved"))
         data = run_row_json(row, health, sorted(holding, key=_worst_first), now) | {
-            "history": [alert_json(a) for a in history]}
+            "history": [alert_json(a) | {"deliveries": [
+                {"receiver": d.receiver, "as": what, "sent_at": d.sent_at,
+                 "decided_at": d.decided_at, "id": d.id}
+                for d, what in told.get(a.fingerprint, ())]} for a in history]}
         charts = {name: chart(curve) for name, curve in row.curves.items()}
         return data, {"row": row, "verdict": health, "history": history, "charts": charts,
-                      "trend": row.loss_trend}
+                      "trend": row.loss_trend, "told": told}
 
     def _alerts(self) -> tuple[Any, Mapping[str, Any]]:
         now = self.context.clock()
