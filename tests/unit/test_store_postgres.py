@@ -365,3 +365,42 @@ def test_text_with_a_nul_character_fails_once_for_now_then_is_written_with_a_mar
         assert [str(m) for s in store.silences(T0) for m in s.matchers] == ["run=a\x00b"]
     finally:
         store.close()
+
+
+def test_a_server_that_went_away_is_tried_again_with_backoff(schema):
+    """Connections refused: each call fails at once, temporary, saying when the next try is;
+    a try is made 1 s, then 2 s, 4 s … (at most 8 s) after the last failed one, and the
+    store goes on as soon as one succeeds."""
+    from urllib.parse import urlsplit
+
+    from freezegun import freeze_time
+
+    from fixtures.tcpproxy import TcpProxy
+    from runwatch.store.postgres import RECONNECT_MAX
+
+    where = urlsplit(PG_URL)
+    proxy = TcpProxy(where.hostname or "127.0.0.1", where.port or 5432)
+    url = schema.url.replace(where.netloc, f"{where.username or 'postgres'}@127.0.0.1:"
+                             f"{proxy.port}", 1)
+    store = open_store(url)
+    try:
+        with freeze_time("2026-12-03 12:00:00") as clock:
+            store.ping()
+            proxy.refuse()
+            failures = []
+            for _ in range(6):
+                with pytest.raises(StoreError) as caught:
+                    store.ping()
+                assert caught.value.temporary and "\n" not in str(caught.value)
+                failures.append(str(caught.value))
+                with pytest.raises(StoreError, match=r"connecting again in [1-8]s"):
+                    store.ping()  # within the backoff: no new try
+                clock.tick(RECONNECT_MAX)
+            assert any("connecting again" not in f for f in failures)
+            proxy.allow()
+            clock.tick(RECONNECT_MAX)
+            store.ping()  # back
+            assert store.load_alerts() == {}
+    finally:
+        store.close()
+        proxy.close()

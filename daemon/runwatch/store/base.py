@@ -248,20 +248,14 @@ def new_silence(
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class NotificationRecord:
-    """What was last sent to one receiver about one alert group (Alertmanager's nflog entry).
-
-    ``firing`` and ``resolved`` are alert fingerprints as they were in that
-    notification. The record is kept until ``expires_at``; garbage collection then
-    deletes it, and a missing record means "never told".
-    """
+class Told:
+    """What one message told one receiver about one alert group: the alert fingerprints
+    firing and resolved in it, as they were then."""
 
     group_key: str
     receiver: str
     firing: frozenset[str] = frozenset()
     resolved: frozenset[str] = frozenset()
-    sent_at: float
-    expires_at: float
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "firing", frozenset(self.firing))
@@ -271,27 +265,31 @@ class NotificationRecord:
     def key(self) -> tuple[str, str]:
         return (self.group_key, self.receiver)
 
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NotificationRecord(Told):
+    """What was last sent to one receiver about one alert group (Alertmanager's nflog entry).
+
+    The record is kept until ``expires_at``; garbage collection then deletes it, and a
+    missing record means "never told".
+    """
+
+    sent_at: float
+    expires_at: float
+
     def expired(self, now: float) -> bool:
         return self.expires_at <= now
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Delivery:
+class Delivery(Told):
     """One message that reached a receiver: the delivery log, kept for the status pages
     ("what was sent about this alert, and to whom") until collected with resolved alerts.
     ``id`` is its outbox entry's; ``decided_at`` when its content was decided."""
 
     id: str
-    group_key: str
-    receiver: str
-    firing: frozenset[str] = frozenset()
-    resolved: frozenset[str] = frozenset()
     decided_at: float
     sent_at: float
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "firing", frozenset(self.firing))
-        object.__setattr__(self, "resolved", frozenset(self.resolved))
 
 
 # --- outbox -------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+import time
 from typing import Any, ClassVar
 
 try:
@@ -39,6 +41,7 @@ from runwatch.store.held import HOLD_FOR
 from runwatch.store.sql import APPLICATION_ID, MIGRATIONS, SqlStore
 
 DEFAULT_BUSY_TIMEOUT = 5.0  # seconds a call waits for a row lock before giving up
+RECONNECT_MAX = 8.0  # seconds: the longest wait between connection attempts
 IDLE_IN_TRANSACTION_MS = 3000  # runwatch's transactions never wait on the client this long
 CONNECT_TIMEOUT = 10  # seconds
 
@@ -154,6 +157,10 @@ class PostgresStore(SqlStore):
                              temporary=False)
         self._conninfo = conninfo
         self._nul = NulText()
+        self._backoff_lock = threading.Lock()
+        self._delay = 0.0  # seconds before the next connection attempt after a failed one
+        self._retry_at = 0.0  # time.monotonic() of the next attempt
+        self._last_failure = ""
         self._schema = schema
         self._password = password
         self._start()
@@ -176,7 +183,26 @@ class PostgresStore(SqlStore):
                                **extra)
 
     def _connect(self) -> _Connection:
-        return _Connection(self._new_connection(), self._nul)
+        """A new connection — not tried again until a backoff after a failed one (1 s,
+        doubling to ``RECONNECT_MAX``), so a server that is down is not hammered by every
+        thread (the tick, the lease heartbeat, scrapes, pages); calls meanwhile fail at
+        once, as temporary, saying when the next try is."""
+        with self._backoff_lock:
+            wait = self._retry_at - time.monotonic()
+            if wait > 0:
+                raise psycopg.OperationalError(
+                    f"{self._last_failure} (connecting again in {wait:.0f}s)")
+        try:
+            conn = _Connection(self._new_connection(), self._nul)
+        except psycopg.OperationalError as exc:
+            with self._backoff_lock:
+                self._delay = min(RECONNECT_MAX, self._delay * 2 or 1.0)
+                self._retry_at = time.monotonic() + self._delay
+                self._last_failure = " ".join(str(exc).split()) or type(exc).__name__
+            raise
+        with self._backoff_lock:
+            self._delay, self._retry_at = 0.0, 0.0
+        return conn
 
     def _error(self, action: str, exc: Exception) -> StoreError:
         conn = getattr(self._local, "conn", None)
