@@ -562,7 +562,8 @@ class Daemon:
                              sources=lambda: [s.name for s in self.config.sources],
                              leader=self.leader.describe,
                              token=lambda: self.config.http.token(),
-                             users=lambda: self.config.http.users()))
+                             users=lambda: self.config.http.users(),
+                             aliases=lambda: self.runtime.rule_set.aliases))
 
     def start(self) -> None:
         """The HTTP endpoint and the scheduler; first ticks start at once."""

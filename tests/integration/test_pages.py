@@ -18,6 +18,7 @@ from runwatch.model import AlertState, AlertStatus, RunRef, Severity, fingerprin
 from runwatch.state_json import alert_json, silence_json
 from runwatch.store.base import Matcher, open_store
 from runwatch.web.app import CSP, Context, Pages
+from runwatch.web.board import RunBoard
 
 NOW = 1_796_000_000.0
 HOSTILE = "<script>alert(1)</script>"
@@ -46,10 +47,10 @@ def served(tmp_path: Path):
                       now=NOW, created_by="ana", comment="known <b>bad</b> run")
     store.save_status("rundir", {"ok": True, "runs": 3, "duration": 0.02, "errors": [],
                                  "by": "run", "last_tick": NOW - 30}, NOW - 30)
-    access: dict = {"token": None, "users": None}
+    access: dict = {"token": lambda: None, "users": None, "board": RunBoard()}
     pages = Pages(Context(store=store, clock=lambda: NOW, sources=lambda: ["rundir", "wandb"],
-                          leader=lambda: "leading (epoch 1)", token=lambda: access["token"],
-                          users=lambda: access["users"]))
+                          leader=lambda: "leading (epoch 1)", token=lambda: access["token"](),
+                          users=lambda: access["users"], board=access["board"]))
     server = HttpServer("127.0.0.1", 0, health_app(Metrics(), lambda: (True, "ready"),
                                                    pages=pages))
     server.start()
@@ -124,7 +125,7 @@ def test_silences_and_status_pages(served):
 
 def test_a_token_closes_pages_and_json_but_not_the_probes(served):
     server, _, access = served
-    access["token"] = "s3cret-token"
+    access["token"] = lambda: "s3cret-token"
     for path in ("/alerts", "/api/v1/alerts", "/status"):
         status, headers, _ = get(server, path)
         assert status == 401 and 'Bearer realm="runwatch"' in headers["WWW-Authenticate"]
@@ -308,7 +309,14 @@ def test_the_runs_page_lists_every_run_worst_first_with_its_verdict(daemon_pages
     assert {a["rule"] for a in one["history"]} == {"grad-norm-exploding", "grad-norm-spiky"}
     status, _, body = get(server, "/runs/" + quote(path, safe=""))
     assert status == 200 and "run ended: finished" in body and body.count("<polyline") >= 2
-    assert "team-slack: resolved" in body and "nobody" in body
+    assert "team-slack: resolved" in body and "none logged" in body
+    # Its characterize report: the daemon's alerts, no rule replayed, the board's curves.
+    report = one["report"]
+    assert report["health"] == "critical" and report["liveness"] == "ended"
+    assert {r["rule"] for r in report["reasons"]} >= {"grad-norm-exploding"}
+    assert report["grad_norm"]["latest"] > 10 and report["loss"]["direction"] == "improving"
+    assert report["pace"]["steps_per_hour"] > 0 and report["pace"]["eta_s"] is None
+    assert '<ul id="reasons">' in body
     assert get(server, "/runs/" + quote("/no/such/run", safe=""))[0] == 404
 
 
@@ -352,6 +360,9 @@ def test_a_sparkline_keeps_its_newest_point_and_its_size_over_many_ticks():
     assert curve.steps[0] == 0 and curve.steps == tuple(sorted(curve.steps))
     assert 7 not in curve.steps  # not finite: not drawn
     assert curve.extended(Series(steps=(5,), times=(5,), values=(1.0,))) is curve  # old rows
+    resumed = Curve().extended(Series(steps=(10, 20, 15, 20, 30), times=(1,) * 5,
+                                      values=(1.0,) * 5))
+    assert resumed.steps == (10, 20, 30)  # a run resumed from a checkpoint repeats steps
     points = spark(curve).split()
     assert len(points) == len(curve.steps) and points[0] == "0.0,24.0" and points[-1] == (
         "100.0,0.0")
@@ -373,7 +384,7 @@ def test_users_with_passwords_from_a_file(served, tmp_path, capsys, monkeypatch)
     assert line.startswith("ana:pbkdf2_sha256$") and "correct horse" not in line
     (tmp_path / "users").write_text(f"# who may read the pages\n{line}\n")
     access["users"] = read_users(tmp_path / "users")
-    access["token"] = "s3cret-token"
+    access["token"] = lambda: "s3cret-token"
 
     def basic(name: str, password: str) -> str:
         return "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
@@ -389,3 +400,60 @@ def test_users_with_passwords_from_a_file(served, tmp_path, capsys, monkeypatch)
     with pytest.raises(ValueError, match=r"users:2: expected name:pbkdf2_sha256"):
         parse_users("ok:pbkdf2_sha256$1$00$00\nbroken line\n", "users")
     assert main(["page-user", "a:b", "--password-stdin"]) == 2
+
+
+def test_a_running_run_s_pace_and_eta_from_its_config_and_curve():
+    from runwatch.model import RunRef, RunSnapshot, RunState, Series
+    from runwatch.web.board import RunBoard
+
+    board = RunBoard()
+    ref = RunRef(source="rundir", id="r1", name="r1")
+    steps = tuple(range(0, 200, 10))  # 10 steps a second
+    loss = Series(steps=steps, times=tuple(NOW - 20 + s / 10 for s in steps),
+                  values=tuple(1.0 for _ in steps))
+    board.update([RunSnapshot(ref=ref, state=RunState.RUNNING, last_step=190,
+                              config={"trainer": {"max_steps": 1190}},
+                              keys=frozenset({"loss"}), history={"loss": loss})], NOW, {})
+    row = board.row(ref.path)
+    assert (row.total, round(row.rate, 6), round(row.done_at)) == (1190, 10.0, NOW + 100)
+    board.update([RunSnapshot(ref=ref, state=RunState.FINISHED, last_step=1190)], NOW + 100,
+                 {})
+    ended = board.row(ref.path)
+    assert ended.done_at is None and ended.total == 1190  # the config kept from before
+
+
+def test_the_pages_close_rather_than_open_on_a_broken_access_file(served, tmp_path):
+    """A token file emptied while running, or a users file edited to ask for zero
+    iterations: every request is refused, one line, no traceback."""
+    from runwatch.config.models import Http
+    from runwatch.web.auth import parse_users
+
+    server, _, access = served
+    (tmp_path / "token").write_text("s3cret\n")
+    http = Http(listen="0.0.0.0:9465", token_file=tmp_path / "token")
+    access["token"] = http.token
+    assert get(server, "/alerts", Authorization="Bearer s3cret")[0] == 200
+    (tmp_path / "token").write_text("")  # emptied while rotating it
+    assert get(server, "/alerts")[0] == 401
+    assert get(server, "/alerts", Authorization="Bearer ")[0] == 401
+    access["token"] = lambda: None
+    with pytest.raises(ValueError, match="1 to 2,000,000 iterations"):
+        parse_users("ana:pbkdf2_sha256$0$00$00\n", "users")
+    access["users"] = {"ana": "pbkdf2_sha256$0$00$00"}  # (as if read past the check)
+    status, _, body = get(server, "/alerts", Authorization="Basic YW5hOng=")
+    assert status == 401 and "Traceback" not in body
+
+
+def test_a_run_directory_named_in_utf_8_is_found_and_head_has_no_body(served):
+    from urllib.parse import quote
+
+    from runwatch.model import RunRef, RunSnapshot, RunState
+
+    server, _, access = served
+    ref = RunRef(source="rundir", id="été", name="été", location="/data/runs/été")
+    access["board"].update([RunSnapshot(ref=ref, state=RunState.RUNNING)], NOW, {})
+    status, _, body = get(server, "/runs/" + quote(ref.path, safe=""))
+    assert status == 200 and "été" in body
+    request = urllib.request.Request(f"http://127.0.0.1:{server.port}/alerts", method="HEAD")
+    with urllib.request.urlopen(request, timeout=5) as r:
+        assert r.status == 200 and r.read() == b""

@@ -287,10 +287,14 @@ class Http(StrictModel):
         return path
 
     def token(self) -> str | None:
-        """The token, read now (a rotated file is picked up); None when there is none."""
+        """The token, read now (a rotated file is picked up); None when there is none.
+        ValueError for a file emptied since start-up: the pages close, they never open."""
         if self.token_file is None:
             return None
-        return self.token_file.read_text(encoding="utf-8").strip() or None
+        token = self.token_file.read_text(encoding="utf-8").strip()
+        if not token:
+            raise ValueError(f"token_file {self.token_file} is empty")
+        return token
 
     @property
     def host(self) -> str:

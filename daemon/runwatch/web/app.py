@@ -20,6 +20,7 @@ the probes and ``/metrics`` stay open.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +32,10 @@ from urllib.parse import parse_qs
 import jinja2
 import structlog
 
-from runwatch.analysis.characterize import Health
+from runwatch.analysis.characterize import Health, RunReport, characterize
 from runwatch.duration import format_duration
-from runwatch.model import AlertStatus, Severity
-from runwatch.notify.report_json import number
+from runwatch.model import AlertStatus, RunSnapshot, Severity
+from runwatch.notify.report_json import number, run_json
 from runwatch.state_json import alert_json, silence_json, silence_state, status_json
 from runwatch.store.base import Store, StoreError
 from runwatch.web.auth import Gate
@@ -62,6 +63,7 @@ class Context:
     leader: Callable[[], str] = lambda: ""
     token: Callable[[], str | None] = lambda: None
     users: Callable[[], Mapping[str, str] | None] = lambda: None
+    aliases: Callable[[], Mapping[str, tuple[str, ...]]] = lambda: {}
 
 
 def _environment() -> jinja2.Environment:
@@ -99,7 +101,16 @@ class Pages:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> list[bytes]:
-        path = environ.get("PATH_INFO", "") or "/"
+        # PEP 3333 hands the path over as Latin-1: a run directory named in UTF-8 comes back.
+        path = (environ.get("PATH_INFO", "") or "/").encode("latin-1", "replace").decode(
+            "utf-8", "replace")
+        if environ.get("REQUEST_METHOD", "GET") == "HEAD":
+            body = self._respond(environ, start_response, path)
+            return [b""] if body else body
+        return self._respond(environ, start_response, path)
+
+    def _respond(self, environ: dict[str, Any], start_response: Callable[..., Any],
+                 path: str) -> list[bytes]:
         if environ.get("REQUEST_METHOD", "GET") not in ("GET", "HEAD"):
             return _send(start_response, "405 Method Not Allowed", "text/plain",
                          b"read-only: GET only\n", [("Allow", "GET, HEAD")])
@@ -144,10 +155,10 @@ class Pages:
     def _allowed(self, environ: Mapping[str, Any]) -> bool:
         try:
             token, users = self.context.token(), self.context.users()
+            return self.gate.allows(str(environ.get("HTTP_AUTHORIZATION", "")), token=token,
+                                    users=users)
         except (OSError, UnicodeDecodeError, ValueError):
             return False  # a file gone or broken since start-up: closed, not open
-        return self.gate.allows(str(environ.get("HTTP_AUTHORIZATION", "")), token=token,
-                                users=users)
 
     def _page(self, start_response: Callable[..., Any], template: str, view: Mapping[str, Any],
               status: str = "200 OK") -> list[bytes]:
@@ -209,9 +220,25 @@ class Pages:
                 {"receiver": d.receiver, "as": what, "sent_at": d.sent_at,
                  "decided_at": d.decided_at, "id": d.id}
                 for d, what in told.get(a.fingerprint, ())]} for a in history]}
+        report = self._report(row, holding, now)
+        data["report"] = run_json(report)
         charts = {name: chart(curve) for name, curve in row.curves.items()}
         return data, {"row": row, "verdict": health, "history": history, "charts": charts,
-                      "trend": row.loss_trend, "told": told}
+                      "trend": row.loss_trend, "told": told, "report": report}
+
+    def _report(self, row: RunRow, holding: Sequence[Any], now: float) -> RunReport:
+        """``characterize``'s report from what the board holds of the run — its curves, as
+        thinned — and the store's alerts (those firing when an ended run ended counted as
+        firing), no rule replayed: the daemon's own judgement, as the digest counts it."""
+        snapshot = RunSnapshot(
+            ref=row.ref, state=row.state, ended_why=row.ended_why, heartbeat=row.heartbeat,
+            progress=row.progress, started=row.started, last_step=row.step, tags=row.tags,
+            config=row.config, keys=frozenset(row.curves),
+            history={name: curve.series() for name, curve in row.curves.items()})
+        stored = [dataclasses.replace(a, status=AlertStatus.FIRING) if ended_with(a) else a
+                  for a in holding]
+        return characterize(snapshot, rules=(), aliases=self.context.aliases(), now=now,
+                            stored=stored)
 
     def _alerts(self) -> tuple[Any, Mapping[str, Any]]:
         now = self.context.clock()
@@ -262,7 +289,7 @@ def verdict(row: RunRow, alerts: Iterable[Any]) -> Health:
                 return Health.CRITICAL
             if alert.severity == Severity.WARNING:
                 health = Health.WARNING
-    if health is Health.HEALTHY and not row.state.ended and row.loss_worsening:
+    if health is Health.HEALTHY and row.loss_worsening:  # (as characterize, ended or not)
         return Health.WARNING
     return health
 
@@ -291,6 +318,7 @@ def run_row_json(row: RunRow, health: Health, alerts: Sequence[Any], now: float
             "progress": row.progress,
             "progress_age": None if row.progress is None else now - row.progress,
             "tags": list(row.tags),
+            "total": row.total, "steps_per_s": row.rate, "done_at": row.done_at,
             "loss_trend": str(row.loss_trend.direction) if row.loss_trend else None,
             "alerts": [{"rule": a.rule, "status": str(a.status), "severity": str(a.severity),
                         "summary": a.summary} for a in alerts],

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 ITERATIONS = 200_000
+MAX_ITERATIONS = 2_000_000  # a line asking more would tie a request up for seconds
+_NOBODY = f"{'pbkdf2_sha256'}${ITERATIONS}${'00' * 16}${'00' * 32}"  # unknown names cost the same
 SCHEME = "pbkdf2_sha256"
 
 
@@ -34,9 +36,10 @@ def parse_users(text: str, where: str) -> dict[str, str]:
         name, sep, hashed = line.partition(":")
         parts = hashed.split("$")
         if (not sep or not name or len(parts) != 4 or parts[0] != SCHEME
-                or not parts[1].isdigit()):
-            raise ValueError(f"{where}:{number}: expected name:{SCHEME}$ITERATIONS$SALT$HASH"
-                             " (runwatch page-user NAME prints one)")
+                or not parts[1].isdigit() or not 1 <= int(parts[1]) <= MAX_ITERATIONS):
+            raise ValueError(f"{where}:{number}: expected name:{SCHEME}$ITERATIONS$SALT$HASH,"
+                             f" 1 to {MAX_ITERATIONS:,} iterations (runwatch page-user NAME"
+                             " prints one)")
         try:
             bytes.fromhex(parts[2]), bytes.fromhex(parts[3])
         except ValueError:
@@ -80,8 +83,8 @@ class Gate:
             except (ValueError, UnicodeDecodeError):
                 return False
             hashed = users.get(name)
-            if hashed is None or not _matches(password, hashed):
-                return False
+            if not _matches(password, hashed or _NOBODY) or hashed is None:
+                return False  # (an unknown name takes as long: names are not given away)
             with self._lock:
                 if len(self._passed) > 1000:
                     self._passed.clear()

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from runwatch import keys
-from runwatch.analysis.curves import Direction, Trend, trend
+from runwatch.analysis import runconfig
+from runwatch.analysis.curves import Direction, Trend, step_rate, trend
 from runwatch.model import RunRef, RunSnapshot, RunState, Series
 
 POINTS = 48  # per sparkline: new points are thinned into this many
@@ -27,24 +29,33 @@ CURVES = ("loss", "grad_norm")
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Curve:
     steps: tuple[int, ...] = ()
+    times: tuple[float, ...] = ()
     values: tuple[float, ...] = ()
+
+    def series(self) -> Series:
+        return Series(steps=self.steps, times=self.times, values=self.values)
 
     def extended(self, series: Series) -> Curve:
         """The curve with ``series``'s finite points after its last step, thinned to
         ``POINTS`` (every other point dropped, oldest first, until it fits)."""
         last = self.steps[-1] if self.steps else None
-        pairs = [(s, v) for s, v in zip(series.steps, series.values, strict=False)
-                 if (last is None or s > last) and math.isfinite(v)]
-        if not pairs:
+        times = series.times if len(series.times) == len(series.steps) else (
+            (math.nan,) * len(series.steps))
+        points = []
+        for s, t, v in zip(series.steps, times, series.values, strict=True):
+            if (last is None or s > last) and math.isfinite(v):
+                points.append((s, t, v))
+                last = s  # steps only go forward (a resumed run's repeats are dropped)
+        if not points:
             return self
-        steps = list(self.steps) + [s for s, _ in pairs]
-        values = list(self.values) + [v for _, v in pairs]
-        while len(steps) > POINTS:  # every other point, the newest always kept
-            keep = list(range(0, len(steps), 2))
-            if keep[-1] != len(steps) - 1:
-                keep.append(len(steps) - 1)
-            steps, values = [steps[i] for i in keep], [values[i] for i in keep]
-        return Curve(steps=tuple(steps), values=tuple(values))
+        merged = list(zip(self.steps, self.times, self.values, strict=True)) + points
+        while len(merged) > POINTS:  # every other point, the newest always kept
+            keep = merged[::2]
+            if len(merged) % 2 == 0:
+                keep.append(merged[-1])
+            merged = keep
+        steps, times, values = zip(*merged, strict=True)
+        return Curve(steps=steps, times=times, values=values)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -57,10 +68,22 @@ class RunRow:
     started: float | None = None
     step: int | None = None
     tags: tuple[str, ...] = ()
+    config: Mapping[str, Any] = field(default_factory=dict)  # as last read with the run
     curves: Mapping[str, Curve] = field(default_factory=dict)
     sparks: Mapping[str, str] = field(default_factory=dict)  # the curves as SVG points
     loss_trend: Trend | None = None
     seen: float = 0.0  # when a tick last read it
+    total: int | None = None  # the steps its config says it will take
+    rate: float | None = None  # steps per second over its newest points
+
+    @property
+    def done_at(self) -> float | None:
+        """When it will take its last step at its current pace (Unix seconds, counted from
+        its newest row: a stalled run's finish time passes rather than moving on); None
+        when unknown or ended."""
+        if self.state.ended or not self.total or not self.rate or self.step is None:
+            return None
+        return (self.progress or self.seen) + max(0.0, (self.total - self.step) / self.rate)
 
     @property
     def loss_worsening(self) -> bool:
@@ -80,6 +103,15 @@ def spark(curve: Curve, width: float = 100.0, height: float = 24.0) -> str:
 
 
 
+def _rate(snap: RunSnapshot) -> float | None:
+    """Steps per second over the newest rows this tick read (the run's pace now, not its
+    lifetime's), from its longest series."""
+    line = max(snap.history.values(), key=lambda s: len(s.steps), default=None)
+    if line is None or len(line.times) != len(line.steps):
+        return None
+    return step_rate(line.steps, line.times)
+
+
 class RunBoard:
     def __init__(self) -> None:
         self._rows: dict[str, RunRow] = {}
@@ -87,9 +119,14 @@ class RunBoard:
 
     def update(self, snapshots: Iterable[RunSnapshot], now: float,
                aliases: Mapping[str, tuple[str, ...]]) -> None:
-        """What one tick read: a row per snapshot, its curves extended."""
+        """What one tick read: a row per snapshot, its curves extended. Readers see the
+        board before or after, never half of it; a row not seen for ``KEEP_ENDED`` goes."""
         with self._lock:
-            rows = dict(self._rows)
+            self._update(snapshots, now, aliases)
+
+    def _update(self, snapshots: Iterable[RunSnapshot], now: float,
+                aliases: Mapping[str, tuple[str, ...]]) -> None:
+        rows = dict(self._rows)
         for snap in snapshots:
             before = rows.get(snap.ref.path)
             curves = dict(before.curves) if before is not None else {}
@@ -106,17 +143,19 @@ class RunBoard:
                 step=snap.last_step if snap.last_step is not None else (
                     before.step if before else None),
                 tags=tuple(snap.tags), curves=curves, seen=now,
+                config=snap.config or (before.config if before else {}),
                 sparks={n: spark(c) for n, c in curves.items()} if before is None
                 or curves != before.curves else before.sparks,
                 loss_trend=(trend(Series(steps=loss.steps, values=loss.values))
                             if loss is not None and changed else
                             before.loss_trend if before else None))
-            rows[snap.ref.path] = row
+            found = runconfig.total_steps(row.config) if row.config else None
+            rows[snap.ref.path] = replace(row, total=found[0] if found else None,
+                                          rate=_rate(snap) or (before.rate if before else None))
         for path, row in list(rows.items()):
-            if row.state.ended and now - row.seen > KEEP_ENDED:
+            if now - row.seen > KEEP_ENDED:
                 del rows[path]
-        with self._lock:
-            self._rows = rows
+        self._rows = rows
 
     def forget_source(self, source: str) -> None:
         with self._lock:
