@@ -32,6 +32,7 @@ import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import benchdata
 import rundir_tick
@@ -49,10 +50,11 @@ from runwatch.tick import run_tick
 T0 = 1_796_000_000.0
 
 
-def ticks(url: str, root: Path, live_logs: list[Path], now: float) -> dict:
-    rule_set = default_config([root]).rule_set()
+def ticker(url: str, root: Path, rule_set: Any, now: float) -> tuple[Any, Any]:
+    """The store (its writer: one process, no heartbeat, a lease that never runs out) and
+    a function running one tick over ``root`` at ``now``, in milliseconds."""
     store = open_store(url)
-    store.claim_writer("bench", ttl=1e9)  # one process, no heartbeat: never runs out
+    store.claim_writer("bench", ttl=1e9)
     source = RundirSource("bench", [root])
 
     def tick() -> float:
@@ -61,6 +63,11 @@ def ticks(url: str, root: Path, live_logs: list[Path], now: float) -> dict:
                  store=store, now=now)
         return (time.perf_counter() - started) * 1000
 
+    return store, tick
+
+
+def ticks(url: str, root: Path, live_logs: list[Path], now: float) -> dict:
+    store, tick = ticker(url, root, default_config([root]).rule_set(), now)
     first = tick()
     tick()
     idle = statistics.median(tick() for _ in range(7))
@@ -89,16 +96,7 @@ def firing(url: str, root: Path, now: float, folder: Path) -> dict:
     """A tick that fires 10,000 alerts, then idle ones with them firing."""
     (folder / "firing.yaml").write_text(FIRING_RULES)
     rule_set = load_rules(["firing.yaml"], folder, default_config([root]).aliases)
-    store = open_store(url)
-    store.claim_writer("bench", ttl=1e9)
-    source = RundirSource("bench", [root])
-
-    def tick() -> float:
-        started = time.perf_counter()
-        run_tick(sources=[source], rules=rule_set.rules, aliases=rule_set.aliases,
-                 store=store, now=now)
-        return (time.perf_counter() - started) * 1000
-
+    store, tick = ticker(url, root, rule_set, now)
     first = tick()
     count = len(store.alerts(status=AlertStatus.FIRING))
     idle = statistics.median(tick() for _ in range(5))

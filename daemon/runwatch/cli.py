@@ -32,7 +32,13 @@ from runwatch.model import AlertStatus, RunState, Transition
 from runwatch.notify.render import printable  # what every terminal output goes through
 from runwatch.notify.report_json import number  # JSON has no NaN: W&B's strings
 from runwatch.service import build_runtime, run_cycle, tune_gc
-from runwatch.state_json import alert_json, outbox_json, silence_json, status_json
+from runwatch.state_json import (
+    alert_json,
+    outbox_json,
+    silence_json,
+    source_names,
+    status_json,
+)
 from runwatch.store.base import StoreError, WriterBusy, open_store, redact_url, writer_name
 from runwatch.tick import TickReport
 from runwatch.wiring import build_sources
@@ -289,7 +295,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     finally:
         store.close()
     configured = [s.name for s in config.sources]
-    names = configured + sorted(set(saved) - set(configured))
+    names = source_names(configured, saved)
     if args.json:
         print(json.dumps(status_json(sources=configured, saved=saved, outbox=depth,
                                      firing=firing, leases=leases), indent=2, allow_nan=False))
@@ -346,8 +352,14 @@ def cmd_page_user(args: argparse.Namespace) -> int:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
-        password = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != password:
+        try:
+            password = getpass.getpass("password: ")
+            again = getpass.getpass("again: ")
+        except EOFError:  # no terminal, or ^D
+            print("runwatch: no password given (--password-stdin reads one from a pipe)",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+        if again != password:
             print("runwatch: the passwords differ", file=sys.stderr)
             return EXIT_FAILURE
     if len(password) < 8:

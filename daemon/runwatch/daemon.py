@@ -458,8 +458,10 @@ class Daemon:
         else:
             old.close(keep=runtime)
         logs.redactor.update(config_secrets(config))
-        self._retire_sources({s.name for s in old.config.sources}
-                             - {s.name for s in config.sources})
+        removed = {s.name for s in old.config.sources} - {s.name for s in config.sources}
+        for name in removed:
+            self.board.forget_source(name)  # (on a standby too: its board goes with it)
+        self._retire_sources(removed)
         if config.http != old.config.http:
             log.warning("http.listen changed: takes effect at the next restart")
         for line in runtime.problems:
@@ -488,8 +490,6 @@ class Daemon:
         except StoreError as exc:
             log.error("cannot resolve the alerts of removed sources", error=str(exc))
             return
-        for name in removed:
-            self.board.forget_source(name)
         for t in retired.transitions:
             log.info("alert resolved: its source was removed", rule=t.alert.rule,
                      run=t.alert.run.path, source=t.alert.run.source)

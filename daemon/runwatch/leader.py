@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 
@@ -58,7 +59,7 @@ class Leadership:
             except WriterBusy:
                 raise
             except StoreError as exc:
-                self._say("lease-error", str(exc), log.error, "cannot renew the writer lease;"
+                self._say(("lease-error", str(exc)), log.error, "cannot renew the writer lease;"
                           " acting until it runs out, then standing by", error=str(exc))
                 return self.leading()
             was_leading = self.leading()
@@ -91,22 +92,22 @@ class Leadership:
         if lease is None:
             return
         if leading:
-            self._say("leading", lease.epoch, log.info, "leading: this replica acts",
+            self._say(("leading", lease.epoch), log.info, "leading: this replica acts",
                       holder=self.holder, epoch=lease.epoch)
         elif lease.holder != self.holder and not lease.expired(self.clock()):
-            self._say("standby", lease.holder, lease.epoch, log.info,
+            self._say(("standby", lease.holder, lease.epoch), log.info,
                       "standing by: another replica acts", holder=lease.holder,
                       epoch=lease.epoch, **({"reason": why} if why else {}))
         else:
-            self._say("stepped-down", lease.epoch, log.warning,
+            self._say(("stepped-down", lease.epoch), log.warning,
                       "stepped down: the writer lease is lost; standing by", reason=why)
 
-    def _say(self, *what: object, **fields: object) -> None:
-        """Log a change of state once, not at every tick."""
-        *key, emit, message = what
-        if tuple(key) != self._said:
-            self._said = tuple(key)
-            emit(message, **fields)  # type: ignore[operator]
+    def _say(self, state: tuple[object, ...], emit: Callable[..., Any], message: str,
+             **fields: object) -> None:
+        """Log ``message`` when the lease's ``state`` changes, not at every tick."""
+        if state != self._said:
+            self._said = state
+            emit(message, **fields)
 
     def describe(self) -> str:
         """What ``/readyz`` says of the lease."""

@@ -47,10 +47,15 @@ def lease_json(lease: Lease) -> dict[str, Any]:
             "expires_at": lease.expires_at}
 
 
+def source_names(configured: Sequence[str], saved: Mapping[str, Any]) -> list[str]:
+    """The sources ``runwatch status`` lists: the configured ones, then any other saved."""
+    return list(configured) + sorted(set(saved) - set(configured))
+
+
 def status_json(*, sources: Sequence[str], saved: Mapping[str, Any], outbox: int, firing: int,
                 leases: Iterable[Lease]) -> dict[str, Any]:
     """``runwatch status --json``: per source (configured first, then any other saved) its
     last tick, the outbox's depth, the firing alerts' count, and the writer leases."""
-    names = list(sources) + sorted(set(saved) - set(sources))
+    names = source_names(sources, saved)
     return {"sources": {n: saved.get(n) for n in names}, "outbox": outbox, "firing": firing,
             "leases": [lease_json(le) for le in leases]}

@@ -349,18 +349,18 @@ def test_the_runs_page_in_a_browser(daemon_pages, browser, tmp_path):
 
 def test_a_sparkline_keeps_its_newest_point_and_its_size_over_many_ticks():
     from runwatch.model import Series
-    from runwatch.web.board import POINTS, Curve, spark
+    from runwatch.web.board import POINTS, extend, spark
 
-    curve = Curve()
+    curve = Series()
     for tick in range(50):  # 50 ticks of 20 new rows each, one of them NaN
         steps = tuple(range(tick * 20, tick * 20 + 20))
         values = tuple(float("nan") if s == 7 else float(s) for s in steps)
-        curve = curve.extended(Series(steps=steps, times=steps, values=values))
+        curve = extend(curve, Series(steps=steps, times=steps, values=values))
         assert len(curve.steps) <= POINTS and curve.steps[-1] == steps[-1]
     assert curve.steps[0] == 0 and curve.steps == tuple(sorted(curve.steps))
     assert 7 not in curve.steps  # not finite: not drawn
-    assert curve.extended(Series(steps=(5,), times=(5,), values=(1.0,))) is curve  # old rows
-    resumed = Curve().extended(Series(steps=(10, 20, 15, 20, 30), times=(1,) * 5,
+    assert extend(curve, Series(steps=(5,), times=(5,), values=(1.0,))) is curve  # old rows
+    resumed = extend(Series(), Series(steps=(10, 20, 15, 20, 30), times=(1,) * 5,
                                       values=(1.0,) * 5))
     assert resumed.steps == (10, 20, 30)  # a run resumed from a checkpoint repeats steps
     points = spark(curve).split()

@@ -238,6 +238,22 @@ class Digest(StrictModel):
         return zoneinfo.ZoneInfo(self.timezone) if self.timezone else None
 
 
+def _read_token(path: Path) -> str:
+    token = path.read_text(encoding="utf-8").strip()
+    if not token:
+        raise ValueError(f"token_file {path} is empty")
+    return token
+
+
+def _read_users(path: Path) -> dict[str, str]:
+    from runwatch.web.auth import read_users
+
+    return read_users(path)
+
+
+_ACCESS_READERS = {"token_file": _read_token, "users_file": _read_users}
+
+
 class Http(StrictModel):
     """Health, readiness, Prometheus metrics and the status pages."""
 
@@ -249,52 +265,29 @@ class Http(StrictModel):
     # `runwatch page-user NAME` prints it; either this or the token lets a request in.
     users_file: Path | None = None
 
-    @field_validator("users_file", mode="before")
+    @field_validator("token_file", "users_file", mode="before")
     @classmethod
-    def _users_file(cls, value: Any, info: ValidationInfo) -> Any:
+    def _access_file(cls, value: Any, info: ValidationInfo) -> Any:
+        """Read once at load, as each request will (an empty or malformed file refused
+        now, with its name), so a config that loads serves pages that open."""
         if not isinstance(value, str | Path):
             return value
-        from runwatch.web.auth import read_users
-
-        path = resolve(value, info)
+        path = Path(resolve(value, info))
         try:
-            read_users(Path(path))
+            _ACCESS_READERS[info.field_name](path)
         except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read users_file {path}:"
-                             f" {getattr(exc, 'strerror', None) or exc}") from None
-        return path
-
-    def users(self) -> dict[str, str] | None:
-        """The users file, read now (edits are picked up); None when there is none."""
-        if self.users_file is None:
-            return None
-        from runwatch.web.auth import read_users
-
-        return read_users(self.users_file)
-
-    @field_validator("token_file", mode="before")
-    @classmethod
-    def _token_file(cls, value: Any, info: ValidationInfo) -> Any:
-        if not isinstance(value, str | Path):
-            return value
-        path = resolve(value, info)
-        try:
-            if not Path(path).read_text(encoding="utf-8").strip():
-                raise ValueError(f"token_file {path} is empty")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read token_file {path}:"
+            raise ValueError(f"cannot read {info.field_name} {path}:"
                              f" {getattr(exc, 'strerror', None) or exc}") from None
         return path
 
     def token(self) -> str | None:
         """The token, read now (a rotated file is picked up); None when there is none.
         ValueError for a file emptied since start-up: the pages close, they never open."""
-        if self.token_file is None:
-            return None
-        token = self.token_file.read_text(encoding="utf-8").strip()
-        if not token:
-            raise ValueError(f"token_file {self.token_file} is empty")
-        return token
+        return None if self.token_file is None else _read_token(self.token_file)
+
+    def users(self) -> dict[str, str] | None:
+        """The users file, read now (edits are picked up); None when there is none."""
+        return None if self.users_file is None else _read_users(self.users_file)
 
     @property
     def host(self) -> str:

@@ -34,12 +34,12 @@ import structlog
 
 from runwatch.analysis.characterize import Health, RunReport, characterize
 from runwatch.duration import format_duration
-from runwatch.model import AlertStatus, RunSnapshot, Severity
+from runwatch.model import AlertStatus, RunSnapshot, Series, Severity
 from runwatch.notify.report_json import number, run_json
 from runwatch.state_json import alert_json, silence_json, silence_state, status_json
 from runwatch.store.base import Store, StoreError
 from runwatch.web.auth import Gate
-from runwatch.web.board import Curve, RunBoard, RunRow, spark
+from runwatch.web.board import RunBoard, RunRow, spark
 
 log = structlog.get_logger("runwatch.web")
 RECENTLY = 86400.0  # resolved alerts shown: those resolved within this
@@ -234,7 +234,7 @@ class Pages:
             ref=row.ref, state=row.state, ended_why=row.ended_why, heartbeat=row.heartbeat,
             progress=row.progress, started=row.started, last_step=row.step, tags=row.tags,
             config=row.config, keys=frozenset(row.curves),
-            history={name: curve.series() for name, curve in row.curves.items()})
+            history=dict(row.curves))
         stored = [dataclasses.replace(a, status=AlertStatus.FIRING) if ended_with(a) else a
                   for a in holding]
         return characterize(snapshot, rules=(), aliases=self.context.aliases(), now=now,
@@ -294,7 +294,7 @@ def verdict(row: RunRow, alerts: Iterable[Any]) -> Health:
     return health
 
 
-def chart(curve: Curve) -> Mapping[str, Any]:
+def chart(curve: Series) -> Mapping[str, Any]:
     """A curve drawn larger than its sparkline: the points in a 600 × 160 box and the
     first and last steps and the extreme values for the axes."""
     return {"points": spark(curve, 600.0, 160.0), "first": curve.steps[0] if curve.steps

@@ -19,43 +19,34 @@ from typing import Any
 from runwatch import keys
 from runwatch.analysis import runconfig
 from runwatch.analysis.curves import Direction, Trend, step_rate, trend
-from runwatch.model import RunRef, RunSnapshot, RunState, Series
+from runwatch.model import EMPTY_SERIES, RunRef, RunSnapshot, RunState, Series
 
 POINTS = 48  # per sparkline: new points are thinned into this many
 KEEP_ENDED = 7 * 86400.0  # an ended run stays on the board this long after it last logged
 CURVES = ("loss", "grad_norm")
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Curve:
-    steps: tuple[int, ...] = ()
-    times: tuple[float, ...] = ()
-    values: tuple[float, ...] = ()
-
-    def series(self) -> Series:
-        return Series(steps=self.steps, times=self.times, values=self.values)
-
-    def extended(self, series: Series) -> Curve:
-        """The curve with ``series``'s finite points after its last step, thinned to
-        ``POINTS`` (every other point dropped, oldest first, until it fits)."""
-        last = self.steps[-1] if self.steps else None
-        times = series.times if len(series.times) == len(series.steps) else (
-            (math.nan,) * len(series.steps))
-        points = []
-        for s, t, v in zip(series.steps, times, series.values, strict=True):
-            if (last is None or s > last) and math.isfinite(v):
-                points.append((s, t, v))
-                last = s  # steps only go forward (a resumed run's repeats are dropped)
-        if not points:
-            return self
-        merged = list(zip(self.steps, self.times, self.values, strict=True)) + points
-        while len(merged) > POINTS:  # every other point, the newest always kept
-            keep = merged[::2]
-            if len(merged) % 2 == 0:
-                keep.append(merged[-1])
-            merged = keep
-        steps, times, values = zip(*merged, strict=True)
-        return Curve(steps=steps, times=times, values=values)
+def extend(curve: Series, new: Series) -> Series:
+    """``curve`` (a run's thinned curve, a ``Series``) with ``new``'s finite points after
+    its last step, thinned to ``POINTS`` (every other point dropped, oldest first, until
+    it fits; the newest always kept)."""
+    last = curve.steps[-1] if curve.steps else None
+    times = new.times if len(new.times) == len(new.steps) else (math.nan,) * len(new.steps)
+    points = []
+    for s, t, v in zip(new.steps, times, new.values, strict=True):
+        if (last is None or s > last) and math.isfinite(v):
+            points.append((s, t, v))
+            last = s  # steps only go forward (a resumed run's repeats are dropped)
+    if not points:
+        return curve
+    merged = list(zip(curve.steps, curve.times, curve.values, strict=True)) + points
+    while len(merged) > POINTS:
+        keep = merged[::2]
+        if len(merged) % 2 == 0:
+            keep.append(merged[-1])
+        merged = keep
+    steps, times, values = zip(*merged, strict=True)
+    return Series(steps=steps, times=times, values=values)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -69,7 +60,7 @@ class RunRow:
     step: int | None = None
     tags: tuple[str, ...] = ()
     config: Mapping[str, Any] = field(default_factory=dict)  # as last read with the run
-    curves: Mapping[str, Curve] = field(default_factory=dict)
+    curves: Mapping[str, Series] = field(default_factory=dict)  # thinned, see extend
     sparks: Mapping[str, str] = field(default_factory=dict)  # the curves as SVG points
     loss_trend: Trend | None = None
     seen: float = 0.0  # when a tick last read it
@@ -91,7 +82,7 @@ class RunRow:
             Direction.DIVERGING, Direction.WORSENING)
 
 
-def spark(curve: Curve, width: float = 100.0, height: float = 24.0) -> str:
+def spark(curve: Series, width: float = 100.0, height: float = 24.0) -> str:
     """The points of an SVG polyline drawing ``curve`` in a ``width`` × ``height`` box."""
     if len(curve.values) < 2:
         return ""
@@ -134,7 +125,7 @@ class RunBoard:
                 key = keys.resolve(name, snap.keys, aliases)
                 series = snap.history.get(key) if key else None
                 if series:
-                    curves[name] = curves.get(name, Curve()).extended(series)
+                    curves[name] = extend(curves.get(name, EMPTY_SERIES), series)
             loss = curves.get("loss")
             changed = before is None or loss is not before.curves.get("loss")
             row = RunRow(
@@ -146,7 +137,7 @@ class RunBoard:
                 config=snap.config or (before.config if before else {}),
                 sparks={n: spark(c) for n, c in curves.items()} if before is None
                 or curves != before.curves else before.sparks,
-                loss_trend=(trend(Series(steps=loss.steps, values=loss.values))
+                loss_trend=(trend(loss)
                             if loss is not None and changed else
                             before.loss_trend if before else None))
             found = runconfig.total_steps(row.config) if row.config else None
