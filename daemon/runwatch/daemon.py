@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import signal
 import socket
@@ -54,7 +55,7 @@ from runwatch.service import (
 )
 from runwatch.store.base import LeaseLost, Store, StoreError, open_store, replica_name
 from runwatch.web.app import Context, Pages
-from runwatch.web.board import RunBoard
+from runwatch.web.board import KEEP_ENDED, SAVE_EVERY, RunBoard
 
 STOP_TIMEOUT = 10.0  # seconds from a stop signal to exit
 OUTBOX_INTERVAL = 15.0  # seconds between retries of notifications that could not be sent
@@ -110,6 +111,8 @@ class Daemon:
         self.scheduler: BackgroundScheduler | None = None
         self.http: HttpServer | None = None
         self.board = RunBoard()  # what the status pages show of the runs, from the ticks
+        self._board_loaded = -math.inf  # a standby reads the leader's board this often
+        self._load_board()
 
     @property
     def config(self) -> Config:
@@ -126,11 +129,13 @@ class Daemon:
         source = runtime.source(name)
         if source is None:  # removed by a reload while this job was queued
             return None
+        interval = float(getattr(runtime.spec(name), "interval", 60.0))
         if not self.leader.renew():
             if self._awaiting_first_tick:
                 sdnotify.ready()  # up and standing by (it may have lost the lease at start)
+            if self.clock() - self._board_loaded >= min(interval, SAVE_EVERY):
+                self._load_board()  # the leader's, as it saved it
             return None  # standing by: another replica ticks
-        interval = float(getattr(runtime.spec(name), "interval", 60.0))
         started, clock_started = time.monotonic(), self.clock()
         with structlog.contextvars.bound_contextvars(source=name):
             if name in self._awaiting_first_tick and hasattr(source, "check_online"):
@@ -167,6 +172,7 @@ class Daemon:
         if ok:
             m.last_tick.labels(name).set(started_at + duration)
         self.board.update(report.snapshots, started_at, self.runtime.rule_set.aliases)
+        self._save_board(started_at)
         self._count_api(name)
         for line in report.errors:
             log.warning("source reported a problem", detail=line)
@@ -227,6 +233,31 @@ class Daemon:
             self.leader.lost(str(exc))
         except StoreError as exc:
             log.error("cannot save source status", error=str(exc))
+
+    def _load_board(self) -> None:
+        """The run board as the writer last saved it, of the configured sources."""
+        self._board_loaded = self.clock()
+        try:
+            entries = self.store.load_board()
+        except StoreError as exc:
+            log.error("cannot load the run board; the pages show runs as ticks read them",
+                      error=str(exc))
+            return
+        for line in self.board.load(entries, [s.name for s in self.config.sources]):
+            log.warning("run board", detail=line)
+
+    def _save_board(self, now: float) -> None:
+        entries = self.board.to_save(now)
+        if entries is None or not self.leader.leading():
+            return
+        try:
+            self.store.save_board(entries, forget_before=now - KEEP_ENDED)
+        except LeaseLost as exc:
+            self.board.unsaved(entries)
+            self.leader.lost(str(exc))
+        except StoreError as exc:
+            self.board.unsaved(entries)
+            log.error("cannot save the run board", error=str(exc))
 
     def _store_gauges(self) -> StoreGauges | None:
         """What ``/metrics`` shows of the store, read when it is scraped (on the HTTP
@@ -563,7 +594,7 @@ class Daemon:
                              leader=self.leader.describe,
                              token=lambda: self.config.http.token(),
                              users=lambda: self.config.http.users(),
-                             aliases=lambda: self.runtime.rule_set.aliases))
+                             rules=lambda: self.runtime.rule_set))
 
     def start(self) -> None:
         """The HTTP endpoint and the scheduler; first ticks start at once."""

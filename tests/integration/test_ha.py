@@ -167,6 +167,11 @@ def test_one_replica_acts_and_a_leader_killed_or_paused_is_replaced_exactly_once
             assert standby.metric("runwatch_lease_ttl_seconds") == TTL
             status, body = standby.get("/api/v1/status")  # the status page's JSON
             assert status == 200 and json.loads(body)["leases"][0]["holder"] == first.name
+            # Its run board: the leader's, as saved in the store (a standby reads no run).
+            shown_runs = wait_until(lambda r=standby: json.loads(r.get("/api/v1/runs")[1]),
+                                    f"{standby.name} showing the leader's runs")
+            assert [(r["run"]["name"], r["state"]) for r in shown_runs] == [
+                ("crashed", "failed")]
         shown = subprocess.run([sys.executable, "-m", "runwatch", "status", "--config",
                                 str(config)], capture_output=True, text=True, timeout=60,
                                env={**os.environ, "RW_PORT": "0"}, cwd=tmp_path)

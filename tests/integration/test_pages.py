@@ -457,3 +457,113 @@ def test_a_run_directory_named_in_utf_8_is_found_and_head_has_no_body(served):
     request = urllib.request.Request(f"http://127.0.0.1:{server.port}/alerts", method="HEAD")
     with urllib.request.urlopen(request, timeout=5) as r:
         assert r.status == 200 and r.read() == b""
+
+
+# --- the board in the store: a restart and a standby show what the writer saw -------------
+
+
+def test_the_board_saves_a_new_or_ended_run_at_once_and_other_changes_each_minute():
+    from runwatch.model import RunSnapshot, RunState, Series
+    from runwatch.store.base import BoardEntry
+    from runwatch.web.board import RESAVE, SAVE_EVERY, decode
+
+    ref = RunRef(source="rundir", id="r1", name="r1", location="/runs/r1")
+
+    def snap(upto: int, state=RunState.RUNNING) -> RunSnapshot:
+        steps = tuple(range(upto - 10, upto))
+        loss = Series(steps=steps, times=tuple(NOW + s for s in steps),
+                      values=tuple(1.0 / (1 + s) for s in steps))
+        return RunSnapshot(ref=ref, state=state, last_step=upto - 1, heartbeat=NOW + upto,
+                           config={"trainer": {"max_steps": 500, "notes": "x" * 9000}},
+                           keys=frozenset({"loss"}), history={"loss": loss})
+
+    board = RunBoard()
+    board.update([snap(10)], NOW, {})
+    [saved] = board.to_save(NOW)  # a new run: at once
+    row = board.row(ref.path)
+    assert decode(saved.body) == row and (saved.path, saved.seen) == (ref.path, NOW)
+    assert row.config == {"trainer.max_steps": 500}  # what the pages read, not all of it
+    board.update([snap(20)], NOW + 10, {})
+    assert board.to_save(NOW + 10) is None  # changed, but saved a minute after the last
+    assert [decode(e.body).step for e in board.to_save(NOW + SAVE_EVERY)] == [19]
+    board.update([replace(snap(20), tags=())], NOW + SAVE_EVERY + 1, {})  # only seen again
+    assert board.to_save(NOW + 2 * SAVE_EVERY) == []
+    board.update([snap(30, RunState.CRASHED)], NOW + 2 * SAVE_EVERY + 1, {})
+    ended = board.to_save(NOW + 2 * SAVE_EVERY + 1)  # a state change: at once
+    assert [decode(e.body).state for e in ended] == [RunState.CRASHED]
+    board.unsaved(ended)  # the store did not take it: it goes with the next save
+    assert board.to_save(NOW + 2 * SAVE_EVERY + 2) == ended
+    assert [e.path for e in board.to_save(NOW + RESAVE + 2 * SAVE_EVERY + 2)] == [ref.path]
+
+    shown = RunBoard()
+    problems = shown.load([*ended, BoardEntry(path="/runs/bad", source="rundir", seen=NOW,
+                                              body="{not json"),
+                           replace(ended[0], path="x/y/z", source="removed")], ["rundir"])
+    assert shown.rows() == [board.row(ref.path)]
+    assert len(problems) == 1 and "'/runs/bad' cannot be read" in problems[0]
+
+
+def test_a_restarted_daemon_shows_the_runs_that_ended_before_it(daemon_pages, tmp_path):
+    from urllib.parse import quote
+
+    from runwatch.daemon import Daemon
+
+    server, daemon = daemon_pages
+    before = json.loads(get(server, "/api/v1/runs")[2])
+    crashed = next(r["run"]["path"] for r in before if r["run"]["name"] == "crashed")
+    one = json.loads(get(server, "/api/v1/runs/" + quote(crashed, safe=""))[2])
+    daemon.runtime.close()
+    daemon.store.close()
+    again = Daemon(tmp_path / "runwatch.yaml")  # it has read no run yet: the store's board
+    restarted = HttpServer("127.0.0.1", 0, health_app(again.metrics, again.ready,
+                                                      pages=again.pages()))
+    restarted.start()
+    try:
+        assert json.loads(get(restarted, "/api/v1/runs")[2]) == before
+        assert json.loads(get(restarted, "/api/v1/runs/" + quote(crashed, safe=""))[2]) == one
+        assert one["report"]["liveness"] == "ended" and one["verdict"] == "critical"
+    finally:
+        restarted.stop()
+        again.runtime.close()
+        again.store.close()
+
+
+def test_a_run_s_report_knows_each_alert_s_kind_and_the_grad_norm_bounds(tmp_path):
+    """No rule is replayed on a page, but the rules say what a firing alert means: a
+    heartbeat rule firing is a dead run, a progress rule a hung one."""
+    from runwatch.checks import RULE_ADAPTER
+    from runwatch.config.rules import RuleSet
+    from runwatch.keys import DEFAULT_ALIASES
+    from runwatch.model import RunSnapshot, RunState, Series
+
+    rules = tuple(RULE_ADAPTER.validate_python(r) for r in (
+        {"name": "stalled", "kind": "heartbeat", "older_than": "30m", "severity": "critical"},
+        {"name": "hung", "kind": "progress", "older_than": "30m", "severity": "warning"},
+        {"name": "grad-high", "kind": "threshold", "metric": "grad_norm", "op": ">",
+         "value": 10, "severity": "critical"}))
+    board = RunBoard()
+    grads = Series(steps=(1, 2, 3), times=(NOW - 3, NOW - 2, NOW - 1), values=(1.0, 2.0, 3.0))
+    for name in ("quiet", "hanging"):
+        board.update([RunSnapshot(ref=RunRef(source="rundir", id=name, name=name,
+                                             project="llm", entity="team"),
+                                  state=RunState.RUNNING, last_step=3, heartbeat=NOW - 3600,
+                                  keys=frozenset({"grad_norm"}),
+                                  history={"grad_norm": grads})], NOW, {})
+    store = open_store(f"sqlite:///{tmp_path}/state.db")
+    store.commit_tick(source="rundir", now=NOW, cursors={}, alerts=[
+        alert("stalled", "quiet", AlertStatus.FIRING),
+        alert("hung", "hanging", AlertStatus.FIRING, Severity.WARNING)])
+    pages = Pages(Context(store=store, clock=lambda: NOW, sources=lambda: ["rundir"],
+                          board=board, rules=lambda: RuleSet(rules=rules, origins={},
+                                                             aliases=DEFAULT_ALIASES)))
+    server = HttpServer("127.0.0.1", 0, health_app(Metrics(), lambda: (True, "ready"),
+                                                   pages=pages))
+    server.start()
+    try:
+        reports = {name: json.loads(get(server, f"/api/v1/runs/team/llm/{name}")[2])["report"]
+                   for name in ("quiet", "hanging")}
+    finally:
+        server.stop()
+        store.close()
+    assert reports["quiet"]["liveness"] == "dead" and reports["hanging"]["liveness"] == "hung"
+    assert reports["quiet"]["grad_norm"]["bounds"] == ["> 10 critical (grad-high)"]

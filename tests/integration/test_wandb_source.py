@@ -63,7 +63,8 @@ class Ticker:
 
     def poll(self, now: float):
         poll = self.source.poll(self.cursors, wanted_keys(self.rules, DEFAULT_ALIASES), now,
-                                keys_for=keys_for_run(self.rules, DEFAULT_ALIASES))
+                                keys_for=keys_for_run(self.rules, DEFAULT_ALIASES),
+                                needs_config=any(r.match.config for r in self.rules))
         self.cursors.update(poll.cursors)
         return poll
 
@@ -126,7 +127,37 @@ def test_runs_without_new_rows_cost_no_history_request(wandb_server):
     assert [run for run, _ in history_specs(wandb_server)][3:] == ["r1"]
     ticker.poll(T0 + 50)
     assert wandb_server.counters.requests["RunwatchHistory"] == 2
-    assert wandb_server.counters.requests["RunwatchRuns"] == 3  # one per project per tick
+    # One per project per tick, and one on the second tick for the runs' configs.
+    assert wandb_server.counters.requests["RunwatchRuns"] == 3 + 1
+
+
+def test_configs_left_out_of_the_listing_are_read_once_per_run_from_the_second_tick(
+        wandb_server):
+    """No rule matches on config, so runs are listed without it; the status pages still
+    want it (a run's total steps): read once per run, a hundred runs a tick."""
+    for i in range(150):
+        wandb_server.add_run("team", "p", f"r{i:03d}", rows=rows(0, 5),
+                             config={"trainer": {"max_steps": 1000 + i}, "blob": "x" * 100})
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url)))
+
+    def configs(poll) -> dict[str, int]:
+        return {s.ref.id: s.config["trainer"]["max_steps"] for s in poll.snapshots
+                if s.config}
+
+    def listed_with_config() -> list[bool]:
+        return [got.variables["withConfig"] for got in wandb_server.received
+                if got.op == "RunwatchRuns"]
+
+    asked = []
+    for n in range(4):
+        before = len(listed_with_config())
+        asked.append((configs(ticker.poll(T0 + 10 * (n + 1))),
+                      listed_with_config()[before:].count(True)))
+    assert asked[0] == ({}, 0)  # the first tick asks no more than it must
+    assert len(asked[1][0]) == 100 and asked[1][0]["r000"] == 1000 and asked[1][1] == 1
+    assert sorted(asked[2][0]) == [f"r{i:03d}" for i in range(100, 150)]
+    assert asked[2][0]["r149"] == 1149 and asked[2][1] == 1
+    assert asked[3] == ({}, 0)  # every run's read once: no more
 
 
 def test_a_nan_loss_read_through_wandb_reaches_the_nonfinite_check(wandb_server):
@@ -182,10 +213,10 @@ def test_wandb_down_for_ten_ticks_is_one_unreachable_alert_and_no_stalled_run(wa
             assert report.errors and report.runs_checked == 0
     # Backing off, W&B is asked at ticks 1, 2, 4, 6, 8 and 10 of the outage (the wait doubles
     # up to its 10 min cap), each request tried twice (request_retries: 1), then at 12,
-    # where it answers again.
+    # where it answers again (and is asked the run's config, which the first tick left out).
     assert seen == [(3, "source-unreachable", AlertStatus.FIRING),
                     (12, "source-unreachable", AlertStatus.RESOLVED)]
-    assert wandb_server.counters.requests["RunwatchRuns"] == 2 * 6 + 2
+    assert wandb_server.counters.requests["RunwatchRuns"] == 2 * 6 + 2 + 1
 
 
 def test_a_tick_during_an_outage_ends_within_its_bound(wandb_server):
@@ -210,7 +241,8 @@ def test_a_rate_limit_is_waited_out_inside_the_request(wandb_server):
     wandb_server.rate_limit_next(1, retry_after=1, op="RunwatchRuns")
     poll = Ticker(source).poll(T0 + 60)
     assert poll.errors == () and len(poll.snapshots) == 1
-    runs = [r for r in wandb_server.received if r.op == "RunwatchRuns"]
+    runs = [r for r in wandb_server.received  # (the listings, not the one asking configs)
+            if r.op == "RunwatchRuns" and not r.variables["withConfig"]]
     assert [r.status for r in runs[-2:]] == [429, 200]
     assert runs[-1].at - runs[-2].at >= 1.0  # Retry-After honoured
 
@@ -314,7 +346,8 @@ def test_a_dead_run_marked_crashed_long_after_its_last_heartbeat_is_still_seen(w
     wandb_server.set_state(path, "crashed")  # the heartbeat stays at T0
     assert sorted(tick(T0 + 7200)) == [("crashed", "firing"), ("stalled", "resolved")]
     assert tick(T0 + 7320) == []
-    names = [r.variables["filters"] for r in wandb_server.received if r.op == "RunwatchRuns"]
+    names = [r.variables["filters"] for r in wandb_server.received
+             if r.op == "RunwatchRuns" and not r.variables["withConfig"]]  # (not its config)
     assert '{"name": {"$in": ["r1"]}}' in names  # asked for by name, once it left "running"
     assert names.count('{"name": {"$in": ["r1"]}}') == 1
 

@@ -18,6 +18,7 @@ from builders import canon
 from pgtest import Schema
 from runwatch.model import AlertState, AlertStatus, RunRef, Severity
 from runwatch.store.base import (
+    BoardEntry,
     Collected,
     Matcher,
     MatchOp,
@@ -246,6 +247,19 @@ def test_alerts_filters(store: Store) -> None:
     assert store.alerts(status=AlertStatus.FIRING, project="proj") == [firing]
     assert store.alerts(status=AlertStatus.INACTIVE) == []
     assert len(store.alerts()) == 4
+
+
+def test_alerts_by_how_they_resolved(store: Store) -> None:
+    ended = replace(alert("e1", status=AlertStatus.RESOLVED), resolution="run ended: crashed")
+    cleared = replace(alert("c1", status=AlertStatus.RESOLVED, ref=run("r2")),
+                      resolution="condition cleared")
+    odd = replace(alert("o1", status=AlertStatus.RESOLVED, ref=run("r3")),
+                  resolution="run ended_%")  # a LIKE wildcard is compared as itself
+    commit(store, ended, cleared, odd)
+    assert store.alerts(resolution="run ended") == [ended, odd]
+    assert store.alerts(resolution="run ended_%") == [odd]
+    assert store.alerts(resolution="run ended_x") == []
+    assert store.alerts(status=AlertStatus.RESOLVED, resolution="condition") == [cleared]
 
 
 # --- cursors and the tick -----------------------------------------------------------------
@@ -783,6 +797,21 @@ def test_source_status_that_is_not_strict_json_is_refused(store: Store) -> None:
             store.save_status("rundir", status, T0)
         assert not err.value.temporary
     assert store.load_status() == {}
+
+
+def test_the_run_board_is_saved_per_run_and_forgotten_when_unseen(store: Store) -> None:
+    assert store.load_board() == []
+    rows = [BoardEntry(path=f"t/p/r{i}", source="wandb", seen=T0 + i, body=f"{{\"n\": {i}}}")
+            for i in range(3)]
+    store.save_board(rows, forget_before=0)
+    store.save_board([replace(rows[1], body="again", seen=T0 + 50)], forget_before=0)
+    assert store.load_board() == [rows[0], replace(rows[1], body="again", seen=T0 + 50),
+                                  rows[2]]
+    store.save_board([], forget_before=T0 + 2)  # r0 goes; r1 was seen again since
+    assert [e.path for e in store.load_board()] == ["t/p/r1", "t/p/r2"]
+    text = "run \u2603 <b>" * 1000  # any text, however long
+    store.save_board([replace(rows[2], body=text)], forget_before=0)
+    assert store.load_board()[-1].body == text
 
 
 def test_ping(store: Store) -> None:

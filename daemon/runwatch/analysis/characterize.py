@@ -168,15 +168,18 @@ def report_keys(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -
 def characterize(run: RunSnapshot, *, rules: Sequence[Rule],
                  aliases: Mapping[str, tuple[str, ...]], now: float,
                  stored: Iterable[AlertState] = (), tick: float = DEFAULT_TICK,
-                 max_ticks: int = MAX_TICKS) -> RunReport:
+                 max_ticks: int = MAX_TICKS, replayed: bool = True) -> RunReport:
     """The health report of ``run`` (a snapshot carrying its history, whole or sampled).
 
     ``stored`` are the daemon's alerts for the run, if a store is at hand: one firing there
     counts as firing here too, so a report never calls healthy what the channel was told
     is broken. ``tick`` and ``max_ticks`` size the replay (see ``replay``): the digest,
-    judging a thousand runs, replays in fewer, longer slices.
+    judging a thousand runs, replays in fewer, longer slices. With ``replayed`` False the
+    rules are not replayed — ``stored`` is the whole judgement (the status pages, whose
+    curves are thinned) — and only say what kind each alert is and the grad norm's bounds.
     """
-    judged = replay(rules, run, now, aliases, tick=tick, max_ticks=max_ticks)
+    judged = replay(rules if replayed else (), run, now, aliases, tick=tick,
+                    max_ticks=max_ticks)
     holding = {a.rule: a for a in judged.holding()}
     for alert in stored:
         if alert.status == AlertStatus.FIRING and alert.rule not in holding:

@@ -89,6 +89,16 @@ def highlights(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def essentials(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The leaves of ``config`` that ``highlights`` and ``total_steps`` read, by dotted key
+    (a flat mapping both read as they read ``config``): what is worth keeping of a run's
+    config once it is read, where a W&B config may run to megabytes."""
+    wanted = {n for _, names in IMPORTANT for n in names}.union(
+        TOTAL_STEPS, EPOCHS, STEPS_PER_EPOCH)
+    return {key: value for key, value in flatten(config)
+            if _shown(value) and not wanted.isdisjoint(names_of(key))}
+
+
 def _shown(value: Any) -> bool:
     return value is not None and not (isinstance(value, list | tuple | dict) and len(value) > 8)
 

@@ -54,6 +54,10 @@ PER_PAGE = 100
 RUNS_PER_HISTORY_QUERY = 50
 ROWS_PER_HISTORY_QUERY = 20_000
 NAMES_PER_QUERY = 100  # open runs looked up by name per runs query
+# Without rules on config, runs are listed without it (configs can be large); the status
+# pages still want each run's (its total steps), read once per run and process: this many
+# runs a tick in one runs query, from the second tick on (the first is the heaviest).
+CONFIGS_PER_TICK = NAMES_PER_QUERY
 SKEW = 300.0  # seconds of clock difference the "ended since the last tick" filter allows
 MAX_BACKOFF = 600.0
 PROJECTS_TTL = 600.0
@@ -128,6 +132,8 @@ class WandbApiSource:
             "query": spec.filters.query}
         self._projects: tuple[float, tuple[str, ...]] | None = None
         self._rotation = 0
+        self._polls = 0
+        self._configured: set[str] = set()  # runs whose config this process has read
 
     def __repr__(self) -> str:
         return f"WandbApiSource({self.name!r}, {self.spec.base_url!r})"
@@ -151,6 +157,7 @@ class WandbApiSource:
                      keys_for=keys_for or (lambda s: wanted_keys & s.keys),
                      needs_config=needs_config, window=self.spec.first_read | window)
         tick.run()
+        self._polls += 1
         if tick.reached:
             state.failing_since, state.failures, state.retry_at = None, 0, None
             state.last_error = ""
@@ -258,6 +265,7 @@ class _Tick:
         self._rate_limited: list[int] = []  # errors to complete with the next try's time
         self.failed = 0
         self.last_error = ""
+        self._configs_left = CONFIGS_PER_TICK if source._polls else 0
         self._runs_ok = 0
         self._history_ok = 0
         self._history_failed = 0
@@ -335,16 +343,40 @@ class _Tick:
                 key = prefix + gone  # deleted (or moved): stop asking for it
                 self.new_cursors[key] = replace(open_runs[gone], ended=True).dump()
                 self.errors.append(f"run {key}: gone from W&B; no longer watched")
-        return nodes
+        return self.with_configs(project, nodes)
 
-    def _query(self, project: str, filters: Mapping[str, Any]) -> list[RunNode]:
+    def with_configs(self, project: str, nodes: list[RunNode]) -> list[RunNode]:
+        """``nodes``, those whose config this process has not read given it (up to what is
+        left of ``CONFIGS_PER_TICK``) when the listing left configs out."""
+        configured = self.source._configured
+        if self.needs_config:
+            configured.update(node.snapshot.ref.path for node in nodes)
+            return nodes
+        missing = [n.snapshot.ref.id for n in nodes if n.snapshot.ref.path not in configured]
+        names = missing[:self._configs_left]
+        if not names:
+            return nodes
+        self._configs_left -= len(names)
+        try:
+            found = self._query(project, {"name": {"$in": names}}, with_config=True)
+        except WandbError as exc:
+            self.fail(f"configs of {len(names)} runs in {self.source.entity}/{project}", exc)
+            return nodes
+        configs = {n.snapshot.ref.id: n.snapshot.config for n in found}
+        configured.update(n.snapshot.ref.path for n in found)
+        return [replace(n, snapshot=replace(n.snapshot, config=configs[n.snapshot.ref.id]))
+                if configs.get(n.snapshot.ref.id) else n for n in nodes]
+
+    def _query(self, project: str, filters: Mapping[str, Any], *,
+               with_config: bool = False) -> list[RunNode]:
         src = self.source
         nodes: list[RunNode] = []
         cursor = None
         while True:
             data = src.client.execute(RUNS_QUERY, {
                 "entity": src.entity, "project": project, "filters": json.dumps(filters),
-                "cursor": cursor, "perPage": PER_PAGE, "withConfig": self.needs_config,
+                "cursor": cursor, "perPage": PER_PAGE,
+                "withConfig": self.needs_config or with_config,
             }, timeout=self.left())
             found = data.get("project") or None
             if found is None:

@@ -369,6 +369,18 @@ class OutboxEntry:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class BoardEntry:
+    """One run's row of the status pages' board, as the writer last saved it: which run
+    (``path``) of which source, when a tick last read it, and the board's own encoding of
+    the row (``web.board``; opaque to the store)."""
+
+    path: str
+    source: str
+    seen: float
+    body: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Collected:
     """How many entries one ``collect_garbage`` deleted, by kind."""
 
@@ -422,8 +434,11 @@ class Store(Protocol):
         run_path: str | None = None,
         project: str | None = None,
         rule: str | None = None,
+        resolution: str | None = None,
     ) -> list[AlertState]:
-        """Alerts matching every given filter, ordered by run path, rule, fingerprint."""
+        """Alerts matching every given filter, ordered by run path, rule, fingerprint;
+        ``resolution`` is a prefix of why they resolved (``"run ended"``: those that held
+        until their run ended)."""
         ...
 
     def load_cursors(self, source: str) -> dict[str, str]:
@@ -595,6 +610,16 @@ class Store(Protocol):
 
     def load_status(self) -> dict[str, dict[str, Any]]:
         """Every source's last saved status, by source name."""
+        ...
+
+    def save_board(self, entries: Iterable[BoardEntry], *, forget_before: float) -> None:
+        """Replace the saved board rows of ``entries``' runs, and forget every row last
+        seen before ``forget_before``: what the status pages show after a restart or on a
+        standby. Only the writer saves (fenced, as every write)."""
+        ...
+
+    def load_board(self) -> list[BoardEntry]:
+        """Every saved board row, by run path."""
         ...
 
     def ping(self) -> None:

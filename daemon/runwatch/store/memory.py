@@ -21,6 +21,7 @@ from runwatch.store.base import (
     COLLECTIBLE_STATUSES,
     LEADER,
     LEASE_TTL,
+    BoardEntry,
     Collected,
     Delivery,
     Lease,
@@ -37,6 +38,7 @@ NAME = "memory://"
 
 _COLUMN = {name: i for i, name in enumerate(codec.ALERT_COLUMNS)}
 _FINGERPRINT, _STATUS, _UPDATED = _COLUMN["fingerprint"], _COLUMN["status"], _COLUMN["updated_at"]
+_RESOLUTION = _COLUMN["resolution"]
 _FILTERS = (
     ("run_path", _COLUMN["run_path"]),
     ("project", _COLUMN["run_project"]),
@@ -60,6 +62,7 @@ class MemoryStore:
         self._closed = False
         self._alerts: dict[str, tuple[Any, ...]] = {}  # fingerprint → codec.alert_to_row
         self._status: dict[str, str] = {}  # source → codec.status_to_text
+        self._board: dict[str, BoardEntry] = {}  # run path → its saved board row
         self._cursors: dict[str, dict[str, tuple[str, float]]] = {}  # source → key → (v, updated)
         self._notifications: dict[tuple[str, str], NotificationRecord] = {}
         self._silences: dict[str, Silence] = {}
@@ -102,6 +105,7 @@ class MemoryStore:
         run_path: str | None = None,
         project: str | None = None,
         rule: str | None = None,
+        resolution: str | None = None,
     ) -> list[AlertState]:
         statuses = _statuses(status)
         wanted = {"run_path": run_path, "project": project, "rule": rule}
@@ -112,6 +116,7 @@ class MemoryStore:
                 for row in self._alerts.values()
                 if (statuses is None or row[_STATUS] in statuses)
                 and all(wanted[f] is None or row[i] == wanted[f] for f, i in _FILTERS)
+                and (resolution is None or row[_RESOLUTION].startswith(resolution))
             ]
         found = self._decode(rows)
         return sorted(found, key=lambda a: (a.run.path, a.rule, a.fingerprint))
@@ -472,6 +477,18 @@ class MemoryStore:
             return {source: codec.status_from_text(source, text) for source, text in saved}
         except codec.CodecError as exc:
             raise self._refuse(exc) from None
+
+    def save_board(self, entries: Iterable[BoardEntry], *, forget_before: float) -> None:
+        with self._lock:
+            self._check_open()
+            board = {p: e for p, e in self._board.items() if e.seen >= forget_before}
+            board.update((e.path, e) for e in entries)
+            self._board = board
+
+    def load_board(self) -> list[BoardEntry]:
+        with self._lock:
+            self._check_open()
+            return [self._board[p] for p in sorted(self._board)]
 
     def ping(self) -> None:
         with self._lock:

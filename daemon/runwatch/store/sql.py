@@ -26,6 +26,7 @@ from runwatch.store.base import (
     COLLECTIBLE_STATUSES,
     LEADER,
     LEASE_TTL,
+    BoardEntry,
     Collected,
     Delivery,
     Lease,
@@ -195,8 +196,20 @@ _V10 = (
     "CREATE INDEX delivery_alerts_by_delivery ON delivery_alerts (delivery)",
 )
 
+# The status pages' board: a row per watched run, so a restart or a standby shows the
+# runs that ended before it (their logs are not read again).
+_V11 = (
+    """CREATE TABLE board (
+        path   TEXT PRIMARY KEY,
+        source TEXT NOT NULL,
+        seen   REAL NOT NULL,
+        body   TEXT NOT NULL
+    )""",
+)
+
 # One entry per schema version, in order; append, never edit a released step.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10)
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3, _V4, _V5, _V6, _V7, _V8, _V9, _V10,
+                                           _V11)
 
 _IN_CHUNK = 500  # host parameters per IN (...) list, well below every SQLite's limit
 
@@ -261,6 +274,7 @@ _INSERT_DELIVERY = (
     f"VALUES ({', '.join('?' * len(codec.DELIVERY_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
 )
 _UPSERT_STATUS = _upsert("source_status", ("source", "data", "updated_at"), ("source",))
+_UPSERT_BOARD = _upsert("board", ("path", "source", "seen", "body"), ("path",))
 _ADD_LEASE = ("INSERT INTO leases (name, holder, epoch, expires_at, renewed_at)"
               " VALUES (?, '', 0, 0, 0) ON CONFLICT (name) DO NOTHING")
 _SELECT_LEASES = "SELECT name, holder, epoch, expires_at FROM leases"
@@ -469,6 +483,7 @@ class SqlStore:
         run_path: str | None = None,
         project: str | None = None,
         rule: str | None = None,
+        resolution: str | None = None,
     ) -> list[AlertState]:
         where: list[str] = []
         params: list[Any] = []
@@ -486,6 +501,9 @@ class SqlStore:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
+        if resolution is not None:  # a prefix, compared exactly (no LIKE wildcards)
+            where.append("substr(resolution, 1, ?) = ?")
+            params.extend((len(resolution), resolution))
         sql = _SELECT_ALERTS
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -892,6 +910,18 @@ class SqlStore:
                            "SELECT source, data FROM source_status ORDER BY source")
         with self._errors("cannot load source status"):
             return {source: codec.status_from_text(source, data) for source, data in rows}
+
+    def save_board(self, entries: Iterable[BoardEntry], *, forget_before: float) -> None:
+        rows = [(e.path, e.source, float(e.seen), e.body) for e in entries]
+        with self._transaction("cannot save the run board", fenced=True) as conn:
+            conn.execute("DELETE FROM board WHERE seen < ?", (float(forget_before),))
+            if rows:
+                conn.executemany(_UPSERT_BOARD, rows)
+
+    def load_board(self) -> list[BoardEntry]:
+        rows = self._query("cannot load the run board",
+                           "SELECT path, source, seen, body FROM board ORDER BY path")
+        return [BoardEntry(path=p, source=s, seen=float(t), body=b) for p, s, t, b in rows]
 
     # --- the one writer: its lease and the fence -----------------------------------------
 

@@ -33,6 +33,7 @@ import jinja2
 import structlog
 
 from runwatch.analysis.characterize import Health, RunReport, characterize
+from runwatch.config.rules import RuleSet
 from runwatch.duration import format_duration
 from runwatch.model import AlertStatus, RunSnapshot, Series, Severity
 from runwatch.notify.report_json import number, run_json
@@ -49,6 +50,7 @@ _HEADERS = [("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosnif
             ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"),
             ("X-Frame-Options", "DENY")]
 PAGES = ("/", "/alerts", "/silences", "/status")
+ENDED = "run ended"  # how the resolution of an alert that held until its run ended begins
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,7 +65,7 @@ class Context:
     leader: Callable[[], str] = lambda: ""
     token: Callable[[], str | None] = lambda: None
     users: Callable[[], Mapping[str, str] | None] = lambda: None
-    aliases: Callable[[], Mapping[str, tuple[str, ...]]] = lambda: {}
+    rules: Callable[[], RuleSet] = lambda: RuleSet(rules=(), origins={}, aliases={})
 
 
 def _environment() -> jinja2.Environment:
@@ -172,10 +174,9 @@ class Pages:
     def _runs(self, query: Mapping[str, list[str]]) -> tuple[Any, Mapping[str, Any]]:
         now = self.context.clock()
         holding: dict[str, list[Any]] = {}
-        for alert in self.context.store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING,
-                                                       AlertStatus.RESOLVED)):
-            if alert.status == AlertStatus.RESOLVED and not ended_with(alert):
-                continue
+        store = self.context.store
+        for alert in [*store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING)),
+                      *store.alerts(status=AlertStatus.RESOLVED, resolution=ENDED)]:
             holding.setdefault(alert.run.path, []).append(alert)
         rows = []
         for row in self.context.board.rows():
@@ -229,7 +230,8 @@ class Pages:
     def _report(self, row: RunRow, holding: Sequence[Any], now: float) -> RunReport:
         """``characterize``'s report from what the board holds of the run — its curves, as
         thinned — and the store's alerts (those firing when an ended run ended counted as
-        firing), no rule replayed: the daemon's own judgement, as the digest counts it."""
+        firing), no rule replayed (the rules say only what kind each alert is and the grad
+        norm's bounds): the daemon's own judgement, as the digest counts it."""
         snapshot = RunSnapshot(
             ref=row.ref, state=row.state, ended_why=row.ended_why, heartbeat=row.heartbeat,
             progress=row.progress, started=row.started, last_step=row.step, tags=row.tags,
@@ -237,8 +239,9 @@ class Pages:
             history=dict(row.curves))
         stored = [dataclasses.replace(a, status=AlertStatus.FIRING) if ended_with(a) else a
                   for a in holding]
-        return characterize(snapshot, rules=(), aliases=self.context.aliases(), now=now,
-                            stored=stored)
+        rule_set = self.context.rules()
+        return characterize(snapshot, rules=rule_set.rules, aliases=rule_set.aliases, now=now,
+                            stored=stored, replayed=False)
 
     def _alerts(self) -> tuple[Any, Mapping[str, Any]]:
         now = self.context.clock()
@@ -276,7 +279,7 @@ class Pages:
 
 def ended_with(alert: Any) -> bool:
     """An alert that held until its run ended (resolved because of it, not by recovering)."""
-    return alert.status == AlertStatus.RESOLVED and alert.resolution.startswith("run ended")
+    return alert.status == AlertStatus.RESOLVED and alert.resolution.startswith(ENDED)
 
 
 def verdict(row: RunRow, alerts: Iterable[Any]) -> Health:

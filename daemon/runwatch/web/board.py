@@ -4,12 +4,15 @@ ticks (never read from a run's log or W&B on a request).
 Each tick hands over the snapshots it judged; the board keeps, per run, what the page
 shows — state, step, heartbeat and progress times, tags — and a short, thinned curve of
 its loss and grad norm for the sparklines, built from the rows each tick read. A run
-appears from the first tick that reads it (after a restart: the live runs at once, the
-others when they log again), and an ended run stays for ``KEEP_ENDED``.
+appears from the first tick that reads it and stays for ``KEEP_ENDED`` after a tick last
+read it. The writer saves changed rows in the store (``to_save``: at most every ``SAVE_EVERY``,
+at once when a run appears or changes state), so a restart and a standby replica show the
+runs that ended before them, whose logs no tick reads again (``load``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,10 +23,13 @@ from runwatch import keys
 from runwatch.analysis import runconfig
 from runwatch.analysis.curves import Direction, Trend, step_rate, trend
 from runwatch.model import EMPTY_SERIES, RunRef, RunSnapshot, RunState, Series
+from runwatch.store.base import BoardEntry
 
 POINTS = 48  # per sparkline: new points are thinned into this many
 KEEP_ENDED = 7 * 86400.0  # an ended run stays on the board this long after it last logged
 CURVES = ("loss", "grad_norm")
+SAVE_EVERY = 60.0  # changed rows are saved at most this often (a new or ended run at once)
+RESAVE = 86400.0  # an unchanged row is saved again this long after, so it is not forgotten
 
 
 def extend(curve: Series, new: Series) -> Series:
@@ -59,7 +65,8 @@ class RunRow:
     started: float | None = None
     step: int | None = None
     tags: tuple[str, ...] = ()
-    config: Mapping[str, Any] = field(default_factory=dict)  # as last read with the run
+    config: Mapping[str, Any] = field(default_factory=dict)  # runconfig.essentials of it
+    config_read: object = field(default=None, compare=False, repr=False)  # the source's
     curves: Mapping[str, Series] = field(default_factory=dict)  # thinned, see extend
     sparks: Mapping[str, str] = field(default_factory=dict)  # the curves as SVG points
     loss_trend: Trend | None = None
@@ -103,10 +110,107 @@ def _rate(snap: RunSnapshot) -> float | None:
     return step_rate(line.steps, line.times)
 
 
+def encode(row: RunRow) -> str:
+    """``row`` as the store keeps it (its sparks and loss trend are worked out again)."""
+    ref = row.ref
+    return json.dumps({
+        "ref": [ref.source, ref.id, ref.name, ref.project, ref.entity, ref.location],
+        "state": str(row.state), "ended_why": row.ended_why, "heartbeat": row.heartbeat,
+        "progress": row.progress, "started": row.started, "step": row.step,
+        "tags": list(row.tags), "config": row.config, "seen": row.seen, "total": row.total,
+        "rate": row.rate,
+        "curves": {n: [c.steps, c.times, c.values] for n, c in row.curves.items()},
+    }, separators=(",", ":"), default=str)
+
+
+def decode(body: str) -> RunRow:
+    """A row saved by ``encode``; ValueError (or KeyError, TypeError) if it is not one."""
+    data = json.loads(body)
+    source, id_, name, project, entity, location = data["ref"]
+    curves = {str(n): Series(steps=tuple(int(x) for x in steps),
+                             times=tuple(float(x) for x in times),
+                             values=tuple(float(x) for x in values))
+              for n, (steps, times, values) in data["curves"].items()}
+    loss = curves.get("loss")
+    return RunRow(
+        ref=RunRef(source=source, id=id_, name=name, project=project, entity=entity,
+                   location=location),
+        state=RunState(data["state"]), ended_why=str(data["ended_why"] or ""),
+        heartbeat=_number(data["heartbeat"]), progress=_number(data["progress"]),
+        started=_number(data["started"]),
+        step=None if data["step"] is None else int(data["step"]),
+        tags=tuple(str(t) for t in data["tags"]), config=dict(data["config"]),
+        curves=curves, sparks={n: spark(c) for n, c in curves.items()},
+        loss_trend=trend(loss) if loss is not None else None, seen=float(data["seen"]),
+        total=None if data["total"] is None else int(data["total"]),
+        rate=_number(data["rate"]))
+
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 class RunBoard:
     def __init__(self) -> None:
         self._rows: dict[str, RunRow] = {}
         self._lock = threading.Lock()
+        self._changed: set[str] = set()  # rows not saved as they are now
+        self._urgent = False  # a run appeared or changed state since the last save
+        self._saved_at = -math.inf
+        self._saved_seen: dict[str, float] = {}  # per row: its ``seen`` when last saved
+        self._bodies: dict[str, str] = {}  # per row: as last loaded (a reload decodes news)
+
+    def load(self, entries: Iterable[BoardEntry], sources: Iterable[str]) -> list[str]:
+        """Show the saved rows of ``sources`` (those of any other source are left out),
+        replacing what the board held; a line for each row that cannot be read."""
+        wanted, rows, problems, bodies = set(sources), {}, [], {}
+        with self._lock:
+            held, known = self._rows, self._bodies
+        for entry in entries:
+            if entry.source not in wanted:
+                continue
+            if known.get(entry.path) == entry.body and entry.path in held:
+                rows[entry.path] = held[entry.path]  # unchanged since the last load
+            else:
+                try:
+                    rows[entry.path] = decode(entry.body)
+                except (ValueError, KeyError, TypeError, IndexError) as exc:
+                    problems.append(f"run board row {entry.path!r} cannot be read ({exc!r});"
+                                    " shown again when its run is read")
+                    continue
+            bodies[entry.path] = entry.body
+        with self._lock:
+            self._rows = rows
+            self._bodies = bodies
+            self._changed.clear()
+            self._urgent = False
+            self._saved_seen = {p: r.seen for p, r in rows.items()}
+        return problems
+
+    def to_save(self, now: float) -> list[BoardEntry] | None:
+        """The rows to save now — changed since their last save, or unchanged for
+        ``RESAVE`` — or None when no save is due (every ``SAVE_EVERY``, or at once after a
+        run appeared or changed state). Once saved, they count as saved; ``unsaved`` says
+        otherwise."""
+        with self._lock:
+            if not self._urgent and now - self._saved_at < SAVE_EVERY:
+                return None
+            stale = {p for p, seen in self._saved_seen.items() if now - seen > RESAVE}
+            paths = (self._changed | stale) & self._rows.keys()
+            rows = [self._rows[p] for p in sorted(paths)]
+            self._changed.clear()
+            self._urgent = False
+            self._saved_at = now
+            for row in rows:
+                self._saved_seen[row.ref.path] = row.seen
+        return [BoardEntry(path=r.ref.path, source=r.ref.source, seen=r.seen, body=encode(r))
+                for r in rows]
+
+    def unsaved(self, entries: Iterable[BoardEntry]) -> None:
+        """``entries`` (from ``to_save``) did not reach the store: saved with the next."""
+        with self._lock:
+            self._changed.update(e.path for e in entries)
+            self._urgent = True
 
     def update(self, snapshots: Iterable[RunSnapshot], now: float,
                aliases: Mapping[str, tuple[str, ...]]) -> None:
@@ -128,24 +232,40 @@ class RunBoard:
                     curves[name] = extend(curves.get(name, EMPTY_SERIES), series)
             loss = curves.get("loss")
             changed = before is None or loss is not before.curves.get("loss")
+            config_read = snap.config or (before.config_read if before else None)
+            if before is not None and config_read is before.config_read:
+                config = before.config
+            else:
+                config = runconfig.essentials(config_read) if config_read else {}
             row = RunRow(
                 ref=snap.ref, state=snap.state, ended_why=snap.ended_why,
                 heartbeat=snap.heartbeat, progress=snap.progress, started=snap.started,
                 step=snap.last_step if snap.last_step is not None else (
                     before.step if before else None),
                 tags=tuple(snap.tags), curves=curves, seen=now,
-                config=snap.config or (before.config if before else {}),
+                config=config or (before.config if before else {}), config_read=config_read,
                 sparks={n: spark(c) for n, c in curves.items()} if before is None
                 or curves != before.curves else before.sparks,
                 loss_trend=(trend(loss)
                             if loss is not None and changed else
                             before.loss_trend if before else None))
-            found = runconfig.total_steps(row.config) if row.config else None
-            rows[snap.ref.path] = replace(row, total=found[0] if found else None,
-                                          rate=_rate(snap) or (before.rate if before else None))
+            if before is not None and row.config is before.config:
+                total = before.total
+            else:
+                found = runconfig.total_steps(row.config) if row.config else None
+                total = found[0] if found else None
+            row = replace(row, total=total,
+                          rate=_rate(snap) or (before.rate if before else None))
+            rows[snap.ref.path] = row
+            if before is None or before.state != row.state:
+                self._urgent = True
+                self._changed.add(snap.ref.path)
+            elif replace(before, seen=row.seen) != row:
+                self._changed.add(snap.ref.path)
         for path, row in list(rows.items()):
             if now - row.seen > KEEP_ENDED:
                 del rows[path]
+                self._saved_seen.pop(path, None)
         self._rows = rows
 
     def forget_source(self, source: str) -> None:
