@@ -101,13 +101,13 @@ def main() -> None:
                 store.save_board(runs.to_save(NOW + n) or (), forget_before=0)
                 saves.append((time.perf_counter() - started) * 1000)
                 started = time.perf_counter()
-                RunBoard().load(store.load_board(), ["wandb", "rundir"])
+                RunBoard().load(store.load_board(), ["wandb", "rundir"], NOW)
                 loads.append((time.perf_counter() - started) * 1000)
             saved_bytes = sum(len(e.body) for e in store.load_board())
             standby = RunBoard()
-            standby.load(store.load_board(), ["wandb", "rundir"])
+            standby.load(store.load_board(), ["wandb", "rundir"], NOW)
             started = time.perf_counter()
-            standby.load(store.load_board(), ["wandb", "rundir"])
+            standby.load(store.load_board(), ["wandb", "rundir"], NOW)
             reload_ms = (time.perf_counter() - started) * 1000
             ended, every = [], []  # the alerts / shows for ended runs: asked vs all of them
             for _ in range(5):

@@ -243,7 +243,8 @@ class Daemon:
             log.error("cannot load the run board; the pages show runs as ticks read them",
                       error=str(exc))
             return
-        for line in self.board.load(entries, [s.name for s in self.config.sources]):
+        for line in self.board.load(entries, [s.name for s in self.config.sources],
+                                    self._board_loaded):
             log.warning("run board", detail=line)
 
     def _save_board(self, now: float) -> None:

@@ -465,7 +465,7 @@ def test_a_run_directory_named_in_utf_8_is_found_and_head_has_no_body(served):
 def test_the_board_saves_a_new_or_ended_run_at_once_and_other_changes_each_minute():
     from runwatch.model import RunSnapshot, RunState, Series
     from runwatch.store.base import BoardEntry
-    from runwatch.web.board import RESAVE, SAVE_EVERY, decode
+    from runwatch.web.board import KEEP_ENDED, RESAVE, SAVE_EVERY, decode
 
     ref = RunRef(source="rundir", id="r1", name="r1", location="/runs/r1")
 
@@ -498,7 +498,9 @@ def test_the_board_saves_a_new_or_ended_run_at_once_and_other_changes_each_minut
     shown = RunBoard()
     problems = shown.load([*ended, BoardEntry(path="/runs/bad", source="rundir", seen=NOW,
                                               body="{not json"),
-                           replace(ended[0], path="x/y/z", source="removed")], ["rundir"])
+                           replace(ended[0], path="x/y/z", source="removed"),
+                           replace(ended[0], path="/runs/old", seen=NOW - KEEP_ENDED - 1)],
+                          ["rundir"], NOW + 2 * SAVE_EVERY + 2)
     assert shown.rows() == [board.row(ref.path)]
     assert len(problems) == 1 and "'/runs/bad' cannot be read" in problems[0]
 

@@ -160,14 +160,16 @@ class RunBoard:
         self._saved_seen: dict[str, float] = {}  # per row: its ``seen`` when last saved
         self._bodies: dict[str, str] = {}  # per row: as last loaded (a reload decodes news)
 
-    def load(self, entries: Iterable[BoardEntry], sources: Iterable[str]) -> list[str]:
-        """Show the saved rows of ``sources`` (those of any other source are left out),
-        replacing what the board held; a line for each row that cannot be read."""
+    def load(self, entries: Iterable[BoardEntry], sources: Iterable[str],
+             now: float) -> list[str]:
+        """Show the saved rows of ``sources`` (those of any other source, and those unseen
+        for ``KEEP_ENDED``, are left out), replacing what the board held; a line for each
+        row that cannot be read."""
         wanted, rows, problems, bodies = set(sources), {}, [], {}
         with self._lock:
             held, known = self._rows, self._bodies
         for entry in entries:
-            if entry.source not in wanted:
+            if entry.source not in wanted or now - entry.seen > KEEP_ENDED:
                 continue
             if known.get(entry.path) == entry.body and entry.path in held:
                 rows[entry.path] = held[entry.path]  # unchanged since the last load
