@@ -248,8 +248,10 @@ class Daemon:
             log.warning("run board", detail=line)
 
     def _save_board(self, now: float) -> None:
+        if not self.leader.leading():
+            return  # (what changed stays to save, should it lead again)
         entries = self.board.to_save(now)
-        if entries is None or not self.leader.leading():
+        if entries is None:
             return
         try:
             self.store.save_board(entries, forget_before=now - KEEP_ENDED)

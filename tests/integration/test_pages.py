@@ -493,16 +493,22 @@ def test_the_board_saves_a_new_or_ended_run_at_once_and_other_changes_each_minut
     assert [decode(e.body).state for e in ended] == [RunState.CRASHED]
     board.unsaved(ended)  # the store did not take it: it goes with the next save
     assert board.to_save(NOW + 2 * SAVE_EVERY + 2) == ended
+    board.update([snap(30, RunState.CRASHED)], NOW + RESAVE + SAVE_EVERY, {})  # read again
     assert [e.path for e in board.to_save(NOW + RESAVE + 2 * SAVE_EVERY + 2)] == [ref.path]
+    # Saved again once only while no tick reads it: its time seen has not moved.
+    assert board.to_save(NOW + 2 * RESAVE + 4 * SAVE_EVERY) == []
 
     shown = RunBoard()
+    odd = json.loads(ended[0].body) | {"curves": []}  # JSON, but not a row's
     problems = shown.load([*ended, BoardEntry(path="/runs/bad", source="rundir", seen=NOW,
                                               body="{not json"),
+                           replace(ended[0], path="/runs/odd", body=json.dumps(odd)),
                            replace(ended[0], path="x/y/z", source="removed"),
                            replace(ended[0], path="/runs/old", seen=NOW - KEEP_ENDED - 1)],
                           ["rundir"], NOW + 2 * SAVE_EVERY + 2)
-    assert shown.rows() == [board.row(ref.path)]
-    assert len(problems) == 1 and "'/runs/bad' cannot be read" in problems[0]
+    assert shown.rows() == [decode(ended[0].body)]
+    assert len(problems) == 2 and "'/runs/bad' cannot be read" in problems[0]
+    assert "'/runs/odd' cannot be read" in problems[1]
 
 
 def test_a_restarted_daemon_shows_the_runs_that_ended_before_it(daemon_pages, tmp_path):

@@ -58,6 +58,7 @@ NAMES_PER_QUERY = 100  # open runs looked up by name per runs query
 # pages still want each run's (its total steps), read once per run and process: this many
 # runs a tick in one runs query, from the second tick on (the first is the heaviest).
 CONFIGS_PER_TICK = NAMES_PER_QUERY
+CONFIG_BACKOFF = 600.0  # seconds: a config query that failed is not tried again before
 SKEW = 300.0  # seconds of clock difference the "ended since the last tick" filter allows
 MAX_BACKOFF = 600.0
 PROJECTS_TTL = 600.0
@@ -134,6 +135,7 @@ class WandbApiSource:
         self._rotation = 0
         self._polls = 0
         self._configured: set[str] = set()  # runs whose config this process has read
+        self._configs_after = -math.inf  # (a failed config query puts the next off)
 
     def __repr__(self) -> str:
         return f"WandbApiSource({self.name!r}, {self.spec.base_url!r})"
@@ -320,6 +322,7 @@ class _Tick:
                 # Only a project read completely moves its "ended since" mark: a run that
                 # ended while its history could not be read is asked for again.
                 self.state.answered[project] = self.now
+            self.add_configs(project)
 
     def runs(self, project: str) -> list[RunNode]:
         """The project's running runs, those whose heartbeat moved since its last complete
@@ -343,29 +346,40 @@ class _Tick:
                 key = prefix + gone  # deleted (or moved): stop asking for it
                 self.new_cursors[key] = replace(open_runs[gone], ended=True).dump()
                 self.errors.append(f"run {key}: gone from W&B; no longer watched")
-        return self.with_configs(project, nodes)
+        return nodes
 
-    def with_configs(self, project: str, nodes: list[RunNode]) -> list[RunNode]:
-        """``nodes``, those whose config this process has not read given it (up to what is
-        left of ``CONFIGS_PER_TICK``) when the listing left configs out."""
-        configured = self.source._configured
+    def add_configs(self, project: str) -> None:
+        """Give this tick's snapshots of ``project`` whose config this process has not
+        read yet their config (up to what is left of ``CONFIGS_PER_TICK``), when the
+        listing left configs out: after the history reads, only while half the tick's
+        budget is left, and a failure only puts the next try off (``CONFIG_BACKOFF``) —
+        they are for the status pages, not for any rule."""
+        src = self.source
+        prefix = f"{src.entity}/{project}/"
+        mine = [i for i, snap in enumerate(self.snapshots)
+                if snap.ref.path.startswith(prefix)]
         if self.needs_config:
-            configured.update(node.snapshot.ref.path for node in nodes)
-            return nodes
-        missing = [n.snapshot.ref.id for n in nodes if n.snapshot.ref.path not in configured]
-        names = missing[:self._configs_left]
-        if not names:
-            return nodes
-        self._configs_left -= len(names)
+            src._configured.update(self.snapshots[i].ref.path for i in mine)
+            return
+        if self.now < src._configs_after or self.left() < src.tick_timeout / 2:
+            return
+        missing = [i for i in mine if self.snapshots[i].ref.path not in src._configured
+                   ][:self._configs_left]
+        if not missing:
+            return
+        self._configs_left -= len(missing)
+        names = [self.snapshots[i].ref.id for i in missing]
         try:
             found = self._query(project, {"name": {"$in": names}}, with_config=True)
-        except WandbError as exc:
-            self.fail(f"configs of {len(names)} runs in {self.source.entity}/{project}", exc)
-            return nodes
+        except WandbError:
+            src._configs_after = self.now + CONFIG_BACKOFF
+            return
         configs = {n.snapshot.ref.id: n.snapshot.config for n in found}
-        configured.update(n.snapshot.ref.path for n in found)
-        return [replace(n, snapshot=replace(n.snapshot, config=configs[n.snapshot.ref.id]))
-                if configs.get(n.snapshot.ref.id) else n for n in nodes]
+        src._configured.update(n.snapshot.ref.path for n in found)
+        for i in missing:
+            snap = self.snapshots[i]
+            if configs.get(snap.ref.id):
+                self.snapshots[i] = replace(snap, config=configs[snap.ref.id])
 
     def _query(self, project: str, filters: Mapping[str, Any], *,
                with_config: bool = False) -> list[RunNode]:

@@ -175,8 +175,10 @@ class Pages:
         now = self.context.clock()
         holding: dict[str, list[Any]] = {}
         store = self.context.store
-        for alert in [*store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING)),
-                      *store.alerts(status=AlertStatus.RESOLVED, resolution=ENDED)]:
+        found = {a.fingerprint: a for a in [  # (one that resolved between the two: as now)
+            *store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING)),
+            *store.alerts(status=AlertStatus.RESOLVED, resolution=ENDED)]}
+        for alert in found.values():
             holding.setdefault(alert.run.path, []).append(alert)
         rows = []
         for row in self.context.board.rows():

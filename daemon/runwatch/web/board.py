@@ -176,7 +176,7 @@ class RunBoard:
             else:
                 try:
                     rows[entry.path] = decode(entry.body)
-                except (ValueError, KeyError, TypeError, IndexError) as exc:
+                except Exception as exc:  # any shape at all: the row is left out, said
                     problems.append(f"run board row {entry.path!r} cannot be read ({exc!r});"
                                     " shown again when its run is read")
                     continue
@@ -197,7 +197,8 @@ class RunBoard:
         with self._lock:
             if not self._urgent and now - self._saved_at < SAVE_EVERY:
                 return None
-            stale = {p for p, seen in self._saved_seen.items() if now - seen > RESAVE}
+            stale = {p for p, seen in self._saved_seen.items()  # (read since, by a tick)
+                     if now - seen > RESAVE and p in self._rows and self._rows[p].seen > seen}
             paths = (self._changed | stale) & self._rows.keys()
             rows = [self._rows[p] for p in sorted(paths)]
             self._changed.clear()
@@ -234,18 +235,22 @@ class RunBoard:
                     curves[name] = extend(curves.get(name, EMPTY_SERIES), series)
             loss = curves.get("loss")
             changed = before is None or loss is not before.curves.get("loss")
-            config_read = snap.config or (before.config_read if before else None)
-            if before is not None and config_read is before.config_read:
-                config = before.config
+            # The config as the source gave it this tick, kept only to tell whether the
+            # next one is the same object (a run directory's is, until it changes): a
+            # source that gives it once (W&B) leaves nothing large held here.
+            config_read = snap.config or None
+            if config_read is None or (before is not None
+                                       and config_read is before.config_read):
+                config = before.config if before is not None else {}
             else:
-                config = runconfig.essentials(config_read) if config_read else {}
+                config = runconfig.essentials(config_read)
             row = RunRow(
                 ref=snap.ref, state=snap.state, ended_why=snap.ended_why,
                 heartbeat=snap.heartbeat, progress=snap.progress, started=snap.started,
                 step=snap.last_step if snap.last_step is not None else (
                     before.step if before else None),
                 tags=tuple(snap.tags), curves=curves, seen=now,
-                config=config or (before.config if before else {}), config_read=config_read,
+                config=config, config_read=config_read,
                 sparks={n: spark(c) for n, c in curves.items()} if before is None
                 or curves != before.curves else before.sparks,
                 loss_trend=(trend(loss)
