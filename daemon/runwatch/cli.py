@@ -878,6 +878,8 @@ def describe(rule: Any) -> str:
         "absent": lambda r: f"{r.metric} absent for {format_duration(r.older_than)}",
         "progress": lambda r: (
             f"no row for {format_duration(r.older_than)} and {r.factor:g}x median gap"),
+        "code_alert": lambda r: "run.alert from the training code, told once"
+        + (f" (titles {', '.join(r.match.title)})" if r.match.title else ""),
     }[rule.kind](rule)
     return parts + (f" for {rule.hold}" if rule.hold else "")
 

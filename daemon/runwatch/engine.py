@@ -16,12 +16,14 @@ rows) is reported firing and resolved together.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from runwatch.checks import Context, Rule, Verdict
 from runwatch.duration import format_duration
 from runwatch.model import (
+    TOLD_ONCE,
     AlertState,
     AlertStatus,
     RunSnapshot,
@@ -80,6 +82,10 @@ def evaluate(
     basis = _basis(snapshot) if quiet and quiet_until is not None else None
     path = snapshot.ref.path
     for rule in rules:
+        if rule.raised_by_code:
+            if snapshot.code_alerts and rule.match.matches(snapshot):
+                raised(rule, snapshot, previous, now, alerts, transitions)
+            continue
         fp = fingerprint_at(rule.name, path)
         if quiet and _left_alone(rule, snapshot, previous.get(fp), basis,
                                  quiet_until.get(fp) if basis is not None else None, now):
@@ -113,6 +119,62 @@ def evaluate(
             after = resolved
         alerts.append(after)
     return Evaluation(alerts=tuple(alerts), transitions=tuple(transitions))
+
+
+def code_fingerprint(rule: str, path: str, title: str) -> str:
+    """The identity of the alerts of one title that one run's code raises (code_alert)."""
+    return fingerprint_at(f"{rule}\x00{title}", path)
+
+
+def fingerprints(rules: Iterable[Rule], snapshot: RunSnapshot) -> list[str]:
+    """Every alert ``evaluate`` may read for ``snapshot``: one per rule, and one per title
+    its training code raised for each code_alert rule."""
+    path = snapshot.ref.path
+    found = [fingerprint_at(rule.name, path) for rule in rules if not rule.raised_by_code]
+    if snapshot.code_alerts:
+        titles = {raised.title for raised in snapshot.code_alerts}
+        found += [code_fingerprint(rule.name, path, title) for rule in rules
+                  if rule.raised_by_code for title in titles]
+    return found
+
+
+def raised(rule: Rule, snapshot: RunSnapshot, previous: Mapping[str, AlertState],
+           now: float, alerts: list[AlertState], transitions: list[Transition]) -> None:
+    """Tell what the run's training code raised (``snapshot.code_alerts``), as W&B would:
+    each title once within the ``wait_duration`` of the one told, an alert per title. A
+    told alert fires and is closed at once ("told once"): the receivers hear it once, as
+    news, and nothing stays firing to repeat or resolve. One raised more than the rule's
+    ``max_age`` before ``now`` is not told (a first read of an old run)."""
+    path, latest = snapshot.ref.path, {}
+    for event in snapshot.code_alerts:
+        if not rule.wants(event):
+            continue
+        fp = code_fingerprint(rule.name, path, event.title)
+        before = latest.get(fp) or previous.get(fp)
+        when = event.time if event.time is not None else now
+        memory = before.memory if before is not None else None
+        if isinstance(memory, dict) and when - float(memory.get("at", -math.inf)) < float(
+                memory.get("wait", 0.0)):
+            continue  # told within its wait: W&B would not send it again either
+        if now - when > rule.max_age:
+            continue
+        severity = rule.severity_of(event)
+        fields = summary_fields(rule, snapshot, Verdict(active=True), event.step)
+        summary = render(rule.summary or ("{title}: {text}" if event.text else "{title}"),
+                         fields | rule.summary_of(event))
+        told = AlertState(
+            fingerprint=fp, rule=rule.name, run=snapshot.ref, severity=severity,
+            status=AlertStatus.FIRING, active_since=now, fired_at=now,
+            first_seen=before.first_seen if before is not None else now, last_seen=now,
+            step=event.step, summary=summary, labels={**rule.labels, "title": event.title},
+            memory={"at": when, "wait": event.wait}, run_state=snapshot.state)
+        closed = evolve(told, status=AlertStatus.RESOLVED, resolved_at=now, active_since=None,
+                        resolution=TOLD_ONCE)
+        transitions.append(Transition(alert=told, previous=(
+            before.status if before is not None else AlertStatus.INACTIVE)))
+        transitions.append(Transition(alert=closed, previous=AlertStatus.FIRING))
+        latest[fp] = closed
+    alerts.extend(latest.values())
 
 
 def _left_alone(rule: Rule, snapshot: RunSnapshot, stored: AlertState | None,

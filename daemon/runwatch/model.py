@@ -89,6 +89,25 @@ class Series:
 EMPTY_SERIES = Series()
 
 
+# The resolution of an alert told once and closed at once: what the training code raised
+# (code_alert). Receivers show it as news at its severity, not as a recovery.
+TOLD_ONCE = "told once"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CodeAlert:
+    """An alert the training code raised itself (``run.alert(title=…, text=…, level=…,
+    wait_duration=…)``), as the run's log holds it. ``step`` and ``time`` are those of the
+    newest history row logged before it (the record carries neither), when there is one."""
+
+    title: str
+    text: str = ""
+    level: str = "INFO"  # INFO, WARN or ERROR, as the SDK writes it
+    wait: float = 60.0  # seconds: the same title is not told again within this
+    step: int | None = None
+    time: float | None = None
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RunSnapshot:
     """What a source knows of one run at one tick.
@@ -112,6 +131,7 @@ class RunSnapshot:
     summary: Mapping[str, Any] = field(default_factory=dict)
     keys: frozenset[str] = frozenset()
     history: Mapping[str, Series] = field(default_factory=dict)
+    code_alerts: tuple[CodeAlert, ...] = ()  # raised since the cursor (run directories)
 
 
 def fingerprint(rule: str, run: RunRef) -> str:

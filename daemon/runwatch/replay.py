@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from runwatch.model import RunRef, RunSnapshot, RunState, Series
+from runwatch.model import CodeAlert, RunRef, RunSnapshot, RunState, Series
 from runwatch.sources.base import Poll
 from runwatch.window import NONE, Window
 
@@ -36,6 +36,7 @@ class ReplayRun:
     group: str = ""
     config: Mapping[str, Any] = field(default_factory=dict)
     delay: float = 0.0  # a point logged at t is seen at t + delay
+    code_alerts: tuple[CodeAlert, ...] = ()  # what its training code raised, by time
 
     @property
     def first_time(self) -> float | None:
@@ -79,7 +80,9 @@ class ReplayRun:
             started=self.started,
             last_step=rows.steps[seen_rows - 1] if seen_rows else None,
             tags=self.tags, group=self.group, config=dict(self.config),
-            keys=frozenset(keys), history=history)
+            keys=frozenset(keys), history=history,
+            code_alerts=tuple(a for a in self.code_alerts
+                              if a.time is not None and start < a.time <= cutoff))
 
 
 class ReplaySource:

@@ -26,12 +26,14 @@ without it); ``A+BxN`` / ``A-BxN`` for N values from A by B per step (``1+0.1x10
 1.1, … 10.9). Unlike promtool's notation, ``xN`` is always N values.
 
 At each ``at``, the alerts listed must be exactly those pending or firing then, plus those
-that resolved on that tick (``status: resolved``); ``step``, ``severity`` and ``labels``
-are checked when given. ``rules:`` in a test limits the comparison to those rules.
+that resolved on that tick (``status: resolved``) and those told on that tick of what the
+run's code raised (``raised:`` in the run, ``status: told``); ``step``, ``severity`` and
+``labels`` are checked when given. ``rules:`` in a test limits the comparison to those rules.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -49,7 +51,7 @@ from runwatch.config.models import default_rules_path
 from runwatch.config.rules import load_rules
 from runwatch.duration import format_duration
 from runwatch.fieldtypes import Duration, Interval, Labels, Names
-from runwatch.model import AlertState, AlertStatus, RunRef, RunState, Series
+from runwatch.model import TOLD_ONCE, AlertState, AlertStatus, CodeAlert, RunRef, RunState, Series
 from runwatch.replay import ROW_TIME, ReplayRun, ReplaySource
 from runwatch.store.memory import MemoryStore
 from runwatch.tick import run_tick
@@ -113,6 +115,16 @@ class End(StrictModel):
     state: RunState = RunState.FINISHED
 
 
+class Raised(StrictModel):
+    """An alert the run's training code raises (``run.alert``), ``at`` after its start."""
+
+    at: Duration
+    title: str = Field(min_length=1)
+    text: str = ""
+    level: Literal["INFO", "WARN", "ERROR"] = "INFO"
+    wait: Duration = 60.0  # its wait_duration
+
+
 class RunSpec(StrictModel):
     """One synthetic run."""
 
@@ -129,11 +141,12 @@ class RunSpec(StrictModel):
         Field(min_length=1))
     end: End | None = None  # the run ends then (its exit record), in this state
     alive_until: Duration | None = None  # its process stops beating then (dies silently)
+    raised: tuple[Raised, ...] = ()
 
 
 class ExpectedAlert(StrictModel):
     rule: str
-    status: Literal["pending", "firing", "resolved"]
+    status: Literal["pending", "firing", "resolved", "told"]  # told: raised by the code
     step: int | None = None
     severity: str | None = None
     labels: Labels = Field(default_factory=dict)
@@ -174,7 +187,14 @@ def synthetic_run(spec: RunSpec) -> ReplayRun:
             history[key] = Series(steps=tuple(steps[i] for i in kept),
                                   times=tuple(times[i] for i in kept),
                                   values=tuple(points[i] for i in kept))
+    raised = []
+    for event in sorted(spec.raised, key=lambda e: e.at):
+        before = bisect.bisect_right(times, T0 + event.at)  # the rows logged by then
+        raised.append(CodeAlert(title=event.title, text=event.text, level=event.level,
+                                wait=event.wait, time=T0 + event.at,
+                                step=steps[before - 1] if before else None))
     return ReplayRun(
+        code_alerts=tuple(raised),
         ref=RunRef(source="test", id=spec.id, name=spec.name, project=spec.project,
                    entity=spec.entity, location=f"test/{spec.id}"),
         history=history,
@@ -309,8 +329,13 @@ def diff(expected: Iterable[ExpectedAlert], got: Iterable[AlertState]) -> list[s
     return lines
 
 
+def _status(alert: AlertState) -> str:
+    """``told`` for what the training code raised, told once; else the alert's status."""
+    return "told" if alert.resolution == TOLD_ONCE else str(alert.status)
+
+
 def _matches(want: ExpectedAlert, alert: AlertState) -> bool:
-    if str(alert.status) != want.status:
+    if _status(alert) != want.status:
         return False
     if want.step is not None and alert.step != want.step:
         return False
@@ -330,7 +355,7 @@ def _describe_expected(want: ExpectedAlert) -> str:
 
 
 def _describe(alert: AlertState) -> str:
-    parts = [alert.rule, str(alert.status)]
+    parts = [alert.rule, _status(alert)]
     if alert.step is not None:
         parts.append(f"step={alert.step}")
     parts.append(f"severity={alert.severity}")

@@ -15,6 +15,7 @@ FIELDS = frozenset({
     "rule", "severity", "run", "run_id", "path", "project", "entity", "group", "state",
     "metric", "value", "step", "threshold", "age", "for",
     "since_step", "first_value", "latest", "latest_step",
+    "title", "text",  # of an alert the training code raised (code_alert rules)
 })
 
 _FORMATTER = string.Formatter()

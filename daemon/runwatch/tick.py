@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 from runwatch import keys
 from runwatch.checks import Rule
-from runwatch.engine import Quiet, evaluate, retire
+from runwatch.engine import Quiet, evaluate, fingerprints, retire
 from runwatch.model import (
     AlertState,
     AlertStatus,
@@ -302,4 +302,4 @@ def unlogged_metrics(rules: Iterable[Rule], snapshots: Sequence[RunSnapshot],
 
 
 def _fingerprints(rules: Sequence[Rule], snapshots: Iterable[RunSnapshot]) -> list[str]:
-    return [fingerprint(rule.name, snap.ref) for snap in snapshots for rule in rules]
+    return [fp for snap in snapshots for fp in fingerprints(rules, snap)]

@@ -246,7 +246,7 @@ def test_the_documented_install_validates(doc, heading, tmp_path):
     (validated,) = run_install(steps, tmp_path)
     assert (validated.returncode, validated.stderr) == (0, "")
     assert validated.stdout == (
-        "ok: 8 rules, sources: rundir, wandb:my-team, receivers: team-slack, oncall-email,"
+        "ok: 9 rules, sources: rundir, wandb:my-team, receivers: team-slack, oncall-email,"
         " store: sqlite:////var/lib/runwatch/state.db\n")
     etc = tmp_path / "etc"
     assert (etc / "runwatch" / "env").stat().st_mode & 0o777 == 0o600  # holds secrets

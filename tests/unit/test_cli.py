@@ -39,7 +39,7 @@ def test_validate_ok(tmp_path, capsys):
     config = write_config(tmp_path)
     assert main(["validate", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("ok: 8 rules, sources: rundir, receivers: none, store: sqlite:////")
+    assert out.startswith("ok: 9 rules, sources: rundir, receivers: none, store: sqlite:////")
 
 
 def test_invalid_rules_exit_2_with_one_line_per_error(tmp_path, capsys):

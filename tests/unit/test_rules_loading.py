@@ -52,7 +52,7 @@ ERRORS = {
         "rules/bad-summary.yaml:6: rule 'loss-nan': summary: template 'loss is"
         " {value} on {hostname}': unknown field {hostname} (allowed: age, entity,"
         " first_value, for, group, latest, latest_step, metric, path, project, rule, run,"
-        " run_id, severity, since_step, state, step, threshold, value)",
+        " run_id, severity, since_step, state, step, text, threshold, title, value)",
     ],
     "bad-match.yaml": [
         "rules/bad-match.yaml:7: rule 'loss-nan': match: unknown field 'projects'"

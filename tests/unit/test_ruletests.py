@@ -43,7 +43,7 @@ def test_series_notation_errors_name_the_token(text, why):
 def test_the_shipped_rules_pass_their_tests(capsys):
     assert main(["test-rules", str(SHIPPED_TESTS)]) == 0
     out = capsys.readouterr().out
-    assert out.strip().endswith("8 tests, ok")
+    assert out.strip().endswith("9 tests, ok")
 
 
 def test_every_shipped_rule_is_tested():
@@ -53,34 +53,36 @@ def test_every_shipped_rule_is_tested():
     assert tested == shipped
 
 
-def shipped_with(tmp_path: Path, rule: str) -> tuple[Path, int, str]:
-    """The shipped tests with the first expectation of ``rule`` firing changed to
-    pending: the file, the line of the changed expectation, and its test's name."""
+def shipped_with(tmp_path: Path, rule: str) -> tuple[Path, int, str, str]:
+    """The shipped tests with the first expectation of ``rule`` firing (or told) changed
+    to pending: the file, the line of the changed expectation, its test's name, and the
+    status it had."""
     lines = SHIPPED_TESTS.read_text().splitlines()
     lines = [line.replace("rule_files: [../default.yaml]",
                           f"rule_files: [{default_rules_path()}]") for line in lines]
-    target = next(i for i, line in enumerate(lines)
-                  if f"rule: {rule}," in line and "status: firing" in line)
-    lines[target] = lines[target].replace("status: firing", "status: pending")
+    target, status = next((i, status) for i, line in enumerate(lines)
+                          for status in ("firing", "told")
+                          if f"rule: {rule}," in line and f"status: {status}" in line)
+    lines[target] = lines[target].replace(f"status: {status}", "status: pending")
     at = next(i for i in range(target, 0, -1) if lines[i].strip().startswith("- at:"))
     name = next(lines[i].split("name: ", 1)[1] for i in range(target, 0, -1)
                 if lines[i].strip().startswith("- name:"))
     path = tmp_path / "changed.test.yaml"
     path.write_text("\n".join(lines) + "\n")
-    return path, at + 1, name
+    return path, at + 1, name, status
 
 
 @pytest.mark.parametrize("rule", sorted(
     r.name for r in load_rules([default_rules_path()], REPO).rules))
 def test_a_wrong_expectation_fails_with_a_readable_diff(tmp_path, capsys, monkeypatch, rule):
-    path, line, name = shipped_with(tmp_path, rule)
+    path, line, name, status = shipped_with(tmp_path, rule)
     monkeypatch.chdir(tmp_path)
     assert main(["test-rules", path.name]) == 1
     out = capsys.readouterr().out
     assert f"{path.name}:{line}: test '{name}', at " in out
     expected = next(text for text in out.splitlines() if f"expected {rule} pending" in text)
     got = out.splitlines()[out.splitlines().index(expected) + 1]
-    assert got.split()[:3] == ["got", rule, "firing"]
+    assert got.split()[:3] == ["got", rule, status]
     assert out.strip().endswith("1 FAILED")
 
 

@@ -8,6 +8,7 @@ from pydantic import Field, TypeAdapter
 
 from runwatch.checks.absent import AbsentRule
 from runwatch.checks.base import Context, Hold, Match, RuleBase, Verdict
+from runwatch.checks.code_alert import CodeAlertRule
 from runwatch.checks.heartbeat import HeartbeatRule
 from runwatch.checks.nonfinite import NonfiniteRule
 from runwatch.checks.plateau import PlateauRule
@@ -18,11 +19,11 @@ from runwatch.checks.threshold import ThresholdRule
 
 Rule = Annotated[
     ThresholdRule | NonfiniteRule | HeartbeatRule | StateRule | SpikeRule | PlateauRule
-    | AbsentRule | ProgressRule,
+    | AbsentRule | ProgressRule | CodeAlertRule,
     Field(discriminator="kind"),
 ]
 RULE_ADAPTER: TypeAdapter[Rule] = TypeAdapter(Rule)
 KINDS = ("threshold", "nonfinite", "heartbeat", "state", "spike", "plateau", "absent",
-         "progress")
+         "progress", "code_alert")
 
 __all__ = ["KINDS", "RULE_ADAPTER", "Context", "Hold", "Match", "Rule", "RuleBase", "Verdict"]

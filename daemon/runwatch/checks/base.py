@@ -87,6 +87,7 @@ class Match(BaseModel):
     group: Names = ()
     tags: Names = ()  # every tag listed must be on the run
     config: Mapping[str, str | int | float | bool | None] = Field(default_factory=dict)
+    title: Names = ()  # code_alert rules only: globs on the title the training code gave
 
     @functools.cached_property
     def everything(self) -> bool:
@@ -195,6 +196,9 @@ class RuleBase(BaseModel):
     # on" (active None) and keeps its memory, whatever the time or the run's state — so the
     # engine need not ask it on a tick that brought no point (see engine._stays).
     history_only: ClassVar[bool] = False
+    # Whether the rule tells what the training code raised (code_alert): an alert per
+    # raised title, told once, rather than one alert per run that holds and clears.
+    raised_by_code: ClassVar[bool] = False
 
     name: str
     severity: Severity
@@ -227,6 +231,13 @@ class RuleBase(BaseModel):
         label or describe, so an edit that changes what is remembered starts afresh."""
         shape = self.model_dump_json(exclude=_NOT_SHAPE)
         return hashlib.sha256(shape.encode()).hexdigest()[:12]
+
+    @model_validator(mode="after")
+    def _title_fits_the_kind(self) -> RuleBase:
+        if self.match.title and not self.raised_by_code:
+            raise ValueError("match.title is for code_alert rules: it matches the title"
+                             " of an alert the training code raised")
+        return self
 
     @model_validator(mode="after")
     def _hold_fits_the_kind(self) -> RuleBase:

@@ -58,7 +58,7 @@ import stat as statmode
 from collections.abc import Container, Iterable, Mapping
 
 from runwatch.duration import format_duration
-from runwatch.model import RunSnapshot, RunState, Series
+from runwatch.model import CodeAlert, RunSnapshot, RunState, Series
 from runwatch.sources.base import Poll
 from runwatch.sources.firstread import HEAD_WINDOW, Head, window_start
 from runwatch.sources.runlog import KINDS, LogRead, RunLog, id_from_dir
@@ -328,27 +328,29 @@ class RundirSource:
                     self._live(snapshots, new_cursors, cursor, run, {}, stat.st_mtime, now)
                 continue
             self._reported.pop(log, None)
-            run, history, damage, changed = read
+            run, history, damage, changed, raised = read
             errors += damage
             text = run.to_cursor()
             new_cursors[key] = text
             self._remember(key, cursor, text, run)
             if not run.state.ended:
                 self._live(snapshots, new_cursors, text, run, history, stat.st_mtime, now,
-                           changed=changed)
+                           changed=changed, raised=raised)
             elif changed:
-                snapshots.append(self._snapshot(run, history, stat.st_mtime))
+                snapshots.append(snapshot_of(run, self.name, history, stat.st_mtime,
+                                             raised=raised))
         return Poll(snapshots=tuple(snapshots), cursors=new_cursors, errors=tuple(errors))
 
     def _live(self, snapshots: list[RunSnapshot], new_cursors: dict[str, str],
               cursor: str | None, run: RunLog, history: Mapping[str, Series], mtime: float,
-              now: float, *, changed: bool = False) -> None:
+              now: float, *, changed: bool = False, raised: tuple[CodeAlert, ...] = ()
+              ) -> None:
         """Add the snapshot of a run with no exit record: as it is while it writes; as
         crashed when it has written nothing for ``dead_after`` — once: the cursor says it
         was told, so it is said again only if that cursor was never saved (a failed
         commit), and again after the run writes and falls silent anew."""
         snapshot = snapshot_of(run, self.name, history, mtime, now=now,
-                               dead_after=self.dead_after)
+                               dead_after=self.dead_after, raised=raised)
         if snapshot.state is RunState.CRASHED and not run.state.ended:
             if run.told_dead and not changed:
                 return  # told: an ended run is not judged again until it writes
@@ -397,16 +399,14 @@ class RundirSource:
                 pairs.append((text, state))
         self._states[key] = pairs
 
-    def _snapshot(self, run: RunLog, history: Mapping[str, Series], mtime: float) -> RunSnapshot:
-        return snapshot_of(run, self.name, history, mtime)
-
-
 def snapshot_of(run: RunLog, source: str, history: Mapping[str, Series],
                 mtime: float, *, now: float | None = None,
-                dead_after: float = DEFAULT_DEAD_AFTER) -> RunSnapshot:
-    """What ``run`` looks like to the engine, with ``history``; its heartbeat is the log's
-    ``mtime`` while no record carries a time. Given ``now``, a run with no exit record
-    and no record for ``dead_after`` is CRASHED ("no record for 2h")."""
+                dead_after: float = DEFAULT_DEAD_AFTER,
+                raised: tuple[CodeAlert, ...] = ()) -> RunSnapshot:
+    """What ``run`` looks like to the engine, with ``history`` and the alerts its code
+    ``raised`` since the cursor; its heartbeat is the log's ``mtime`` while no record
+    carries a time. Given ``now``, a run with no exit record and no record for
+    ``dead_after`` is CRASHED ("no record for 2h")."""
     heartbeat = run.heartbeat if run.heartbeat is not None else mtime
     state, why = run.state, ""
     if now is not None and not state.ended and now - heartbeat >= dead_after:
@@ -425,13 +425,15 @@ def snapshot_of(run: RunLog, source: str, history: Mapping[str, Series],
         summary=run.summary_view(),
         keys=run.keys_view(),
         history=history,
+        code_alerts=raised,
     )
 
 
 def read_records(
     old: RunLog, stat: os.stat_result, wanted: Container[str], window: Window = FULL
-) -> tuple[RunLog, dict[str, Series], list[str], bool]:
-    """Read the records after ``old.offset``: the new state, new points, errors, change.
+) -> tuple[RunLog, dict[str, Series], list[str], bool, tuple[CodeAlert, ...]]:
+    """Read the records after ``old.offset``: the new state, new points, errors, change,
+    and the alerts the training code raised.
     ``wanted`` is any container of history keys (asked ``key in wanted`` per new key).
     A log read from its start (first sight, or a new file) is read from where ``window``
     of its newest rows starts, plus its head (see ``firstread``); FULL reads all of it."""
@@ -468,7 +470,8 @@ def read_records(
     if corruption is not None and corruption.offset != old.corrupt_at:
         run.corrupt_at = corruption.offset
         errors.append(corruption.message(shown))
-    return run, reading.series(), errors, reading.changed or records > 0
+    return (run, reading.series(), errors, reading.changed or records > 0,
+            tuple(reading.alerts))
 
 
 def _text(path: str) -> str:

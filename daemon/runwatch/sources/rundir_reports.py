@@ -65,7 +65,7 @@ def read_log(log: str, keys: Container[str], *, source: str = "rundir",
     place found (the records before it are used); given ``now``, a run silent for
     ``dead_after`` is crashed, as the source takes it. OSError if the log cannot be read."""
     stat = os.stat(log)
-    run, history, errors, _ = read_records(RunLog(key=os.path.dirname(log), log=log), stat,
+    run, history, errors, _, _ = read_records(RunLog(key=os.path.dirname(log), log=log), stat,
                                            keys)
     return snapshot_of(run, source, history, stat.st_mtime, now=now,
                        dead_after=DEFAULT_DEAD_AFTER if dead_after is None else dead_after

@@ -21,10 +21,11 @@ from typing import Any
 from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2 as pb
 
-from runwatch.model import RunRef, RunState, Series
+from runwatch.model import CodeAlert, RunRef, RunState, Series
 from runwatch.sources import wandbfile, wandbitems
 from runwatch.sources.firstread import Head
 from runwatch.sources.wandbfile import (
+    ALERT,
     CONFIG,
     EXIT,
     HISTORY,
@@ -44,8 +45,10 @@ from runwatch.sources.wandbfile import (
 # The record kinds a LogRead consumes: what the reader is asked for.
 KINDS = frozenset({
     HISTORY, SUMMARY, STEP_SUMMARY, METRIC, STATS, OUTPUT, OUTPUT_RAW, RUN, CONFIG, EXIT,
-    PREEMPTING,
+    PREEMPTING, ALERT,
 })
+MAX_CODE_ALERTS = 1000  # per read: a loop raising one every step is told by its first ones
+_TEXT_LIMIT = 4000  # characters of a raised alert's title or text kept
 _CURSOR_VERSION = 1
 MAX_SHAPES = 256  # row shapes a run keeps (RunLog.shapes); a real run logs a few
 _COMPILED_TARGETS = 64  # step_columns takes at most this many wanted keys (MAX_TARGETS)
@@ -273,7 +276,7 @@ class LogRead:
     """
 
     __slots__ = (
-        "changed", "columns", "damaged", "deferred", "last_step", "last_time",
+        "alerts", "changed", "columns", "damaged", "deferred", "last_step", "last_time",
         "output", "rows_steps", "rows_times", "run", "stats", "wanted",
     )
 
@@ -294,6 +297,7 @@ class LogRead:
         self.changed = False
         self.last_step = run.last_step
         self.last_time = run.progress
+        self.alerts: list[CodeAlert] = []  # raised by the training code, in log order
 
     def consume(self, reader: LogReader | Head) -> None:
         # The per-record loop; everything it touches per row is a local. A history row
@@ -394,6 +398,14 @@ class LogRead:
                             self._fold_deferred()
                             self._fold_pending(pending)
                         pending = None
+                elif kind == ALERT:
+                    if rows:  # the rows before it first: its step is the newest of them
+                        self._add_rows(rows, step_fields, targets)
+                        rows, step_fields = [], {}
+                    try:
+                        self._alert(pb.AlertRecord.FromString(data[start:end]))
+                    except DecodeError:
+                        self._undecodable(at)
                 elif kind == STEP_SUMMARY:
                     if pending is not None:
                         self._fold_deferred()
@@ -425,6 +437,15 @@ class LogRead:
         if pending is not None:
             self._fold_deferred()
             self._fold_pending(pending)
+
+    def _alert(self, record: Any) -> None:
+        if len(self.alerts) >= MAX_CODE_ALERTS:
+            return
+        wait = record.wait_duration / 1000 if record.wait_duration > 0 else 60.0  # (SDK's)
+        self.alerts.append(CodeAlert(
+            title=record.title[:_TEXT_LIMIT], text=record.text[:_TEXT_LIMIT],
+            level=record.level or "INFO", wait=wait, step=self.last_step,
+            time=self.last_time))
 
     def _undecodable(self, at: int) -> None:
         self.damaged.append(Corruption(offset=at, reason="undecodable record", skipped=True))
