@@ -28,7 +28,7 @@ from runwatch.config import (
 from runwatch.config.loader import ReceiverCheck
 from runwatch.duration import format_duration
 from runwatch.leader import Leadership
-from runwatch.model import AlertStatus, RunState, Transition
+from runwatch.model import AlertStatus, RunState, Transition, status_word
 from runwatch.notify.render import printable  # what every terminal output goes through
 from runwatch.notify.report_json import number  # JSON has no NaN: W&B's strings
 from runwatch.service import build_runtime, run_cycle, tune_gc
@@ -887,7 +887,7 @@ def describe(rule: Any) -> str:
 def transition_json(t: Transition) -> dict[str, Any]:
     a = t.alert
     return {
-        "rule": a.rule, "severity": str(a.severity), "status": str(a.status),
+        "rule": a.rule, "severity": str(a.severity), "status": status_word(a),
         "run": {"id": a.run.id, "name": a.run.name, "project": a.run.project,
                 "entity": a.run.entity, "path": a.run.path},
         "metric": a.metric, "value": number(a.value), "step": a.step, "summary": a.summary,
@@ -935,7 +935,7 @@ def print_report(report: TickReport, *, firing: int | None = None) -> None:
             a = t.alert
             # Run names and summaries are untrusted: Text() keeps rich markup out of them,
             # printable() terminal escapes and bidi overrides.
-            table.add_row(Text(str(a.status)), Text(str(a.severity), _STYLE[a.severity]),
+            table.add_row(Text(status_word(a)), Text(str(a.severity), _STYLE[a.severity]),
                           Text(a.rule), Text(printable(a.run.display_name)),
                           Text(printable(a.summary)), Text(printable(a.run.path)))
         console.print(table)

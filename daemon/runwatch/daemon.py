@@ -43,7 +43,7 @@ from runwatch.engine import retire
 from runwatch.leader import Leadership
 from runwatch.logs import config_secrets
 from runwatch.metrics import HttpServer, Metrics, StoreGauges, health_app
-from runwatch.model import AlertStatus, Severity
+from runwatch.model import AlertStatus, Severity, status_word
 from runwatch.schedule import cron_trigger
 from runwatch.service import (
     CycleReport,
@@ -177,7 +177,7 @@ class Daemon:
         for line in report.errors:
             log.warning("source reported a problem", detail=line)
         for t in report.transitions:
-            log.info("alert " + str(t.status), rule=t.alert.rule, run=t.alert.run.path,
+            log.info("alert " + status_word(t.alert), rule=t.alert.rule, run=t.alert.run.path,
                      severity=str(t.alert.severity), summary=t.alert.summary)
         notes = cycle.notifications or {}
         self._count_notifications(notes)

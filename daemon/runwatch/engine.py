@@ -144,8 +144,11 @@ def raised(rule: Rule, snapshot: RunSnapshot, previous: Mapping[str, AlertState]
     each title once within the ``wait_duration`` of the one told, an alert per title. A
     told alert fires and is closed at once ("told once"): the receivers hear it once, as
     news, and nothing stays firing to repeat or resolve. One raised more than the rule's
-    ``max_age`` before ``now`` is not told (a first read of an old run)."""
-    path, latest = snapshot.ref.path, {}
+    ``max_age`` before ``now`` is not told (a first read of an old run). A title told
+    again within one tick (after its wait) is told once, its summary saying how often."""
+    path = snapshot.ref.path
+    latest: dict[str, AlertState] = {}  # per title: as told last (what is stored)
+    told: dict[str, Transition] = {}  # per title: one transition a tick
     for event in snapshot.code_alerts:
         if not rule.wants(event):
             continue
@@ -162,19 +165,24 @@ def raised(rule: Rule, snapshot: RunSnapshot, previous: Mapping[str, AlertState]
         fields = summary_fields(rule, snapshot, Verdict(active=True), event.step)
         summary = render(rule.summary or ("{title}: {text}" if event.text else "{title}"),
                          fields | rule.summary_of(event))
-        told = AlertState(
+        count = memory.get("count", 1) + 1 if fp in latest and isinstance(memory, dict) else 1
+        if count > 1:
+            summary += f" (raised {count} times since the last tick)"
+        fired = AlertState(
             fingerprint=fp, rule=rule.name, run=snapshot.ref, severity=severity,
             status=AlertStatus.FIRING, active_since=now, fired_at=now,
             first_seen=before.first_seen if before is not None else now, last_seen=now,
             step=event.step, summary=summary, labels={**rule.labels, "title": event.title},
-            memory={"at": when, "wait": event.wait}, run_state=snapshot.state)
-        closed = evolve(told, status=AlertStatus.RESOLVED, resolved_at=now, active_since=None,
+            memory={"at": when, "wait": event.wait, "count": count},
+            run_state=snapshot.state)
+        closed = evolve(fired, status=AlertStatus.RESOLVED, resolved_at=now, active_since=None,
                         resolution=TOLD_ONCE)
-        transitions.append(Transition(alert=told, previous=(
-            before.status if before is not None else AlertStatus.INACTIVE)))
-        transitions.append(Transition(alert=closed, previous=AlertStatus.FIRING))
+        told[fp] = Transition(alert=closed, previous=(
+            (told[fp].previous if fp in told else before.status) if before is not None
+            else AlertStatus.INACTIVE))
         latest[fp] = closed
     alerts.extend(latest.values())
+    transitions.extend(told.values())
 
 
 def _left_alone(rule: Rule, snapshot: RunSnapshot, stored: AlertState | None,

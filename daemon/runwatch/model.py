@@ -210,6 +210,17 @@ def evolve(alert: AlertState, **changes: Any) -> AlertState:
     return new
 
 
+def told_once(alert: AlertState) -> bool:
+    """Whether ``alert`` was told once and closed at once (what the training code raised):
+    news at its severity, never a recovery."""
+    return alert.status == AlertStatus.RESOLVED and alert.resolution == TOLD_ONCE
+
+
+def status_word(alert: AlertState) -> str:
+    """``told`` for an alert told once, else its status: what every listing shows."""
+    return "told" if told_once(alert) else str(alert.status)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Transition:
     """A change of an alert's status that someone should hear about."""

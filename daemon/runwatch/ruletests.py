@@ -51,7 +51,15 @@ from runwatch.config.models import default_rules_path
 from runwatch.config.rules import load_rules
 from runwatch.duration import format_duration
 from runwatch.fieldtypes import Duration, Interval, Labels, Names
-from runwatch.model import TOLD_ONCE, AlertState, AlertStatus, CodeAlert, RunRef, RunState, Series
+from runwatch.model import (
+    AlertState,
+    AlertStatus,
+    CodeAlert,
+    RunRef,
+    RunState,
+    Series,
+    status_word,
+)
 from runwatch.replay import ROW_TIME, ReplayRun, ReplaySource
 from runwatch.store.memory import MemoryStore
 from runwatch.tick import run_tick
@@ -329,9 +337,7 @@ def diff(expected: Iterable[ExpectedAlert], got: Iterable[AlertState]) -> list[s
     return lines
 
 
-def _status(alert: AlertState) -> str:
-    """``told`` for what the training code raised, told once; else the alert's status."""
-    return "told" if alert.resolution == TOLD_ONCE else str(alert.status)
+_status = status_word  # ``told`` for what the training code raised, told once
 
 
 def _matches(want: ExpectedAlert, alert: AlertState) -> bool:

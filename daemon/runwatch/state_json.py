@@ -7,13 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from runwatch.model import AlertState
+from runwatch.model import AlertState, status_word
 from runwatch.notify.report_json import number
 from runwatch.store.base import Lease, OutboxEntry, Silence
 
 
 def alert_json(a: AlertState) -> dict[str, Any]:
-    return {"fingerprint": a.fingerprint, "rule": a.rule, "status": str(a.status),
+    return {"fingerprint": a.fingerprint, "rule": a.rule, "status": status_word(a),
             "severity": str(a.severity),
             "run": {"path": a.run.path, "id": a.run.id, "name": a.run.name,
                     "location": a.run.location},

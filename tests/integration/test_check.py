@@ -50,7 +50,7 @@ def test_check_finds_what_needs_attention_once(runs, tmp_path, capsys):
     with at(t):
         first = check(capsys, *args)
     assert first["errors"] == []
-    assert first["runs_checked"] == 16
+    assert first["runs_checked"] == 17
     # Runs read for the first and last time: what fired on them resolves with them —
     # but a crash stays firing (state rules report the end itself).
     assert fired(first) == {
@@ -66,6 +66,8 @@ def test_check_finds_what_needs_attention_once(runs, tmp_path, capsys):
         ("<script>alert(1)</script>", "grad-norm-exploding", "resolved"),
         ("<script>alert(1)</script>", "grad-norm-spiky", "firing"),
         ("<script>alert(1)</script>", "grad-norm-spiky", "resolved"),
+        # what the training code raised: told once a title
+        ("code-alerts", "training-code-alert", "told"),
     }
     ended = next(x for x in first["transitions"]
                  if x["rule"] == "loss-nonfinite" and x["status"] == "resolved")
@@ -90,8 +92,8 @@ def test_check_finds_what_needs_attention_once(runs, tmp_path, capsys):
 def test_dry_run_changes_nothing(runs, tmp_path, capsys):
     args = ["--rundir", str(runs), "--state-dir", str(tmp_path / "state")]
     with at(newest_record_time(runs) + 60):
-        assert len(check(capsys, *args, "--dry-run")["transitions"]) == 11
-        assert len(check(capsys, *args)["transitions"]) == 11
+        assert len(check(capsys, *args, "--dry-run")["transitions"]) == 14
+        assert len(check(capsys, *args)["transitions"]) == 14
 
 
 def live_run(root: Path, *, start: float, steps: int) -> tuple[Path, int]:

@@ -126,7 +126,8 @@ def test_nothing_twice_then_repeat_then_resolved(store):
         assert notify_after_tick(store, cfg, sent, T0 + minutes * 60).queued == 0
     notify_after_tick(store, cfg, sent, T0 + 4 * HOUR)
     assert [m.reason for m in sent["slack"].sent] == [Reason.FIRST, Reason.REPEAT]
-    commit(store, alert(status=AlertStatus.RESOLVED, at=T0 + 5 * HOUR), now=T0 + 5 * HOUR)
+    commit(store, alert(status=AlertStatus.RESOLVED, at=T0 + 5 * HOUR, fired_at=T0),
+           now=T0 + 5 * HOUR)  # (it fired at T0, as the engine keeps it)
     notify_after_tick(store, cfg, sent, T0 + 5 * HOUR)
     notify_after_tick(store, cfg, sent, T0 + 6 * HOUR)
     last = sent["slack"].sent[-1]
@@ -156,11 +157,27 @@ def test_an_alert_that_fired_and_resolved_unannounced_is_told_once(store, send_r
     assert len(sent["slack"].sent) == 1
 
 
+def test_an_alert_that_flashes_again_after_it_was_told_is_told_again(store):
+    """What the training code raises is told once and closed; the same title raised again
+    after its wait fires (and closes) again: news again, told once again."""
+    cfg, sent = config(send_resolved=False), notifiers("slack")
+    commit(store, alert(status=AlertStatus.RESOLVED, resolution="told once"))
+    notify_after_tick(store, cfg, sent, T0)
+    notify_after_tick(store, cfg, sent, T0 + 60)
+    assert len(sent["slack"].sent) == 1
+    commit(store, alert(status=AlertStatus.RESOLVED, at=T0 + 600, resolution="told once"),
+           now=T0 + 600)
+    notify_after_tick(store, cfg, sent, T0 + 600)
+    notify_after_tick(store, cfg, sent, T0 + 660)
+    assert [m.reason for m in sent["slack"].sent] == [Reason.FIRST, Reason.CHANGED]
+    assert [a.fired_at for a in sent["slack"].sent[1].resolved] == [T0 + 600]
+
+
 def test_send_resolved_off(store):
     cfg, sent = config(send_resolved=False), notifiers()
     commit(store, alert())
     notify_after_tick(store, cfg, sent, T0)
-    commit(store, alert(status=AlertStatus.RESOLVED, at=T0 + 60), now=T0 + 60)
+    commit(store, alert(status=AlertStatus.RESOLVED, at=T0 + 60, fired_at=T0), now=T0 + 60)
     notify_after_tick(store, cfg, sent, T0 + 60)
     assert len(sent["slack"].sent) == 1
     commit(store, alert(at=T0 + 120), now=T0 + 120)  # fires again: news, not a repeat

@@ -289,3 +289,26 @@ def test_a_measurement_says_where_the_condition_began_and_where_it_is_now():
                             latest_value=420.0, latest_step=44)
     assert render.measurement(a) == (
         "train/grad_norm = 450 at step 43, since step 35 (12), now 420")
+
+
+def test_what_the_training_code_raised_is_news_at_its_severity_not_a_recovery():
+    from dataclasses import replace
+
+    from runwatch.notify.webhook import payload
+
+    raised = replace(alert("training-code-alert", severity="warning", status="resolved",
+                           summary="data loader slow: batch wait", metric=None),
+                     resolution="told once", value=None)
+    closed = alert("loss-nonfinite", name="other", status="resolved")
+    shown = message(resolved=(closed, raised))
+    assert render.headline(shown) == "WARNING training-code-alert: llama-7b, 1 resolved"
+    assert render.ordered(shown)[0] is raised
+    text = render.text(shown)
+    assert "RAISED BY THE TRAINING CODE (1)\n- [WARNING] training-code-alert" in text
+    assert "at step 1200, told once" in text and "RESOLVED (1)\n- [RESOLVED]" in text
+    blocks = render.slack_blocks(shown)
+    assert blocks[0]["text"]["text"].startswith(render.MARK[Severity.WARNING])
+    sent = payload(shown)
+    assert sent["status"] == "firing"
+    assert [a["status"] for a in sent["alerts"]] == ["firing", "resolved"]
+    assert sent["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"  # it is over: told once

@@ -17,7 +17,7 @@ from rich.console import Console, Group, RenderableType
 from rich.panel import Panel
 from rich.text import Text
 
-from runwatch.model import AlertState, AlertStatus, Severity
+from runwatch.model import AlertState, AlertStatus, Severity, told_once
 from runwatch.notify.base import Delivery, Message
 from runwatch.notify.render import (
     DETAILED,
@@ -41,7 +41,7 @@ RESOLVED_STYLE = "bold green"
 
 
 def _style(alert: AlertState) -> str:
-    if alert.status is AlertStatus.RESOLVED:
+    if alert.status is AlertStatus.RESOLVED and not told_once(alert):
         return RESOLVED_STYLE
     return STYLE.get(alert.severity, "bold")
 

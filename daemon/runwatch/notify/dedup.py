@@ -42,10 +42,11 @@ class GroupState:
         loss on a run's final rows, a crash between two ticks. News once, whatever
         ``send_resolved`` says: nobody must miss that it happened. Without a record, only
         those that fired within the repeat interval (older ones were told and forgotten)."""
+        # One that fired after the last notification was sent cannot have been told by it,
+        # even if that message showed an earlier flash of it (the training code raising the
+        # same title again after its wait).
         since = last.sent_at if last is not None else now - repeat_interval
-        told = last.firing | last.resolved if last is not None else frozenset()
-        return frozenset(fp for fp, fired in self.flashed.items()
-                         if fp not in told and fired > since)
+        return frozenset(fp for fp, fired in self.flashed.items() if fired > since)
 
     def announced_resolved(self, last: NotificationRecord | None) -> frozenset[str]:
         """The resolved alerts the receiver was told were firing: only those are news."""

@@ -30,7 +30,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from runwatch.model import AlertState, AlertStatus, RunRef, Severity
+from runwatch.model import AlertState, AlertStatus, RunRef, Severity, told_once
 from runwatch.notify.base import Message
 
 MARK = {Severity.CRITICAL: "🔴", Severity.WARNING: "🟠", Severity.INFO: "🔵"}
@@ -121,10 +121,12 @@ def slack_run(run: RunRef, limit: int = NAME_LIMIT) -> str:
 # --- shared words ---------------------------------------------------------------------
 
 def ordered(message: Message) -> tuple[AlertState, ...]:
-    """Firing alerts, most severe first (stable among equals), then resolved ones. The
-    first is the group's *lead*: it names the subject and its run keys Slack threads."""
-    firing = sorted(message.firing, key=lambda a: -a.severity.rank)
-    return (*firing, *message.resolved)
+    """Firing alerts and those told once (what the training code raised), most severe
+    first (stable among equals), then resolved ones. The first is the group's *lead*: it
+    names the subject and its run keys Slack threads."""
+    news = sorted((*message.firing, *(a for a in message.resolved if told_once(a))),
+                  key=lambda a: -a.severity.rank)
+    return (*news, *(a for a in message.resolved if not told_once(a)))
 
 
 def format_value(value: float | None) -> str:
@@ -158,6 +160,8 @@ def since(alert: AlertState) -> float | None:
 
 def age(alert: AlertState, now: float) -> str:
     """How long the alert has fired (or did, until it resolved), as of ``now``."""
+    if told_once(alert):
+        return "told once"
     start = since(alert)
     if start is None:
         resolved = alert.status is AlertStatus.RESOLVED and alert.resolution
@@ -189,11 +193,13 @@ def measurement(alert: AlertState) -> str:
 
 
 def severity_word(alert: AlertState) -> str:
-    return "RESOLVED" if alert.status is AlertStatus.RESOLVED else str(alert.severity).upper()
+    if alert.status is AlertStatus.RESOLVED and not told_once(alert):
+        return "RESOLVED"
+    return str(alert.severity).upper()
 
 
 def mark(alert: AlertState) -> str:
-    if alert.status is AlertStatus.RESOLVED:
+    if alert.status is AlertStatus.RESOLVED and not told_once(alert):
         return RESOLVED_MARK
     return MARK.get(alert.severity, "⚪")
 
@@ -206,14 +212,16 @@ def headline(message: Message) -> str:
 
 
 def title(firing: Sequence[AlertState], resolved: Sequence[AlertState] = ()) -> str:
-    """The headline of some alerts: the lead's severity, rule and run, and a count."""
-    lead = sorted(firing, key=lambda a: -a.severity.rank)[0] if firing \
-        else resolved[0]
-    word = str(lead.severity).upper() if firing else "RESOLVED"
-    count = len(firing) if firing else len(resolved)
+    """The headline of some alerts: the lead's severity, rule and run, and a count (what
+    was told once counts with what fires)."""
+    news = [*firing, *(a for a in resolved if told_once(a))]
+    closed = [a for a in resolved if not told_once(a)]
+    lead = sorted(news, key=lambda a: -a.severity.rank)[0] if news else closed[0]
+    word = str(lead.severity).upper() if news else "RESOLVED"
+    count = len(news) if news else len(closed)
     more = f" (+{count - 1} more)" if count > 1 else ""
-    if firing and resolved:
-        more += f", {len(resolved)} resolved"
+    if news and closed:
+        more += f", {len(closed)} resolved"
     return (f"{word} {truncate(lead.rule, NAME_LIMIT)}: "
             f"{truncate(lead.run.display_name, NAME_LIMIT)}{more}")
 
@@ -228,8 +236,11 @@ def subject(message: Message) -> str:
 def text(message: Message) -> str:
     """The whole message as plain text (email's text part, logs, ``notify-test``)."""
     lines = [one_line(headline(message)), ""]
-    firing = ordered(message)[: len(message.firing)]
-    for title, alerts in (("FIRING", firing), ("RESOLVED", message.resolved)):
+    firing = [a for a in ordered(message) if a.status is AlertStatus.FIRING]
+    told = [a for a in ordered(message) if told_once(a)]
+    closed = [a for a in message.resolved if not told_once(a)]
+    for title, alerts in (("FIRING", firing), ("RAISED BY THE TRAINING CODE", told),
+                          ("RESOLVED", closed)):
         if not alerts:
             continue
         lines.append(f"{title} ({len(alerts)})")

@@ -51,7 +51,7 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.handler import RetryHandler
 from slack_sdk.webhook import WebhookClient
 
-from runwatch.model import AlertState, AlertStatus
+from runwatch.model import AlertState, AlertStatus, told_once
 from runwatch.notify import render
 from runwatch.notify.base import Delivery, DigestContent, Message, ref_list, with_ref
 from runwatch.notify.charts import chart_title, firing_charts
@@ -262,9 +262,11 @@ class SlackNotifier:
     def _rewrites(self, message: Message) -> dict[str, list[AlertState]]:
         """Each message that showed an alert now resolved, with every alert it ever showed
         as it now stands: this message's state where it has one, else as last shown."""
-        resolved = {a.fingerprint for a in message.resolved}
+        # (What was told once closes nothing an earlier message showed.)
+        closed = [a for a in message.resolved if not told_once(a)]
+        resolved = {a.fingerprint for a in closed}
         current = {a.fingerprint: a for a in render.ordered(message)}
-        targets = dict.fromkeys(value for a in message.resolved
+        targets = dict.fromkeys(value for a in closed
                                 for value in ref_list(message.refs, f"message:{a.fingerprint}"))
         rewrites = {}
         for value in targets:

@@ -11,7 +11,8 @@ Payload (``Content-Type: application/json``, UTF-8)::
       "status": "firing" | "resolved",   # firing while any alert of the group fires
       "reason": "first" | "changed" | "repeat" | "resolved" | "test",
       "alerts": [{
-        "status": "firing" | "resolved",
+        "status": "firing" | "resolved",  # firing, with endsAt set, for what the
+                                           # training code raised (told once: news)
         "labels": {"alertname": <rule>, "severity": ..., "run": <run path>,
                    "run_id": ..., "run_name": ..., "project": ..., "entity": ...,
                    <the rule's labels>},
@@ -55,7 +56,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import runwatch
-from runwatch.model import AlertState, AlertStatus
+from runwatch.model import AlertState, AlertStatus, told_once
 from runwatch.notify import render
 from runwatch.notify.base import Delivery, Message
 from runwatch.store.base import redact_url, url_secrets
@@ -108,7 +109,9 @@ def payload(message: Message) -> dict[str, Any]:
     """The JSON document for ``message`` (see the module docstring)."""
     alerts = render.ordered(message)
     items = [{
-        "status": "resolved" if a.status is AlertStatus.RESOLVED else "firing",
+        # Told once (raised by the training code): news, ending when it was told.
+        "status": "resolved" if a.status is AlertStatus.RESOLVED and not told_once(a)
+        else "firing",
         "labels": alert_labels(a),
         "annotations": alert_annotations(a),
         "startsAt": rfc3339(render.since(a)),
@@ -121,7 +124,8 @@ def payload(message: Message) -> dict[str, Any]:
         "runwatch_version": runwatch.__version__,
         "id": message.id,
         "receiver": message.receiver,
-        "status": "firing" if message.firing else "resolved",
+        "status": "firing" if message.firing or any(map(told_once, message.resolved))
+        else "resolved",
         "reason": str(message.reason),
         "alerts": items,
         "groupLabels": {str(k): str(v) for k, v in message.group_labels.items()},

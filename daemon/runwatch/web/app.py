@@ -35,7 +35,7 @@ import structlog
 from runwatch.analysis.characterize import Health, RunReport, characterize
 from runwatch.config.rules import RuleSet
 from runwatch.duration import format_duration
-from runwatch.model import AlertStatus, RunSnapshot, Series, Severity
+from runwatch.model import AlertStatus, RunSnapshot, Series, Severity, status_word, told_once
 from runwatch.notify.report_json import number, run_json
 from runwatch.state_json import alert_json, silence_json, silence_state, status_json
 from runwatch.store.base import Store, StoreError
@@ -74,6 +74,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True, lstrip_blocks=True)
     env.filters["ago"] = _ago
     env.filters["when"] = _when
+    env.filters["status"] = status_word
     return env
 
 
@@ -218,6 +219,9 @@ class Pages:
                 told.setdefault(fp, []).append((d, "firing"))
             for fp in d.resolved:
                 told.setdefault(fp, []).append((d, "resolved"))
+        for a in history:  # what the training code raised was told, not resolved
+            if told_once(a):
+                told[a.fingerprint] = [(d, "told") for d, _ in told.get(a.fingerprint, ())]
         data = run_row_json(row, health, sorted(holding, key=_worst_first), now) | {
             "history": [alert_json(a) | {"deliveries": [
                 {"receiver": d.receiver, "as": what, "sent_at": d.sent_at,
@@ -250,12 +254,13 @@ class Pages:
         store = self.context.store
         found = store.alerts(status=(AlertStatus.FIRING, AlertStatus.PENDING,
                                      AlertStatus.RESOLVED))
-        by_status: dict[str, list[Any]] = {"firing": [], "pending": [], "resolved": []}
+        by_status: dict[str, list[Any]] = {"firing": [], "pending": [], "told": [],
+                                           "resolved": []}
         for alert in sorted(found, key=_worst_first):
             if alert.status == AlertStatus.RESOLVED and (
                     alert.resolved_at is None or alert.resolved_at < now - RECENTLY):
                 continue
-            by_status[str(alert.status)].append(alert)
+            by_status[status_word(alert)].append(alert)  # told: raised by the training code
         data = {k: [alert_json(a) for a in v] for k, v in by_status.items()}
         return data, {"groups": by_status, "recently": format_duration(RECENTLY)}
 
