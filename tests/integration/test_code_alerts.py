@@ -137,9 +137,11 @@ def test_a_silence_on_the_rule_mutes_them(daemon_over, fake_slack):
         daemon.store.add_silence(matchers=[Matcher.parse(f"rule={RULE}")],
                                  ends_at=start + 3600, now=start - 60, created_by="ana",
                                  comment="we read them in the logs")
-        with freeze_time(datetime.fromtimestamp(start, UTC)):
+        with freeze_time(datetime.fromtimestamp(start, UTC)) as clock:
             daemon.tick_source("rundir")
-        assert len(daemon.store.alerts(rule=RULE)) == 3  # judged, stored, not told
+            assert len(daemon.store.alerts(rule=RULE)) == 3  # judged, stored, not told
+            clock.tick(3700)  # the silence has ended: what it muted stays untold
+            daemon.tick_source("rundir")
     finally:
         daemon.runtime.close()
         daemon.store.close()
@@ -187,3 +189,39 @@ def test_check_the_digest_and_the_pages_show_them(daemon_over, fake_slack, capsy
     assert sorted(a["labels"]["title"] for a in alerts["told"]) == [
         HOSTILE, "data loader slow", "warmup done"]
     assert "raised by the training code" in page and "&lt;!channel&gt;" in page
+
+
+def test_a_raised_alert_s_time_the_titles_kept_and_online_runs(tmp_path):
+    """An alert record has no time: it takes the log's (the newest row, stats record or
+    the run's start before it); a title raised every step crowds out no other; an online
+    run's alerts are W&B's to deliver."""
+    from fixtures import logwriter as lw
+
+    t0 = 1_796_000_000.0
+    records = [lw.run(1, run_id="ab12cd34", name="r", start=t0),
+               lw.alert(2, "started", level="INFO")]  # before any row: the run's start
+    num = 3
+    for s in range(3):
+        records += lw.step(num, s, {"train/loss": 1.0}, time=t0 + 10 + s)
+        num += 3
+    records += [lw.stats(num, time=t0 + 600), lw.alert(num + 1, "hung?")]  # rows stopped
+    num += 2
+    for _ in range(2000):  # a loop raising one title every iteration
+        records.append(lw.alert(num, "slow", wait=30))
+        num += 1
+    records.append(lw.alert(num, "loss is NaN", level="ERROR"))
+    found = {}
+    for prefix in ("offline-run", "run"):
+        log = tmp_path / prefix / "wandb" / f"{prefix}-20261203_000000-ab12cd34" / (
+            "run-ab12cd34.wandb")
+        log.parent.mkdir(parents=True)
+        lw.write(log, records)
+        [snap] = RundirSource(prefix, [tmp_path / prefix]).poll(
+            {}, frozenset({"train/loss"}), t0 + 700).snapshots
+        found[prefix] = snap.code_alerts
+    raised = found["offline-run"]
+    assert [(a.title, a.time, a.step) for a in raised[:2]] == [
+        ("started", t0, None), ("hung?", t0 + 600, 2)]
+    titles = [a.title for a in raised]
+    assert titles.count("slow") == 10 and titles[-1] == "loss is NaN"
+    assert found["run"] == ()

@@ -18,7 +18,7 @@ from typing import Any
 from runwatch.analysis.characterize import Health, RunReport
 from runwatch.analysis.digest import Digest
 from runwatch.duration import format_duration
-from runwatch.model import AlertState, AlertStatus
+from runwatch.model import AlertState, AlertStatus, told_once
 from runwatch.notify import render
 from runwatch.notify.render import (
     BLOCK_LIMIT,
@@ -100,11 +100,14 @@ def ended_words(r: RunReport) -> tuple[str, str, str]:
 
 
 def alert_mark(alert: AlertState) -> str:
-    return RESOLVED_MARK if alert.status == AlertStatus.RESOLVED else MARK[alert.severity]
+    if alert.status == AlertStatus.RESOLVED and not told_once(alert):
+        return RESOLVED_MARK
+    return MARK[alert.severity]
 
 
 def alert_words(alert: AlertState) -> tuple[str, str, str]:
-    state = "resolved" if alert.status == AlertStatus.RESOLVED else str(alert.severity)
+    state = str(alert.severity) if alert.status != AlertStatus.RESOLVED else (
+        f"{alert.severity}, told once" if told_once(alert) else "resolved")
     return alert_mark(alert), f"{alert.rule} ({state})", alert.summary
 
 

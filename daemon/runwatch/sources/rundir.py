@@ -330,6 +330,8 @@ class RundirSource:
             self._reported.pop(log, None)
             run, history, damage, changed, raised = read
             errors += damage
+            if raised and not offline(log):
+                raised = ()  # an online run's alerts: W&B delivers them itself
             text = run.to_cursor()
             new_cursors[key] = text
             self._remember(key, cursor, text, run)
@@ -398,6 +400,12 @@ class RundirSource:
             if text == old:
                 pairs.append((text, state))
         self._states[key] = pairs
+
+def offline(log: str) -> bool:
+    """Whether the run of ``log`` ran offline (``offline-run-…``): only then does nobody
+    else deliver what its code raised with ``run.alert``."""
+    return os.path.basename(os.path.dirname(log)).startswith("offline-run-")
+
 
 def snapshot_of(run: RunLog, source: str, history: Mapping[str, Series],
                 mtime: float, *, now: float | None = None,

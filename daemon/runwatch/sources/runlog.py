@@ -47,7 +47,11 @@ KINDS = frozenset({
     HISTORY, SUMMARY, STEP_SUMMARY, METRIC, STATS, OUTPUT, OUTPUT_RAW, RUN, CONFIG, EXIT,
     PREEMPTING, ALERT,
 })
-MAX_CODE_ALERTS = 1000  # per read: a loop raising one every step is told by its first ones
+# Kept per read of what the training code raised: this many titles, and of each title its
+# first raises and its newest (a loop raising one every step, throttled by its wait, is
+# told by those; another title is never crowded out by it).
+MAX_CODE_TITLES = 1000
+MAX_RAISES_PER_TITLE = 10
 _TEXT_LIMIT = 4000  # characters of a raised alert's title or text kept
 _CURSOR_VERSION = 1
 MAX_SHAPES = 256  # row shapes a run keeps (RunLog.shapes); a real run logs a few
@@ -276,8 +280,8 @@ class LogRead:
     """
 
     __slots__ = (
-        "alerts", "changed", "columns", "damaged", "deferred", "last_step", "last_time",
-        "output", "rows_steps", "rows_times", "run", "stats", "wanted",
+        "changed", "columns", "damaged", "deferred", "last_step", "last_time", "output",
+        "raises", "rows_steps", "rows_times", "run", "stats", "wanted",
     )
 
     def __init__(self, run: RunLog, wanted: Container[str]):
@@ -297,7 +301,8 @@ class LogRead:
         self.changed = False
         self.last_step = run.last_step
         self.last_time = run.progress
-        self.alerts: list[CodeAlert] = []  # raised by the training code, in log order
+        # raised by the training code: per title, (position in the log, alert)
+        self.raises: dict[str, list[tuple[int, CodeAlert]]] = {}
 
     def consume(self, reader: LogReader | Head) -> None:
         # The per-record loop; everything it touches per row is a local. A history row
@@ -403,7 +408,7 @@ class LogRead:
                         self._add_rows(rows, step_fields, targets)
                         rows, step_fields = [], {}
                     try:
-                        self._alert(pb.AlertRecord.FromString(data[start:end]))
+                        self._alert(pb.AlertRecord.FromString(data[start:end]), at)
                     except DecodeError:
                         self._undecodable(at)
                 elif kind == STEP_SUMMARY:
@@ -438,14 +443,40 @@ class LogRead:
             self._fold_deferred()
             self._fold_pending(pending)
 
-    def _alert(self, record: Any) -> None:
-        if len(self.alerts) >= MAX_CODE_ALERTS:
-            return
+    def _alert(self, record: Any, at: int) -> None:
+        title = record.title[:_TEXT_LIMIT]
+        kept = self.raises.get(title)
+        if kept is None:
+            if len(self.raises) >= MAX_CODE_TITLES:
+                return
+            kept = self.raises[title] = []
         wait = record.wait_duration / 1000 if record.wait_duration > 0 else 60.0  # (SDK's)
-        self.alerts.append(CodeAlert(
-            title=record.title[:_TEXT_LIMIT], text=record.text[:_TEXT_LIMIT],
-            level=record.level or "INFO", wait=wait, step=self.last_step,
-            time=self.last_time))
+        raised = (at, CodeAlert(title=title, text=record.text[:_TEXT_LIMIT],
+                                level=record.level or "INFO", wait=wait, step=self.last_step,
+                                time=self._now()))
+        if len(kept) < MAX_RAISES_PER_TITLE:
+            kept.append(raised)
+        else:
+            kept[-1] = raised
+
+    def _now(self) -> float | None:
+        """The log's time at this point of the read (an alert record carries none): the
+        newest of the rows, system stats and console output before it, the reads before
+        and the run's start."""
+        times = [self.last_time, self.run.heartbeat, self.run.started]
+        with contextlib.suppress(DecodeError):
+            if self.stats is not None:
+                times.append(_seconds(pb.StatsRecord.FromString(self.stats).timestamp))
+            if self.output is not None:
+                kind, data = self.output
+                times.append(_seconds(kind.FromString(data).timestamp))
+        present = [t for t in times if t is not None]
+        return max(present) if present else None
+
+    @property
+    def alerts(self) -> list[CodeAlert]:
+        """What the training code raised, in log order (as kept: see ``MAX_CODE_TITLES``)."""
+        return [a for _, a in sorted(r for kept in self.raises.values() for r in kept)]
 
     def _undecodable(self, at: int) -> None:
         self.damaged.append(Corruption(offset=at, reason="undecodable record", skipped=True))
