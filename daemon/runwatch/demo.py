@@ -37,7 +37,7 @@ from rich.text import Text
 
 from runwatch import demo_runs, service
 from runwatch.config import Config
-from runwatch.model import AlertStatus, RunState
+from runwatch.model import AlertStatus, RunState, status_word
 from runwatch.notify.console import ConsoleNotifier
 from runwatch.notify.render import printable
 from runwatch.store.base import Store, open_store
@@ -49,7 +49,7 @@ WRITE_TIMEOUT = 120.0  # seconds for every run to be written; usually a few
 
 # What each sample run does, in the order they are introduced.
 STORIES = {
-    "healthy": ("healthy", "trains and finishes"),
+    "healthy": ("healthy", "trains and finishes; its code raises run.alert on a checkpoint"),
     "exploding": ("exploding-grads", "grad norm climbs past 10 — still training"),
     "nan_loss": ("nan-loss", "loss turns NaN — still training"),
     "crashed": ("crashed", "raises an exception (CUDA out of memory)"),
@@ -300,14 +300,15 @@ def tick_header(report: TickReport, now: float, offset: float) -> str:
     later = f" (+{offset / 60:.0f} min)" if offset else ""
     counts: dict[str, int] = {}
     for t in report.transitions:
-        counts[str(t.alert.status)] = counts.get(str(t.alert.status), 0) + 1
+        counts[status_word(t.alert)] = counts.get(status_word(t.alert), 0) + 1
     changes = ", ".join(f"{counts[s]} {_VERB[s]}" for s in _VERB if counts.get(s))
     runs = f"{report.runs_checked} run{'' if report.runs_checked == 1 else 's'}"
     return (f"tick at {when}{later} — {runs} checked: "
             f"{changes or 'no change'}")
 
 
-_VERB: Mapping[str, str] = {"firing": "fired", "pending": "pending", "resolved": "resolved"}
+_VERB: Mapping[str, str] = {"firing": "fired", "pending": "pending", "told": "told",
+                            "resolved": "resolved"}
 
 
 def quiet_note(store: Store, told: set[str], config: Config) -> str:

@@ -92,6 +92,11 @@ def healthy() -> None:
         if step % 50 == 49:
             row["eval/loss"] = _healthy_loss(step) * 1.1
         run.log(row)
+        if step == 149:  # the training code's own alert (run.alert): offline, runwatch tells it
+            import wandb
+
+            run.alert(title="checkpoint saved", text=f"step {step}: checkpoints/step-{step}.pt",
+                      level=wandb.AlertLevel.INFO)
     run.finish()
 
 

@@ -34,7 +34,10 @@ def test_demo_writes_runs_and_prints_each_alert_as_slack_would_get_it(tmp_path, 
     # Right away: the crash, the NaN and the exploding gradients; the healthy and the
     # just-killed runs are quiet.
     assert first.startswith(tuple(f"{h:02d}:" for h in range(24)))
-    assert "5 runs checked: 4 fired" in first
+    assert "5 runs checked: 4 fired, 1 told" in first
+    # The healthy run's own run.alert (offline: W&B would never deliver it), told once.
+    assert "🔵 INFO training-code-alert: healthy" in first
+    assert "checkpoint saved: step 149: checkpoints/step-149.pt" in first
     assert "🔴 CRITICAL run-crashed: crashed" in first
     assert "run failed at step 119" in first
     assert "🔴 CRITICAL loss-nonfinite: nan-loss" in first
