@@ -38,6 +38,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from runwatch import logs, sdnotify
 from runwatch.config import Config, ConfigError, load_all, rule_files
+from runwatch.config.fields import is_local_host
 from runwatch.duration import format_duration
 from runwatch.engine import retire
 from runwatch.leader import Leadership
@@ -107,6 +108,7 @@ class Daemon:
         self._busy: tuple[str, float] | None = None  # the job on the worker, since when
         self._last_done: float | None = None  # when a job last finished
         self._stuck_said: str | None = None  # the stuck job last logged
+        self._standby_said = False  # systemd told it is ready, standing by
         self._watched = self._file_signature()
         self.scheduler: BackgroundScheduler | None = None
         self.http: HttpServer | None = None
@@ -131,8 +133,10 @@ class Daemon:
             return None
         interval = float(getattr(runtime.spec(name), "interval", 60.0))
         if not self.leader.renew():
-            if self._awaiting_first_tick:
-                sdnotify.ready()  # up and standing by (it may have lost the lease at start)
+            if self._awaiting_first_tick and not self._standby_said:
+                # Up and standing by (it may have lost the lease at start): said once.
+                sdnotify.ready()
+                self._standby_said = True
             if self.clock() - self._board_loaded >= min(interval, SAVE_EVERY):
                 self._load_board()  # the leader's, as it saved it
             return None  # standing by: another replica ticks
@@ -319,18 +323,23 @@ class Daemon:
             return 0
         host = socket.gethostname()
         released = 0
-        for entry in self.store.outbox(include_failed=False):
-            owner_host, _, rest = (entry.claimed_by or "").partition(":")
-            pid = rest.partition(":")[0]
-            if owner_host != host or not pid.isdigit() or int(pid) == os.getpid():
-                continue
-            if entry.claimed_until is None or _alive(int(pid)):
-                continue
-            if self.store.retry_outbox(entry.id, claimant=entry.claimed_by,
-                                       next_attempt_at=self.clock(),
-                                       error=f"the process that claimed it ({pid}) died",
-                                       uncertain=True):
-                released += 1
+        try:
+            for entry in self.store.outbox(include_failed=False):
+                owner_host, _, rest = (entry.claimed_by or "").partition(":")
+                pid = rest.partition(":")[0]
+                if owner_host != host or not pid.isdigit() or int(pid) == os.getpid():
+                    continue
+                if entry.claimed_until is None or _alive(int(pid)):
+                    continue
+                if self.store.retry_outbox(entry.id, claimant=entry.claimed_by,
+                                           next_attempt_at=self.clock(),
+                                           error=f"the process that claimed it ({pid}) died",
+                                           uncertain=True):
+                    released += 1
+        except LeaseLost as exc:  # (between taking the lease and starting): standing by
+            self.leader.lost(str(exc))
+        except StoreError as exc:  # they fall due anyway when their claim runs out
+            log.error("cannot release the claims of a dead process", error=str(exc))
         if released:
             log.warning("released notifications claimed by a process that died; each is"
                         " looked for before it is sent again", count=released)
@@ -521,6 +530,9 @@ class Daemon:
             if retired.alerts:
                 self.store.commit_tick(source="", alerts=retired.alerts, cursors={},
                                        now=self.clock())
+        except LeaseLost as exc:  # another replica acts now: it retires them
+            self.leader.lost(str(exc))
+            return
         except StoreError as exc:
             log.error("cannot resolve the alerts of removed sources", error=str(exc))
             return
@@ -603,7 +615,7 @@ class Daemon:
         """The HTTP endpoint and the scheduler; first ticks start at once."""
         http = self.config.http
         pages = self.pages()
-        if http.token_file is None and http.users_file is None and not _loopback(http.host):
+        if http.token_file is None and http.users_file is None and not is_local_host(http.host):
             log.warning("the status pages listen beyond loopback open to all; set"
                         " http.token_file or http.users_file", listen=http.listen)
         try:
@@ -707,15 +719,6 @@ class Daemon:
         thread.start()
         thread.join(max(0.0, deadline - time.monotonic()))
         return not thread.is_alive()
-
-
-def _loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _alive(pid: int) -> bool:

@@ -206,10 +206,13 @@ def _basis(snapshot: RunSnapshot) -> tuple[object, ...]:
             snapshot.config)
 
 
+ENDED = "run ended"  # how the resolution of an alert that held until its run ended begins
+
+
 def ended_reason(snapshot: RunSnapshot) -> str:
     """``run ended: crashed``, with why the source took it as ended when it says."""
     why = f" ({snapshot.ended_why})" if snapshot.ended_why else ""
-    return f"run ended: {snapshot.state}{why}"
+    return f"{ENDED}: {snapshot.state}{why}"
 
 
 def retire(alerts: Iterable[AlertState], rule_names: Collection[str], now: float, *,

@@ -337,11 +337,8 @@ def diff(expected: Iterable[ExpectedAlert], got: Iterable[AlertState]) -> list[s
     return lines
 
 
-_status = status_word  # ``told`` for what the training code raised, told once
-
-
 def _matches(want: ExpectedAlert, alert: AlertState) -> bool:
-    if _status(alert) != want.status:
+    if status_word(alert) != want.status:
         return False
     if want.step is not None and alert.step != want.step:
         return False
@@ -361,7 +358,7 @@ def _describe_expected(want: ExpectedAlert) -> str:
 
 
 def _describe(alert: AlertState) -> str:
-    parts = [alert.rule, _status(alert)]
+    parts = [alert.rule, status_word(alert)]
     if alert.step is not None:
         parts.append(f"step={alert.step}")
     parts.append(f"severity={alert.severity}")

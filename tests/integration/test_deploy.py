@@ -586,14 +586,20 @@ def project_like_kubelet(data: dict[str, str], directory: Path) -> None:
         (directory / key).symlink_to(Path("..data") / key)
 
 
-def test_configmap_holds_a_valid_config_and_rules(manifests, tmp_path):
+def mounted_config(manifests, tmp_path, **values):
+    """The ConfigMap's runwatch.yaml loaded as the pod reads it (mounted as the kubelet
+    mounts it), every ${VAR} it uses set by the Deployment (to "x", or as ``values``)."""
     data = manifests["ConfigMap"]["data"]
     mount = tmp_path / "etc-runwatch"
     project_like_kubelet(data, mount)
     env = {e["name"] for e in container(manifests)["env"]}
     referenced = set(re.findall(r"\$\{(\w+)", data["runwatch.yaml"]))
     assert referenced <= env, "every ${VAR} the config uses is set in the Deployment"
-    config, rules = load_all(mount / "runwatch.yaml", env={name: "x" for name in env})
+    return load_all(mount / "runwatch.yaml", env={name: "x" for name in env} | values)
+
+
+def test_configmap_holds_a_valid_config_and_rules(manifests, tmp_path):
+    config, rules = mounted_config(manifests, tmp_path)
     assert config.http.listen == "0.0.0.0:9465"
     assert config.sqlite_path == Path("/var/lib/runwatch/state.db")
     # The seed rules are all there, read once (not a second time through ..data).
@@ -701,14 +707,7 @@ def test_ha_store_url_comes_from_the_secret(ha_manifests):
 
 
 def test_ha_configmap_holds_a_valid_config_on_postgresql(ha_manifests, tmp_path):
-    data = ha_manifests["ConfigMap"]["data"]
-    mount = tmp_path / "etc-runwatch"
-    project_like_kubelet(data, mount)
-    env = {e["name"] for e in container(ha_manifests)["env"]}
-    referenced = set(re.findall(r"\$\{(\w+)", data["runwatch.yaml"]))
-    assert referenced <= env, "every ${VAR} the config uses is set in the Deployment"
-    values = {name: "x" for name in env} | {"RUNWATCH_STORE_URL": STORE_URL}
-    config, rules = load_all(mount / "runwatch.yaml", env=values)
+    config, rules = mounted_config(ha_manifests, tmp_path, RUNWATCH_STORE_URL=STORE_URL)
     assert config.store == STORE_URL and config.sqlite_path is None
     assert config.ha.lease_ttl == 30
     assert config.http.listen == "0.0.0.0:9465"

@@ -199,6 +199,8 @@ class RuleBase(BaseModel):
     # Whether the rule tells what the training code raised (code_alert): an alert per
     # raised title, told once, rather than one alert per run that holds and clears.
     raised_by_code: ClassVar[bool] = False
+    # Why this kind takes no ``for:``, when it takes none (said when a rule gives one).
+    no_hold: ClassVar[str] = ""
 
     name: str
     severity: Severity
@@ -216,6 +218,13 @@ class RuleBase(BaseModel):
             raise ValueError(
                 f"invalid rule name {value!r}: letters, digits and - _ . : only"
             )
+        return value
+
+    @field_validator("hold")
+    @classmethod
+    def _hold_allowed(cls, value: Any) -> Any:
+        if value is not None and cls.no_hold:
+            raise ValueError(cls.no_hold)
         return value
 
     @field_validator("summary")

@@ -46,14 +46,9 @@ class CodeAlertRule(RuleBase):
 
     default_summary: ClassVar[str] = "{title}: {text}"
     steps_hold: ClassVar[bool] = False
+    no_hold: ClassVar[str] = "a code_alert rule cannot have for: each alert is told once"
     raised_by_code: ClassVar[bool] = True
 
-    @field_validator("hold")
-    @classmethod
-    def _no_hold(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("a code_alert rule cannot have for: each alert is told once")
-        return value
 
     @field_validator("levels")
     @classmethod

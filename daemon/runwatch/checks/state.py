@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, WithJsonSchema, field_validator
+from pydantic import BeforeValidator, WithJsonSchema
 
 from runwatch.checks.base import Context, RuleBase, Verdict
 from runwatch.fieldtypes import names_schema, one_or_many
@@ -20,13 +20,8 @@ class StateRule(RuleBase):
     resolve_on_end: bool = False  # the run's end is what this rule reports
 
     default_summary: ClassVar[str] = "run {state}"
+    no_hold: ClassVar[str] = "a state rule cannot have for: an ended run is read once"
 
-    @field_validator("hold")
-    @classmethod
-    def _no_hold(cls, value: Any) -> Any:
-        if value is not None:
-            raise ValueError("a state rule cannot have for: an ended run is read once")
-        return value
 
 
     def evaluate(self, ctx: Context) -> Verdict:

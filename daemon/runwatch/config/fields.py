@@ -7,6 +7,7 @@ validation context ``{"base_dir": Path}`` (the working directory without one).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -125,6 +126,17 @@ def host_port(value: str, *, default_port: int | None = None) -> tuple[str, int]
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"invalid address {value!r}: port must be a number from 0 to 65535")
     return host, int(port)
+
+
+def is_local_host(host: str) -> bool:
+    """Whether ``host`` (as ``host_port`` gives it) is this machine: a loopback address
+    or ``localhost``."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _address(value: str) -> str:

@@ -22,7 +22,6 @@ from runwatch.notify.base import Chart, Message, Notifier, Reason
 from runwatch.notify.dedup import GroupState, needs_notify, record_expiry, resolved_news
 from runwatch.notify.outbox import DrainReport, drain, new_entry
 from runwatch.notify.routing import (
-    Muted,
     RouteSpec,
     alert_labels,
     inhibit_rules,
@@ -89,18 +88,8 @@ def plan(store: Store, config: object, now: float, *,
     alerts = store.alerts(status=(AlertStatus.FIRING, AlertStatus.RESOLVED))
     labels = {a.fingerprint: alert_labels(a) for a in alerts}
     inhibit = inhibit_rules(config.inhibit)  # type: ignore[attr-defined]
-    silences = store.silences(now, include_expired=True)
-    muted = mute(alerts, labels, inhibit=inhibit, silences=silences, now=now)
-    # One that fired and resolved while a silence muted it (what the training code raised,
-    # told once) was never news: it is not told once the silence has ended either.
-    for a in alerts:
-        if a.status == AlertStatus.RESOLVED and a.fired_at is not None and (
-                a.fingerprint not in muted) and now - a.fired_at < _FLASH_NEWS:
-            hushed = next((s for s in silences if s.active(a.fired_at)
-                           and s.matches(labels[a.fingerprint])), None)
-            if hushed is not None:
-                muted[a.fingerprint] = Muted(fingerprint=a.fingerprint,
-                                             by=f"silence {hushed.id} when it fired")
+    muted = mute(alerts, labels, inhibit=inhibit,
+                 silences=store.silences(now, include_expired=True), now=now)
     for m in muted.values():
         log.debug("alert %s muted by %s", m.fingerprint, m.by)
     # A resolution that an inhibit rule mutes still closes what a receiver was told (a
@@ -137,7 +126,6 @@ def plan(store: Store, config: object, now: float, *,
 
 
 _WAIT = object()  # news, but it must wait: already queued, or group_wait
-_FLASH_NEWS = 30 * 86400.0  # (a flash older than any repeat interval is no news anyway)
 
 
 def _groups(alerts: Sequence[AlertState], labels: Mapping[str, Mapping[str, str]],

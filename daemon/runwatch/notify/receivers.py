@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from urllib.parse import urlsplit
 
 from runwatch.config.document import PathKey
+from runwatch.config.fields import is_local_host
 from runwatch.config.receivers import Receiver
 from runwatch.notify.base import Notifier
 from runwatch.notify.email import EmailNotifier
@@ -104,7 +104,7 @@ def receiver_findings(receiver: Receiver) -> list[tuple[PathKey, str]]:
     if receiver.email is not None:
         email = receiver.email
         if email.password is not None and not (email.tls or email.starttls) \
-                and not email.insecure and not _is_local_host(email.smtp_host):
+                and not email.insecure and not is_local_host(email.smtp_host):
             problem(("email", "password"),
                     "email would send the password unencrypted: set starttls or tls")
         if email.tls and email.smtp_port == 587:
@@ -127,13 +127,6 @@ def receiver_findings(receiver: Receiver) -> list[tuple[PathKey, str]]:
 
 
 def _is_local(url: str) -> bool:
-    return _is_local_host(urlsplit(url).hostname or "")
+    return is_local_host(urlsplit(url).hostname or "")
 
 
-def _is_local_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -236,8 +236,9 @@ def subject(message: Message) -> str:
 def text(message: Message) -> str:
     """The whole message as plain text (email's text part, logs, ``notify-test``)."""
     lines = [one_line(headline(message)), ""]
-    firing = [a for a in ordered(message) if a.status is AlertStatus.FIRING]
-    told = [a for a in ordered(message) if told_once(a)]
+    shown = ordered(message)
+    firing = [a for a in shown if a.status is AlertStatus.FIRING]
+    told = [a for a in shown if told_once(a)]
     closed = [a for a in message.resolved if not told_once(a)]
     for title, alerts in (("FIRING", firing), ("RAISED BY THE TRAINING CODE", told),
                           ("RESOLVED", closed)):

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -251,9 +252,15 @@ def mute(
     """The muted ones among ``alerts`` (``labels`` by fingerprint), by fingerprint.
 
     Only firing alerts inhibit; a silenced alert still does (it is still true). Silences
-    are checked for being active at ``now``.
+    are checked for being active at ``now``; a resolved alert is muted, too, by one that
+    has ended but was active when it fired (what fired and resolved under a silence —
+    what the training code raised, told once — was never news, nor is it once the silence
+    ends), where ``silences`` holds ended ones.
     """
+    silences = list(silences)
     active = [s for s in silences if s.active(now)]
+    ended = [s for s in silences if s.ends_at <= now]
+    since = min((s.starts_at for s in ended), default=math.inf)
     firing = [a for a in alerts if a.status == AlertStatus.FIRING]
     # Per rule: the firing alerts matching its source, by their values of the equal labels.
     source_sets = [_sources_by_key(rule, firing, labels) for rule in inhibit]
@@ -276,6 +283,13 @@ def mute(
                     by=f"inhibit {rule} (firing {min(others)})",
                 )
                 break
+        else:
+            fired = alert.fired_at
+            if alert.status == AlertStatus.RESOLVED and fired is not None and fired >= since:
+                silence = next((s for s in ended if s.active(fired) and s.matches(own)), None)
+                if silence is not None:
+                    muted[alert.fingerprint] = Muted(fingerprint=alert.fingerprint,
+                                                     by=f"silence {silence.id} when it fired")
     return muted
 
 

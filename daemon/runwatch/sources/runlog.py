@@ -460,9 +460,10 @@ class LogRead:
             kept[-1] = raised
 
     def _now(self) -> float | None:
-        """The log's time at this point of the read (an alert record carries none): the
-        newest of the rows, system stats and console output before it, the reads before
-        and the run's start."""
+        """The log's time at this point of the read: the newest of the rows, system stats
+        and console output read so far (only the newest record of each timed kind counts),
+        the reads before and the run's start. An alert record, which carries no time,
+        takes it; at the end of a read it is the run's heartbeat."""
         times = [self.last_time, self.run.heartbeat, self.run.started]
         with contextlib.suppress(DecodeError):
             if self.stats is not None:
@@ -582,16 +583,7 @@ class LogRead:
         if self.rows_steps:
             run.last_step, run.progress = self.last_step, self.last_time
             self.changed = True
-        # Only the newest record of each timed kind can raise the heartbeat.
-        times = [run.heartbeat, run.progress, run.started]
-        with contextlib.suppress(DecodeError):
-            if self.stats is not None:
-                times.append(_seconds(pb.StatsRecord.FromString(self.stats).timestamp))
-            if self.output is not None:
-                kind, data = self.output
-                times.append(_seconds(kind.FromString(data).timestamp))
-        present = [t for t in times if t is not None]
-        run.heartbeat = max(present) if present else None
+        run.heartbeat = self._now()  # the newest time any record read so far carries
 
     def series(self) -> dict[str, Series]:
         history: dict[str, Series] = {}

@@ -364,6 +364,12 @@ class OutboxEntry:
             expires_at=self.expires_at,
         )
 
+    def delivered(self, sent_at: float) -> Delivery:
+        """What the delivery log keeps of this entry, sent at ``sent_at``."""
+        return Delivery(id=self.id, group_key=self.group_key, receiver=self.receiver,
+                        firing=self.firing, resolved=self.resolved,
+                        decided_at=self.created_at, sent_at=float(sent_at))
+
 
 # --- garbage collection -------------------------------------------------------------------
 

@@ -341,10 +341,7 @@ class MemoryStore:
             if not entry.followup:
                 self._record(entry.record())
             if not entry.followup and sent_at is not None:
-                self._deliveries.setdefault(entry.id, Delivery(
-                    id=entry.id, group_key=entry.group_key, receiver=entry.receiver,
-                    firing=entry.firing, resolved=entry.resolved, decided_at=entry.created_at,
-                    sent_at=float(sent_at)))
+                self._deliveries.setdefault(entry.id, entry.delivered(sent_at))
             for key, value in new_refs.items():
                 self._refs[(entry.receiver, key)] = value
             del self._outbox[entry_id]

@@ -782,11 +782,7 @@ class SqlStore:
             if not entry.followup:
                 conn.execute(_UPSERT_NOTIFICATION, codec.notification_to_row(entry.record()))
             if not entry.followup and sent_at is not None:
-                delivery = Delivery(id=entry.id, group_key=entry.group_key,
-                                    receiver=entry.receiver, firing=entry.firing,
-                                    resolved=entry.resolved, decided_at=entry.created_at,
-                                    sent_at=sent_at)
-                conn.execute(_INSERT_DELIVERY, codec.delivery_to_row(delivery))
+                conn.execute(_INSERT_DELIVERY, codec.delivery_to_row(entry.delivered(sent_at)))
                 conn.executemany(
                     "INSERT INTO delivery_alerts (fingerprint, delivery) VALUES (?, ?)"
                     " ON CONFLICT (fingerprint, delivery) DO NOTHING",

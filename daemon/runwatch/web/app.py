@@ -35,6 +35,7 @@ import structlog
 from runwatch.analysis.characterize import Health, RunReport, characterize
 from runwatch.config.rules import RuleSet
 from runwatch.duration import format_duration
+from runwatch.engine import ENDED
 from runwatch.model import AlertStatus, RunSnapshot, Series, Severity, status_word, told_once
 from runwatch.notify.report_json import number, run_json
 from runwatch.state_json import alert_json, silence_json, silence_state, status_json
@@ -50,7 +51,6 @@ _HEADERS = [("Content-Security-Policy", CSP), ("X-Content-Type-Options", "nosnif
             ("Referrer-Policy", "no-referrer"), ("Cache-Control", "no-store"),
             ("X-Frame-Options", "DENY")]
 PAGES = ("/", "/alerts", "/silences", "/status")
-ENDED = "run ended"  # how the resolution of an alert that held until its run ended begins
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 ITERATIONS = 200_000
 MAX_ITERATIONS = 2_000_000  # a line asking more would tie a request up for seconds
-_NOBODY = f"{'pbkdf2_sha256'}${ITERATIONS}${'00' * 16}${'00' * 32}"  # unknown names cost the same
 SCHEME = "pbkdf2_sha256"
+_NOBODY = f"{SCHEME}${ITERATIONS}${'00' * 16}${'00' * 32}"  # unknown names cost the same
 
 
 def hash_password(password: str, *, iterations: int = ITERATIONS) -> str:

@@ -16,7 +16,7 @@ import json
 import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from runwatch import keys
@@ -70,7 +70,7 @@ class RunRow:
     curves: Mapping[str, Series] = field(default_factory=dict)  # thinned, see extend
     sparks: Mapping[str, str] = field(default_factory=dict)  # the curves as SVG points
     loss_trend: Trend | None = None
-    seen: float = 0.0  # when a tick last read it
+    seen: float = field(default=0.0, compare=False)  # when a tick last read it
     total: int | None = None  # the steps its config says it will take
     rate: float | None = None  # steps per second over its newest points
 
@@ -244,6 +244,11 @@ class RunBoard:
                 config = before.config if before is not None else {}
             else:
                 config = runconfig.essentials(config_read)
+            if before is not None and config is before.config:
+                total = before.total
+            else:
+                found = runconfig.total_steps(config) if config else None
+                total = found[0] if found else None
             row = RunRow(
                 ref=snap.ref, state=snap.state, ended_why=snap.ended_why,
                 heartbeat=snap.heartbeat, progress=snap.progress, started=snap.started,
@@ -255,19 +260,13 @@ class RunBoard:
                 or curves != before.curves else before.sparks,
                 loss_trend=(trend(loss)
                             if loss is not None and changed else
-                            before.loss_trend if before else None))
-            if before is not None and row.config is before.config:
-                total = before.total
-            else:
-                found = runconfig.total_steps(row.config) if row.config else None
-                total = found[0] if found else None
-            row = replace(row, total=total,
-                          rate=_rate(snap) or (before.rate if before else None))
+                            before.loss_trend if before else None),
+                total=total, rate=_rate(snap) or (before.rate if before else None))
             rows[snap.ref.path] = row
             if before is None or before.state != row.state:
                 self._urgent = True
                 self._changed.add(snap.ref.path)
-            elif replace(before, seen=row.seen) != row:
+            elif before != row:  # (equality leaves out when it was seen)
                 self._changed.add(snap.ref.path)
         for path, row in list(rows.items()):
             if now - row.seen > KEEP_ENDED:
