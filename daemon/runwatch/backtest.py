@@ -3,11 +3,12 @@
 Each run's whole history is replayed through the daemon's engine (``engine.evaluate``, as
 ``run_tick`` calls it) every ``interval`` of the run's own clock, each point seen ``delay``
 after its time (wandb-core writes its log every ~15 s), the run's end seen when its exit
-record is; each tick's alert states then go through the daemon's notification pipeline
-(``notify.pipeline.plan`` and the outbox's ``drain``) into :class:`Tally` receivers. What
-comes out is, per run and rule, when each alert would have fired and resolved and the
-messages that would have told it; across runs, each rule's alerts and notifications per
-100 run-hours, noisiest first.
+record is — asking at a tick only the rules whose answer could change then (``_Naps``:
+the same answers, at the same ticks, as asking them all); each tick's alert states then go
+through the daemon's notification pipeline (``notify.pipeline.plan`` and the outbox's
+``drain``) into :class:`Tally` receivers. What comes out is, per run and rule, when each
+alert would have fired and resolved and the messages that would have told it; across runs,
+each rule's alerts and notifications per 100 run-hours, noisiest first.
 
 Runs come from run directories or W&B, read whole (see ``cli._backtest_runs``). A run
 that never wrote an exit record is replayed ``tail`` past its last record, as the daemon
@@ -17,7 +18,9 @@ would keep looking.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
+import operator
 import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,15 +28,23 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from runwatch.checks import Rule
+from runwatch import keys
+from runwatch.checks import Rule, RuleBase
 from runwatch.config.models import default_inhibit
 from runwatch.engine import Quiet, evaluate
-from runwatch.model import AlertState, AlertStatus, RunSnapshot, Transition
+from runwatch.model import (
+    AlertState,
+    AlertStatus,
+    RunSnapshot,
+    Transition,
+    evolve,
+    fingerprint_at,
+)
 from runwatch.notify.base import Delivery, Message
 from runwatch.notify.outbox import drain
 from runwatch.notify.pipeline import plan
 from runwatch.notify.report_json import number
-from runwatch.replay import ReplayRun
+from runwatch.replay import ROW_TIME, ReplayRun
 from runwatch.store.memory import MemoryStore
 
 MAX_TICKS = 1_000_000  # a month of a run at a tick every 3 s
@@ -224,7 +235,7 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
     if first is None or last is None or rows is None:
         return result
     result.row_steps = tuple(rows.steps)
-    result.row_times = tuple(t - first for t in rows.times)
+    result.row_times = tuple(map(operator.sub, rows.times, itertools.repeat(first)))
     result.hours = (last - first) / 3600
     end = last + run.delay + (options.interval if run.end_at is not None else options.tail)
     start = first + run.delay
@@ -235,22 +246,27 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
     deliveries = Deliveries(options)
     states: dict[str, AlertState] = {}
     quiet: dict[str, Quiet] = {}
+    naps = _Naps(run, rules, aliases)
     episodes: dict[str, AlertEpisode] = {}  # each alert's newest episode
     since, ended = -math.inf, False
     while True:
         now = start + (result.ticks + 1) * options.interval  # no drift from adding up
         result.ticks += 1
-        if not ended:
-            snapshot = run.snapshot(since, now)
+        if not ended and (asked := naps.awake(now, since, states)):
+            snapshot = run.snapshot(since, now, wanted=naps.wanted)
             since, ended = now, snapshot.state.ended
             try:
-                evaluation = evaluate(rules, snapshot, states, now, aliases, quiet_until=quiet)
+                evaluation = evaluate(asked, snapshot, states, now, aliases,
+                                      quiet_until=quiet, lean=True)
             except Exception as exc:  # a rule that cannot judge these rows
                 raise ValueError(f"run {run.ref.path}: evaluation failed at"
                                  f" +{now - first:.0f}s: {type(exc).__name__}: {exc}") from None
             states.update((a.fingerprint, a) for a in evaluation.alerts)
+            naps.settle(asked, snapshot, states, quiet, now)
             alerts, transitions = evaluation.alerts, evaluation.transitions
-        else:
+        else:  # ended, or every rule asleep: nothing to ask
+            if not ended:
+                since, ended = now, run.state_at(now).ended
             alerts, transitions = (), ()
         _record(transitions, episodes, result, now - first)
         for message in deliveries.tick(alerts, transitions, now):
@@ -270,6 +286,151 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
             break
     result.episodes.sort(key=lambda e: (e.fired_at, e.rule))
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Nap:
+    """Until when a rule, inactive, need not be asked: until a tick sees a point logged at
+    ``seen`` (a check of new points: the first that might stir it), or until ``until``
+    or the run's end (a check of the run's state and its heartbeat's age)."""
+
+    seen: float = math.inf
+    until: float = math.inf
+
+
+class _Naps:
+    """The rules a replay need not ask at a tick, their answer being known: inactive, and
+    asking would leave them as they are (what ``evaluate(lean=True)`` keeps of them). A
+    check of new points (threshold, nonfinite) sleeps until a tick sees the first point
+    that might stir it (``Rule.wakes_at``); a check of the heartbeat's age or the run's
+    state until its ``until`` or the run's end; the progress check until its newest row
+    could be too old (``Rule.rests_until``), its memory then rebuilt from the rows
+    (``Rule.memory_of``); a code_alert rule until a tick sees the next alert the code
+    raised. The rules asked read only their own keys, so the snapshot holds no others.
+    Exact: a replay with every rule asked at every tick tells the same
+    (tests/integration/test_backtest.py)."""
+
+    def __init__(self, run: ReplayRun, rules: Sequence[Rule],
+                 aliases: Mapping[str, tuple[str, ...]]) -> None:
+        self.run, self.rules, self.aliases = run, rules, aliases
+        self.path = run.ref.path
+        self.all_keys = frozenset(run.history)
+        self.naps: dict[str, _Nap] = {}
+        self._asked: list[Rule] = list(rules)
+        self.wanted = _keys_of(rules, aliases)  # every key the asked rules may read
+        # The rules that may sleep: the others are asked at every tick.
+        self.resters = frozenset(rule.name for rule in rules
+                                 if type(rule).rests_until is not RuleBase.rests_until)
+        self.sleepers = self.resters | {rule.name for rule in rules if rule.ages_only or (
+            rule.history_only and len(rule.metrics()) == 1) or rule.raised_by_code}
+        # When what the training code raised is seen: what stirs a code_alert rule.
+        self.raised = sorted(a.time for a in run.code_alerts if a.time is not None)
+        # The asked rules stay as they are while no tick sees a point logged at or after
+        # ``_seen`` nor comes at or after ``_until``.
+        self._seen = self._until = -math.inf
+
+    def awake(self, now: float, since: float, states: dict[str, AlertState]) -> list[Rule]:
+        """The rules to ask at ``now``, the last tick having been at ``since``; the memory
+        of a rule that rested is brought to what it would be (into ``states``)."""
+        if now < self._until and now - self.run.delay < self._seen:
+            return self._asked
+        asked: list[Rule] = []
+        for rule in self.rules:
+            nap = self.naps.get(rule.name)
+            if nap is not None:
+                if now < nap.until and now - self.run.delay < nap.seen:
+                    continue
+                del self.naps[rule.name]
+                if rule.name in self.resters:
+                    self._catch_up(rule, since, states)
+            asked.append(rule)
+        self._asked = asked
+        self._recount()
+        return asked
+
+    def settle(self, asked: Iterable[Rule], snapshot: RunSnapshot,
+               states: Mapping[str, AlertState], quiet: Mapping[str, Quiet],
+               now: float) -> None:
+        """Put to sleep the rules just asked that may sleep."""
+        slept = False
+        for rule in asked:
+            if rule.name not in self.sleepers:
+                continue
+            nap = None
+            fp = fingerprint_at(rule.name, self.path)
+            state = states.get(fp)
+            if rule.raised_by_code:  # an alert per title, told once: nothing stays
+                nap = self._until_raised(now)
+            elif state is None or state.status is not AlertStatus.INACTIVE:
+                continue
+            elif rule.name in self.resters:
+                if not snapshot.state.ended and (until := rule.rests_until(snapshot)) > now:
+                    end = self.run.end_at if self.run.end_at is not None else math.inf
+                    nap = _Nap(until=until, seen=end)
+            elif rule.ages_only:
+                known = quiet.get(fp)
+                if (known is not None and known.basis is None and known.before is state
+                        and known.until > now and snapshot.heartbeat is not None
+                        and not snapshot.state.ended):
+                    end = self.run.end_at if self.run.end_at is not None else math.inf
+                    nap = _Nap(until=known.until, seen=end)  # the end changes its state
+            elif rule.history_only and state.memory is None and len(rule.metrics()) == 1:
+                nap = self._after_points(rule, snapshot, now)
+            if nap is not None:
+                self.naps[rule.name] = nap
+                slept = True
+        if slept:
+            self._asked = [rule for rule in self._asked if rule.name not in self.naps]
+            self._recount()
+
+    def _until_raised(self, now: float) -> _Nap:
+        """A code_alert rule's nap: until a tick sees the next alert the code raised."""
+        at = bisect.bisect_right(self.raised, self.run.seen_until(now))
+        if at == len(self.raised):
+            return _Nap()
+        end = self.run.end_at
+        raised = self.raised[at]
+        return _Nap(seen=raised if end is None or raised <= end else math.inf)
+
+    def _catch_up(self, rule: Rule, since: float, states: dict[str, AlertState]) -> None:
+        """The memory a rule that rested would have after the tick at ``since``."""
+        fp = fingerprint_at(rule.name, self.path)
+        rows = self.run.history.get(ROW_TIME)
+        if rows is None:
+            return
+        seen = self.run.seen(ROW_TIME, since)
+        need = rule.history_needed().rows
+        times = rows.times[max(0, seen - need) if need else 0:seen]
+        states[fp] = evolve(states[fp], memory=[rule.memory_tag, rule.memory_of(times)])
+
+    def _recount(self) -> None:
+        self.wanted = _keys_of(self._asked, self.aliases)
+        naps = self.naps.values()
+        self._seen = min((nap.seen for nap in naps), default=math.inf)
+        self._until = min((nap.until for nap in naps), default=math.inf)
+
+    def _after_points(self, rule: Rule, snapshot: RunSnapshot, now: float) -> _Nap | None:
+        metric = rule.metrics()[0]
+        key = keys.resolve(metric, snapshot.keys, self.aliases)
+        if key != keys.resolve(metric, self.all_keys, self.aliases):
+            return None  # a key it prefers is yet to be logged: it will read that one then
+        if key is None:  # the run never logs it: nothing will ever stir it
+            return _Nap()
+        series = self.run.history[key]
+        seen = self.run.seen(key, now)
+        wake = rule.wakes_at(series.values, seen)
+        if wake <= seen:
+            return None
+        if wake == len(series.values):
+            return _Nap()
+        end = self.run.end_at
+        return _Nap(seen=series.times[wake] if end is None or series.times[wake] <= end
+                    else math.inf)
+
+
+def _keys_of(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
+    return frozenset(key for rule in rules for metric in rule.metrics()
+                     for key in keys.candidates(metric, aliases))
 
 
 def _record(transitions: Iterable[Transition], episodes: dict[str, AlertEpisode],

@@ -50,7 +50,7 @@ class Quiet:
 
     rule: Rule
     before: AlertState
-    basis: tuple[object, ...]
+    basis: tuple[object, ...] | None  # None: put by a lean evaluation (a replay's)
     until: float
 
 
@@ -62,6 +62,7 @@ def evaluate(
     aliases: Mapping[str, tuple[str, ...]],
     *,
     quiet_until: dict[str, Quiet] | None = None,
+    lean: bool = False,
 ) -> Evaluation:
     """Evaluate every rule that matches ``snapshot``'s run.
 
@@ -74,6 +75,14 @@ def evaluate(
     rules that judge time or state (heartbeat, progress, state) on a run that brought
     nothing new, until the time their answer could change; the result is exactly that of
     asking them.
+
+    ``lean`` is a replay's evaluation (``runwatch backtest``): an alert inactive before
+    and after is not rebuilt for the point it read, which nothing reads of an inactive
+    alert in a replay (no store shows it; the next tick reads its status and memory
+    only); it is returned only when its memory moved. Its ``until`` is put in
+    ``quiet_until`` with no basis: a replay, whose runs only move forward, knows when a
+    rule that judges the run's state and the age of its heartbeat (``ages_only``) may
+    answer otherwise.
     """
     alerts: list[AlertState] = []
     transitions: list[Transition] = []
@@ -102,6 +111,13 @@ def evaluate(
             holding=before.status in _HOLDING,
         ))
         memory = None if verdict.memory is None else [tag, verdict.memory]
+        if lean and before.status is AlertStatus.INACTIVE and not verdict.active and (
+                fp in previous):
+            if memory != before.memory:
+                alerts.append(evolve(before, memory=memory))
+            elif quiet_until is not None and verdict.until is not None:
+                quiet_until[fp] = Quiet(rule, before, None, verdict.until)
+            continue
         if fp in previous and _unchanged(rule, snapshot, before, verdict, memory):
             if basis is not None and verdict.until is not None:  # (no history-only kind
                 quiet_until[fp] = Quiet(rule, before, basis, verdict.until)  # gives until)

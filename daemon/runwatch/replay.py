@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,19 +52,38 @@ class ReplayRun:
             times.append(rows.times[-1])
         return max(times) if times else None
 
-    def snapshot(self, since: float, now: float) -> RunSnapshot:
-        """What a tick at ``now`` sees, its new points being those seen after ``since``."""
+    def state_at(self, now: float) -> RunState:
+        """The run's state as a tick at ``now`` sees it."""
+        end = self.end_at if self.end_at is not None else math.inf
+        return self.end_state if now - self.delay >= end else RunState.RUNNING
+
+    def seen(self, key: str, now: float) -> int:
+        """How many points of ``key`` a tick at ``now`` has seen."""
+        series = self.history.get(key)
+        return 0 if series is None else bisect.bisect_right(series.times, self.seen_until(now))
+
+    def seen_until(self, now: float) -> float:
+        """The newest point time a tick at ``now`` sees: written by then, not after the end."""
+        return min(now - self.delay, self.end_at if self.end_at is not None else math.inf)
+
+    def snapshot(self, since: float, now: float, *,
+                 wanted: Collection[str] | None = None) -> RunSnapshot:
+        """What a tick at ``now`` sees, its new points being those seen after ``since``:
+        of the keys in ``wanted`` only, when given (the rules asked read no others)."""
         seen_until = now - self.delay  # the newest record time written by now
         end = self.end_at if self.end_at is not None else math.inf
-        cutoff = min(seen_until, end)
+        cutoff = self.seen_until(now)
         start = since - self.delay
         history: dict[str, Series] = {}
-        keys = set()
+        keys = []
         for key, series in self.history.items():
             times = series.times
+            if not times or times[0] > cutoff:
+                continue  # not logged yet
+            keys.append(key)
+            if wanted is not None and key not in wanted:
+                continue
             last = bisect.bisect_right(times, cutoff)
-            if last:
-                keys.add(key)
             first = bisect.bisect_right(times, start)
             if first < last:
                 history[key] = Series(steps=series.steps[first:last], times=times[first:last],
@@ -74,12 +93,12 @@ class ReplayRun:
         alive = min(end, self.alive_until if self.alive_until is not None else math.inf)
         return RunSnapshot(
             ref=self.ref,
-            state=self.end_state if seen_until >= end else RunState.RUNNING,
+            state=self.state_at(now),
             heartbeat=min(seen_until, alive),
             progress=rows.times[seen_rows - 1] if seen_rows else None,
             started=self.started,
             last_step=rows.steps[seen_rows - 1] if seen_rows else None,
-            tags=self.tags, group=self.group, config=dict(self.config),
+            tags=self.tags, group=self.group, config=self.config,
             keys=frozenset(keys), history=history,
             code_alerts=tuple(a for a in self.code_alerts
                               if a.time is not None and start < a.time <= cutoff))

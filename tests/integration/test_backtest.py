@@ -294,28 +294,44 @@ def test_the_same_backtest_through_w_and_b_gives_the_same_report(wandb_server, w
     assert len(picked["runs"]) == 2 and set(r["run"] for r in picked["runs"]) <= set(paths)
 
 
-def test_a_long_w_and_b_run_is_read_in_pages_and_whole(wandb_server, monkeypatch):
+def _read_whole(server, run_id, rows, *, page, pages_per_request):
+    """A synthetic W&B run of ``rows`` rows read whole: its history, and the progress told."""
     from runwatch.sources.wandb_client import WandbClient
     from runwatch.sources.wandb_reports import read_whole, run_node
 
-    rows = 25_000
-    path = wandb_server.add_synthetic_run("team", "p", "long", rows=rows,
-                                          created_at=1_795_420_800.0, keys=("loss",))
-    client = WandbClient(base_url=wandb_server.url, api_key=KEY, timeout=20.0, retry_max=1)
+    path = server.add_synthetic_run("team", "p", run_id, rows=rows,
+                                    created_at=1_795_420_800.0, keys=("loss",))
+    client = WandbClient(base_url=server.url, api_key=KEY, timeout=20.0, retry_max=1)
+    told = []
     try:
-        node = run_node(client, entity="team", project="p", run_id="long", source="wandb",
+        node = run_node(client, entity="team", project="p", run_id=run_id, source="wandb",
                         app_url="https://wandb.example")
-        told = []
-        read = read_whole(client, entity="team", project="p", nodes=[node], page=10_000,
-                          pages_per_request=2, keys=lambda s: ["loss", "_timestamp"],
+        read = read_whole(client, entity="team", project="p", nodes=[node], page=page,
+                          pages_per_request=pages_per_request,
+                          keys=lambda s: ["loss", "_timestamp"],
                           progress=lambda done, total: told.append((done, total)))
     finally:
         client.close()
-    history = read[path].history
-    assert history["loss"].steps == tuple(range(rows))  # every row, none thinned
-    assert history["_timestamp"].steps == tuple(range(rows))
+    return read[path].history, told
+
+
+def test_a_long_w_and_b_run_is_read_in_pages_and_whole(wandb_server):
+    history, told = _read_whole(wandb_server, "long", 25_000, page=10_000,
+                                pages_per_request=2)
+    assert history["loss"].steps == tuple(range(25_000))  # every row, none thinned
+    assert history["_timestamp"].steps == tuple(range(25_000))
     assert told == [(2, 3), (3, 3)]  # three pages, two requests
     assert len(wandb_server.requests_of("RunwatchHistory")) == 2
+
+
+def test_a_w_and_b_run_of_whole_pages_is_asked_each_page_once(wandb_server):
+    """2,000 rows in pages of 1,000: no page comes back full (as if thinned), none is
+    asked twice."""
+    history, told = _read_whole(wandb_server, "even", 2_000, page=1_000,
+                                pages_per_request=10)
+    assert history["loss"].steps == tuple(range(2_000))
+    assert told == [(3, 3)]  # three pages of about 667 rows, in one request
+    assert len(wandb_server.requests_of("RunwatchHistory")) == 1
 
 
 def test_runs_after_rule_files_are_runs(wandb_runs, capsys):
@@ -360,3 +376,148 @@ def test_project_options_are_checked_before_anything_is_read(capsys, argv, messa
     assert main(["backtest", *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+# --- a replay asks only the rules whose answer could change, and tells the same ------------
+
+EVERY_KIND = """
+rules:
+  - {name: hot, kind: threshold, metric: grad_norm, op: ">", value: 10, severity: critical}
+  - {name: warm-held, kind: threshold, metric: grad_norm, op: ">=", value: 5, for: 3m,
+     resolve_value: 3, severity: warning}
+  - {name: cold, kind: threshold, metric: grad_norm, op: "<", value: 0.01, severity: info}
+  - {name: low-last, kind: threshold, metric: loss, op: "<=", value: 0.5, mode: last,
+     for: 4 steps, severity: info}
+  - {name: mean-high, kind: threshold, metric: loss, op: ">", value: 3, mode: mean,
+     window: 5, severity: warning}
+  - {name: exactly-two, kind: threshold, metric: loss, op: "==", value: 2, severity: info}
+  - {name: nan-loss, kind: nonfinite, metric: loss, severity: critical}
+  - {name: nan-held, kind: nonfinite, metric: grad_norm, for: 2 steps, severity: warning}
+  - {name: slow, kind: heartbeat, older_than: 10m, severity: warning}
+  - {name: dead, kind: heartbeat, older_than: 30m, severity: critical}
+  - {name: dead-held, kind: heartbeat, older_than: 5m, for: 10m, severity: info}
+  - {name: crashed, kind: state, states: [crashed, failed], severity: critical}
+  - {name: finished, kind: state, states: [finished], severity: info}
+  - {name: stalled, kind: progress, older_than: 20m, factor: 5, severity: critical}
+  - {name: stalled-held, kind: progress, older_than: 8m, window: 5, for: 5m,
+     severity: warning}
+  - {name: spiky, kind: spike, metric: grad_norm, k: 4, window: 20, min_points: 5,
+     severity: warning}
+  - {name: flat, kind: plateau, metric: loss, patience: 30 steps, min_delta: 0.01,
+     severity: info}
+  - {name: no-eval, kind: absent, metric: eval/loss, older_than: 15m, severity: warning}
+  - {name: code, kind: code_alert}
+"""
+
+EXACT_RUNS = {
+    "spikes, recoveries, NaN and a crash": {
+        "interval": "10s",
+        "series": {"train/grad_norm": "1+0.01x200 50x3 1x100 NaN 1x50 7x40 4x10 2x30 0.001x5"
+                                      " 1x300 NaN NaN 1x30",
+                   "train/loss": "2x20 3+0.1x30 0.4x10 1x200 NaN 0.5x5 1-0.001x400"},
+        "end": {"at": "3h", "state": "crashed"}},
+    "a slow logger that stalls, then dies silently": {
+        "interval": "4m",
+        "series": {"loss": "1-0.01x40", "eval/loss": "1x10 _x20 1x10"},
+        "alive_until": "5h"},
+    "a key it prefers comes later": {
+        "interval": "30s",
+        "series": {"grad_norm": "1x100 20x5 1x100", "train/grad_norm": "_x150 1x50 30x3 1x10",
+                   "loss": "1x210"},
+        "end": {"at": "2h", "state": "finished"}},
+    "its code raises alerts": {
+        "interval": "20s",
+        "series": {"train/loss": "1x300"},
+        "raised": [{"at": "5m", "title": "checkpoint", "level": "INFO"},
+                   {"at": "5m30s", "title": "checkpoint", "level": "INFO", "wait": "1m"},
+                   {"at": "40m", "title": "diverging", "level": "ERROR"}],
+        "alive_until": "2h"},
+}
+
+
+def _asking_every_rule(run, rules, aliases, options, ticks):
+    """The replay as the daemon does it: ``run_tick`` asks every rule at every tick, then
+    the notification pipeline; its alerts as backtest episodes, its messages as Told."""
+    from runwatch.backtest import RunResult, Tally, Told, _record
+    from runwatch.notify.pipeline import notify_after_tick
+    from runwatch.replay import ReplaySource
+    from runwatch.store.memory import MemoryStore
+    from runwatch.tick import run_tick
+
+    source, store, sent = ReplaySource([run]), MemoryStore(), []
+    config = options.config
+    receivers = {r.name: Tally(r.name, sent) for r in config.receivers}
+    out = RunResult(run=run.ref.path, id=run.ref.id, name="", hours=0, steps=0, ticks=0)
+    episodes, first = {}, run.first_time
+    for tick in range(1, ticks + 1):
+        now = first + run.delay + tick * options.interval
+        report = run_tick(sources=[source], rules=rules, aliases=aliases, store=store, now=now)
+        _record(report.transitions, episodes, out, now - first)
+        before = len(sent)
+        notify_after_tick(store, config, receivers, now)
+        out.messages += [Told(at=now - first, receiver=m.receiver,
+                              firing=tuple(a.rule for a in m.firing),
+                              resolved=tuple(a.rule for a in m.resolved)) for m in sent[before:]]
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(EXACT_RUNS))
+@pytest.mark.parametrize("delay", [0.0, 15.0])
+def test_a_replay_that_skips_quiet_rules_tells_what_asking_them_all_tells(
+        tmp_path, name, delay):
+    """A backtest asks a rule only when its answer could change (a point that might stir
+    it, its heartbeat or row growing old, the run's end) and keeps no inactive alert up
+    to date; the daemon's tick asks every rule every tick. Over runs that exercise every
+    kind — crossings and recoveries, holds, hysteresis, NaN, a key preferred later, a
+    slow logger stalling and dying, raised alerts, a crash — both tell the same alerts,
+    at the same ticks, steps, values and summaries, in the same messages."""
+    from runwatch.config import Config
+
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(EVERY_KIND)
+    loaded = load_rules([rules_file], tmp_path)
+    config = Config.model_validate({
+        "sources": [{"type": "rundir", "path": "runs"}],
+        "receivers": [{"name": "chat", "webhook": {"url": "https://example.com/c"}}],
+        "routes": [{"receivers": ["chat"], "group_by": ["rule"], "group_wait": "2m",
+                    "repeat_interval": "30m"}],
+    }, context={"base_dir": tmp_path})
+    run = dataclasses.replace(synthetic_run(RunSpec.model_validate(EXACT_RUNS[name])),
+                              delay=delay)
+    options = Options(interval=60, config=config)
+    result = backtest_run(run, loaded.rules, loaded.aliases, options)
+    every = _asking_every_rule(run, loaded.rules, loaded.aliases, options, result.ticks)
+
+    def told(episodes):
+        return [{**e.as_json(), "notifications": None} for e in episodes]
+
+    assert told(result.episodes) == told(sorted(every.episodes,
+                                                key=lambda e: (e.fired_at, e.rule)))
+    # (messages of one tick to one receiver come in the store's order of their groups)
+    assert sorted(map(repr, result.messages)) == sorted(map(repr, every.messages))
+    assert len(result.episodes) >= 4 and result.messages  # the runs are not quiet
+
+
+@pytest.mark.parametrize("scenario", ["exploding", "nan_loss", "crashed", "killed", "healthy"])
+def test_the_same_over_runs_the_sdk_wrote(wandb_runs, scenario):
+    """The same comparison over real SDK run directories and the shipped rules."""
+    from runwatch.backtest import replay_of
+    from runwatch.config import Config
+
+    loaded = load_rules([default_rules_path()], Path("."))
+    snapshot, _ = read_run(wandb_runs.runs[scenario],
+                           wanted_keys(loaded.rules, loaded.aliases) | {"_timestamp"})
+    run = replay_of(snapshot, 0.0)
+    config = Config.model_validate({
+        "sources": [{"type": "rundir", "path": "runs"}],
+        "receivers": [{"name": "chat", "webhook": {"url": "https://example.com/c"}}]},
+        context={"base_dir": Path(".")})
+    # (the killed run dies silently: its heartbeat rules fire half an hour later)
+    options = Options(interval=1.0, config=config, tail=2400) if scenario == "killed" else (
+        Options(interval=INTERVAL, config=config, tail=60))
+    result = backtest_run(run, loaded.rules, loaded.aliases, options)
+    every = _asking_every_rule(run, loaded.rules, loaded.aliases, options, result.ticks)
+    assert [e.as_json() | {"notifications": 0} for e in result.episodes] == [
+        e.as_json() | {"notifications": 0}
+        for e in sorted(every.episodes, key=lambda e: (e.fired_at, e.rule))]
+    assert sorted(map(repr, result.messages)) == sorted(map(repr, every.messages))

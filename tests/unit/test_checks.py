@@ -270,6 +270,60 @@ def test_progress_keeps_its_window_when_no_rows_arrive():
     assert again.active is True and again.memory == first.memory
 
 
+# --- where a replay may let a quiet rule sleep ------------------------------------------
+
+_QUIET_POINTS = [1.0] * 300
+
+
+@pytest.mark.parametrize(("fields", "at", "value"), [
+    ({"kind": "threshold", "op": ">", "value": 10}, 250, 11.0),
+    ({"kind": "threshold", "op": ">", "value": 10}, 0, 50.0),
+    ({"kind": "threshold", "op": ">=", "value": 10}, 299, 10.0),
+    ({"kind": "threshold", "op": "<", "value": 1e-4}, 130, 1e-6),
+    ({"kind": "threshold", "op": ">", "value": 10}, 64, 12.0),  # a stretch's first point
+    ({"kind": "threshold", "op": ">", "value": 10}, 63, 12.0),  # and its last
+    ({"kind": "nonfinite"}, 200, NAN),
+    ({"kind": "nonfinite"}, 5, -INF),
+])
+def test_a_quiet_rule_wakes_at_the_first_point_that_might_stir_it(fields, at, value):
+    r = rule(metric="loss", **fields)
+    values = [*_QUIET_POINTS[:at], value, *_QUIET_POINTS[at + 1:], value]
+    assert r.wakes_at(values, 0) == at
+    assert r.wakes_at(values, at + 1) == len(values) - 1  # the next one
+    assert r.wakes_at(_QUIET_POINTS, 17) == len(_QUIET_POINTS)  # none
+
+
+def test_a_threshold_wakes_no_later_than_a_crossing_behind_a_nan_or_an_infinity():
+    r = rule(kind="threshold", metric="loss", op=">", value=10)
+    for bad in (NAN, INF, -INF):  # max() may hide a point behind a NaN: never past it
+        values = [*_QUIET_POINTS[:100], bad, 11.0, *_QUIET_POINTS[:100]]
+        woke = r.wakes_at(values, 0)
+        assert woke in (100, 101)
+        assert all(not v > 10 for v in values[:woke])
+
+
+@pytest.mark.parametrize("fields", [
+    {"kind": "threshold", "op": ">", "value": 10, "mode": "mean"},  # a window: can't tell
+    {"kind": "threshold", "op": "==", "value": 10},
+    {"kind": "spike"},
+])
+def test_kinds_that_cannot_tell_wake_at_once(fields):
+    assert rule(metric="loss", **fields).wakes_at(_QUIET_POINTS, 7) == 7
+
+
+def test_progress_rests_until_its_newest_row_is_older_than_older_than():
+    r = rule(kind="progress", older_than="30m", factor=10, window=5)
+    snap = snapshot({"_timestamp": series([0] * 8)}, progress=T0 + 70)
+    assert r.rests_until(snap) == T0 + 70 + 1800
+    assert r.rests_until(snapshot(state=RunState.FINISHED, progress=T0)) == -INF
+    # Its memory after any ticks is its newest rows' times, however the ticks split them.
+    times = series([0] * 8).times
+    one = verdict(r, snapshot({"_timestamp": series([0] * 8)}))
+    assert r.memory_of(times) == one.memory == list(times[-5:])
+    with pytest.raises(NotImplementedError):
+        rule(kind="heartbeat", older_than="5m").memory_of(times)
+
+
 # --- match -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("match", "active"), [

@@ -10,8 +10,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 import hashlib
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar
 
@@ -196,6 +197,10 @@ class RuleBase(BaseModel):
     # on" (active None) and keeps its memory, whatever the time or the run's state — so the
     # engine need not ask it on a tick that brought no point (see engine._stays).
     history_only: ClassVar[bool] = False
+    # Whether the check's answer depends on nothing but the run's state and its
+    # heartbeat's age (heartbeat, state): a quiet answer then holds until its ``until``
+    # while the state stays and the heartbeat only gets newer, as in a replay.
+    ages_only: ClassVar[bool] = False
     # Whether the rule tells what the training code raised (code_alert): an alert per
     # raised title, told once, rather than one alert per run that holds and clears.
     raised_by_code: ClassVar[bool] = False
@@ -266,6 +271,27 @@ class RuleBase(BaseModel):
         """The newest history this rule needs to judge a run it has never seen (see
         :mod:`runwatch.window`): a ``for:`` needs its steps or time; kinds add theirs."""
         return NONE if self.hold is None else self.hold.window()
+
+    def wakes_at(self, values: Sequence[float], start: int) -> int:
+        """The index of the first of ``values`` from ``start`` on that might make this
+        rule, inactive and remembering nothing, anything else (``len(values)`` if none):
+        a replay need not ask it until a tick brings that point. ``start`` where the kind
+        cannot tell (the default)."""
+        return start
+
+    def rests_until(self, snapshot: RunSnapshot) -> float:
+        """Until when this rule, inactive on ``snapshot`` and asked, stays so on a run
+        whose rows and heartbeat only get newer and whose state stays (a replay's), the
+        rows that come meanwhile moving its memory only as :meth:`memory_of` says;
+        ``-inf`` where the kind cannot tell (the default)."""
+        return -math.inf
+
+    def memory_of(self, row_times: Sequence[float]) -> Any:
+        """The memory this rule keeps, inactive, after ticks that brought the run's rows
+        up to the newest of ``row_times`` (at least as many of the newest as
+        :meth:`history_needed` asks), however the ticks split them: for the kinds that
+        rest (:meth:`rests_until`)."""
+        raise NotImplementedError(f"{type(self).__name__} does not rest")
 
     def evaluate(self, ctx: Context) -> Verdict:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -18,6 +18,7 @@ class HeartbeatRule(RuleBase):
     kind: Literal["heartbeat"]
     older_than: Duration
 
+    ages_only: ClassVar[bool] = True
     default_summary: ClassVar[str] = "no heartbeat for {age} (run {state})"
     steps_hold: ClassVar[bool] = False
 

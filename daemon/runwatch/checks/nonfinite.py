@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from runwatch.checks.base import Context, RuleBase, Verdict
-from runwatch.checks.points import scan, verdict_from_scan
+from runwatch.checks.points import first_stirring, scan, verdict_from_scan
 
 
 def _nonfinite(value: float, _in_run: bool) -> bool:
@@ -22,6 +23,9 @@ class NonfiniteRule(RuleBase):
 
     def metrics(self) -> tuple[str, ...]:
         return (self.metric,)
+
+    def wakes_at(self, values: Sequence[float], start: int) -> int:
+        return first_stirring(values, start, lambda stretch: math.isfinite(sum(stretch)))
 
     def evaluate(self, ctx: Context) -> Verdict:
         key, series = ctx.series(self.metric)

@@ -10,7 +10,7 @@ carried across ticks in the check's memory.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from runwatch.checks.base import Verdict
@@ -81,3 +81,23 @@ def verdict_from_scan(result: Scan, *, metric: str | None, held: bool,
     return Verdict(active=True, memory=memory, metric=metric, threshold=threshold,
                    value=value, step=step, since=since, since_step=since_step,
                    first_value=first, **latest)
+
+
+def first_stirring(values: Sequence[float], start: int,
+                   quiet: Callable[[Sequence[float]], bool]) -> int:
+    """The index of the first of ``values`` from ``start`` on in no stretch that
+    ``quiet`` passes (``len(values)`` if none), found in stretches that double while they
+    pass and halve where they do not, so a long quiet history costs a few C-level passes.
+    ``quiet`` may refuse a stretch with nothing wrong in it; it must judge one point
+    exactly."""
+    at, end, size = start, len(values), 64
+    while at < end:
+        stretch = values[at:at + size]
+        if quiet(stretch):
+            at += len(stretch)
+            size = min(size * 2, 1 << 16)
+        elif len(stretch) == 1:
+            return at
+        else:
+            size = len(stretch) // 2
+    return end

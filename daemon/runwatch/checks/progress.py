@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 import operator
 import statistics
+from collections.abc import Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from runwatch.checks.base import Context, RuleBase, Verdict
 from runwatch.fieldtypes import Duration
-from runwatch.model import RunState
+from runwatch.model import RunSnapshot, RunState
 from runwatch.window import Window
 
 ROW_TIME_KEY = "_timestamp"  # every wandb history row carries it
@@ -41,6 +42,16 @@ class ProgressRule(RuleBase):
 
     def history_needed(self) -> Window:
         return super().history_needed() | Window(rows=self.window)
+
+    def rests_until(self, snapshot: RunSnapshot) -> float:
+        # Not stalled while its newest row is younger than older_than (the limit is never
+        # less), whatever its pace or heartbeat; rows that come only make it younger.
+        if snapshot.state is not RunState.RUNNING or snapshot.progress is None:
+            return -math.inf
+        return snapshot.progress + self.older_than
+
+    def memory_of(self, row_times: Sequence[float]) -> list[float]:
+        return list(row_times[-self.window:])
 
     def evaluate(self, ctx: Context) -> Verdict:
         snap = ctx.snapshot

@@ -19,6 +19,7 @@ class StateRule(RuleBase):
         RunState.CRASHED, RunState.FAILED, RunState.KILLED)
     resolve_on_end: bool = False  # the run's end is what this rule reports
 
+    ages_only: ClassVar[bool] = True
     default_summary: ClassVar[str] = "run {state}"
     no_hold: ClassVar[str] = "a state rule cannot have for: an ended run is read once"
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from runwatch.checks.base import Context, RuleBase, Verdict
-from runwatch.checks.points import scan, verdict_from_scan
+from runwatch.checks.points import first_stirring, scan, verdict_from_scan
 from runwatch.model import Series
 from runwatch.window import Window
 
@@ -64,6 +64,19 @@ class ThresholdRule(RuleBase):
         if self.mode in _WINDOW_AGGREGATES:
             return self._window(ctx, key, series)
         return self._points(ctx, key, series)
+
+    def wakes_at(self, values: Sequence[float], start: int) -> int:
+        if self.mode in _WINDOW_AGGREGATES or self.op not in (">", ">=", "<", "<="):
+            return start
+        extreme, bound, crosses = (max if self.op[0] == ">" else min), self.value, _OPS[self.op]
+
+        def quiet(stretch: Sequence[float]) -> bool:
+            # max/min skip a NaN unless it comes first (then they give NaN): a finite
+            # extreme that does not cross means no finite point crosses.
+            worst = extreme(stretch)
+            return math.isfinite(worst) and not crosses(worst, bound)
+
+        return first_stirring(values, start, quiet)
 
     def _crosses(self, value: float, in_run: bool) -> bool:
         # Only finite values get here (the scan skips NaN and ±inf: they are the nonfinite

@@ -207,7 +207,8 @@ def read_whole(client: WandbClient, *, entity: str, project: str, nodes: Sequenc
     picks, by run path — for backtests, which replay a run's whole history. Each run is
     read once, in pages of at most ``page`` rows through the tick's ``sampledHistory``
     query, ``pages_per_request`` pages a request: its steps are cut into as many ranges as
-    its row count (``historyLineCount``) needs, each asking ``page`` samples, and a range
+    its row count (``historyLineCount``) needs with a tenth to spare, each asking ``page``
+    samples, and a range
     that comes back full — thinned, perhaps, where a run logs unevenly — is asked again as
     two halves. So a run that counts its steps in tokens costs its rows, not its steps.
     ``progress(done, total)`` is told of the pages read. A run deleted meanwhile is left
@@ -221,7 +222,9 @@ def read_whole(client: WandbClient, *, entity: str, project: str, nodes: Sequenc
         if not wanted or last is None or last < 0:
             out[snapshot.ref.path] = snapshot
             continue
-        ranges = max(1, -(-max(node.history_lines, 1) // page))
+        # A tenth of each page to spare: a range of exactly ``page`` rows would come back
+        # full, as if thinned, and be asked again in halves.
+        ranges = max(1, -(-max(node.history_lines, 1) // max(1, page - page // 10)))
         span = max(1, -(-(last + 1) // ranges))
         queue += [(snapshot, HistoryRead(run_id=snapshot.ref.id, keys=wanted, first=first,
                                          last=min(last, first + span - 1), samples=page))
