@@ -257,7 +257,7 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
             since, ended = now, snapshot.state.ended
             try:
                 evaluation = evaluate(asked, snapshot, states, now, aliases,
-                                      quiet_until=quiet, lean=True)
+                                      quiet_until=quiet)
             except Exception as exc:  # a rule that cannot judge these rows
                 raise ValueError(f"run {run.ref.path}: evaluation failed at"
                                  f" +{now - first:.0f}s: {type(exc).__name__}: {exc}") from None
@@ -300,7 +300,7 @@ class _Nap:
 
 class _Naps:
     """The rules a replay need not ask at a tick, their answer being known: inactive, and
-    asking would leave them as they are (what ``evaluate(lean=True)`` keeps of them). A
+    asking would leave them as they are (what ``evaluate`` keeps of an idle alert). A
     check of new points (threshold, nonfinite) sleeps until a tick sees the first point
     that might stir it (``Rule.wakes_at``); a check of the heartbeat's age or the run's
     state until its ``until`` or the run's end; the progress check until its newest row
@@ -369,9 +369,8 @@ class _Naps:
                     nap = _Nap(until=until, seen=end)
             elif rule.ages_only:
                 known = quiet.get(fp)
-                if (known is not None and known.basis is None and known.before is state
-                        and known.until > now and snapshot.heartbeat is not None
-                        and not snapshot.state.ended):
+                if (known is not None and known.before is state and known.until > now
+                        and snapshot.heartbeat is not None and not snapshot.state.ended):
                     end = self.run.end_at if self.run.end_at is not None else math.inf
                     nap = _Nap(until=known.until, seen=end)  # the end changes its state
             elif rule.history_only and state.memory is None and len(rule.metrics()) == 1:

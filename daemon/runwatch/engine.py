@@ -17,6 +17,7 @@ rows) is reported firing and resolved together.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -50,7 +51,7 @@ class Quiet:
 
     rule: Rule
     before: AlertState
-    basis: tuple[object, ...] | None  # None: put by a lean evaluation (a replay's)
+    basis: tuple[object, ...] | None  # None: put on a tick that brought points
     until: float
 
 
@@ -62,7 +63,6 @@ def evaluate(
     aliases: Mapping[str, tuple[str, ...]],
     *,
     quiet_until: dict[str, Quiet] | None = None,
-    lean: bool = False,
 ) -> Evaluation:
     """Evaluate every rule that matches ``snapshot``'s run.
 
@@ -76,13 +76,16 @@ def evaluate(
     nothing new, until the time their answer could change; the result is exactly that of
     asking them.
 
-    ``lean`` is a replay's evaluation (``runwatch backtest``): an alert inactive before
-    and after is not rebuilt for the point it read, which nothing reads of an inactive
-    alert in a replay (no store shows it; the next tick reads its status and memory
-    only); it is returned only when its memory moved. Its ``until`` is put in
-    ``quiet_until`` with no basis: a replay, whose runs only move forward, knows when a
-    rule that judges the run's state and the age of its heartbeat (``ages_only``) may
-    answer otherwise.
+    An alert inactive before and after, of the same run state, severity and labels, is
+    not rebuilt for the points it read (its value, step, latest point): only a new
+    memory is kept, and the rest is brought up to date when its status changes, or at
+    the latest one to two ``SEEN_EVERY`` after it last was (``last_seen``: what garbage
+    collection reads). Nothing reads an inactive alert's values but ``runwatch alerts
+    --state inactive``; a busy tick then rebuilds, holds and writes only the alerts whose
+    memory moves, not every alert of every run that logged. The ``until`` of such an alert is put
+    in ``quiet_until`` (with no basis on a tick that brought points: a replay, whose runs
+    only move forward, knows when a rule that judges the run's state and its heartbeat's
+    age, ``ages_only``, may answer otherwise).
     """
     alerts: list[AlertState] = []
     transitions: list[Transition] = []
@@ -111,12 +114,11 @@ def evaluate(
             holding=before.status in _HOLDING,
         ))
         memory = None if verdict.memory is None else [tag, verdict.memory]
-        if lean and before.status is AlertStatus.INACTIVE and not verdict.active and (
-                fp in previous):
+        if fp in previous and _idle(rule, snapshot, before, verdict, now):
             if memory != before.memory:
                 alerts.append(evolve(before, memory=memory))
             elif quiet_until is not None and verdict.until is not None:
-                quiet_until[fp] = Quiet(rule, before, None, verdict.until)
+                quiet_until[fp] = Quiet(rule, before, basis, verdict.until)
             continue
         if fp in previous and _unchanged(rule, snapshot, before, verdict, memory):
             if basis is not None and verdict.until is not None:  # (no history-only kind
@@ -206,7 +208,7 @@ def _left_alone(rule: Rule, snapshot: RunSnapshot, stored: AlertState | None,
     """Whether, on a run that brought no point, asking ``rule`` would leave ``stored`` as
     it is: a history-only check (:func:`_stays`), or one whose answer holds until a time
     not yet come for the very same rule, stored state and run (:class:`Quiet`)."""
-    if stored is None:
+    if stored is None or (stored.status is AlertStatus.INACTIVE and _due(stored, now)):
         return False
     if rule.history_only:
         return _stays(rule, snapshot, stored)
@@ -265,6 +267,28 @@ def _stays(rule: Rule, snapshot: RunSnapshot, before: AlertState) -> bool:
         return False
     memory = before.memory
     return memory is None or _recall(memory, rule.memory_tag) is not None
+
+
+SEEN_EVERY = 86400.0  # an idle inactive alert is renewed within one to two of these
+
+
+def _due(alert: AlertState, now: float) -> bool:
+    """Whether an inactive alert is to be renewed (its values, ``last_seen``): one to two
+    ``SEEN_EVERY`` after it last was, spread by its fingerprint so that the alerts made on
+    one tick are not all renewed on one tick."""
+    seen = alert.last_seen
+    spread = (zlib.crc32(alert.fingerprint.encode()) & 0xFF) / 256
+    return seen is None or now - seen >= SEEN_EVERY * (1 + spread)
+
+
+def _idle(rule: Rule, snapshot: RunSnapshot, before: AlertState, verdict: Verdict,
+          now: float) -> bool:
+    """An inactive alert that stays so, of the same run, run state, severity and labels,
+    not due to be renewed: only its memory may move."""
+    return (before.status is AlertStatus.INACTIVE and not verdict.active
+            and before.run_state is snapshot.state and before.run == snapshot.ref
+            and before.severity == rule.severity and before.labels == rule.labels
+            and not _due(before, now))
 
 
 def _unchanged(rule: Rule, snapshot: RunSnapshot, before: AlertState, verdict: Verdict,
