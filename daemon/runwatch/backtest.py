@@ -18,9 +18,7 @@ would keep looking.
 from __future__ import annotations
 
 import bisect
-import itertools
 import math
-import operator
 import re
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -171,14 +169,15 @@ class RunResult:
     episodes: list[AlertEpisode] = field(default_factory=list)
     # Every message sent, each receiver's its own (one message may tell several alerts).
     messages: list[Told] = field(default_factory=list)
-    # Its rows' steps and times (seconds since the first row): where a labelled bad step is.
-    row_steps: tuple[int, ...] = ()
-    row_times: tuple[float, ...] = ()
+    # Its rows' steps and times, and its first row's time: where a labelled bad step is.
+    row_steps: Sequence[int] = ()
+    row_times: Sequence[float] = ()
+    first_time: float = 0.0
 
     def time_of_step(self, step: int) -> float | None:
         """Seconds since the first row at which the run reached ``step``."""
         at = bisect.bisect_left(self.row_steps, step)
-        return self.row_times[at] if at < len(self.row_times) else None
+        return self.row_times[at] - self.first_time if at < len(self.row_times) else None
 
     @property
     def notifications(self) -> int:
@@ -234,8 +233,7 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
                        steps=len(rows) if rows is not None else 0, ticks=0)
     if first is None or last is None or rows is None:
         return result
-    result.row_steps = tuple(rows.steps)
-    result.row_times = tuple(map(operator.sub, rows.times, itertools.repeat(first)))
+    result.row_steps, result.row_times, result.first_time = rows.steps, rows.times, first
     result.hours = (last - first) / 3600
     end = last + run.delay + (options.interval if run.end_at is not None else options.tail)
     start = first + run.delay
@@ -258,11 +256,11 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
             try:
                 evaluation = evaluate(asked, snapshot, states, now, aliases,
                                       quiet_until=quiet)
+                states.update((a.fingerprint, a) for a in evaluation.alerts)
+                naps.settle(asked, snapshot, states, quiet, now)
             except Exception as exc:  # a rule that cannot judge these rows
                 raise ValueError(f"run {run.ref.path}: evaluation failed at"
                                  f" +{now - first:.0f}s: {type(exc).__name__}: {exc}") from None
-            states.update((a.fingerprint, a) for a in evaluation.alerts)
-            naps.settle(asked, snapshot, states, quiet, now)
             alerts, transitions = evaluation.alerts, evaluation.transitions
         else:  # ended, or every rule asleep: nothing to ask
             if not ended:
@@ -290,12 +288,15 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
 
 @dataclass(frozen=True, slots=True)
 class _Nap:
-    """Until when a rule, inactive, need not be asked: until a tick sees a point logged at
-    ``seen`` (a check of new points: the first that might stir it), or until ``until``
-    or the run's end (a check of the run's state and its heartbeat's age)."""
+    """Until when a rule, inactive, need not be asked: until a tick is handed the
+    ``index``-th point of ``key`` (a check of new points: the first that might stir it),
+    sees what was logged at ``seen`` (the run's end, the next alert the code raised) or
+    comes at ``until`` (when the heartbeat's or newest row's age could tell otherwise)."""
 
     seen: float = math.inf
     until: float = math.inf
+    key: str = ""
+    index: int = 0
 
 
 class _Naps:
@@ -315,6 +316,7 @@ class _Naps:
         self.run, self.rules, self.aliases = run, rules, aliases
         self.path = run.ref.path
         self.all_keys = frozenset(run.history)
+        self._rows = run.history.get(ROW_TIME)
         self.naps: dict[str, _Nap] = {}
         self._asked: list[Rule] = list(rules)
         self.wanted = _keys_of(rules, aliases)  # every key the asked rules may read
@@ -326,26 +328,34 @@ class _Naps:
         # When what the training code raised is seen: what stirs a code_alert rule.
         self.raised = sorted(a.time for a in run.code_alerts if a.time is not None)
         # The asked rules stay as they are while no tick sees a point logged at or after
-        # ``_seen`` nor comes at or after ``_until``.
+        # ``_seen``, nor comes at or after ``_until``, nor is handed the point of a key
+        # that ``_points`` waits for (by index), nor a newest row older than ``_floor``
+        # (``_floor``: the newest row's time when the progress check began to rest).
         self._seen = self._until = -math.inf
+        self._points: list[tuple[Sequence[float], int]] = []  # (a key's times, index)
+        self._floor: float | None = None
+        self._rests: dict[str, float] = {}  # per progress check: its newest row's time
 
     def awake(self, now: float, since: float, states: dict[str, AlertState]) -> list[Rule]:
         """The rules to ask at ``now``, the last tick having been at ``since``; the memory
         of a rule that rested is brought to what it would be (into ``states``)."""
-        if now < self._until and now - self.run.delay < self._seen:
+        stirred = self._stirred(now)
+        if not stirred and now < self._until and now - self.run.delay < self._seen:
             return self._asked
         asked: list[Rule] = []
         for rule in self.rules:
             nap = self.naps.get(rule.name)
             if nap is not None:
-                if now < nap.until and now - self.run.delay < nap.seen:
+                if now < nap.until and now - self.run.delay < nap.seen and not (
+                        stirred and (rule.name in self.resters or (
+                            nap.key and self.run.seen(nap.key, now) > nap.index))):
                     continue
                 del self.naps[rule.name]
                 if rule.name in self.resters:
                     self._catch_up(rule, since, states)
             asked.append(rule)
         self._asked = asked
-        self._recount()
+        self._recount(now)
         return asked
 
     def settle(self, asked: Iterable[Rule], snapshot: RunSnapshot,
@@ -364,9 +374,11 @@ class _Naps:
             elif state is None or state.status is not AlertStatus.INACTIVE:
                 continue
             elif rule.name in self.resters:
-                if not snapshot.state.ended and (until := rule.rests_until(snapshot)) > now:
+                if not snapshot.state.ended and snapshot.progress is not None and (
+                        until := rule.rests_until(snapshot)) > now:
                     end = self.run.end_at if self.run.end_at is not None else math.inf
                     nap = _Nap(until=until, seen=end)
+                    self._rests[rule.name] = snapshot.progress
             elif rule.ages_only:
                 known = quiet.get(fp)
                 if (known is not None and known.before is state and known.until > now
@@ -380,7 +392,23 @@ class _Naps:
                 slept = True
         if slept:
             self._asked = [rule for rule in self._asked if rule.name not in self.naps]
-            self._recount()
+            self._recount(now)
+
+    def _stirred(self, now: float) -> bool:
+        """Whether a tick at ``now`` is handed a point a nap waits for, or, while the
+        progress check rests on its newest row only getting newer, a newest row older
+        than when it began to rest (a clock stepped back: NTP, a run resumed on another
+        host) — the rest then ends early, to be asked at this tick as at every one."""
+        if not self._points and self._floor is None:
+            return False
+        cutoff = self.run.seen_until(now)  # as ReplayRun.seen, once for every key
+        for times, index in self._points:
+            if bisect.bisect_right(times, cutoff) > index:
+                return True
+        if self._floor is None or self._rows is None:
+            return False
+        handed = bisect.bisect_right(self._rows.times, cutoff)
+        return handed > 0 and not self._rows.times[handed - 1] >= self._floor
 
     def _until_raised(self, now: float) -> _Nap:
         """A code_alert rule's nap: until a tick sees the next alert the code raised."""
@@ -402,11 +430,19 @@ class _Naps:
         times = rows.times[max(0, seen - need) if need else 0:seen]
         states[fp] = evolve(states[fp], memory=[rule.memory_tag, rule.memory_of(times)])
 
-    def _recount(self) -> None:
+    def _recount(self, now: float) -> None:
         self.wanted = _keys_of(self._asked, self.aliases)
         naps = self.naps.values()
         self._seen = min((nap.seen for nap in naps), default=math.inf)
         self._until = min((nap.until for nap in naps), default=math.inf)
+        points: dict[str, int] = {}
+        for nap in naps:
+            if nap.key:
+                points[nap.key] = min(nap.index, points.get(nap.key, nap.index))
+        history = self.run.history
+        self._points = [(history[key].times, index) for key, index in points.items()]
+        self._floor = max((floor for name, floor in self._rests.items() if name in self.naps),
+                          default=None)
 
     def _after_points(self, rule: Rule, snapshot: RunSnapshot, now: float) -> _Nap | None:
         metric = rule.metrics()[0]
@@ -420,11 +456,9 @@ class _Naps:
         wake = rule.wakes_at(series.values, seen)
         if wake <= seen:
             return None
-        if wake == len(series.values):
-            return _Nap()
-        end = self.run.end_at
-        return _Nap(seen=series.times[wake] if end is None or series.times[wake] <= end
-                    else math.inf)
+        # (a tick is handed the points of a key in their order, up to the last one logged
+        # by then: by index, whatever their times say)
+        return _Nap() if wake == len(series.values) else _Nap(key=key, index=wake)
 
 
 def _keys_of(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -> frozenset[str]:

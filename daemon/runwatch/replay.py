@@ -78,12 +78,12 @@ class ReplayRun:
         keys = []
         for key, series in self.history.items():
             times = series.times
-            if not times or times[0] > cutoff:
+            last = bisect.bisect_right(times, cutoff)
+            if not last:
                 continue  # not logged yet
             keys.append(key)
             if wanted is not None and key not in wanted:
                 continue
-            last = bisect.bisect_right(times, cutoff)
             first = bisect.bisect_right(times, start)
             if first < last:
                 history[key] = Series(steps=series.steps[first:last], times=times[first:last],

@@ -16,6 +16,7 @@ from runwatch.backtest import Label, Options, backtest_run, score, summarize
 from runwatch.cli import main
 from runwatch.config import default_rules_path
 from runwatch.config.rules import load_rules
+from runwatch.model import RunState
 from runwatch.ruletests import RunSpec, synthetic_run
 from runwatch.sources.rundir_reports import read_run
 from runwatch.tick import wanted_keys
@@ -496,6 +497,48 @@ def test_a_replay_that_skips_quiet_rules_tells_what_asking_them_all_tells(
     # (messages of one tick to one receiver come in the store's order of their groups)
     assert sorted(map(repr, result.messages)) == sorted(map(repr, every.messages))
     assert len(result.episodes) >= 4 and result.messages  # the runs are not quiet
+
+
+@pytest.mark.parametrize("stepped", ["grad_norm", "_timestamp"])
+def test_the_same_when_the_clock_steps_back(tmp_path, stepped):
+    """A run resumed on a host whose clock is behind: its times go back, so a point's
+    time no longer says which tick sees it — a replay then asks the rules of that key at
+    every tick (a spike before the step, a stall by the stepped row times)."""
+    from runwatch.config import Config
+    from runwatch.model import RunRef, Series
+    from runwatch.replay import ROW_TIME, ReplayRun
+
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(EVERY_KIND + "  - {name: stall, kind: progress, older_than: 10m,"
+                          " factor: 0, window: 3, severity: warning}\n")
+    loaded = load_rules([rules_file], tmp_path)
+    t0 = 1_767_225_600.0
+    back, at = (600.0, 30) if stepped == "grad_norm" else (1500.0, 50)
+    times = tuple(t0 + 60.0 * i - (back if i >= at else 0.0) for i in range(60))
+    ordered = tuple(t0 + 60.0 * i for i in range(60))
+    steps = tuple(range(60))
+    grad = tuple(50.0 if i == 21 else 1.0 for i in range(60))
+    row_times = times if stepped == "_timestamp" else ordered
+    grad_times = times if stepped == "grad_norm" else ordered
+    run = ReplayRun(
+        ref=RunRef(source="test", id="r", name="r", project="p", entity="e",
+                   location="test/r"),
+        history={ROW_TIME: Series(steps=steps, times=row_times, values=row_times),
+                 "train/grad_norm": Series(steps=steps, times=grad_times, values=grad)},
+        end_at=t0 + 3600, end_state=RunState.FINISHED, alive_until=t0 + 3600)
+    config = Config.model_validate({
+        "sources": [{"type": "rundir", "path": "runs"}],
+        "receivers": [{"name": "chat", "webhook": {"url": "https://example.com/c"}}]},
+        context={"base_dir": tmp_path})
+    options = Options(interval=60, config=config)
+    result = backtest_run(run, loaded.rules, loaded.aliases, options)
+    every = _asking_every_rule(run, loaded.rules, loaded.aliases, options, result.ticks)
+    assert [e.as_json() | {"notifications": 0} for e in result.episodes] == [
+        e.as_json() | {"notifications": 0}
+        for e in sorted(every.episodes, key=lambda e: (e.fired_at, e.rule))]
+    assert sorted(map(repr, result.messages)) == sorted(map(repr, every.messages))
+    assert {e.rule for e in result.episodes} >= (
+        {"hot"} if stepped == "grad_norm" else {"stall"})
 
 
 @pytest.mark.parametrize("scenario", ["exploding", "nan_loss", "crashed", "killed", "healthy"])
