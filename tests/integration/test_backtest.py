@@ -462,6 +462,15 @@ def _asking_every_rule(run, rules, aliases, options, ticks):
     return out
 
 
+def _assert_same(result, every):
+    """The same alerts (when, step, value, summary, resolution) and the same messages;
+    messages of one tick to one receiver come in the store's order of their groups."""
+    assert [e.as_json() | {"notifications": 0} for e in result.episodes] == [
+        e.as_json() | {"notifications": 0}
+        for e in sorted(every.episodes, key=lambda e: (e.fired_at, e.rule))]
+    assert sorted(map(repr, result.messages)) == sorted(map(repr, every.messages))
+
+
 @pytest.mark.parametrize("name", sorted(EXACT_RUNS))
 @pytest.mark.parametrize("delay", [0.0, 15.0])
 def test_a_replay_that_skips_quiet_rules_tells_what_asking_them_all_tells(
@@ -489,13 +498,7 @@ def test_a_replay_that_skips_quiet_rules_tells_what_asking_them_all_tells(
     result = backtest_run(run, loaded.rules, loaded.aliases, options)
     every = _asking_every_rule(run, loaded.rules, loaded.aliases, options, result.ticks)
 
-    def told(episodes):
-        return [{**e.as_json(), "notifications": None} for e in episodes]
-
-    assert told(result.episodes) == told(sorted(every.episodes,
-                                                key=lambda e: (e.fired_at, e.rule)))
-    # (messages of one tick to one receiver come in the store's order of their groups)
-    assert sorted(map(repr, result.messages)) == sorted(map(repr, every.messages))
+    _assert_same(result, every)
     assert len(result.episodes) >= 4 and result.messages  # the runs are not quiet
 
 
@@ -533,10 +536,7 @@ def test_the_same_when_the_clock_steps_back(tmp_path, stepped):
     options = Options(interval=60, config=config)
     result = backtest_run(run, loaded.rules, loaded.aliases, options)
     every = _asking_every_rule(run, loaded.rules, loaded.aliases, options, result.ticks)
-    assert [e.as_json() | {"notifications": 0} for e in result.episodes] == [
-        e.as_json() | {"notifications": 0}
-        for e in sorted(every.episodes, key=lambda e: (e.fired_at, e.rule))]
-    assert sorted(map(repr, result.messages)) == sorted(map(repr, every.messages))
+    _assert_same(result, every)
     assert {e.rule for e in result.episodes} >= (
         {"hot"} if stepped == "grad_norm" else {"stall"})
 
@@ -560,7 +560,4 @@ def test_the_same_over_runs_the_sdk_wrote(wandb_runs, scenario):
         Options(interval=INTERVAL, config=config, tail=60))
     result = backtest_run(run, loaded.rules, loaded.aliases, options)
     every = _asking_every_rule(run, loaded.rules, loaded.aliases, options, result.ticks)
-    assert [e.as_json() | {"notifications": 0} for e in result.episodes] == [
-        e.as_json() | {"notifications": 0}
-        for e in sorted(every.episodes, key=lambda e: (e.fired_at, e.rule))]
-    assert sorted(map(repr, result.messages)) == sorted(map(repr, every.messages))
+    _assert_same(result, every)
