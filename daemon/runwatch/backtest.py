@@ -257,7 +257,7 @@ def backtest_run(run: ReplayRun, rules: Sequence[Rule],
                 evaluation = evaluate(asked, snapshot, states, now, aliases,
                                       quiet_until=quiet)
                 states.update((a.fingerprint, a) for a in evaluation.alerts)
-                naps.settle(asked, snapshot, states, quiet, now)
+                naps.settle(asked, snapshot, states, now)
             except Exception as exc:  # a rule that cannot judge these rows
                 raise ValueError(f"run {run.ref.path}: evaluation failed at"
                                  f" +{now - first:.0f}s: {type(exc).__name__}: {exc}") from None
@@ -291,7 +291,7 @@ class _Nap:
     """Until when a rule, inactive, need not be asked: until a tick is handed the
     ``index``-th point of ``key`` (a check of new points: the first that might stir it),
     sees what was logged at ``seen`` (the run's end, the next alert the code raised) or
-    comes at ``until`` (when the heartbeat's or newest row's age could tell otherwise)."""
+    comes at ``until`` (when its heartbeat's or newest row's age could tell otherwise)."""
 
     seen: float = math.inf
     until: float = math.inf
@@ -302,39 +302,39 @@ class _Nap:
 class _Naps:
     """The rules a replay need not ask at a tick, their answer being known: inactive, and
     asking would leave them as they are (what ``evaluate`` keeps of an idle alert). A
-    check of new points (threshold, nonfinite) sleeps until a tick sees the first point
-    that might stir it (``Rule.wakes_at``); a check of the heartbeat's age or the run's
-    state until its ``until`` or the run's end; the progress check until its newest row
-    could be too old (``Rule.rests_until``), its memory then rebuilt from the rows
-    (``Rule.memory_of``); a code_alert rule until a tick sees the next alert the code
-    raised. The rules asked read only their own keys, so the snapshot holds no others.
-    Exact: a replay with every rule asked at every tick tells the same
-    (tests/integration/test_backtest.py)."""
+    check of new points (threshold, nonfinite) sleeps until a tick is handed the first
+    point that might stir it (``Rule.wakes_at``); one that rests (heartbeat, state,
+    progress: ``Rule.rests_until``) until its answer could change or the run ends, a
+    memory it keeps then rebuilt from the rows (``Rule.memory_of``); a code_alert rule
+    until a tick sees the next alert the code raised. The rules asked read only their own
+    keys, so the snapshot holds no others. Exact: a replay with every rule asked at every
+    tick tells the same (tests/integration/test_backtest.py)."""
 
     def __init__(self, run: ReplayRun, rules: Sequence[Rule],
                  aliases: Mapping[str, tuple[str, ...]]) -> None:
         self.run, self.rules, self.aliases = run, rules, aliases
-        self.path = run.ref.path
+        self.fingerprints = {rule.name: fingerprint_at(rule.name, run.ref.path)
+                             for rule in rules}
         self.all_keys = frozenset(run.history)
         self._rows = run.history.get(ROW_TIME)
         self.naps: dict[str, _Nap] = {}
         self._asked: list[Rule] = list(rules)
         self.wanted = _keys_of(rules, aliases)  # every key the asked rules may read
-        # The rules that may sleep: the others are asked at every tick.
         self.resters = frozenset(rule.name for rule in rules
                                  if type(rule).rests_until is not RuleBase.rests_until)
-        self.sleepers = self.resters | {rule.name for rule in rules if rule.ages_only or (
-            rule.history_only and len(rule.metrics()) == 1) or rule.raised_by_code}
+        # (of those, the ones whose memory is rebuilt when they wake)
+        self.remembering = frozenset(rule.name for rule in rules if rule.name in self.resters
+                                     and type(rule).memory_of is not RuleBase.memory_of)
         # When what the training code raised is seen: what stirs a code_alert rule.
         self.raised = sorted(a.time for a in run.code_alerts if a.time is not None)
         # The asked rules stay as they are while no tick sees a point logged at or after
         # ``_seen``, nor comes at or after ``_until``, nor is handed the point of a key
         # that ``_points`` waits for (by index), nor a newest row older than ``_floor``
-        # (``_floor``: the newest row's time when the progress check began to rest).
+        # (the newest row's time when a rule began to rest).
         self._seen = self._until = -math.inf
         self._points: list[tuple[Sequence[float], int]] = []  # (a key's times, index)
         self._floor: float | None = None
-        self._rests: dict[str, float] = {}  # per progress check: its newest row's time
+        self._rests: dict[str, float] = {}  # per resting rule: the newest row's time then
 
     def awake(self, now: float, since: float, states: dict[str, AlertState]) -> list[Rule]:
         """The rules to ask at ``now``, the last tick having been at ``since``; the memory
@@ -346,59 +346,61 @@ class _Naps:
         for rule in self.rules:
             nap = self.naps.get(rule.name)
             if nap is not None:
-                if now < nap.until and now - self.run.delay < nap.seen and not (
-                        stirred and (rule.name in self.resters or (
-                            nap.key and self.run.seen(nap.key, now) > nap.index))):
+                if not self._wakes(rule.name, nap, now, stirred):
                     continue
                 del self.naps[rule.name]
-                if rule.name in self.resters:
+                if rule.name in self.remembering:
                     self._catch_up(rule, since, states)
             asked.append(rule)
         self._asked = asked
-        self._recount(now)
+        self._recount()
         return asked
 
     def settle(self, asked: Iterable[Rule], snapshot: RunSnapshot,
-               states: Mapping[str, AlertState], quiet: Mapping[str, Quiet],
-               now: float) -> None:
+               states: Mapping[str, AlertState], now: float) -> None:
         """Put to sleep the rules just asked that may sleep."""
         slept = False
         for rule in asked:
-            if rule.name not in self.sleepers:
-                continue
-            nap = None
-            fp = fingerprint_at(rule.name, self.path)
-            state = states.get(fp)
-            if rule.raised_by_code:  # an alert per title, told once: nothing stays
-                nap = self._until_raised(now)
-            elif state is None or state.status is not AlertStatus.INACTIVE:
-                continue
-            elif rule.name in self.resters:
-                if not snapshot.state.ended and snapshot.progress is not None and (
-                        until := rule.rests_until(snapshot)) > now:
-                    end = self.run.end_at if self.run.end_at is not None else math.inf
-                    nap = _Nap(until=until, seen=end)
-                    self._rests[rule.name] = snapshot.progress
-            elif rule.ages_only:
-                known = quiet.get(fp)
-                if (known is not None and known.before is state and known.until > now
-                        and snapshot.heartbeat is not None and not snapshot.state.ended):
-                    end = self.run.end_at if self.run.end_at is not None else math.inf
-                    nap = _Nap(until=known.until, seen=end)  # the end changes its state
-            elif rule.history_only and state.memory is None and len(rule.metrics()) == 1:
-                nap = self._after_points(rule, snapshot, now)
+            nap = self._nap(rule, snapshot, states.get(self.fingerprints[rule.name]), now)
             if nap is not None:
                 self.naps[rule.name] = nap
                 slept = True
         if slept:
             self._asked = [rule for rule in self._asked if rule.name not in self.naps]
-            self._recount(now)
+            self._recount()
+
+    def _nap(self, rule: Rule, snapshot: RunSnapshot, state: AlertState | None,
+             now: float) -> _Nap | None:
+        """How long ``rule``, just asked, may sleep; None: ask it at the next tick."""
+        if rule.raised_by_code:  # an alert per title, told once: nothing stays
+            return self._until_raised(now)
+        if state is None or state.status is not AlertStatus.INACTIVE or snapshot.state.ended:
+            return None
+        if rule.name in self.resters:
+            until = rule.rests_until(snapshot)
+            if until <= now:
+                return None
+            if snapshot.progress is not None:
+                self._rests[rule.name] = snapshot.progress
+            return _Nap(until=until, seen=self.run.end)  # the end changes its state
+        if rule.history_only and state.memory is None and len(rule.metrics()) == 1:
+            return self._after_points(rule, snapshot, now)
+        return None
+
+    def _wakes(self, name: str, nap: _Nap, now: float, stirred: bool) -> bool:
+        """Whether the rule sleeping ``nap`` is to be asked at ``now``."""
+        if now >= nap.until or now - self.run.delay >= nap.seen:
+            return True
+        if not stirred:
+            return False
+        return name in self.resters or (bool(nap.key) and self.run.seen(
+            nap.key, now) > nap.index)
 
     def _stirred(self, now: float) -> bool:
-        """Whether a tick at ``now`` is handed a point a nap waits for, or, while the
-        progress check rests on its newest row only getting newer, a newest row older
-        than when it began to rest (a clock stepped back: NTP, a run resumed on another
-        host) — the rest then ends early, to be asked at this tick as at every one."""
+        """Whether a tick at ``now`` is handed a point a nap waits for, or, while a rule
+        rests on its newest row only getting newer, a newest row older than when it began
+        to rest (a clock stepped back: NTP, a run resumed on another host) — the rest
+        then ends early, to be asked at this tick as at every one."""
         if not self._points and self._floor is None:
             return False
         cutoff = self.run.seen_until(now)  # as ReplayRun.seen, once for every key
@@ -411,26 +413,22 @@ class _Naps:
         return handed > 0 and not self._rows.times[handed - 1] >= self._floor
 
     def _until_raised(self, now: float) -> _Nap:
-        """A code_alert rule's nap: until a tick sees the next alert the code raised."""
+        """A code_alert rule's nap: until a tick sees the next alert the code raised (one
+        raised after the run's end is never seen: the replay stops there)."""
         at = bisect.bisect_right(self.raised, self.run.seen_until(now))
-        if at == len(self.raised):
-            return _Nap()
-        end = self.run.end_at
-        raised = self.raised[at]
-        return _Nap(seen=raised if end is None or raised <= end else math.inf)
+        return _Nap(seen=self.raised[at]) if at < len(self.raised) else _Nap()
 
     def _catch_up(self, rule: Rule, since: float, states: dict[str, AlertState]) -> None:
         """The memory a rule that rested would have after the tick at ``since``."""
-        fp = fingerprint_at(rule.name, self.path)
-        rows = self.run.history.get(ROW_TIME)
-        if rows is None:
+        if self._rows is None:
             return
         seen = self.run.seen(ROW_TIME, since)
         need = rule.history_needed().rows
-        times = rows.times[max(0, seen - need) if need else 0:seen]
+        times = self._rows.times[max(0, seen - need) if need else 0:seen]
+        fp = self.fingerprints[rule.name]
         states[fp] = evolve(states[fp], memory=[rule.memory_tag, rule.memory_of(times)])
 
-    def _recount(self, now: float) -> None:
+    def _recount(self) -> None:
         self.wanted = _keys_of(self._asked, self.aliases)
         naps = self.naps.values()
         self._seen = min((nap.seen for nap in naps), default=math.inf)

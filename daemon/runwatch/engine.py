@@ -52,7 +52,7 @@ class Quiet:
 
     rule: Rule
     before: AlertState
-    basis: tuple[object, ...] | None  # None: put on a tick that brought points
+    basis: tuple[object, ...]
     until: float
 
 
@@ -83,10 +83,7 @@ def evaluate(
     the latest one to two ``SEEN_EVERY`` after it last was (``last_seen``: what garbage
     collection reads). Nothing reads an inactive alert's values but ``runwatch alerts
     --state inactive``; a busy tick then rebuilds, holds and writes only the alerts whose
-    memory moves, not every alert of every run that logged. The ``until`` of such an alert is put
-    in ``quiet_until`` (with no basis on a tick that brought points: a replay, whose runs
-    only move forward, knows when a rule that judges the run's state and its heartbeat's
-    age, ``ages_only``, may answer otherwise).
+    memory moves, not every alert of every run that logged.
     """
     alerts: list[AlertState] = []
     transitions: list[Transition] = []
@@ -118,7 +115,7 @@ def evaluate(
         if fp in previous and _idle(rule, snapshot, before, verdict, now):
             if memory != before.memory:
                 alerts.append(evolve(before, memory=memory))
-            elif quiet_until is not None and verdict.until is not None:
+            elif basis is not None and verdict.until is not None:
                 quiet_until[fp] = Quiet(rule, before, basis, verdict.until)
             continue
         if fp in previous and _unchanged(rule, snapshot, before, verdict, memory):
@@ -211,9 +208,8 @@ def _left_alone(rule: Rule, snapshot: RunSnapshot, stored: AlertState | None,
     not yet come for the very same rule, stored state and run (:class:`Quiet`)."""
     if stored is None:
         return False
-    if stored.status is _INACTIVE and (stored.last_seen is None or (
-            now - stored.last_seen >= SEEN_EVERY and _due(stored, now))):
-        return False  # (the first test spares most alerts a call)
+    if stored.status is _INACTIVE and _due(stored, now):
+        return False  # renewed when asked (see _idle)
     if rule.history_only:
         return _stays(rule, snapshot, stored)
     return (known is not None and known.rule is rule and known.before is stored
@@ -280,10 +276,9 @@ def _due(alert: AlertState, now: float) -> bool:
     """Whether an inactive alert is to be renewed (its values, ``last_seen``): one to two
     ``SEEN_EVERY`` after it last was, spread by its fingerprint so that the alerts made on
     one tick are not all renewed on one tick."""
-    seen = alert.last_seen
-    if seen is None:
+    if alert.last_seen is None:
         return True
-    age = now - seen  # (the spread is asked of the few alerts that old)
+    age = now - alert.last_seen  # (the spread is asked of the few alerts that old)
     return age >= SEEN_EVERY and age >= SEEN_EVERY * (
         1 + (zlib.crc32(alert.fingerprint.encode()) & 0xFF) / 256)
 

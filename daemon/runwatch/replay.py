@@ -52,10 +52,14 @@ class ReplayRun:
             times.append(rows.times[-1])
         return max(times) if times else None
 
+    @property
+    def end(self) -> float:
+        """When its exit record was written; inf if never."""
+        return self.end_at if self.end_at is not None else math.inf
+
     def state_at(self, now: float) -> RunState:
         """The run's state as a tick at ``now`` sees it."""
-        end = self.end_at if self.end_at is not None else math.inf
-        return self.end_state if now - self.delay >= end else RunState.RUNNING
+        return self.end_state if now - self.delay >= self.end else RunState.RUNNING
 
     def seen(self, key: str, now: float) -> int:
         """How many points of ``key`` a tick at ``now`` has seen."""
@@ -64,14 +68,13 @@ class ReplayRun:
 
     def seen_until(self, now: float) -> float:
         """The newest point time a tick at ``now`` sees: written by then, not after the end."""
-        return min(now - self.delay, self.end_at if self.end_at is not None else math.inf)
+        return min(now - self.delay, self.end)
 
     def snapshot(self, since: float, now: float, *,
                  wanted: Collection[str] | None = None) -> RunSnapshot:
         """What a tick at ``now`` sees, its new points being those seen after ``since``:
         of the keys in ``wanted`` only, when given (the rules asked read no others)."""
-        seen_until = now - self.delay  # the newest record time written by now
-        end = self.end_at if self.end_at is not None else math.inf
+        written = now - self.delay  # the newest record time written by now
         cutoff = self.seen_until(now)
         start = since - self.delay
         history: dict[str, Series] = {}
@@ -90,11 +93,11 @@ class ReplayRun:
                                       values=series.values[first:last])
         rows = self.history.get(ROW_TIME)
         seen_rows = bisect.bisect_right(rows.times, cutoff) if rows is not None else 0
-        alive = min(end, self.alive_until if self.alive_until is not None else math.inf)
+        alive = min(self.end, self.alive_until if self.alive_until is not None else math.inf)
         return RunSnapshot(
             ref=self.ref,
             state=self.state_at(now),
-            heartbeat=min(seen_until, alive),
+            heartbeat=min(written, alive),
             progress=rows.times[seen_rows - 1] if seen_rows else None,
             started=self.started,
             last_step=rows.steps[seen_rows - 1] if seen_rows else None,

@@ -311,6 +311,14 @@ def test_kinds_that_cannot_tell_wake_at_once(fields):
     assert rule(metric="loss", **fields).wakes_at(_QUIET_POINTS, 7) == 7
 
 
+def test_heartbeat_and_state_rest_until_their_answer_could_change():
+    hb = rule(kind="heartbeat", older_than="10m")
+    assert hb.rests_until(snapshot(heartbeat=T0 + 5)) == T0 + 5 + 600
+    assert hb.rests_until(snapshot(heartbeat=None)) == -INF  # nothing to age yet
+    assert hb.rests_until(snapshot(state=RunState.CRASHED)) == -INF
+    assert rule(kind="state").rests_until(snapshot()) == INF  # until the run's state moves
+
+
 def test_progress_rests_until_its_newest_row_is_older_than_older_than():
     r = rule(kind="progress", older_than="30m", factor=10, window=5)
     snap = snapshot({"_timestamp": series([0] * 8)}, progress=T0 + 70)

@@ -197,10 +197,6 @@ class RuleBase(BaseModel):
     # on" (active None) and keeps its memory, whatever the time or the run's state — so the
     # engine need not ask it on a tick that brought no point (see engine._stays).
     history_only: ClassVar[bool] = False
-    # Whether the check's answer depends on nothing but the run's state and its
-    # heartbeat's age (heartbeat, state): a quiet answer then holds until its ``until``
-    # while the state stays and the heartbeat only gets newer, as in a replay.
-    ages_only: ClassVar[bool] = False
     # Whether the rule tells what the training code raised (code_alert): an alert per
     # raised title, told once, rather than one alert per run that holds and clears.
     raised_by_code: ClassVar[bool] = False
@@ -282,15 +278,15 @@ class RuleBase(BaseModel):
     def rests_until(self, snapshot: RunSnapshot) -> float:
         """Until when this rule, inactive on ``snapshot`` and asked, stays so on a run
         whose rows and heartbeat only get newer and whose state stays (a replay's), the
-        rows that come meanwhile moving its memory only as :meth:`memory_of` says;
-        ``-inf`` where the kind cannot tell (the default)."""
+        rows that come meanwhile moving its memory, if it keeps one, only as
+        :meth:`memory_of` says; ``-inf`` where the kind cannot tell (the default)."""
         return -math.inf
 
     def memory_of(self, row_times: Sequence[float]) -> Any:
         """The memory this rule keeps, inactive, after ticks that brought the run's rows
         up to the newest of ``row_times`` (at least as many of the newest as
         :meth:`history_needed` asks), however the ticks split them: for the kinds that
-        rest (:meth:`rests_until`)."""
+        rest (:meth:`rests_until`) and keep a memory."""
         raise NotImplementedError(f"{type(self).__name__} does not rest")
 
     def evaluate(self, ctx: Context) -> Verdict:  # pragma: no cover - abstract

@@ -11,16 +11,21 @@ from typing import ClassVar, Literal
 
 from runwatch.checks.base import Context, RuleBase, Verdict
 from runwatch.fieldtypes import Duration
-from runwatch.model import RunState
+from runwatch.model import RunSnapshot, RunState
 
 
 class HeartbeatRule(RuleBase):
     kind: Literal["heartbeat"]
     older_than: Duration
 
-    ages_only: ClassVar[bool] = True
     default_summary: ClassVar[str] = "no heartbeat for {age} (run {state})"
     steps_hold: ClassVar[bool] = False
+
+    def rests_until(self, snapshot: RunSnapshot) -> float:
+        # Quiet while its heartbeat is younger than older_than; it only gets younger.
+        if snapshot.state is not RunState.RUNNING or snapshot.heartbeat is None:
+            return -math.inf
+        return snapshot.heartbeat + self.older_than
 
     def evaluate(self, ctx: Context) -> Verdict:
         snap = ctx.snapshot

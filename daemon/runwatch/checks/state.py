@@ -9,7 +9,7 @@ from pydantic import BeforeValidator, WithJsonSchema
 
 from runwatch.checks.base import Context, RuleBase, Verdict
 from runwatch.fieldtypes import names_schema, one_or_many
-from runwatch.model import RunState
+from runwatch.model import RunSnapshot, RunState
 
 
 class StateRule(RuleBase):
@@ -19,11 +19,13 @@ class StateRule(RuleBase):
         RunState.CRASHED, RunState.FAILED, RunState.KILLED)
     resolve_on_end: bool = False  # the run's end is what this rule reports
 
-    ages_only: ClassVar[bool] = True
     default_summary: ClassVar[str] = "run {state}"
     no_hold: ClassVar[str] = "a state rule cannot have for: an ended run is read once"
 
 
+
+    def rests_until(self, snapshot: RunSnapshot) -> float:
+        return math.inf  # its answer changes with the run's state only
 
     def evaluate(self, ctx: Context) -> Verdict:
         return Verdict(active=ctx.snapshot.state in self.states, step=ctx.snapshot.last_step,
