@@ -134,10 +134,10 @@ def test_a_sigkill_in_the_middle_of_a_tick_loses_nothing_and_sends_nothing_twice
         "store: sqlite:///state.db\nhttp: {listen: '127.0.0.1:0'}\n"
         f"receivers:\n  - name: s\n    slack: {{token: {TOKEN}, channel: '#a',"
         f" api_url: '{fake_slack.api_url}'}}\n")
-    wandb_server.hang_next(1, seconds=120, op="RunwatchRuns")  # the first tick stops inside
+    wandb_server.hang_next(1, seconds=120, op="RunwatchListing")  # the first tick stops inside
     proc = start(config, notify, tmp_path)
     try:
-        wandb_server.wait_for("RunwatchRuns", timeout=60)
+        wandb_server.wait_for("RunwatchListing", timeout=60)
     finally:
         proc.kill()
         proc.communicate(timeout=10)

@@ -267,11 +267,11 @@ def test_a_leader_killed_mid_tick_leaves_nothing_half_done_and_the_standby_goes_
     config = write_config(tmp_path, schema.url, fake_slack, source=(
         f"{{type: wandb, entity: team, projects: [p], api_key: {'k' * 40},"
         f" base_url: '{wandb_server.url}', interval: {INTERVAL:g}s, lookback: 3650d}}"))
-    wandb_server.hang_next(1, seconds=120, op="RunwatchRuns")
+    wandb_server.hang_next(1, seconds=120, op="RunwatchListing")
     first = Replica("a", config, tmp_path)
     replicas = [first]
     try:
-        wandb_server.wait_for("RunwatchRuns", timeout=60)  # its first tick hangs there
+        wandb_server.wait_for("RunwatchListing", timeout=60)  # its first tick hangs there
         second = Replica("b", config, tmp_path)
         replicas.append(second)
         wait_until(lambda: second.metric("runwatch_lease_epoch") == 1, "b standing by")

@@ -127,8 +127,45 @@ def test_runs_without_new_rows_cost_no_history_request(wandb_server):
     assert [run for run, _ in history_specs(wandb_server)][3:] == ["r1"]
     ticker.poll(T0 + 50)
     assert wandb_server.counters.requests["RunwatchHistory"] == 2
-    # One per project per tick, and one on the second tick for the runs' configs.
-    assert wandb_server.counters.requests["RunwatchRuns"] == 3 + 1
+    # One listing per tick, and one query on the second tick for the runs' configs.
+    assert wandb_server.counters.requests["RunwatchListing"] == 3
+    assert wandb_server.counters.requests["RunwatchRuns"] == 1
+
+
+def test_one_request_lists_ten_projects_each_paged_on_its_own(wandb_server):
+    """A tick lists its projects ten a request, not one each; a project with more runs than
+    a page has its next page asked alone; an unknown project is said so and the others are
+    read."""
+    projects = [f"q{i:02d}" for i in range(12)]
+    for project in projects:
+        wandb_server.add_run("team", project, "r0", rows=rows(0, 5))
+    for i in range(1, 150):  # q03: two pages
+        wandb_server.add_run("team", "q03", f"r{i:03d}", rows=rows(0, 5))
+    source = WandbApiSource(spec(wandb_server.url, projects=(*projects, "nope")))
+    poll = Ticker(source).poll(T0 + 10)
+    assert poll.errors == ("source wandb:team: project team/nope: unknown project team/nope",)
+    assert len(poll.snapshots) == 12 + 149
+    assert {s.ref.project for s in poll.snapshots} == set(projects)
+    listings = wandb_server.requests_of("RunwatchListing")
+    asked = [[v for k, v in r.variables.items() if k[0] == "p" and k[1:].isdigit()]
+             for r in listings]
+    assert asked == [projects[:10], ["q03"], [*projects[10:], "nope"]]
+    assert listings[1].variables["c0"]  # the second page of q03, from its cursor
+    assert wandb_server.counters.requests["RunwatchRuns"] == 0
+
+
+def test_a_failed_listing_fails_only_its_projects_for_the_tick(wandb_server):
+    projects = [f"q{i:02d}" for i in range(12)]
+    for project in projects:
+        wandb_server.add_run("team", project, "r0", rows=rows(0, 5))
+    source = WandbApiSource(spec(wandb_server.url, projects=projects))
+    wandb_server.fail_next(1, status=400, op="RunwatchListing")  # (not retried)
+    poll = Ticker(source).poll(T0 + 10)
+    [error] = poll.errors
+    assert error.startswith("source wandb:team: projects team/q00, team/q01, ")
+    assert "team/q09: " in error and "q10" not in error
+    assert sorted(s.ref.project for s in poll.snapshots) == ["q10", "q11"]
+    assert poll.reachable  # W&B answered the other listing
 
 
 def test_configs_left_out_of_the_listing_are_read_once_per_run_from_the_second_tick(
@@ -216,7 +253,8 @@ def test_wandb_down_for_ten_ticks_is_one_unreachable_alert_and_no_stalled_run(wa
     # where it answers again (and is asked the run's config, which the first tick left out).
     assert seen == [(3, "source-unreachable", AlertStatus.FIRING),
                     (12, "source-unreachable", AlertStatus.RESOLVED)]
-    assert wandb_server.counters.requests["RunwatchRuns"] == 2 * 6 + 2 + 1
+    assert wandb_server.counters.requests["RunwatchListing"] == 1 + 2 * 6 + 1
+    assert wandb_server.counters.requests["RunwatchRuns"] == 1  # (the config)
 
 
 def test_a_tick_during_an_outage_ends_within_its_bound(wandb_server):
@@ -238,11 +276,10 @@ def test_a_rate_limit_is_waited_out_inside_the_request(wandb_server):
     wandb_server.add_run("team", "p", "r1", rows=rows(0, 10))
     source = WandbApiSource(spec(wandb_server.url))
     Ticker(source).poll(T0)
-    wandb_server.rate_limit_next(1, retry_after=1, op="RunwatchRuns")
+    wandb_server.rate_limit_next(1, retry_after=1, op="RunwatchListing")
     poll = Ticker(source).poll(T0 + 60)
     assert poll.errors == () and len(poll.snapshots) == 1
-    runs = [r for r in wandb_server.received  # (the listings, not the one asking configs)
-            if r.op == "RunwatchRuns" and not r.variables["withConfig"]]
+    runs = [r for r in wandb_server.received if r.op == "RunwatchListing"]
     assert [r.status for r in runs[-2:]] == [429, 200]
     assert runs[-1].at - runs[-2].at >= 1.0  # Retry-After honoured
 
@@ -457,14 +494,14 @@ def test_a_rate_limit_says_so_and_when_it_is_tried_again(wandb_server):
     source = WandbApiSource(spec(wandb_server.url, request_retries=1, interval="60s"))
     ticker = Ticker(source)
     ticker.poll(T0)
-    wandb_server.rate_limit_next(2, retry_after=1, op="RunwatchRuns")  # the try and its retry
+    wandb_server.rate_limit_next(2, retry_after=1, op="RunwatchListing")  # the try, its retry
     poll = ticker.poll(T0 + 60)
     assert poll.errors == (
         "source wandb:team: project team/p: rate limited by W&B (HTTP 429), retrying after"
         " 60 s",)
-    assert [r.status for r in wandb_server.received if r.op == "RunwatchRuns"][-2:] == [
+    assert [r.status for r in wandb_server.received if r.op == "RunwatchListing"][-2:] == [
         429, 429]
-    wandb_server.rate_limit_next(2, retry_after=1, op="RunwatchRuns")
+    wandb_server.rate_limit_next(2, retry_after=1, op="RunwatchListing")
     assert ticker.poll(T0 + 120).errors == (  # backing off: twice the interval
         "source wandb:team: project team/p: rate limited by W&B (HTTP 429), retrying after"
         " 120 s",)

@@ -1,8 +1,8 @@
 """The ``wandb`` source: the runs of W&B projects, read incrementally through the public API.
 
-A tick costs one runs query per project (paged) and a few batched history queries for the
-runs that logged new rows since their cursor — nothing for runs without new rows, and
-never a run's whole history. What a tick could not fetch is not evaluated: a run whose
+A tick costs one listing request per ten projects (each paged) and a few batched history
+queries for the runs that logged new rows since their cursor — nothing for runs without new
+rows, and never a run's whole history. What a tick could not fetch is not evaluated: a run whose
 data did not arrive is not judged stalled on it, and it is read again on the next tick.
 
 A source that gets no answer at all backs off — the next tick, then every second, fourth
@@ -43,6 +43,7 @@ from runwatch.sources.wandb_graphql import (
     history_query,
     history_rows,
     history_variables,
+    listing_query,
     read_node,
     runs_filter,
     series_from_rows,
@@ -54,6 +55,7 @@ PER_PAGE = 100
 RUNS_PER_HISTORY_QUERY = 50
 ROWS_PER_HISTORY_QUERY = 20_000
 NAMES_PER_QUERY = 100  # open runs looked up by name per runs query
+PROJECTS_PER_LISTING = 10  # projects listed per request, a page of PER_PAGE runs each
 # Without rules on config, runs are listed without it (configs can be large); the status
 # pages still want each run's (its total steps), read once per run and process: this many
 # runs a tick in one runs query, from the second tick on (the first is the heaviest).
@@ -269,6 +271,7 @@ class _Tick:
         self.last_error = ""
         self._configs_left = CONFIGS_PER_TICK if source._polls else 0
         self._runs_ok = 0
+        self._refused = False  # the API key was refused: nothing more is asked this tick
         self._history_ok = 0
         self._history_failed = 0
 
@@ -304,18 +307,23 @@ class _Tick:
             self.fail(f"listing the projects of {src.entity}", exc)
             return
         order = src.rotate(projects)
+        listed = self.list_runs(order)
+        if self._refused:
+            return  # every other request would be refused the same way
         for i, project in enumerate(order):
             if self.left() <= 0:
                 self.errors.append(
                     f"source {src.name}: tick budget of {src.tick_timeout:g} s spent;"
                     f" {', '.join(order[i:])} wait for the next tick")
                 return
+            if project not in listed:
+                continue  # its listing failed: said so
             try:
-                nodes = self.runs(project)
+                nodes = listed[project] + self.open_runs(project, listed[project])
             except WandbError as exc:
                 self.fail(f"project {src.entity}/{project}", exc)
                 if exc.kind == "auth":
-                    return  # every other project would be refused the same way
+                    return
                 continue
             self._runs_ok += 1
             if self.read_history(project, nodes):
@@ -324,20 +332,69 @@ class _Tick:
                 self.state.answered[project] = self.now
             self.add_configs(project)
 
-    def runs(self, project: str) -> list[RunNode]:
-        """The project's running runs, those whose heartbeat moved since its last complete
-        read, and the runs this source still has open that are neither (W&B may mark a dead
-        run crashed long after its last heartbeat)."""
+    def list_runs(self, projects: Sequence[str]) -> dict[str, list[RunNode]]:
+        """Each project's running runs and those whose heartbeat moved since its last
+        complete read: ``PROJECTS_PER_LISTING`` projects a request, each paged on its own
+        (a project's next page rides with the others' still to read). A project whose
+        listing failed is left out, said so; a spent budget leaves the rest out unsaid (the
+        caller says which projects wait)."""
+        src = self.source
+        listed: dict[str, list[RunNode]] = {}
+        for start in range(0, len(projects), PROJECTS_PER_LISTING):
+            chunk = projects[start:start + PROJECTS_PER_LISTING]
+            pages: dict[str, str | None] = dict.fromkeys(chunk)  # project: its next page
+            found: dict[str, list[RunNode]] = {project: [] for project in pages}
+            while pages:
+                if self.left() <= 0:
+                    return listed
+                asked = list(pages)
+                variables: dict[str, Any] = {"entity": src.entity, "perPage": PER_PAGE,
+                                             "withConfig": self.needs_config}
+                for i, project in enumerate(asked):
+                    variables[f"p{i}"] = project
+                    variables[f"f{i}"] = json.dumps(self.listing_filter(project))
+                    variables[f"c{i}"] = pages[project]
+                try:
+                    data = src.client.execute(listing_query(len(asked)), variables,
+                                              timeout=self.left())
+                except WandbError as exc:
+                    names = ", ".join(f"{src.entity}/{project}" for project in asked)
+                    self.fail(f"project{'s' if len(asked) > 1 else ''} {names}", exc)
+                    self._refused = exc.kind == "auth"
+                    if self._refused:
+                        return listed
+                    break
+                pages = {}
+                for i, project in enumerate(asked):
+                    try:
+                        nodes, cursor = self._page(project, data.get(f"p{i}"))
+                    except WandbError as exc:
+                        self.fail(f"project {src.entity}/{project}", exc)
+                        del found[project]
+                        continue
+                    found[project] += nodes
+                    if cursor is None:
+                        listed[project] = found.pop(project)
+                    else:
+                        pages[project] = cursor
+        return listed
+
+    def listing_filter(self, project: str) -> dict[str, Any]:
         lookback = self.source.spec.lookback
         since = max(self.state.answered.get(project, self.now - lookback) - SKEW,
                     self.now - lookback)
-        nodes = self._query(project, runs_filter(updated_after=since, **self.source.narrow))
-        seen = {node.snapshot.ref.path for node in nodes}
+        return runs_filter(updated_after=since, **self.source.narrow)
+
+    def open_runs(self, project: str, listed: Sequence[RunNode]) -> list[RunNode]:
+        """The runs this source still has open that the listing left out (W&B may mark a
+        dead run crashed long after its last heartbeat), asked for by name."""
+        seen = {node.snapshot.ref.path for node in listed}
         prefix = f"{self.source.entity}/{project}/"
         open_runs = {key[len(prefix):]: cursor for key, cursor in self.run_cursors.items()
                      if key.startswith(prefix) and key not in seen
                      and cursor is not None and not cursor.ended}
         missing = sorted(open_runs)
+        nodes: list[RunNode] = []
         for i in range(0, len(missing), NAMES_PER_QUERY):
             names = missing[i:i + NAMES_PER_QUERY]
             found = self._query(project, {"name": {"$in": names}})
@@ -392,19 +449,26 @@ class _Tick:
                 "cursor": cursor, "perPage": PER_PAGE,
                 "withConfig": self.needs_config or with_config,
             }, timeout=self.left())
-            found = data.get("project") or None
-            if found is None:
-                raise WandbError(f"unknown project {src.entity}/{project}", kind="not-found")
-            runs = found.get("runs") or {}
-            for edge in runs.get("edges") or ():
-                node = edge.get("node") if isinstance(edge, dict) else None
-                if isinstance(node, dict) and node.get("name"):
-                    nodes.append(read_node(node, source=src.name, entity=src.entity,
-                                           project=project, app_url=src.app_url))
-            page = runs.get("pageInfo") or {}
-            if not page.get("hasNextPage") or not page.get("endCursor"):
+            found, cursor = self._page(project, data.get("project"))
+            nodes += found
+            if cursor is None:
                 return nodes
-            cursor = page["endCursor"]
+
+    def _page(self, project: str, found: Any) -> tuple[list[RunNode], str | None]:
+        """A project's page of runs, and the cursor of its next page (None: the last)."""
+        src = self.source
+        if not isinstance(found, dict):
+            raise WandbError(f"unknown project {src.entity}/{project}", kind="not-found")
+        runs = found.get("runs") or {}
+        nodes = []
+        for edge in runs.get("edges") or ():
+            node = edge.get("node") if isinstance(edge, dict) else None
+            if isinstance(node, dict) and node.get("name"):
+                nodes.append(read_node(node, source=src.name, entity=src.entity,
+                                       project=project, app_url=src.app_url))
+        page = runs.get("pageInfo") or {}
+        more = page.get("hasNextPage") and page.get("endCursor")
+        return nodes, str(page["endCursor"]) if more else None
 
     def read_history(self, project: str, nodes: Sequence[RunNode]) -> bool:
         """Read and finish every run of the project; False if some could not be."""

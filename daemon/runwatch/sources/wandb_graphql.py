@@ -1,7 +1,7 @@
 """What the W&B source asks the W&B GraphQL API, and how it reads the answers. Pure.
 
-Two operations carry a tick: one runs query per project (paged) with exactly the fields
-a tick needs, and history queries that read many runs' new rows at once — one aliased
+Two operations carry a tick: a listing of runs, ten projects a request (each paged on its
+own) with exactly the fields a tick needs, and history queries that read many runs' new rows at once — one aliased
 ``run(name:) { sampledHistory(specs:) }`` per run, each spec bounded to the steps after
 the run's cursor. ``sampledHistory`` treats ``maxStep`` as inclusive, returns only rows
 that hold *every* key of a spec, and at most ``samples`` of them (evenly thinned), so
@@ -25,19 +25,39 @@ from typing import Any
 
 from runwatch.model import RunRef, RunSnapshot, RunState, Series
 
-RUNS_QUERY = """
-query RunwatchRuns($entity: String!, $project: String!, $filters: JSONString,
-                   $cursor: String, $perPage: Int!, $withConfig: Boolean!) {
-  project(name: $project, entityName: $entity) {
-    runs(filters: $filters, after: $cursor, first: $perPage, order: "+created_at") {
-      edges { node { name displayName state createdAt heartbeatAt tags group
+# What a runs query reads of each run.
+RUN_FIELDS = """name displayName state createdAt heartbeatAt tags group
                      historyLineCount historyKeys summaryMetrics
-                     config @include(if: $withConfig) } }
-      pageInfo { endCursor hasNextPage }
-    }
-  }
-}
+                     config @include(if: $withConfig)"""
+
+RUNS_QUERY = f"""
+query RunwatchRuns($entity: String!, $project: String!, $filters: JSONString,
+                   $cursor: String, $perPage: Int!, $withConfig: Boolean!) {{
+  project(name: $project, entityName: $entity) {{
+    runs(filters: $filters, after: $cursor, first: $perPage, order: "+created_at") {{
+      edges {{ node {{ {RUN_FIELDS} }} }}
+      pageInfo {{ endCursor hasNextPage }}
+    }}
+  }}
+}}
 """
+
+
+def listing_query(count: int) -> str:
+    """One query listing a page of runs of each of ``count`` projects, aliased ``p0…``:
+    project ``$p{i}``, filters ``$f{i}``, page cursor ``$c{i}`` (what RUNS_QUERY asks of
+    one project). A tick lists its projects in one request, not one each."""
+    params = "".join(f", $p{i}: String!, $f{i}: JSONString, $c{i}: String"
+                     for i in range(count))
+    fields = "\n".join(
+        f"  p{i}: project(name: $p{i}, entityName: $entity) {{\n"
+        f"    runs(filters: $f{i}, after: $c{i}, first: $perPage, order: \"+created_at\") {{\n"
+        f"      edges {{ node {{ {RUN_FIELDS} }} }}\n"
+        f"      pageInfo {{ endCursor hasNextPage }}\n    }}\n  }}"
+        for i in range(count))
+    return (f"query RunwatchListing($entity: String!, $perPage: Int!,"
+            f" $withConfig: Boolean!{params}) {{\n{fields}\n}}\n")
+
 
 PROJECTS_QUERY = """
 query RunwatchProjects($entity: String!, $cursor: String) {
