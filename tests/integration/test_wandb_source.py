@@ -158,14 +158,64 @@ def test_a_failed_listing_fails_only_its_projects_for_the_tick(wandb_server):
     projects = [f"q{i:02d}" for i in range(12)]
     for project in projects:
         wandb_server.add_run("team", project, "r0", rows=rows(0, 5))
-    source = WandbApiSource(spec(wandb_server.url, projects=projects))
-    wandb_server.fail_next(1, status=400, op="RunwatchListing")  # (not retried)
+    source = WandbApiSource(spec(wandb_server.url, projects=projects, request_retries=1))
+    wandb_server.fail_next(2, status=503, op="RunwatchListing")  # the try and its retry
     poll = Ticker(source).poll(T0 + 10)
-    [error] = poll.errors
+    [error] = poll.errors  # a server error: the same for every project, said once
     assert error.startswith("source wandb:team: projects team/q00, team/q01, ")
-    assert "team/q09: " in error and "q10" not in error
+    assert "team/q09: W&B unavailable (HTTP 503)" in error and "q10" not in error
     assert sorted(s.ref.project for s in poll.snapshots) == ["q10", "q11"]
     assert poll.reachable  # W&B answered the other listing
+    # A refusal that may be one project's (here a 400) has each project asked alone.
+    wandb_server.fail_next(1, status=400, op="RunwatchListing")
+    poll = Ticker(source).poll(T0 + 70)
+    assert poll.errors == ()
+    assert sorted(s.ref.project for s in poll.snapshots) == projects
+    assert len(wandb_server.requests_of("RunwatchListing")) == 2 + 1 + (1 + 10 + 1)
+
+
+def test_one_project_w_and_b_cannot_list_fails_alone(wandb_server):
+    """W&B answers an error on one project's alias as the whole request's: the projects of
+    that request are then listed one at a time, so only the broken one fails, and the
+    source still counts as answering."""
+    projects = ["a", "b", "bad", "c"]
+    for project in projects:
+        wandb_server.add_run("team", project, "r0", rows=rows(0, 5))
+    wandb_server.break_runs("team", "bad", "internal error reading runs")
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url, projects=projects)))
+    for n in range(2):
+        poll = ticker.poll(T0 + 10 + 60 * n)
+        assert sorted({s.ref.project for s in poll.snapshots}) == ["a", "b", "c"]
+        [error] = poll.errors
+        assert error.startswith("source wandb:team: project team/bad: ")
+        assert "internal error reading runs" in error
+        assert poll.reachable
+    wandb_server.break_runs("team", "bad", None)
+    assert ticker.poll(T0 + 130).errors == ()
+    assert len(wandb_server.requests_of("RunwatchListing")) == 2 * (1 + 4) + 1
+
+
+def test_a_budget_spent_listing_still_reads_the_first_ten_projects(wandb_server):
+    """Ten projects are listed and read before the next ten are listed: a slow W&B that
+    spends the tick's budget still has the first ten read and the tick counts as answered;
+    the ten whose listing timed out are said once, the rest named as waiting."""
+    projects = [f"q{i:02d}" for i in range(25)]
+    for project in projects:
+        wandb_server.add_run("team", project, "r0", rows=rows(0, 5))
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url, projects=projects,
+                                        tick_timeout="3s", request_timeout="2s")))
+    ticker.poll(T0)  # connected, cursors set
+    ticker.poll(T0 + 30)  # every run's config read (from a second tick on)
+    wandb_server.hang_next(1, seconds=1.7, op="RunwatchListing")  # answered, late
+    wandb_server.hang_next(5, seconds=30, op="RunwatchListing")  # not within the budget
+    poll = ticker.poll(T0 + 60)  # the third tick starts at the third project
+    assert sorted({s.ref.project for s in poll.snapshots}) == projects[2:12]
+    assert poll.reachable
+    late = ", ".join(f"team/{p}" for p in projects[12:22])
+    assert poll.errors[0].startswith(f"source wandb:team: projects {late}: W&B request timed"
+                                     " out")
+    assert poll.errors[1:] == ("source wandb:team: tick budget of 3 s spent; q22, q23, q24,"
+                               " q00, q01 wait for the next tick",)
 
 
 def test_configs_left_out_of_the_listing_are_read_once_per_run_from_the_second_tick(

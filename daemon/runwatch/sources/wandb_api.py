@@ -272,6 +272,7 @@ class _Tick:
         self._configs_left = CONFIGS_PER_TICK if source._polls else 0
         self._runs_ok = 0
         self._refused = False  # the API key was refused: nothing more is asked this tick
+        self._said: set[str] = set()  # projects whose listing failed, said so
         self._history_ok = 0
         self._history_failed = 0
 
@@ -307,41 +308,50 @@ class _Tick:
             self.fail(f"listing the projects of {src.entity}", exc)
             return
         order = src.rotate(projects)
-        listed = self.list_runs(order)
-        if self._refused:
-            return  # every other request would be refused the same way
-        for i, project in enumerate(order):
-            if self.left() <= 0:
-                self.errors.append(
-                    f"source {src.name}: tick budget of {src.tick_timeout:g} s spent;"
-                    f" {', '.join(order[i:])} wait for the next tick")
-                return
-            if project not in listed:
-                continue  # its listing failed: said so
-            try:
-                nodes = listed[project] + self.open_runs(project, listed[project])
-            except WandbError as exc:
-                self.fail(f"project {src.entity}/{project}", exc)
-                if exc.kind == "auth":
+        # Ten projects listed, then read, then the next ten: a budget spent early still
+        # reads the first (and the rotation starts each tick one project further).
+        for start in range(0, len(order), PROJECTS_PER_LISTING):
+            chunk = order[start:start + PROJECTS_PER_LISTING]
+            listed = self.list_runs(chunk) if self.left() > 0 else {}
+            if self._refused:
+                return  # every other request would be refused the same way
+            for i, project in enumerate(chunk):
+                if self.left() <= 0:
+                    waiting = [p for p in order[start + i:] if p not in self._said]
+                    if waiting:
+                        self.errors.append(
+                            f"source {src.name}: tick budget of {src.tick_timeout:g} s"
+                            f" spent; {', '.join(waiting)} wait for the next tick")
                     return
-                continue
-            self._runs_ok += 1
-            if self.read_history(project, nodes):
-                # Only a project read completely moves its "ended since" mark: a run that
-                # ended while its history could not be read is asked for again.
-                self.state.answered[project] = self.now
-            self.add_configs(project)
+                if project not in listed:
+                    continue  # its listing failed: said so
+                try:
+                    nodes = listed[project] + self.open_runs(project, listed[project])
+                except WandbError as exc:
+                    self.fail(f"project {src.entity}/{project}", exc)
+                    if exc.kind == "auth":
+                        return
+                    continue
+                if self.read_history(project, nodes):
+                    # Only a project read completely moves its "ended since" mark: a run
+                    # that ended while its history could not be read is asked again.
+                    self.state.answered[project] = self.now
+                self.add_configs(project)
 
-    def list_runs(self, projects: Sequence[str]) -> dict[str, list[RunNode]]:
+    def list_runs(self, projects: Sequence[str], *,
+                  per_request: int = PROJECTS_PER_LISTING) -> dict[str, list[RunNode]]:
         """Each project's running runs and those whose heartbeat moved since its last
-        complete read: ``PROJECTS_PER_LISTING`` projects a request, each paged on its own
-        (a project's next page rides with the others' still to read). A project whose
+        complete read: ``per_request`` projects a request, each paged on its own (a
+        project's next page rides with the others' still to read). A project whose
         listing failed is left out, said so; a spent budget leaves the rest out unsaid (the
-        caller says which projects wait)."""
+        caller says which projects wait). A request of several projects that W&B refused
+        for a reason that may be one project's (an error on one alias comes back as the
+        whole request's) is asked again one project at a time, so only that one fails;
+        a timeout, a rate limit or a server error is the same for all of them."""
         src = self.source
         listed: dict[str, list[RunNode]] = {}
-        for start in range(0, len(projects), PROJECTS_PER_LISTING):
-            chunk = projects[start:start + PROJECTS_PER_LISTING]
+        for start in range(0, len(projects), per_request):
+            chunk = projects[start:start + per_request]
             pages: dict[str, str | None] = dict.fromkeys(chunk)  # project: its next page
             found: dict[str, list[RunNode]] = {project: [] for project in pages}
             while pages:
@@ -358,18 +368,26 @@ class _Tick:
                     data = src.client.execute(listing_query(len(asked)), variables,
                                               timeout=self.left())
                 except WandbError as exc:
+                    if len(asked) > 1 and _maybe_one_project(exc):
+                        listed |= self.list_runs(asked, per_request=1)
+                        if self._refused:
+                            return listed
+                        break
                     names = ", ".join(f"{src.entity}/{project}" for project in asked)
                     self.fail(f"project{'s' if len(asked) > 1 else ''} {names}", exc)
+                    self._said.update(asked)
                     self._refused = exc.kind == "auth"
                     if self._refused:
                         return listed
                     break
+                self._runs_ok += 1
                 pages = {}
                 for i, project in enumerate(asked):
                     try:
                         nodes, cursor = self._page(project, data.get(f"p{i}"))
                     except WandbError as exc:
                         self.fail(f"project {src.entity}/{project}", exc)
+                        self._said.add(project)
                         del found[project]
                         continue
                     found[project] += nodes
@@ -566,6 +584,14 @@ def _batches(reads: Sequence[_Read]) -> Iterator[list[_Read]]:
         rows += size
     if batch:
         yield batch
+
+
+def _maybe_one_project(exc: WandbError) -> bool:
+    """Whether a failed request of several projects may have failed for one of them: W&B
+    answers an error on one alias (a project it cannot list) as the whole request's, with
+    no HTTP status. A timeout, a rate limit, a server error or a refused key is not."""
+    return exc.kind in ("query", "not-found") or (exc.kind == "unavailable"
+                                                  and exc.status is None)
 
 
 def _ago(since: float | None, now: float) -> str:

@@ -1,13 +1,14 @@
 """What the W&B source asks the W&B GraphQL API, and how it reads the answers. Pure.
 
 Two operations carry a tick: a listing of runs, ten projects a request (each paged on its
-own) with exactly the fields a tick needs, and history queries that read many runs' new rows at once — one aliased
-``run(name:) { sampledHistory(specs:) }`` per run, each spec bounded to the steps after
-the run's cursor. ``sampledHistory`` treats ``maxStep`` as inclusive, returns only rows
-that hold *every* key of a spec, and at most ``samples`` of them (evenly thinned), so
-``samples`` is never below the rows the range can hold, and one spec holds only keys
-logged in the same rows (see :func:`runwatch.sources.wandb_cursor.group_keys`): each point,
-and each row's ``_step`` and ``_timestamp``, is then sent once.
+own) with exactly the fields a tick needs, and history queries that read many runs' new
+rows at once — one aliased ``run(name:) { sampledHistory(specs:) }`` per run, each spec
+bounded to the steps after the run's cursor. ``sampledHistory`` treats ``maxStep`` as
+inclusive, returns only rows that hold *every* key of a spec, and at most ``samples`` of
+them (evenly thinned), so ``samples`` is never below the rows the range can hold, and one
+spec holds only keys logged in the same rows (see
+:func:`runwatch.sources.wandb_cursor.group_keys`): each point, and each row's ``_step``
+and ``_timestamp``, is then sent once.
 
 The all-keys rule is W&B's own: wandb's ``Run.scan_history`` documents that "the scan only
 returns rows that contain all of the requested keys", and W&B's staff say the same of
