@@ -245,6 +245,8 @@ def test_configs_left_out_of_the_listing_are_read_once_per_run_from_the_second_t
     assert sorted(asked[2][0]) == [f"r{i:03d}" for i in range(100, 150)]
     assert asked[2][0]["r149"] == 1149 and asked[2][1] == 1
     assert asked[3] == ({}, 0)  # every run's read once: no more
+    listings = wandb_server.requests_of("RunwatchListing")
+    assert len(listings) == 4 * 2 and not any(r.variables["withConfig"] for r in listings)
 
 
 def test_a_nan_loss_read_through_wandb_reaches_the_nonfinite_check(wandb_server):
