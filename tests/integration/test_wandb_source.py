@@ -218,6 +218,30 @@ def test_a_budget_spent_listing_still_reads_the_first_ten_projects(wandb_server)
                                " q00, q01 wait for the next tick",)
 
 
+def test_a_listing_w_and_b_is_too_slow_to_answer_is_asked_again_in_halves(wandb_server):
+    """W&B may answer each aliased project in turn: a listing of ten that timed out is
+    asked again five at a time, in the same tick, and the source lists five a request from
+    then on."""
+    projects = [f"q{i:02d}" for i in range(12)]
+    for project in projects:
+        wandb_server.add_run("team", project, "r0", rows=rows(0, 5))
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url, projects=projects,
+                                        request_timeout="2s")))
+    wandb_server.hang_next(1, seconds=30, op="RunwatchListing")
+    poll = ticker.poll(T0 + 10)
+    assert sorted(s.ref.project for s in poll.snapshots) == projects
+    assert poll.errors == ("source wandb:team: W&B did not list 10 projects in one request"
+                           " within 2 s; listing 5 a request from now on",)
+    assert poll.reachable
+
+    def asked(request) -> int:
+        return sum(1 for k in request.variables if k[0] == "p" and k[1:].isdigit())
+
+    first = len(wandb_server.requests_of("RunwatchListing"))
+    assert ticker.poll(T0 + 70).errors == ()
+    assert [asked(r) for r in wandb_server.requests_of("RunwatchListing")[first:]] == [5, 5, 2]
+
+
 def test_configs_left_out_of_the_listing_are_read_once_per_run_from_the_second_tick(
         wandb_server):
     """No rule matches on config, so runs are listed without it; the status pages still

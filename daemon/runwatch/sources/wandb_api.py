@@ -136,6 +136,9 @@ class WandbApiSource:
         self._projects: tuple[float, tuple[str, ...]] | None = None
         self._rotation = 0
         self._polls = 0
+        # Projects a listing request asks; halved for good when W&B takes too long to answer
+        # one (it may answer each aliased project in turn).
+        self._per_listing = PROJECTS_PER_LISTING
         self._configured: set[str] = set()  # runs whose config this process has read
         self._configs_after = -math.inf  # (a failed config query puts the next off)
 
@@ -310,8 +313,8 @@ class _Tick:
         order = src.rotate(projects)
         # Ten projects listed, then read, then the next ten: a budget spent early still
         # reads the first (and the rotation starts each tick one project further).
-        for start in range(0, len(order), PROJECTS_PER_LISTING):
-            chunk = order[start:start + PROJECTS_PER_LISTING]
+        for start in range(0, len(order), src._per_listing):
+            chunk = order[start:start + src._per_listing]
             listed = self.list_runs(chunk) if self.left() > 0 else {}
             if self._refused:
                 return  # every other request would be refused the same way
@@ -339,16 +342,18 @@ class _Tick:
                 self.add_configs(project)
 
     def list_runs(self, projects: Sequence[str], *,
-                  per_request: int = PROJECTS_PER_LISTING) -> dict[str, list[RunNode]]:
+                  per_request: int | None = None) -> dict[str, list[RunNode]]:
         """Each project's running runs and those whose heartbeat moved since its last
         complete read: ``per_request`` projects a request, each paged on its own (a
         project's next page rides with the others' still to read). A project whose
         listing failed is left out, said so; a spent budget leaves the rest out unsaid (the
         caller says which projects wait). A request of several projects that W&B refused
         for a reason that may be one project's (an error on one alias comes back as the
-        whole request's) is asked again one project at a time, so only that one fails;
-        a timeout, a rate limit or a server error is the same for all of them."""
+        whole request's) is asked again one project at a time, so only that one fails; one
+        that timed out is asked again in halves (see :meth:`list_in_halves`); a rate limit
+        or a server error is the same for all."""
         src = self.source
+        per_request = per_request or src._per_listing
         listed: dict[str, list[RunNode]] = {}
         for start in range(0, len(projects), per_request):
             chunk = projects[start:start + per_request]
@@ -364,10 +369,17 @@ class _Tick:
                     variables[f"p{i}"] = project
                     variables[f"f{i}"] = json.dumps(self.listing_filter(project))
                     variables[f"c{i}"] = pages[project]
+                given = self.left()  # a timeout within less than a request's own is the tick's
                 try:
                     data = src.client.execute(listing_query(len(asked)), variables,
-                                              timeout=self.left())
+                                              timeout=given)
                 except WandbError as exc:
+                    if len(asked) > 1 and exc.kind == "timeout" \
+                            and given >= src.spec.request_timeout:
+                        self.list_in_halves(asked, listed)
+                        if self._refused:
+                            return listed
+                        break
                     if len(asked) > 1 and _maybe_one_project(exc):
                         listed |= self.list_runs(asked, per_request=1)
                         if self._refused:
@@ -396,6 +408,23 @@ class _Tick:
                     else:
                         pages[project] = cursor
         return listed
+
+    def list_in_halves(self, projects: Sequence[str], listed: dict[str, list[RunNode]]) -> None:
+        """``projects``, whose listing in one request timed out, listed half as many a
+        request; if W&B answers those, the source keeps listing that many (it may answer
+        each aliased project in turn), and says so. If it does not (it is down, not slow),
+        the source goes on as before: the halves' own failures are what is said."""
+        src = self.source
+        answered, before, said = self._runs_ok, src._per_listing, len(self.errors)
+        src._per_listing = min(before, len(projects) // 2)
+        listed |= self.list_runs(projects, per_request=src._per_listing)
+        if self._runs_ok == answered:
+            src._per_listing = before
+        elif src._per_listing < before:
+            self.errors.insert(said, (
+                f"source {src.name}: W&B did not list {len(projects)} projects in one request"
+                f" within {src.spec.request_timeout:g} s; listing {src._per_listing} a"
+                " request from now on"))
 
     def listing_filter(self, project: str) -> dict[str, Any]:
         lookback = self.source.spec.lookback
