@@ -220,9 +220,9 @@ def test_a_budget_spent_listing_still_reads_the_first_ten_projects(wandb_server)
 
 def test_a_listing_w_and_b_is_too_slow_to_answer_is_asked_again_in_halves(wandb_server):
     """W&B may answer each aliased project in turn: a listing of ten that timed out is
-    asked again five at a time, in the same tick, and the source lists five a request from
-    then on."""
-    projects = [f"q{i:02d}" for i in range(12)]
+    asked again five at a time, in the same tick, and the source lists five a request for
+    an hour (no project skipped as the size changes under way), then ten again."""
+    projects = [f"q{i:02d}" for i in range(25)]
     for project in projects:
         wandb_server.add_run("team", project, "r0", rows=rows(0, 5))
     ticker = Ticker(WandbApiSource(spec(wandb_server.url, projects=projects,
@@ -231,15 +231,38 @@ def test_a_listing_w_and_b_is_too_slow_to_answer_is_asked_again_in_halves(wandb_
     poll = ticker.poll(T0 + 10)
     assert sorted(s.ref.project for s in poll.snapshots) == projects
     assert poll.errors == ("source wandb:team: W&B did not list 10 projects in one request"
-                           " within 2 s; listing 5 a request from now on",)
+                           " within 2 s; listing 5 a request for the next 1h",)
     assert poll.reachable
 
-    def asked(request) -> int:
-        return sum(1 for k in request.variables if k[0] == "p" and k[1:].isdigit())
+    def sizes(since: int) -> list[int]:
+        return [sum(1 for k in r.variables if k[0] == "p" and k[1:].isdigit())
+                for r in wandb_server.requests_of("RunwatchListing")[since:]]
 
+    assert sizes(0) == [10, 5, 5, 5, 5, 5]
     first = len(wandb_server.requests_of("RunwatchListing"))
     assert ticker.poll(T0 + 70).errors == ()
-    assert [asked(r) for r in wandb_server.requests_of("RunwatchListing")[first:]] == [5, 5, 2]
+    assert sizes(first) == [5, 5, 5, 5, 5]
+    first = len(wandb_server.requests_of("RunwatchListing"))
+    assert ticker.poll(T0 + 10 + 3600).errors == ()
+    assert sizes(first) == [10, 10, 5]
+
+
+def test_a_timeout_on_a_later_page_halves_the_listing_not_more(wandb_server):
+    projects = [f"q{i:02d}" for i in range(10)]
+    for project in projects:
+        wandb_server.add_run("team", project, "r0", rows=rows(0, 5))
+    for i in range(1, 150):  # two pages each for q03 and q07
+        wandb_server.add_run("team", "q03", f"r{i:03d}", rows=rows(0, 5))
+        wandb_server.add_run("team", "q07", f"r{i:03d}", rows=rows(0, 5))
+    ticker = Ticker(WandbApiSource(spec(wandb_server.url, projects=projects,
+                                        request_timeout="2s")))
+    wandb_server.hang_next(1, seconds=1.5, op="RunwatchListing")  # the first page: in time
+    wandb_server.hang_next(1, seconds=30, op="RunwatchListing")  # the second: not
+    poll = ticker.poll(T0 + 10)
+    assert len(poll.snapshots) == 10 + 2 * 149
+    assert len({s.ref.path for s in poll.snapshots}) == len(poll.snapshots)
+    assert poll.errors == ("source wandb:team: W&B did not list 2 projects in one request"
+                           " within 2 s; listing 5 a request for the next 1h",)
 
 
 def test_configs_left_out_of_the_listing_are_read_once_per_run_from_the_second_tick(

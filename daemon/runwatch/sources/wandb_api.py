@@ -56,6 +56,7 @@ RUNS_PER_HISTORY_QUERY = 50
 ROWS_PER_HISTORY_QUERY = 20_000
 NAMES_PER_QUERY = 100  # open runs looked up by name per runs query
 PROJECTS_PER_LISTING = 10  # projects listed per request, a page of PER_PAGE runs each
+SMALLER_FOR = 3600.0  # seconds a smaller listing size is kept after a slow listing
 # Without rules on config, runs are listed without it (configs can be large); the status
 # pages still want each run's (its total steps), read once per run and process: this many
 # runs a tick in one runs query, from the second tick on (the first is the heaviest).
@@ -136,9 +137,11 @@ class WandbApiSource:
         self._projects: tuple[float, tuple[str, ...]] | None = None
         self._rotation = 0
         self._polls = 0
-        # Projects a listing request asks; halved for good when W&B takes too long to answer
-        # one (it may answer each aliased project in turn).
+        # Projects a listing request asks: halved for an hour (SMALLER_FOR) when W&B takes
+        # too long to answer one but answers the halves (it may answer each aliased project
+        # in turn), then tried at full size again.
         self._per_listing = PROJECTS_PER_LISTING
+        self._smaller_until = 0.0
         self._configured: set[str] = set()  # runs whose config this process has read
         self._configs_after = -math.inf  # (a failed config query puts the next off)
 
@@ -276,6 +279,7 @@ class _Tick:
         self._runs_ok = 0
         self._refused = False  # the API key was refused: nothing more is asked this tick
         self._said: set[str] = set()  # projects whose listing failed, said so
+        self._halving = 0  # depth of list_in_halves calls under way
         self._history_ok = 0
         self._history_failed = 0
 
@@ -311,16 +315,21 @@ class _Tick:
             self.fail(f"listing the projects of {src.entity}", exc)
             return
         order = src.rotate(projects)
+        if self.now >= src._smaller_until:
+            src._per_listing = PROJECTS_PER_LISTING
         # Ten projects listed, then read, then the next ten: a budget spent early still
-        # reads the first (and the rotation starts each tick one project further).
-        for start in range(0, len(order), src._per_listing):
+        # reads the first (and the rotation starts each tick one project further). The size
+        # may shrink while a chunk is listed: the next chunk starts after this one.
+        start = 0
+        while start < len(order):
             chunk = order[start:start + src._per_listing]
+            start += len(chunk)
             listed = self.list_runs(chunk) if self.left() > 0 else {}
             if self._refused:
                 return  # every other request would be refused the same way
             for i, project in enumerate(chunk):
                 if self.left() <= 0:
-                    waiting = [p for p in order[start + i:] if p not in self._said]
+                    waiting = [p for p in order[start - len(chunk) + i:] if p not in self._said]
                     if waiting:
                         self.errors.append(
                             f"source {src.name}: tick budget of {src.tick_timeout:g} s"
@@ -376,7 +385,7 @@ class _Tick:
                 except WandbError as exc:
                     if len(asked) > 1 and exc.kind == "timeout" \
                             and given >= src.spec.request_timeout:
-                        self.list_in_halves(asked, listed)
+                        self.list_in_halves(asked, listed, per_request)
                         if self._refused:
                             return listed
                         break
@@ -409,22 +418,29 @@ class _Tick:
                         pages[project] = cursor
         return listed
 
-    def list_in_halves(self, projects: Sequence[str], listed: dict[str, list[RunNode]]) -> None:
-        """``projects``, whose listing in one request timed out, listed half as many a
-        request; if W&B answers those, the source keeps listing that many (it may answer
-        each aliased project in turn), and says so. If it does not (it is down, not slow),
-        the source goes on as before: the halves' own failures are what is said."""
+    def list_in_halves(self, projects: Sequence[str], listed: dict[str, list[RunNode]],
+                       size: int) -> None:
+        """``projects``, whose listing ``size`` a request timed out, listed half as many a
+        request; if W&B answers those, the source keeps listing that many for an hour (it
+        may answer each aliased project in turn), and says so once. If it does not (it is
+        down, not slow), the size stays: the halves' own failures are what is said."""
         src = self.source
         answered, before, said = self._runs_ok, src._per_listing, len(self.errors)
-        src._per_listing = min(before, len(projects) // 2)
-        listed |= self.list_runs(projects, per_request=src._per_listing)
+        src._per_listing = max(1, min(before, size // 2))
+        self._halving += 1
+        try:
+            listed |= self.list_runs(projects, per_request=src._per_listing)
+        finally:
+            self._halving -= 1
         if self._runs_ok == answered:
             src._per_listing = before
-        elif src._per_listing < before:
+            return
+        src._smaller_until = self.now + SMALLER_FOR
+        if not self._halving and src._per_listing < before:  # said once, at the outermost
             self.errors.insert(said, (
-                f"source {src.name}: W&B did not list {len(projects)} projects in one request"
-                f" within {src.spec.request_timeout:g} s; listing {src._per_listing} a"
-                " request from now on"))
+                f"source {src.name}: W&B did not list {len(projects)} projects in one"
+                f" request within {src.spec.request_timeout:g} s; listing"
+                f" {src._per_listing} a request for the next {format_duration(SMALLER_FOR)}"))
 
     def listing_filter(self, project: str) -> dict[str, Any]:
         lookback = self.source.spec.lookback
