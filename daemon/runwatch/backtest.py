@@ -44,6 +44,7 @@ from runwatch.notify.pipeline import plan
 from runwatch.notify.report_json import number
 from runwatch.replay import ROW_TIME, ReplayRun
 from runwatch.store.memory import MemoryStore
+from runwatch.tick import wanted_keys
 
 MAX_TICKS = 1_000_000  # a month of a run at a tick every 3 s
 
@@ -319,7 +320,7 @@ class _Naps:
         self._rows = run.history.get(ROW_TIME)
         self.naps: dict[str, _Nap] = {}
         self._asked: list[Rule] = list(rules)
-        self.wanted = _keys_of(rules, aliases)  # every key the asked rules may read
+        self.wanted = wanted_keys(rules, aliases)  # every key the asked rules may read
         self.resters = frozenset(rule.name for rule in rules
                                  if type(rule).rests_until is not RuleBase.rests_until)
         # (of those, the ones whose memory is rebuilt when they wake)
@@ -429,7 +430,7 @@ class _Naps:
         states[fp] = evolve(states[fp], memory=[rule.memory_tag, rule.memory_of(times)])
 
     def _recount(self) -> None:
-        self.wanted = _keys_of(self._asked, self.aliases)
+        self.wanted = wanted_keys(self._asked, self.aliases)
         naps = self.naps.values()
         self._seen = min((nap.seen for nap in naps), default=math.inf)
         self._until = min((nap.until for nap in naps), default=math.inf)
@@ -457,11 +458,6 @@ class _Naps:
         # (a tick is handed the points of a key in their order, up to the last one logged
         # by then: by index, whatever their times say)
         return _Nap() if wake == len(series.values) else _Nap(key=key, index=wake)
-
-
-def _keys_of(rules: Iterable[Rule], aliases: Mapping[str, tuple[str, ...]]) -> frozenset[str]:
-    return frozenset(key for rule in rules for metric in rule.metrics()
-                     for key in keys.candidates(metric, aliases))
 
 
 def _record(transitions: Iterable[Transition], episodes: dict[str, AlertEpisode],

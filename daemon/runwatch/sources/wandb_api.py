@@ -279,7 +279,7 @@ class _Tick:
         self._runs_ok = 0
         self._refused = False  # the API key was refused: nothing more is asked this tick
         self._said: set[str] = set()  # projects whose listing failed, said so
-        self._halving = 0  # depth of list_in_halves calls under way
+        self._slow = 0  # the chunk being listed: its first request W&B was too slow for
         self._history_ok = 0
         self._history_failed = 0
 
@@ -322,14 +322,20 @@ class _Tick:
         # may shrink while a chunk is listed: the next chunk starts after this one.
         start = 0
         while start < len(order):
-            chunk = order[start:start + src._per_listing]
-            start += len(chunk)
+            size = src._per_listing
+            chunk = order[start:start + size]
+            self._slow = 0
             listed = self.list_runs(chunk) if self.left() > 0 else {}
             if self._refused:
                 return  # every other request would be refused the same way
+            if src._per_listing < size:
+                self.errors.append(
+                    f"source {src.name}: W&B did not list {self._slow} projects in one"
+                    f" request within {src.spec.request_timeout:g} s; listing"
+                    f" {src._per_listing} a request for the next {format_duration(SMALLER_FOR)}")
             for i, project in enumerate(chunk):
                 if self.left() <= 0:
-                    waiting = [p for p in order[start - len(chunk) + i:] if p not in self._said]
+                    waiting = [p for p in order[start + i:] if p not in self._said]
                     if waiting:
                         self.errors.append(
                             f"source {src.name}: tick budget of {src.tick_timeout:g} s"
@@ -349,6 +355,7 @@ class _Tick:
                     # that ended while its history could not be read is asked again.
                     self.state.answered[project] = self.now
                 self.add_configs(project)
+            start += len(chunk)
 
     def list_runs(self, projects: Sequence[str], *,
                   per_request: int | None = None) -> dict[str, list[RunNode]]:
@@ -385,19 +392,14 @@ class _Tick:
                 except WandbError as exc:
                     if len(asked) > 1 and exc.kind == "timeout" \
                             and given >= src.spec.request_timeout:
-                        self.list_in_halves(asked, listed, per_request)
-                        if self._refused:
-                            return listed
-                        break
-                    if len(asked) > 1 and _maybe_one_project(exc):
+                        listed |= self.list_in_halves(asked, per_request)
+                    elif len(asked) > 1 and _maybe_one_project(exc):
                         listed |= self.list_runs(asked, per_request=1)
-                        if self._refused:
-                            return listed
-                        break
-                    names = ", ".join(f"{src.entity}/{project}" for project in asked)
-                    self.fail(f"project{'s' if len(asked) > 1 else ''} {names}", exc)
-                    self._said.update(asked)
-                    self._refused = exc.kind == "auth"
+                    else:
+                        names = ", ".join(f"{src.entity}/{project}" for project in asked)
+                        self.fail(f"project{'s' if len(asked) > 1 else ''} {names}", exc)
+                        self._said.update(asked)
+                        self._refused = exc.kind == "auth"
                     if self._refused:
                         return listed
                     break
@@ -418,29 +420,21 @@ class _Tick:
                         pages[project] = cursor
         return listed
 
-    def list_in_halves(self, projects: Sequence[str], listed: dict[str, list[RunNode]],
-                       size: int) -> None:
+    def list_in_halves(self, projects: Sequence[str], size: int) -> dict[str, list[RunNode]]:
         """``projects``, whose listing ``size`` a request timed out, listed half as many a
         request; if W&B answers those, the source keeps listing that many for an hour (it
-        may answer each aliased project in turn), and says so once. If it does not (it is
-        down, not slow), the size stays: the halves' own failures are what is said."""
+        may answer each aliased project in turn; :meth:`run` says so). If it does not (it
+        is down, not slow), the size stays: the halves' own failures are what is said."""
         src = self.source
-        answered, before, said = self._runs_ok, src._per_listing, len(self.errors)
+        answered, before = self._runs_ok, src._per_listing
+        self._slow = self._slow or len(projects)  # the first request found slow
         src._per_listing = max(1, min(before, size // 2))
-        self._halving += 1
-        try:
-            listed |= self.list_runs(projects, per_request=src._per_listing)
-        finally:
-            self._halving -= 1
+        listed = self.list_runs(projects, per_request=src._per_listing)
         if self._runs_ok == answered:
             src._per_listing = before
-            return
-        src._smaller_until = self.now + SMALLER_FOR
-        if not self._halving and src._per_listing < before:  # said once, at the outermost
-            self.errors.insert(said, (
-                f"source {src.name}: W&B did not list {len(projects)} projects in one"
-                f" request within {src.spec.request_timeout:g} s; listing"
-                f" {src._per_listing} a request for the next {format_duration(SMALLER_FOR)}"))
+        else:
+            src._smaller_until = self.now + SMALLER_FOR
+        return listed
 
     def listing_filter(self, project: str) -> dict[str, Any]:
         lookback = self.source.spec.lookback

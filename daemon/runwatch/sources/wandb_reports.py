@@ -208,11 +208,10 @@ def read_whole(client: WandbClient, *, entity: str, project: str, nodes: Sequenc
     read once, in pages of at most ``page`` rows through the tick's ``sampledHistory``
     query, ``pages_per_request`` pages a request: its steps are cut into as many ranges as
     its row count (``historyLineCount``) needs with a tenth to spare, each asking ``page``
-    samples, and a range
-    that comes back full — thinned, perhaps, where a run logs unevenly — is asked again as
-    two halves. So a run that counts its steps in tokens costs its rows, not its steps.
-    ``progress(done, total)`` is told of the pages read. A run deleted meanwhile is left
-    out."""
+    samples, and a range that comes back full — thinned, perhaps, where a run logs
+    unevenly — is asked again as two halves. So a run that counts its steps in tokens
+    costs its rows, not its steps. ``progress(done, total)`` is told of the pages read. A
+    run deleted meanwhile is left out."""
     queue: list[tuple[RunSnapshot, HistoryRead]] = []
     out: dict[str, RunSnapshot] = {}
     for node in nodes:
